@@ -1,0 +1,159 @@
+//! What the core asks of the embedder. Drained with `Pool::poll_action` after every input.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::id::{ConnId, LeaseId, WaiterId};
+use crate::input::ConnectError;
+use crate::status::Status;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Open a connection; answer with `connect_finished(conn, ..)`.
+    Open { conn: ConnId },
+    /// Health-check an idle connection before lending it; answer with `check_finished`.
+    Check { conn: ConnId },
+    /// Reset a returned connection's session state; answer with `reset_finished`.
+    Reset { conn: ConnId },
+    /// Close this connection and forget it. For a connection still opening, abandon the
+    /// open (and close whatever it yields); for a leased one (forced by close), drop it
+    /// when the borrower returns it. No answer is expected.
+    Close { conn: ConnId, reason: CloseReason },
+    /// Hand a connection to a waiter.
+    Grant { waiter: WaiterId, grant: Grant },
+    /// Tell a waiter it will not get a connection, and why.
+    Reject {
+        waiter: WaiterId,
+        rejection: Rejection,
+    },
+    /// A lease has been held longer than `leak_threshold`. Reported once per lease.
+    LeakSuspected { lease: LeaseId, held: Duration },
+    /// The pool is closed and every connection is gone; `forced` leases were revoked at
+    /// the drain deadline.
+    Drained { forced: usize },
+}
+
+/// A connection lent to a waiter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Grant {
+    pub lease: LeaseId,
+    /// How long the waiter waited.
+    pub waited: Duration,
+}
+
+impl Grant {
+    pub fn conn(&self) -> ConnId {
+        self.lease.conn()
+    }
+}
+
+/// Why an acquire ended without a connection.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Rejection {
+    /// The deadline passed. Carries the reason it is likely to have passed.
+    Timeout(Box<TimeoutReport>),
+    /// `max_waiters` were already waiting.
+    QueueFull { max_waiters: usize },
+    /// The pool is closed or closing.
+    Closed,
+    /// Connecting failed with an error that retrying will not fix (e.g. a wrong password).
+    ConnectFailed(ConnectError),
+}
+
+/// What a timed-out waiter is told: how long it waited, the last connect error (a database
+/// that refuses connections is the usual reason a pool runs dry) and the pool's counts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TimeoutReport {
+    pub waited: Duration,
+    pub last_connect_error: Option<ConnectError>,
+    pub status: Status,
+}
+
+impl fmt::Debug for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rejection::Timeout(r) => {
+                write!(
+                    f,
+                    "timed out after {:?} waiting for a connection ({})",
+                    r.waited, r.status
+                )?;
+                if let Some(e) = &r.last_connect_error {
+                    write!(f, "; last connect error: {e}")?;
+                }
+                Ok(())
+            }
+            Rejection::QueueFull { max_waiters } => {
+                write!(
+                    f,
+                    "pool queue is full ({max_waiters} waiters); request shed"
+                )
+            }
+            Rejection::Closed => f.write_str("pool is closed"),
+            Rejection::ConnectFailed(e) => write!(f, "cannot connect: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Rejection {}
+
+/// Why a connection was closed. Counted per reason in `Stats`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum CloseReason {
+    /// Returned with `Verdict::Broken`.
+    Broken,
+    /// Failed its checkout health check.
+    CheckFailed,
+    /// Its checkout health check did not answer within `check_timeout`.
+    CheckTimeout,
+    /// Its reset failed or did not answer within `check_timeout`.
+    ResetFailed,
+    /// Idle longer than `idle_timeout` while the pool had more than `min_idle` idle.
+    IdleTimeout,
+    /// Older than its (jittered) `max_lifetime`.
+    MaxLifetime,
+    /// Its connect did not finish within `connect_timeout`.
+    ConnectTimeout,
+    /// The pool was closed.
+    PoolClosed,
+    /// Still leased at the drain deadline; the lease was revoked.
+    DrainTimeout,
+}
+
+impl CloseReason {
+    pub const ALL: [CloseReason; 9] = [
+        CloseReason::Broken,
+        CloseReason::CheckFailed,
+        CloseReason::CheckTimeout,
+        CloseReason::ResetFailed,
+        CloseReason::IdleTimeout,
+        CloseReason::MaxLifetime,
+        CloseReason::ConnectTimeout,
+        CloseReason::PoolClosed,
+        CloseReason::DrainTimeout,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Broken => "broken",
+            CloseReason::CheckFailed => "check_failed",
+            CloseReason::CheckTimeout => "check_timeout",
+            CloseReason::ResetFailed => "reset_failed",
+            CloseReason::IdleTimeout => "idle_timeout",
+            CloseReason::MaxLifetime => "max_lifetime",
+            CloseReason::ConnectTimeout => "connect_timeout",
+            CloseReason::PoolClosed => "pool_closed",
+            CloseReason::DrainTimeout => "drain_timeout",
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}

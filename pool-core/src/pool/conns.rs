@@ -1,0 +1,184 @@
+//! The connection table: every connection the pool knows, in exactly one state.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::config::IdleOrder;
+use crate::id::ConnId;
+use crate::time::Instant;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum State {
+    /// The embedder is opening it; abandoned at `deadline`.
+    Opening { started: Instant, deadline: Instant },
+    /// Ready to lend; in the idle list.
+    Idle { since: Instant },
+    /// Being health-checked before a checkout.
+    Checking { deadline: Instant },
+    /// Being reset after a return.
+    Resetting { deadline: Instant },
+    /// Lent out under lease `seq`.
+    Leased {
+        seq: u64,
+        since: Instant,
+        leak_reported: bool,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Conn {
+    /// When the connect finished (when it started, while opening).
+    pub created: Instant,
+    /// Jittered end of life; `Instant::NEVER` without `max_lifetime`.
+    pub expires_at: Instant,
+    /// When the connection last came back (or was opened); for the checkout check.
+    pub last_used: Instant,
+    pub state: State,
+}
+
+/// Every live connection, plus the idle list and per-state counts kept in step with it.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Connections {
+    table: BTreeMap<ConnId, Conn>,
+    /// Idle connections in the order they became idle: the front has been idle longest.
+    idle: VecDeque<ConnId>,
+    pub opening: usize,
+    pub checking: usize,
+    pub resetting: usize,
+    pub leased: usize,
+    next_id: u64,
+    /// Ids ever handed out and connections ever removed: `created - retired == len()`.
+    pub created: u64,
+    pub retired: u64,
+}
+
+impl Connections {
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    pub fn idle_len(&self) -> usize {
+        self.idle.len()
+    }
+
+    pub fn get(&self, id: ConnId) -> Option<&Conn> {
+        self.table.get(&id)
+    }
+
+    pub fn get_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
+        self.table.get_mut(&id)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&ConnId, &Conn)> {
+        self.table.iter()
+    }
+
+    pub fn idle_ids(&self) -> impl Iterator<Item = ConnId> + '_ {
+        self.idle.iter().copied()
+    }
+
+    /// The connection idle longest.
+    pub fn oldest_idle(&self) -> Option<ConnId> {
+        self.idle.front().copied()
+    }
+
+    /// A new connection in the opening state.
+    pub fn insert_opening(&mut self, started: Instant, deadline: Instant) -> ConnId {
+        let id = ConnId(self.next_id);
+        self.next_id += 1;
+        self.created += 1;
+        self.opening += 1;
+        self.table.insert(
+            id,
+            Conn {
+                created: started,
+                expires_at: Instant::NEVER,
+                last_used: started,
+                state: State::Opening { started, deadline },
+            },
+        );
+        id
+    }
+
+    /// The connection [`Self::pop_idle`] would take.
+    pub fn peek_idle(&self, order: IdleOrder) -> Option<ConnId> {
+        match order {
+            IdleOrder::Lifo => self.idle.back().copied(),
+            IdleOrder::Fifo => self.idle.front().copied(),
+        }
+    }
+
+    /// Take the next idle connection in `order`. Its state is still `Idle`: the caller
+    /// must move it on with [`Self::set`] or [`Self::remove`] at once.
+    pub fn pop_idle(&mut self, order: IdleOrder) -> Option<ConnId> {
+        match order {
+            IdleOrder::Lifo => self.idle.pop_back(),
+            IdleOrder::Fifo => self.idle.pop_front(),
+        }
+    }
+
+    /// Move a connection to a new state, keeping counts and the idle list in step. A
+    /// connection leaving `Idle` must have been taken with [`Self::pop_idle`].
+    pub fn set(&mut self, id: ConnId, state: State) {
+        let Some(conn) = self.table.get_mut(&id) else {
+            return;
+        };
+        let old = std::mem::replace(&mut conn.state, state);
+        Self::count(
+            &mut self.opening,
+            &mut self.checking,
+            &mut self.resetting,
+            &mut self.leased,
+            old,
+            -1,
+        );
+        Self::count(
+            &mut self.opening,
+            &mut self.checking,
+            &mut self.resetting,
+            &mut self.leased,
+            state,
+            1,
+        );
+        if let State::Idle { .. } = state {
+            self.idle.push_back(id);
+        }
+    }
+
+    /// Forget a connection (closed, failed to open, or detached).
+    pub fn remove(&mut self, id: ConnId) -> Option<Conn> {
+        let conn = self.table.remove(&id)?;
+        self.retired += 1;
+        if let State::Idle { .. } = conn.state {
+            if let Some(pos) = self.idle.iter().position(|&i| i == id) {
+                self.idle.remove(pos);
+            }
+        }
+        Self::count(
+            &mut self.opening,
+            &mut self.checking,
+            &mut self.resetting,
+            &mut self.leased,
+            conn.state,
+            -1,
+        );
+        Some(conn)
+    }
+
+    fn count(
+        opening: &mut usize,
+        checking: &mut usize,
+        resetting: &mut usize,
+        leased: &mut usize,
+        state: State,
+        delta: isize,
+    ) {
+        let slot = match state {
+            State::Opening { .. } => opening,
+            State::Checking { .. } => checking,
+            State::Resetting { .. } => resetting,
+            State::Leased { .. } => leased,
+            State::Idle { .. } => return,
+        };
+        *slot = slot.wrapping_add_signed(delta);
+    }
+}

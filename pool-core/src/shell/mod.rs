@@ -1,0 +1,1 @@
+//! The runtime-agnostic concurrent shell (placeholder while the core settles).
