@@ -1,1 +1,399 @@
-//! The runtime-agnostic concurrent shell (placeholder while the core settles).
+//! The runtime-agnostic concurrent shell: the core behind one mutex, a waker slot per
+//! waiter, the [`Acquire`] future and the [`Lease`] guard.
+//!
+//! Rules that make it correct (checked by the loom and shuttle suites):
+//! - every input is fed to the core and all its actions are drained in one critical
+//!   section, so no action is ever seen half-applied;
+//! - a waiter's waker is stored under the same lock that delivers its outcome, so a wake
+//!   cannot be lost between "decide to wait" and "register";
+//! - wakers are woken and work is handed to the runtime only after unlocking;
+//! - a dropped `Acquire` cancels its waiter, or gives back a grant that raced the drop,
+//!   in one critical section, so the connection goes to the next waiter.
+
+mod acquire;
+mod lease;
+mod runtime;
+mod sync;
+
+use std::collections::BTreeMap;
+use std::panic::Location;
+use std::task::Waker;
+use std::time::Duration;
+
+use crate::action::{Action, CloseReason, Grant, Rejection};
+use crate::config::{Config, ConfigError};
+use crate::id::{ConnId, LeaseId, WaiterId};
+use crate::input::{ConnectError, Verdict};
+use crate::pool::Pool;
+use crate::status::{Stats, Status};
+use crate::time::Instant;
+
+pub use acquire::{Acquire, Close};
+pub use lease::Lease;
+pub use runtime::{Runtime, Work};
+use sync::{lock, Arc, Mutex};
+
+/// A pool of `C` shared between threads and tasks. Cheap to clone.
+pub struct SharedPool<C> {
+    shared: Arc<Shared<C>>,
+}
+
+impl<C> Clone for SharedPool<C> {
+    fn clone(&self) -> Self {
+        SharedPool {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+struct Shared<C> {
+    state: Mutex<State<C>>,
+    runtime: Box<dyn Runtime<C>>,
+}
+
+struct State<C> {
+    core: Pool,
+    /// The connections the pool holds right now: idle ones, and one handed in with an
+    /// input until the core says where it goes.
+    held: BTreeMap<ConnId, C>,
+    waiters: BTreeMap<WaiterId, Slot<C>>,
+    /// Where each lease was acquired, for leak reports (only with a leak threshold).
+    origins: BTreeMap<LeaseId, &'static Location<'static>>,
+    /// The deadline the runtime's timer is set for.
+    timer: Option<Instant>,
+    /// Set once the core reports `Drained`.
+    drained: Option<usize>,
+    close_wakers: Vec<Waker>,
+}
+
+/// What a queued waiter has been told so far.
+enum Slot<C> {
+    Waiting(Option<Waker>),
+    Granted(Grant, C),
+    Rejected(Rejection),
+}
+
+/// Side effects gathered inside a critical section and run after unlocking.
+struct Effects<C> {
+    wake: Vec<Waker>,
+    work: Vec<Work<C>>,
+    arm: Option<Instant>,
+}
+
+impl<C> Default for Effects<C> {
+    fn default() -> Self {
+        Effects {
+            wake: Vec::new(),
+            work: Vec::new(),
+            arm: None,
+        }
+    }
+}
+
+impl<C: Send + 'static> SharedPool<C> {
+    /// Build a pool run by `runtime`. `seed` drives the core's jitter.
+    pub fn new(config: Config, seed: u64, runtime: impl Runtime<C>) -> Result<Self, ConfigError> {
+        let core = Pool::new(config, runtime.now(), seed)?;
+        let pool = SharedPool {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State {
+                    core,
+                    held: BTreeMap::new(),
+                    waiters: BTreeMap::new(),
+                    origins: BTreeMap::new(),
+                    timer: None,
+                    drained: None,
+                    close_wakers: Vec::new(),
+                }),
+                runtime: Box::new(runtime),
+            }),
+        };
+        // min_idle may have asked for opens already.
+        pool.with_state(|_, _| ());
+        Ok(pool)
+    }
+
+    pub fn config(&self) -> Config {
+        lock(&self.shared.state).core.config().clone()
+    }
+
+    /// Wait for a connection for at most the configured `acquire_timeout`.
+    #[track_caller]
+    pub fn acquire(&self) -> Acquire<C> {
+        let timeout = lock(&self.shared.state).core.config().acquire_timeout;
+        self.acquire_timeout(timeout)
+    }
+
+    /// Wait for a connection for at most `timeout`, covering any connect it waits on.
+    #[track_caller]
+    pub fn acquire_timeout(&self, timeout: Duration) -> Acquire<C> {
+        let deadline = self.shared.runtime.now() + timeout;
+        Acquire::new(self.clone(), deadline, Location::caller())
+    }
+
+    /// Wait for a connection until `deadline` on the runtime's clock.
+    #[track_caller]
+    pub fn acquire_until(&self, deadline: Instant) -> Acquire<C> {
+        Acquire::new(self.clone(), deadline, Location::caller())
+    }
+
+    /// A connection if one is idle and nobody waits; never waits, never opens.
+    #[track_caller]
+    pub fn try_acquire(&self) -> Option<Lease<C>> {
+        let origin = Location::caller();
+        self.with_state(|st, _| {
+            let now = self.shared.runtime.now();
+            let grant = st.core.try_acquire(now)?;
+            Some(st.lend(self, grant, origin))
+        })
+    }
+
+    /// Close the pool; see [`Pool::close`]. The returned future resolves to the number of
+    /// leases revoked at the drain deadline, once every connection is gone.
+    pub fn close(&self, drain_timeout: Duration) -> Close<C> {
+        self.with_state(|st, _| {
+            let now = self.shared.runtime.now();
+            // A second close just waits for the first one's drain.
+            let _ = st.core.close(now, now + drain_timeout);
+        });
+        Close::new(self.clone())
+    }
+
+    pub fn is_closing(&self) -> bool {
+        lock(&self.shared.state).core.is_closing()
+    }
+
+    pub fn status(&self) -> Status {
+        lock(&self.shared.state).core.status()
+    }
+
+    pub fn stats(&self) -> Stats {
+        lock(&self.shared.state).core.stats().clone()
+    }
+
+    /// Run the core's invariant checks (tests, debugging).
+    pub fn check_invariants(&self) -> Result<(), crate::InvariantViolation> {
+        let st = lock(&self.shared.state);
+        st.core.check_invariants()?;
+        let idle = st.core.status().idle;
+        if st.held.len() != idle {
+            return Err(crate::InvariantViolation(format!(
+                "shell holds {} connections but the core has {idle} idle",
+                st.held.len()
+            )));
+        }
+        let queued = st
+            .waiters
+            .values()
+            .filter(|s| matches!(s, Slot::Waiting(_)))
+            .count();
+        if queued != st.core.status().waiters {
+            return Err(crate::InvariantViolation(format!(
+                "shell has {queued} waiting slots but the core has {} waiters",
+                st.core.status().waiters
+            )));
+        }
+        Ok(())
+    }
+
+    // ---- answers from the runtime ------------------------------------------------------
+
+    pub fn connect_finished(&self, conn: ConnId, result: Result<C, ConnectError>) {
+        self.with_state(|st, fx| {
+            let now = self.shared.runtime.now();
+            match result {
+                Ok(connection) => {
+                    st.held.insert(conn, connection);
+                    if st.core.connect_finished(now, conn, Ok(())).is_err() {
+                        // Abandoned after its connect timeout: nobody wants it.
+                        st.discard(conn, CloseReason::ConnectTimeout, fx);
+                    }
+                }
+                Err(error) => {
+                    let _ = st.core.connect_finished(now, conn, Err(error));
+                }
+            }
+        })
+    }
+
+    pub fn check_finished(&self, conn: ConnId, connection: C, healthy: bool) {
+        self.with_state(|st, fx| {
+            let now = self.shared.runtime.now();
+            st.held.insert(conn, connection);
+            if st.core.check_finished(now, conn, healthy).is_err() {
+                st.discard(conn, CloseReason::CheckTimeout, fx);
+            }
+        })
+    }
+
+    pub fn reset_finished(&self, conn: ConnId, connection: C, ok: bool) {
+        self.with_state(|st, fx| {
+            let now = self.shared.runtime.now();
+            st.held.insert(conn, connection);
+            if st.core.reset_finished(now, conn, ok).is_err() {
+                st.discard(conn, CloseReason::ResetFailed, fx);
+            }
+        })
+    }
+
+    /// Act on due deadlines; returns the next one. Called by the runtime's timer.
+    pub fn handle_timeout(&self) -> Option<Instant> {
+        let mut next = None;
+        self.with_state(|st, _| {
+            let now = self.shared.runtime.now();
+            st.core.handle_timeout(now);
+            st.timer = None;
+            next = st.core.poll_timeout();
+        });
+        next
+    }
+
+    // ---- plumbing ----------------------------------------------------------------------
+
+    /// One critical section: run `f`, drain the core's actions, then, unlocked, wake
+    /// waiters and hand work to the runtime.
+    fn with_state<R>(&self, f: impl FnOnce(&mut State<C>, &mut Effects<C>) -> R) -> R {
+        let mut fx = Effects::default();
+        let result = {
+            let mut st = lock(&self.shared.state);
+            let result = f(&mut st, &mut fx);
+            st.apply(&mut fx);
+            result
+        };
+        self.run(fx);
+        result
+    }
+
+    fn run(&self, fx: Effects<C>) {
+        for waker in fx.wake {
+            waker.wake();
+        }
+        for work in fx.work {
+            self.shared.runtime.execute(self, work);
+        }
+        if let Some(at) = fx.arm {
+            self.shared.runtime.arm_timer(self, at);
+        }
+    }
+
+    /// Give a connection back (from a [`Lease`] or a dropped [`Acquire`]).
+    fn release(&self, lease: LeaseId, connection: C, verdict: Verdict) {
+        self.with_state(|st, fx| {
+            let now = self.shared.runtime.now();
+            st.origins.remove(&lease);
+            st.held.insert(lease.conn(), connection);
+            match st.core.release(now, lease, verdict) {
+                Ok(()) => {}
+                // Revoked at the drain deadline while the borrower held it.
+                Err(_) => st.discard(lease.conn(), CloseReason::DrainTimeout, fx),
+            }
+        })
+    }
+
+    fn detach(&self, lease: LeaseId) {
+        self.with_state(|st, _| {
+            let now = self.shared.runtime.now();
+            st.origins.remove(&lease);
+            let _ = st.core.detach(now, lease);
+        })
+    }
+
+    fn now(&self) -> Instant {
+        self.shared.runtime.now()
+    }
+}
+
+impl<C: Send + 'static> State<C> {
+    /// Route every action the core produced, in order.
+    fn apply(&mut self, fx: &mut Effects<C>) {
+        while let Some(action) = self.core.poll_action() {
+            match action {
+                Action::Open { conn } => fx.work.push(Work::Open { conn }),
+                Action::Check { conn } => {
+                    let connection = self.take(conn);
+                    fx.work.push(Work::Check { conn, connection });
+                }
+                Action::Reset { conn } => {
+                    let connection = self.take(conn);
+                    fx.work.push(Work::Reset { conn, connection });
+                }
+                Action::Close { conn, reason } => {
+                    let connection = self.held.remove(&conn);
+                    fx.work.push(Work::Close {
+                        conn,
+                        connection,
+                        reason,
+                    });
+                }
+                Action::Grant { waiter, grant } => {
+                    let connection = self.take(grant.conn());
+                    self.deliver(waiter, Slot::Granted(grant, connection), fx);
+                }
+                Action::Reject { waiter, rejection } => {
+                    self.deliver(waiter, Slot::Rejected(rejection), fx);
+                }
+                Action::LeakSuspected { lease, held } => fx.work.push(Work::LeakSuspected {
+                    lease,
+                    held,
+                    origin: self.origins.get(&lease).copied(),
+                }),
+                Action::Drained { forced } => {
+                    self.drained = Some(forced);
+                    fx.wake.append(&mut self.close_wakers);
+                    fx.work.push(Work::Drained { forced });
+                }
+            }
+        }
+        let next = self.core.poll_timeout();
+        if let Some(at) = next {
+            if self.timer.is_none_or(|armed| at < armed) {
+                self.timer = Some(at);
+                fx.arm = Some(at);
+            }
+        }
+    }
+
+    /// A connection the core just routed must be one the shell holds: the core only
+    /// checks, resets or grants idle connections and ones handed in with the input.
+    fn take(&mut self, conn: ConnId) -> C {
+        self.held.remove(&conn).unwrap_or_else(|| {
+            panic!("shell invariant: the core routed {conn} but the shell does not hold it")
+        })
+    }
+
+    fn deliver(&mut self, waiter: WaiterId, outcome: Slot<C>, fx: &mut Effects<C>) {
+        // The core only answers waiters still in its queue, and the shell keeps a slot for
+        // each of them until the future has taken its answer or cancelled.
+        let slot = self
+            .waiters
+            .get_mut(&waiter)
+            .unwrap_or_else(|| panic!("shell invariant: no slot for {waiter:?}"));
+        if let Slot::Waiting(Some(waker)) = std::mem::replace(slot, outcome) {
+            fx.wake.push(waker);
+        }
+    }
+
+    /// A connection answered after the core gave up on it: drop it.
+    fn discard(&mut self, conn: ConnId, reason: CloseReason, fx: &mut Effects<C>) {
+        if let Some(connection) = self.held.remove(&conn) {
+            fx.work.push(Work::Close {
+                conn,
+                connection: Some(connection),
+                reason,
+            });
+        }
+    }
+
+    fn lend(
+        &mut self,
+        pool: &SharedPool<C>,
+        grant: Grant,
+        origin: &'static Location<'static>,
+    ) -> Lease<C> {
+        let connection = self.take(grant.conn());
+        if self.core.config().leak_threshold.is_some() {
+            self.origins.insert(grant.lease, origin);
+        }
+        Lease::new(pool.clone(), grant, connection)
+    }
+}

@@ -1,0 +1,201 @@
+//! The futures a caller awaits: [`Acquire`] (a connection) and [`Close`] (the drain).
+
+use std::future::Future;
+use std::panic::Location;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use crate::action::Rejection;
+use crate::id::WaiterId;
+use crate::input::Verdict;
+use crate::pool::Acquired;
+use crate::time::Instant;
+
+use super::sync::lock;
+use super::{Effects, Lease, SharedPool, Slot, State};
+
+/// Resolves to a [`Lease`] or to the [`Rejection`] that says why not. Works on any
+/// executor; dropping it at any point loses nothing:
+///
+/// ```
+/// # use pool_core::{Config, Instant};
+/// # use pool_core::shell::{Runtime, SharedPool, Work};
+/// // A runtime that opens connections inline: enough for a doc example.
+/// struct Inline;
+/// impl Runtime<String> for Inline {
+///     fn now(&self) -> Instant { Instant::ZERO }
+///     fn execute(&self, pool: &SharedPool<String>, work: Work<String>) {
+///         match work {
+///             Work::Open { conn } => pool.connect_finished(conn, Ok(format!("connection {}", conn.get()))),
+///             Work::Check { conn, connection } => pool.check_finished(conn, connection, true),
+///             Work::Reset { conn, connection } => pool.reset_finished(conn, connection, true),
+///             _ => {}
+///         }
+///     }
+///     fn arm_timer(&self, _: &SharedPool<String>, _: Instant) {}
+/// }
+///
+/// let pool = SharedPool::new(Config::default(), 7, Inline).unwrap();
+/// let lease = futures::executor::block_on(pool.acquire()).unwrap();
+/// assert_eq!(*lease, "connection 0");
+/// drop(lease); // back in the pool
+/// assert_eq!(pool.status().idle, 1);
+/// ```
+#[must_use = "futures do nothing unless polled"]
+pub struct Acquire<C: Send + 'static> {
+    pool: SharedPool<C>,
+    deadline: Instant,
+    origin: &'static Location<'static>,
+    step: Step,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    Start,
+    Waiting(WaiterId),
+    Done,
+}
+
+impl<C: Send + 'static> Acquire<C> {
+    pub(super) fn new(
+        pool: SharedPool<C>,
+        deadline: Instant,
+        origin: &'static Location<'static>,
+    ) -> Self {
+        Acquire {
+            pool,
+            deadline,
+            origin,
+            step: Step::Start,
+        }
+    }
+
+    /// The waiter this future is queued as, once it has been polled and had to wait.
+    pub fn waiter(&self) -> Option<WaiterId> {
+        match self.step {
+            Step::Waiting(w) => Some(w),
+            _ => None,
+        }
+    }
+}
+
+impl<C: Send + 'static> Future for Acquire<C> {
+    type Output = Result<Lease<C>, Rejection>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let pool = this.pool.clone();
+        let (step, poll) = match this.step {
+            Step::Start => pool.with_state(|st, fx| {
+                let now = pool.now();
+                match st.core.acquire(now, this.deadline) {
+                    Ok(Acquired::Ready(grant)) => (
+                        Step::Done,
+                        Poll::Ready(Ok(st.lend(&pool, grant, this.origin))),
+                    ),
+                    Ok(Acquired::Queued(waiter)) => {
+                        // Register before routing: the answer may be among these actions.
+                        st.waiters
+                            .insert(waiter, Slot::Waiting(Some(cx.waker().clone())));
+                        st.apply(fx);
+                        st.answer(&pool, waiter, this.origin, cx)
+                    }
+                    Err(rejection) => (Step::Done, Poll::Ready(Err(rejection))),
+                }
+            }),
+            Step::Waiting(waiter) => {
+                pool.with_state(|st, _| st.answer(&pool, waiter, this.origin, cx))
+            }
+            Step::Done => panic!("Acquire polled after it completed"),
+        };
+        this.step = step;
+        poll
+    }
+}
+
+impl<C: Send + 'static> State<C> {
+    /// The waiter's answer if it has one; otherwise keep its waker current.
+    fn answer(
+        &mut self,
+        pool: &SharedPool<C>,
+        waiter: WaiterId,
+        origin: &'static Location<'static>,
+        cx: &Context<'_>,
+    ) -> (Step, Poll<Result<Lease<C>, Rejection>>) {
+        match self.waiters.remove(&waiter) {
+            Some(Slot::Granted(grant, connection)) => {
+                if self.core.config().leak_threshold.is_some() {
+                    self.origins.insert(grant.lease, origin);
+                }
+                (
+                    Step::Done,
+                    Poll::Ready(Ok(Lease::new(pool.clone(), grant, connection))),
+                )
+            }
+            Some(Slot::Rejected(rejection)) => (Step::Done, Poll::Ready(Err(rejection))),
+            Some(Slot::Waiting(waker)) => {
+                let waker = match waker {
+                    Some(w) if w.will_wake(cx.waker()) => w,
+                    _ => cx.waker().clone(),
+                };
+                self.waiters.insert(waiter, Slot::Waiting(Some(waker)));
+                (Step::Waiting(waiter), Poll::Pending)
+            }
+            None => unreachable!("a waiting Acquire always has a slot"),
+        }
+    }
+
+    /// The future was dropped while queued: leave the queue, or pass on a grant that
+    /// arrived in the meantime.
+    fn abandon(&mut self, now: Instant, waiter: WaiterId) {
+        match self.waiters.remove(&waiter) {
+            Some(Slot::Waiting(_)) => {
+                let _ = self.core.cancel(now, waiter);
+            }
+            Some(Slot::Granted(grant, connection)) => {
+                self.held.insert(grant.conn(), connection);
+                let _ = self.core.release(now, grant.lease, Verdict::Reusable);
+            }
+            Some(Slot::Rejected(_)) | None => {}
+        }
+    }
+}
+
+impl<C: Send + 'static> Drop for Acquire<C> {
+    fn drop(&mut self) {
+        if let Step::Waiting(waiter) = self.step {
+            let pool = self.pool.clone();
+            pool.with_state(|st, _: &mut Effects<C>| st.abandon(pool.now(), waiter));
+        }
+    }
+}
+
+/// Resolves once the pool is closed and every connection is gone, to the number of leases
+/// revoked at the drain deadline.
+#[must_use = "futures do nothing unless polled"]
+pub struct Close<C: Send + 'static> {
+    pool: SharedPool<C>,
+}
+
+impl<C: Send + 'static> Close<C> {
+    pub(super) fn new(pool: SharedPool<C>) -> Self {
+        Close { pool }
+    }
+}
+
+impl<C: Send + 'static> Future for Close<C> {
+    type Output = usize;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<usize> {
+        let mut st = lock(&self.pool.shared.state);
+        match st.drained {
+            Some(forced) => Poll::Ready(forced),
+            None => {
+                if !st.close_wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                    st.close_wakers.push(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
