@@ -450,3 +450,6 @@ impl Pool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,884 @@
+//! Unit tests: one per policy, driven by a manual clock, each asserting the exact actions.
+
+use std::time::Duration;
+
+use super::*;
+use crate::action::Action::{Check, Close, Drained, LeakSuspected, Open, Reject, Reset};
+use crate::config::IdleOrder;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn at(n: u64) -> Instant {
+    Instant::ZERO + ms(n)
+}
+
+/// A bare config: no checks, lifetimes, idle timeout or leak detection unless a test asks.
+fn bare(max_size: usize) -> Config {
+    Config {
+        max_size,
+        max_connecting: max_size,
+        check_after_idle: None,
+        idle_timeout: None,
+        max_lifetime: None,
+        leak_threshold: None,
+        ..Config::default()
+    }
+}
+
+struct T {
+    pool: Pool,
+    now: Instant,
+}
+
+impl T {
+    fn new(config: Config) -> T {
+        T {
+            pool: Pool::new(config, Instant::ZERO, 42).unwrap(),
+            now: Instant::ZERO,
+        }
+    }
+
+    fn to(&mut self, ms_: u64) {
+        self.now = at(ms_);
+    }
+
+    fn actions(&mut self) -> Vec<Action> {
+        self.pool.check_invariants().unwrap();
+        std::iter::from_fn(|| self.pool.poll_action()).collect()
+    }
+
+    fn acquire(&mut self, timeout_ms: u64) -> Acquired {
+        self.pool.acquire(self.now, self.now + ms(timeout_ms)).unwrap()
+    }
+
+    fn queued(&mut self, timeout_ms: u64) -> WaiterId {
+        match self.acquire(timeout_ms) {
+            Acquired::Queued(w) => w,
+            other => panic!("expected to queue, got {other:?}"),
+        }
+    }
+
+    fn ready(&mut self) -> Grant {
+        match self.acquire(1000) {
+            Acquired::Ready(g) => g,
+            other => panic!("expected a connection, got {other:?}"),
+        }
+    }
+
+    fn connect_ok(&mut self, conn: ConnId) {
+        self.pool.connect_finished(self.now, conn, Ok(())).unwrap();
+    }
+
+    fn release(&mut self, lease: LeaseId, verdict: Verdict) {
+        self.pool.release(self.now, lease, verdict).unwrap();
+    }
+
+    fn timeout(&mut self) {
+        self.pool.handle_timeout(self.now);
+    }
+
+    /// Open `n` connections through waiters and return them to idle.
+    fn warm(&mut self, n: usize) -> Vec<ConnId> {
+        let waiters: Vec<_> = (0..n).map(|_| self.queued(1000)).collect();
+        let opens = self.actions();
+        assert_eq!(opens.len(), n, "{opens:?}");
+        let mut leases = vec![];
+        for a in opens {
+            let Open { conn } = a else { panic!("{a:?}") };
+            self.connect_ok(conn);
+            for a in self.actions() {
+                if let Action::Grant { grant, .. } = a {
+                    leases.push(grant.lease);
+                }
+            }
+        }
+        assert_eq!(leases.len(), waiters.len());
+        for l in &leases {
+            self.release(*l, Verdict::Reusable);
+        }
+        assert_eq!(self.actions(), vec![]);
+        leases.iter().map(|l| l.conn()).collect()
+    }
+}
+
+fn c(n: u64) -> ConnId {
+    ConnId(n)
+}
+
+fn w(n: u64) -> WaiterId {
+    WaiterId(n)
+}
+
+fn grant_of(actions: &[Action], waiter: WaiterId) -> Grant {
+    actions
+        .iter()
+        .find_map(|a| match a {
+            Action::Grant { waiter: x, grant } if *x == waiter => Some(*grant),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no grant for {waiter:?} in {actions:?}"))
+}
+
+#[test]
+fn first_acquire_opens_and_the_connect_is_granted_to_the_waiter() {
+    let mut t = T::new(bare(2));
+    assert_eq!(t.actions(), vec![]);
+    assert_eq!(t.queued(1000), w(0));
+    assert_eq!(t.actions(), vec![Open { conn: c(0) }]);
+    t.to(5);
+    t.connect_ok(c(0));
+    let lease = LeaseId { conn: c(0), seq: 0 };
+    assert_eq!(
+        t.actions(),
+        vec![Action::Grant {
+            waiter: w(0),
+            grant: Grant {
+                lease,
+                waited: ms(5)
+            }
+        }]
+    );
+    assert_eq!(t.pool.status().leased, 1);
+    t.release(lease, Verdict::Reusable);
+    assert_eq!(t.actions(), vec![]);
+    assert_eq!(t.pool.status().idle, 1);
+    // The next acquire is served at once from idle.
+    assert_eq!(t.ready().lease, LeaseId { conn: c(0), seq: 1 });
+}
+
+#[test]
+fn min_idle_is_opened_in_the_background_within_max_connecting() {
+    let mut t = T::new(Config {
+        min_idle: 3,
+        max_connecting: 2,
+        ..bare(10)
+    });
+    assert_eq!(t.actions(), vec![Open { conn: c(0) }, Open { conn: c(1) }]);
+    t.connect_ok(c(0));
+    assert_eq!(t.actions(), vec![Open { conn: c(2) }]);
+    t.connect_ok(c(1));
+    t.connect_ok(c(2));
+    assert_eq!(t.actions(), vec![]);
+    assert_eq!(t.pool.status().idle, 3);
+    // Taking one idle connection opens a replacement to keep three idle.
+    t.ready();
+    assert_eq!(t.actions(), vec![Open { conn: c(3) }]);
+}
+
+#[test]
+fn waiters_are_served_in_arrival_order_without_barging() {
+    let mut t = T::new(Config {
+        max_connecting: 1,
+        ..bare(1)
+    });
+    let first = t.queued(1000);
+    let second = t.queued(1000);
+    let third = t.queued(1000);
+    assert_eq!(t.actions(), vec![Open { conn: c(0) }]);
+    t.connect_ok(c(0));
+    let g = grant_of(&t.actions(), first);
+    t.release(g.lease, Verdict::Reusable);
+    let g = grant_of(&t.actions(), second);
+    // A newcomer while the third still waits must queue behind it, not take the
+    // connection when it comes back.
+    let late = t.queued(1000);
+    t.release(g.lease, Verdict::Reusable);
+    let acts = t.actions();
+    assert_eq!(acts.len(), 1, "{acts:?}");
+    let g = grant_of(&acts, third);
+    t.release(g.lease, Verdict::Reusable);
+    grant_of(&t.actions(), late);
+    assert_eq!(t.pool.status().idle, 0);
+}
+
+#[test]
+fn idle_connections_are_lent_lifo_by_default_and_fifo_on_request() {
+    for (order, expected) in [(IdleOrder::Lifo, c(2)), (IdleOrder::Fifo, c(0))] {
+        let mut t = T::new(Config {
+            idle_order: order,
+            ..bare(3)
+        });
+        let conns = t.warm(3);
+        assert_eq!(conns, vec![c(0), c(1), c(2)]);
+        assert_eq!(t.ready().conn(), expected, "{order:?}");
+    }
+}
+
+#[test]
+fn queue_beyond_max_waiters_is_shed_at_once() {
+    let mut t = T::new(Config {
+        max_waiters: 2,
+        ..bare(1)
+    });
+    t.queued(1000);
+    t.queued(1000);
+    assert_eq!(
+        t.pool.acquire(t.now, at(1000)),
+        Err(Rejection::QueueFull { max_waiters: 2 })
+    );
+    assert_eq!(t.pool.stats().rejected_queue_full, 1);
+    t.pool.check_invariants().unwrap();
+}
+
+#[test]
+fn a_waiter_past_its_deadline_is_rejected_with_the_last_connect_error_and_counts() {
+    let mut t = T::new(bare(1));
+    let waiter = t.queued(100);
+    assert_eq!(t.actions(), vec![Open { conn: c(0) }]);
+    t.to(10);
+    t.pool
+        .connect_finished(t.now, c(0), Err(ConnectError::transient("connection refused")))
+        .unwrap();
+    // The retry is scheduled before the waiter's deadline.
+    let retry = t.pool.poll_timeout().unwrap();
+    assert!(retry > at(10) && retry <= at(20), "{retry:?}");
+    t.to(99);
+    t.timeout();
+    assert_eq!(t.actions(), vec![Open { conn: c(1) }]);
+    assert_eq!(t.pool.poll_timeout(), Some(at(100)));
+    t.to(100);
+    t.timeout();
+    let acts = t.actions();
+    let [Reject { waiter: rejected, rejection: Rejection::Timeout(report) }] = &acts[..] else {
+        panic!("{acts:?}")
+    };
+    assert_eq!(*rejected, waiter);
+    assert_eq!(report.waited, ms(100));
+    assert_eq!(
+        report.last_connect_error,
+        Some(ConnectError::transient("connection refused"))
+    );
+    assert_eq!(report.status.opening, 1);
+    assert_eq!(report.status.waiters, 0);
+    let text = Rejection::Timeout(report.clone()).to_string();
+    assert!(text.contains("connection refused") && text.contains("1 opening"), "{text}");
+}
+
+#[test]
+fn spike_opens_at_most_max_connecting_and_returns_serve_the_rest() {
+    // HikariCP's spike test: min idle 5, max 50, 50 requests at once, 150 ms connects.
+    let mut t = T::new(Config {
+        min_idle: 5,
+        max_connecting: 2,
+        ..bare(50)
+    });
+    // Warm up the five.
+    let mut opened = 0;
+    while t.pool.status().idle < 5 {
+        for a in t.actions() {
+            if let Open { conn } = a {
+                opened += 1;
+                t.connect_ok(conn);
+            }
+        }
+    }
+    assert_eq!(opened, 5);
+    t.actions();
+    let mut leases = vec![];
+    let mut opens = vec![];
+    for _ in 0..50 {
+        match t.acquire(30_000) {
+            Acquired::Ready(g) => leases.push(g.lease),
+            Acquired::Queued(_) => {}
+        }
+    }
+    for a in t.actions() {
+        if let Open { conn } = a {
+            opens.push(conn)
+        }
+    }
+    assert_eq!(leases.len(), 5);
+    assert_eq!(opens.len(), 2, "only max_connecting opens under a spike");
+    // 2 ms queries: returns serve every waiter long before the 150 ms connects finish.
+    let mut served = 5;
+    let mut now = 0;
+    while let Some(lease) = leases.pop() {
+        now += 1;
+        t.to(now);
+        t.release(lease, Verdict::Reusable);
+        for a in t.actions() {
+            match a {
+                Action::Grant { grant, .. } => {
+                    served += 1;
+                    leases.insert(0, grant.lease);
+                }
+                Open { .. } => panic!("no further opens while returns serve the queue"),
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(served, 50);
+    t.to(150);
+    for conn in opens {
+        t.connect_ok(conn);
+    }
+    assert_eq!(t.actions(), vec![]);
+    assert_eq!(t.pool.status().total, 7, "five warm plus two that were under way");
+}
+
+#[test]
+fn opens_are_capped_by_max_size_and_unserved_demand() {
+    let mut t = T::new(Config {
+        max_connecting: 10,
+        ..bare(3)
+    });
+    for _ in 0..5 {
+        t.queued(1000);
+    }
+    assert_eq!(t.actions().len(), 3, "max_size caps opens");
+    let mut t = T::new(Config {
+        max_connecting: 10,
+        ..bare(10)
+    });
+    t.queued(1000);
+    t.queued(1000);
+    assert_eq!(t.actions().len(), 2, "one open per unserved waiter");
+    let w = t.queued(1000);
+    assert_eq!(t.actions(), vec![Open { conn: c(2) }]);
+    t.pool.cancel(t.now, w).unwrap();
+    t.queued(1000);
+    assert_eq!(t.actions(), vec![], "the open under way serves the newcomer");
+}
+
+#[test]
+fn transient_failures_back_off_exponentially_with_seeded_jitter() {
+    let run = |seed| {
+        let mut pool = Pool::new(bare(1), Instant::ZERO, seed).unwrap();
+        pool.acquire(Instant::ZERO, at(100_000)).unwrap();
+        let mut now = Instant::ZERO;
+        let mut delays = vec![];
+        for attempt in 0..6u32 {
+            let Some(Open { conn }) = pool.poll_action() else {
+                panic!("attempt {attempt} did not open")
+            };
+            pool.connect_finished(now, conn, Err(ConnectError::transient("refused")))
+                .unwrap();
+            let retry = pool.poll_timeout().unwrap();
+            let delay = retry.saturating_since(now);
+            let full = ms(10) * 2u32.pow(attempt);
+            assert!(delay >= full / 2 && delay <= full, "attempt {attempt}: {delay:?} vs {full:?}");
+            // Nothing opens before the retry time.
+            pool.handle_timeout(retry - Duration::from_nanos(1));
+            assert_eq!(pool.poll_action(), None);
+            now = retry;
+            pool.handle_timeout(now);
+            pool.check_invariants().unwrap();
+            delays.push(delay);
+        }
+        delays
+    };
+    assert_eq!(run(7), run(7), "same seed, same jitter");
+    assert_ne!(run(7), run(8), "different seed, different jitter");
+}
+
+#[test]
+fn backoff_is_capped_and_reset_by_a_success() {
+    let mut t = T::new(Config {
+        backoff_max: ms(40),
+        ..bare(1)
+    });
+    t.queued(100_000);
+    for _ in 0..8 {
+        let acts = t.actions();
+        let [Open { conn }] = acts[..] else { panic!("{acts:?}") };
+        t.pool
+            .connect_finished(t.now, conn, Err(ConnectError::transient("refused")))
+            .unwrap();
+        let retry = t.pool.poll_timeout().unwrap();
+        assert!(retry.saturating_since(t.now) <= ms(40));
+        t.now = retry;
+        t.timeout();
+    }
+    let acts = t.actions();
+    let [Open { conn }] = acts[..] else { panic!("{acts:?}") };
+    t.connect_ok(conn);
+    assert_eq!(t.actions().len(), 1, "the waiter gets the connection");
+    assert!(t.pool.stats().connects_failed == 8 && t.pool.stats().connects_ok == 1);
+    // A success clears the error: a later timeout does not blame it.
+    t.queued(10);
+    t.now = t.now + ms(10);
+    t.timeout();
+    let acts = t.actions();
+    let [Reject { rejection: Rejection::Timeout(r), .. }] = &acts[..] else { panic!("{acts:?}") };
+    assert_eq!(r.last_connect_error, None);
+}
+
+#[test]
+fn a_fatal_connect_error_rejects_waiters_at_once_and_fails_fast_until_retry() {
+    let mut t = T::new(bare(2));
+    let a = t.queued(30_000);
+    let b = t.queued(30_000);
+    assert_eq!(t.actions().len(), 2);
+    let auth = ConnectError::fatal("password authentication failed for user \"app\"");
+    t.to(3);
+    t.pool.connect_finished(t.now, c(0), Err(auth.clone())).unwrap();
+    assert_eq!(
+        t.actions(),
+        vec![
+            Reject {
+                waiter: a,
+                rejection: Rejection::ConnectFailed(auth.clone())
+            },
+            Reject {
+                waiter: b,
+                rejection: Rejection::ConnectFailed(auth.clone())
+            },
+        ]
+    );
+    // While the retry time has not come, an acquire fails at once with the same error.
+    assert_eq!(
+        t.pool.acquire(t.now, at(30_000)),
+        Err(Rejection::ConnectFailed(auth.clone()))
+    );
+    // The other connect still under way succeeds: the pool works again.
+    t.connect_ok(c(1));
+    assert_eq!(t.pool.status().idle, 1);
+    assert!(matches!(t.acquire(100), Acquired::Ready(_)));
+}
+
+#[test]
+fn idle_timeout_shrinks_the_pool_to_min_idle_and_no_further() {
+    let mut t = T::new(Config {
+        min_idle: 1,
+        idle_timeout: Some(ms(1000)),
+        ..bare(4)
+    });
+    assert_eq!(t.actions(), vec![Open { conn: c(0) }]);
+    t.connect_ok(c(0));
+    // Grow to four under load.
+    let mut leases = vec![t.ready().lease];
+    for _ in 0..3 {
+        t.queued(5000);
+    }
+    let acts = t.actions();
+    assert_eq!(acts.len(), 3, "{acts:?}");
+    for a in acts {
+        if let Open { conn } = a {
+            t.connect_ok(conn);
+        }
+    }
+    for a in t.actions() {
+        if let Action::Grant { grant, .. } = a {
+            leases.push(grant.lease)
+        }
+    }
+    assert_eq!(leases.len(), 4);
+    for (i, l) in leases.iter().enumerate() {
+        t.to(10 + i as u64);
+        t.release(*l, Verdict::Reusable);
+    }
+    assert_eq!(t.actions(), vec![]);
+    assert_eq!(t.pool.status().idle, 4);
+    // The connection idle longest goes first, exactly at its idle timeout.
+    assert_eq!(t.pool.poll_timeout(), Some(at(1010)));
+    t.to(1010);
+    t.timeout();
+    assert_eq!(
+        t.actions(),
+        vec![Close {
+            conn: leases[0].conn(),
+            reason: CloseReason::IdleTimeout
+        }]
+    );
+    t.to(5000);
+    t.timeout();
+    let acts = t.actions();
+    assert_eq!(acts.len(), 2, "{acts:?}");
+    // min_idle is a floor the reaper respects, and nothing reopens (no reaper churn).
+    assert_eq!(t.pool.status().idle, 1);
+    assert_eq!(t.pool.poll_timeout(), None);
+}
+
+#[test]
+fn max_lifetime_is_jittered_and_enforced_when_idle_and_on_return() {
+    let lifetime = ms(100_000);
+    let mut t = T::new(Config {
+        max_lifetime: Some(lifetime),
+        ..bare(20)
+    });
+    let conns = t.warm(20);
+    let expiries: Vec<Instant> = conns
+        .iter()
+        .map(|id| t.pool.conns.get(*id).unwrap().expires_at)
+        .collect();
+    for e in &expiries {
+        assert!(*e <= at(100_000) && *e >= at(97_500), "{e:?}");
+    }
+    let distinct: std::collections::BTreeSet<_> = expiries.iter().collect();
+    assert!(distinct.len() > 15, "connections must not expire together");
+    // Lease one, then let every lifetime pass: idle ones close at their deadlines.
+    let g = t.ready();
+    t.to(100_000);
+    t.timeout();
+    let closes = t.actions();
+    assert_eq!(closes.len(), 19);
+    assert!(closes
+        .iter()
+        .all(|a| matches!(a, Close { reason: CloseReason::MaxLifetime, .. })));
+    // The leased one closes when it comes back.
+    t.release(g.lease, Verdict::Reusable);
+    assert_eq!(
+        t.actions(),
+        vec![Close {
+            conn: g.conn(),
+            reason: CloseReason::MaxLifetime
+        }]
+    );
+    assert_eq!(t.pool.stats().closes(CloseReason::MaxLifetime), 20);
+}
+
+#[test]
+fn checkout_checks_only_connections_idle_past_the_bypass_window() {
+    let mut t = T::new(Config {
+        check_after_idle: Some(ms(500)),
+        ..bare(2)
+    });
+    t.warm(1);
+    t.to(400);
+    let g = t.ready();
+    assert_eq!(t.actions(), vec![]);
+    t.release(g.lease, Verdict::Reusable);
+    t.to(901);
+    let waiter = t.queued(1000);
+    assert_eq!(t.actions(), vec![Check { conn: c(0) }]);
+    assert_eq!(t.pool.status().checking, 1);
+    t.to(903);
+    t.pool.check_finished(t.now, c(0), true).unwrap();
+    let g = grant_of(&t.actions(), waiter);
+    assert_eq!(g.waited, ms(2));
+    t.release(g.lease, Verdict::Reusable);
+    // A failed check closes the connection and opens a replacement for the waiter.
+    t.to(2000);
+    let waiter = t.queued(1000);
+    assert_eq!(t.actions(), vec![Check { conn: c(0) }]);
+    t.pool.check_finished(t.now, c(0), false).unwrap();
+    assert_eq!(
+        t.actions(),
+        vec![
+            Close {
+                conn: c(0),
+                reason: CloseReason::CheckFailed
+            },
+            Open { conn: c(1) }
+        ]
+    );
+    t.connect_ok(c(1));
+    grant_of(&t.actions(), waiter);
+}
+
+#[test]
+fn a_check_that_does_not_answer_is_evicted_at_check_timeout() {
+    let mut t = T::new(Config {
+        check_after_idle: Some(ms(500)),
+        check_timeout: ms(50),
+        ..bare(1)
+    });
+    t.warm(1);
+    t.to(1000);
+    let waiter = t.queued(5000);
+    assert_eq!(t.actions(), vec![Check { conn: c(0) }]);
+    assert_eq!(t.pool.poll_timeout(), Some(at(1050)));
+    t.to(1050);
+    t.timeout();
+    assert_eq!(
+        t.actions(),
+        vec![
+            Close {
+                conn: c(0),
+                reason: CloseReason::CheckTimeout
+            },
+            Open { conn: c(1) }
+        ]
+    );
+    // The late answer is refused and changes nothing.
+    assert_eq!(
+        t.pool.check_finished(t.now, c(0), true),
+        Err(InputError::UnexpectedConnection(c(0)))
+    );
+    t.connect_ok(c(1));
+    grant_of(&t.actions(), waiter);
+}
+
+#[test]
+fn verdicts_broken_and_needs_reset() {
+    let mut t = T::new(bare(1));
+    t.warm(1);
+    let g = t.ready();
+    let waiter = t.queued(1000);
+    t.release(g.lease, Verdict::Broken);
+    assert_eq!(
+        t.actions(),
+        vec![
+            Close {
+                conn: c(0),
+                reason: CloseReason::Broken
+            },
+            Open { conn: c(1) }
+        ],
+        "broken frees capacity at once and a replacement is opened for the waiter"
+    );
+    t.connect_ok(c(1));
+    let g = grant_of(&t.actions(), waiter);
+    let waiter = t.queued(1000);
+    t.release(g.lease, Verdict::NeedsReset);
+    assert_eq!(t.actions(), vec![Reset { conn: c(1) }]);
+    t.pool.reset_finished(t.now, c(1), true).unwrap();
+    let g = grant_of(&t.actions(), waiter);
+    t.release(g.lease, Verdict::NeedsReset);
+    assert_eq!(t.actions(), vec![Reset { conn: c(1) }]);
+    t.pool.reset_finished(t.now, c(1), false).unwrap();
+    assert_eq!(
+        t.actions(),
+        vec![Close {
+            conn: c(1),
+            reason: CloseReason::ResetFailed
+        }]
+    );
+    assert_eq!(t.pool.status().total, 0);
+}
+
+#[test]
+fn a_lease_held_past_the_leak_threshold_is_reported_once() {
+    let mut t = T::new(Config {
+        leak_threshold: Some(ms(1000)),
+        ..bare(1)
+    });
+    t.warm(1);
+    t.to(100);
+    let g = t.ready();
+    assert_eq!(t.pool.poll_timeout(), Some(at(1100)));
+    t.to(1100);
+    t.timeout();
+    assert_eq!(
+        t.actions(),
+        vec![LeakSuspected {
+            lease: g.lease,
+            held: ms(1000)
+        }]
+    );
+    t.to(5000);
+    t.timeout();
+    assert_eq!(t.actions(), vec![]);
+    assert_eq!(t.pool.poll_timeout(), None);
+    assert_eq!(t.pool.stats().leaks_suspected, 1);
+}
+
+#[test]
+fn close_rejects_waiters_closes_idle_and_waits_for_leases_until_the_drain_deadline() {
+    let mut t = T::new(bare(3));
+    t.warm(3);
+    let a = t.ready();
+    let b = t.ready();
+    let _ = t.ready();
+    let waiter = t.queued(1000);
+    let opening = {
+        t.pool.release(t.now, a.lease, Verdict::Reusable).unwrap();
+        grant_of(&t.actions(), waiter)
+    };
+    let waiter = t.queued(1000);
+    t.release(opening.lease, Verdict::Reusable);
+    grant_of(&t.actions(), waiter);
+    let waiter = t.queued(1000);
+    t.actions();
+    t.to(10);
+    t.pool.close(t.now, at(1010)).unwrap();
+    assert_eq!(
+        t.actions(),
+        vec![Reject {
+            waiter,
+            rejection: Rejection::Closed
+        }]
+    );
+    assert_eq!(t.pool.acquire(t.now, at(100)), Err(Rejection::Closed));
+    assert_eq!(t.pool.close(t.now, at(2000)), Err(InputError::AlreadyClosed));
+    // A lease returned while draining is closed.
+    t.release(b.lease, Verdict::Reusable);
+    assert_eq!(
+        t.actions(),
+        vec![Close {
+            conn: b.conn(),
+            reason: CloseReason::PoolClosed
+        }]
+    );
+    assert_eq!(t.pool.poll_timeout(), Some(at(1010)));
+    t.to(1010);
+    t.timeout();
+    let acts = t.actions();
+    assert_eq!(acts.len(), 3, "{acts:?}");
+    assert!(matches!(acts[0], Close { reason: CloseReason::DrainTimeout, .. }));
+    assert!(matches!(acts[1], Close { reason: CloseReason::DrainTimeout, .. }));
+    assert_eq!(acts[2], Drained { forced: 2 });
+    assert!(t.pool.is_closed());
+    assert_eq!(t.pool.poll_timeout(), None);
+}
+
+#[test]
+fn close_of_an_idle_pool_drains_at_once() {
+    let mut t = T::new(bare(2));
+    t.warm(2);
+    t.pool.close(t.now, at(100)).unwrap();
+    assert_eq!(
+        t.actions(),
+        vec![
+            Close {
+                conn: c(0),
+                reason: CloseReason::PoolClosed
+            },
+            Close {
+                conn: c(1),
+                reason: CloseReason::PoolClosed
+            },
+            Drained { forced: 0 }
+        ]
+    );
+}
+
+#[test]
+fn misuse_is_refused_and_leaves_state_unchanged() {
+    let mut t = T::new(bare(2));
+    t.warm(1);
+    let g = t.ready();
+    t.release(g.lease, Verdict::Reusable);
+    let before = (t.pool.status(), t.pool.stats().clone());
+    assert_eq!(
+        t.pool.release(t.now, g.lease, Verdict::Reusable),
+        Err(InputError::UnknownLease(g.lease))
+    );
+    assert_eq!(t.pool.detach(t.now, g.lease), Err(InputError::UnknownLease(g.lease)));
+    assert_eq!(t.pool.cancel(t.now, w(99)), Err(InputError::UnknownWaiter(w(99))));
+    assert_eq!(
+        t.pool.connect_finished(t.now, c(0), Ok(())),
+        Err(InputError::UnexpectedConnection(c(0)))
+    );
+    assert_eq!(
+        t.pool.connect_finished(t.now, c(77), Ok(())),
+        Err(InputError::UnexpectedConnection(c(77)))
+    );
+    assert_eq!(
+        t.pool.check_finished(t.now, c(0), true),
+        Err(InputError::UnexpectedConnection(c(0)))
+    );
+    assert_eq!(
+        t.pool.reset_finished(t.now, c(0), true),
+        Err(InputError::UnexpectedConnection(c(0)))
+    );
+    assert_eq!((t.pool.status(), t.pool.stats().clone()), before);
+    assert_eq!(t.actions(), vec![]);
+    // A stale lease on a connection lent again is refused too.
+    let again = t.ready();
+    assert_eq!(again.conn(), g.conn());
+    assert_eq!(
+        t.pool.release(t.now, g.lease, Verdict::Broken),
+        Err(InputError::UnknownLease(g.lease))
+    );
+    assert_eq!(t.pool.status().leased, 1);
+}
+
+#[test]
+fn a_connect_past_connect_timeout_is_abandoned_and_counts_as_a_failure() {
+    let mut t = T::new(Config {
+        connect_timeout: ms(100),
+        ..bare(1)
+    });
+    let waiter = t.queued(10_000);
+    assert_eq!(t.actions(), vec![Open { conn: c(0) }]);
+    t.to(100);
+    t.timeout();
+    assert_eq!(
+        t.actions(),
+        vec![Close {
+            conn: c(0),
+            reason: CloseReason::ConnectTimeout
+        }]
+    );
+    assert_eq!(t.pool.stats().connects_failed, 1);
+    assert_eq!(
+        t.pool.connect_finished(t.now, c(0), Ok(())),
+        Err(InputError::UnexpectedConnection(c(0)))
+    );
+    let retry = t.pool.poll_timeout().unwrap();
+    t.now = retry;
+    t.timeout();
+    assert_eq!(t.actions(), vec![Open { conn: c(1) }]);
+    t.connect_ok(c(1));
+    grant_of(&t.actions(), waiter);
+}
+
+#[test]
+fn spurious_timeouts_do_nothing() {
+    let mut t = T::new(Config {
+        leak_threshold: Some(ms(1000)),
+        idle_timeout: Some(ms(1000)),
+        ..bare(2)
+    });
+    t.warm(2);
+    t.ready();
+    t.actions();
+    let before = (t.pool.status(), t.pool.poll_timeout());
+    for n in [1, 1, 500, 999] {
+        t.to(n);
+        t.timeout();
+        assert_eq!(t.actions(), vec![]);
+    }
+    assert_eq!((t.pool.status(), t.pool.poll_timeout()), before);
+}
+
+#[test]
+fn detach_frees_capacity_and_cancel_leaves_the_queue() {
+    let mut t = T::new(bare(1));
+    t.warm(1);
+    let g = t.ready();
+    let waiter = t.queued(1000);
+    let other = t.queued(1000);
+    t.pool.cancel(t.now, waiter).unwrap();
+    t.pool.detach(t.now, g.lease).unwrap();
+    assert_eq!(t.actions(), vec![Open { conn: c(1) }]);
+    assert_eq!(t.pool.stats().detached, 1);
+    t.connect_ok(c(1));
+    grant_of(&t.actions(), other);
+}
+
+#[test]
+fn try_acquire_never_queues_or_opens_and_respects_waiters() {
+    let mut t = T::new(bare(1));
+    assert_eq!(t.pool.try_acquire(t.now), None);
+    assert_eq!(t.actions(), vec![]);
+    t.warm(1);
+    let g = t.pool.try_acquire(t.now).unwrap();
+    assert_eq!(t.pool.try_acquire(t.now), None);
+    let waiter = t.queued(1000);
+    t.release(g.lease, Verdict::Reusable);
+    grant_of(&t.actions(), waiter);
+}
+
+#[test]
+fn time_never_goes_backwards() {
+    let mut t = T::new(bare(1));
+    t.to(100);
+    t.queued(50);
+    t.actions();
+    // An input stamped earlier is treated as happening now.
+    t.pool.handle_timeout(at(10));
+    assert_eq!(t.pool.now(), at(100));
+    t.pool.handle_timeout(at(150));
+    let acts = t.actions();
+    assert!(matches!(acts[..], [Reject { .. }]), "{acts:?}");
+}
+
+#[test]
+fn an_acquire_with_a_past_deadline_is_rejected_not_queued() {
+    let mut t = T::new(bare(1));
+    t.to(10);
+    let r = t.pool.acquire(t.now, at(10));
+    assert!(matches!(r, Err(Rejection::Timeout(_))), "{r:?}");
+    assert_eq!(t.pool.status().waiters, 0);
+    assert_eq!(t.actions(), vec![]);
+}
+
+#[test]
+fn new_rejects_invalid_config_with_the_field_name() {
+    let err = Pool::new(Config { max_size: 0, ..Config::default() }, Instant::ZERO, 0).unwrap_err();
+    assert_eq!(err.field, "max_size");
+}
