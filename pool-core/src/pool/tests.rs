@@ -50,7 +50,9 @@ impl T {
     }
 
     fn acquire(&mut self, timeout_ms: u64) -> Acquired {
-        self.pool.acquire(self.now, self.now + ms(timeout_ms)).unwrap()
+        self.pool
+            .acquire(self.now, self.now + ms(timeout_ms))
+            .unwrap()
     }
 
     fn queued(&mut self, timeout_ms: u64) -> WaiterId {
@@ -229,7 +231,11 @@ fn a_waiter_past_its_deadline_is_rejected_with_the_last_connect_error_and_counts
     assert_eq!(t.actions(), vec![Open { conn: c(0) }]);
     t.to(10);
     t.pool
-        .connect_finished(t.now, c(0), Err(ConnectError::transient("connection refused")))
+        .connect_finished(
+            t.now,
+            c(0),
+            Err(ConnectError::transient("connection refused")),
+        )
         .unwrap();
     // The retry is scheduled before the waiter's deadline.
     let retry = t.pool.poll_timeout().unwrap();
@@ -241,7 +247,11 @@ fn a_waiter_past_its_deadline_is_rejected_with_the_last_connect_error_and_counts
     t.to(100);
     t.timeout();
     let acts = t.actions();
-    let [Reject { waiter: rejected, rejection: Rejection::Timeout(report) }] = &acts[..] else {
+    let [Reject {
+        waiter: rejected,
+        rejection: Rejection::Timeout(report),
+    }] = &acts[..]
+    else {
         panic!("{acts:?}")
     };
     assert_eq!(*rejected, waiter);
@@ -253,7 +263,10 @@ fn a_waiter_past_its_deadline_is_rejected_with_the_last_connect_error_and_counts
     assert_eq!(report.status.opening, 1);
     assert_eq!(report.status.waiters, 0);
     let text = Rejection::Timeout(report.clone()).to_string();
-    assert!(text.contains("connection refused") && text.contains("1 opening"), "{text}");
+    assert!(
+        text.contains("connection refused") && text.contains("1 opening"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -315,7 +328,11 @@ fn spike_opens_at_most_max_connecting_and_returns_serve_the_rest() {
         t.connect_ok(conn);
     }
     assert_eq!(t.actions(), vec![]);
-    assert_eq!(t.pool.status().total, 7, "five warm plus two that were under way");
+    assert_eq!(
+        t.pool.status().total,
+        7,
+        "five warm plus two that were under way"
+    );
 }
 
 #[test]
@@ -339,7 +356,11 @@ fn opens_are_capped_by_max_size_and_unserved_demand() {
     assert_eq!(t.actions(), vec![Open { conn: c(2) }]);
     t.pool.cancel(t.now, w).unwrap();
     t.queued(1000);
-    assert_eq!(t.actions(), vec![], "the open under way serves the newcomer");
+    assert_eq!(
+        t.actions(),
+        vec![],
+        "the open under way serves the newcomer"
+    );
 }
 
 #[test]
@@ -358,7 +379,10 @@ fn transient_failures_back_off_exponentially_with_seeded_jitter() {
             let retry = pool.poll_timeout().unwrap();
             let delay = retry.saturating_since(now);
             let full = ms(10) * 2u32.pow(attempt);
-            assert!(delay >= full / 2 && delay <= full, "attempt {attempt}: {delay:?} vs {full:?}");
+            assert!(
+                delay >= full / 2 && delay <= full,
+                "attempt {attempt}: {delay:?} vs {full:?}"
+            );
             // Nothing opens before the retry time.
             pool.handle_timeout(retry - Duration::from_nanos(1));
             assert_eq!(pool.poll_action(), None);
@@ -382,7 +406,9 @@ fn backoff_is_capped_and_reset_by_a_success() {
     t.queued(100_000);
     for _ in 0..8 {
         let acts = t.actions();
-        let [Open { conn }] = acts[..] else { panic!("{acts:?}") };
+        let [Open { conn }] = acts[..] else {
+            panic!("{acts:?}")
+        };
         t.pool
             .connect_finished(t.now, conn, Err(ConnectError::transient("refused")))
             .unwrap();
@@ -392,7 +418,9 @@ fn backoff_is_capped_and_reset_by_a_success() {
         t.timeout();
     }
     let acts = t.actions();
-    let [Open { conn }] = acts[..] else { panic!("{acts:?}") };
+    let [Open { conn }] = acts[..] else {
+        panic!("{acts:?}")
+    };
     t.connect_ok(conn);
     assert_eq!(t.actions().len(), 1, "the waiter gets the connection");
     assert!(t.pool.stats().connects_failed == 8 && t.pool.stats().connects_ok == 1);
@@ -401,7 +429,13 @@ fn backoff_is_capped_and_reset_by_a_success() {
     t.now = t.now + ms(10);
     t.timeout();
     let acts = t.actions();
-    let [Reject { rejection: Rejection::Timeout(r), .. }] = &acts[..] else { panic!("{acts:?}") };
+    let [Reject {
+        rejection: Rejection::Timeout(r),
+        ..
+    }] = &acts[..]
+    else {
+        panic!("{acts:?}")
+    };
     assert_eq!(r.last_connect_error, None);
 }
 
@@ -413,7 +447,9 @@ fn a_fatal_connect_error_rejects_waiters_at_once_and_fails_fast_until_retry() {
     assert_eq!(t.actions().len(), 2);
     let auth = ConnectError::fatal("password authentication failed for user \"app\"");
     t.to(3);
-    t.pool.connect_finished(t.now, c(0), Err(auth.clone())).unwrap();
+    t.pool
+        .connect_finished(t.now, c(0), Err(auth.clone()))
+        .unwrap();
     assert_eq!(
         t.actions(),
         vec![
@@ -514,9 +550,13 @@ fn max_lifetime_is_jittered_and_enforced_when_idle_and_on_return() {
     t.timeout();
     let closes = t.actions();
     assert_eq!(closes.len(), 19);
-    assert!(closes
-        .iter()
-        .all(|a| matches!(a, Close { reason: CloseReason::MaxLifetime, .. })));
+    assert!(closes.iter().all(|a| matches!(
+        a,
+        Close {
+            reason: CloseReason::MaxLifetime,
+            ..
+        }
+    )));
     // The leased one closes when it comes back.
     t.release(g.lease, Verdict::Reusable);
     assert_eq!(
@@ -692,7 +732,10 @@ fn close_rejects_waiters_closes_idle_and_waits_for_leases_until_the_drain_deadli
         }]
     );
     assert_eq!(t.pool.acquire(t.now, at(100)), Err(Rejection::Closed));
-    assert_eq!(t.pool.close(t.now, at(2000)), Err(InputError::AlreadyClosed));
+    assert_eq!(
+        t.pool.close(t.now, at(2000)),
+        Err(InputError::AlreadyClosed)
+    );
     // A lease returned while draining is closed.
     t.release(b.lease, Verdict::Reusable);
     assert_eq!(
@@ -707,8 +750,20 @@ fn close_rejects_waiters_closes_idle_and_waits_for_leases_until_the_drain_deadli
     t.timeout();
     let acts = t.actions();
     assert_eq!(acts.len(), 3, "{acts:?}");
-    assert!(matches!(acts[0], Close { reason: CloseReason::DrainTimeout, .. }));
-    assert!(matches!(acts[1], Close { reason: CloseReason::DrainTimeout, .. }));
+    assert!(matches!(
+        acts[0],
+        Close {
+            reason: CloseReason::DrainTimeout,
+            ..
+        }
+    ));
+    assert!(matches!(
+        acts[1],
+        Close {
+            reason: CloseReason::DrainTimeout,
+            ..
+        }
+    ));
     assert_eq!(acts[2], Drained { forced: 2 });
     assert!(t.pool.is_closed());
     assert_eq!(t.pool.poll_timeout(), None);
@@ -746,8 +801,14 @@ fn misuse_is_refused_and_leaves_state_unchanged() {
         t.pool.release(t.now, g.lease, Verdict::Reusable),
         Err(InputError::UnknownLease(g.lease))
     );
-    assert_eq!(t.pool.detach(t.now, g.lease), Err(InputError::UnknownLease(g.lease)));
-    assert_eq!(t.pool.cancel(t.now, w(99)), Err(InputError::UnknownWaiter(w(99))));
+    assert_eq!(
+        t.pool.detach(t.now, g.lease),
+        Err(InputError::UnknownLease(g.lease))
+    );
+    assert_eq!(
+        t.pool.cancel(t.now, w(99)),
+        Err(InputError::UnknownWaiter(w(99)))
+    );
     assert_eq!(
         t.pool.connect_finished(t.now, c(0), Ok(())),
         Err(InputError::UnexpectedConnection(c(0)))
@@ -879,6 +940,14 @@ fn an_acquire_with_a_past_deadline_is_rejected_not_queued() {
 
 #[test]
 fn new_rejects_invalid_config_with_the_field_name() {
-    let err = Pool::new(Config { max_size: 0, ..Config::default() }, Instant::ZERO, 0).unwrap_err();
+    let err = Pool::new(
+        Config {
+            max_size: 0,
+            ..Config::default()
+        },
+        Instant::ZERO,
+        0,
+    )
+    .unwrap_err();
     assert_eq!(err.field, "max_size");
 }

@@ -397,3 +397,6 @@ impl<C: Send + 'static> State<C> {
         Lease::new(pool.clone(), grant, connection)
     }
 }
+
+#[cfg(all(test, not(any(feature = "loom", feature = "shuttle"))))]
+mod tests;

@@ -1,0 +1,321 @@
+//! Shell tests with a manual runtime: work queues up until the test runs it, time moves
+//! only when the test says so.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::task::{waker, ArcWake};
+use futures::FutureExt;
+
+use super::*;
+use crate::config::Config;
+
+#[derive(Default)]
+struct Manual {
+    now: AtomicU64,
+    work: Mutex<VecDeque<Work<u32>>>,
+    armed: Mutex<Vec<Instant>>,
+}
+
+#[derive(Clone, Default)]
+struct Rt(Arc<Manual>);
+
+impl Runtime<u32> for Rt {
+    fn now(&self) -> Instant {
+        Instant::from_nanos(self.0.now.load(Ordering::SeqCst))
+    }
+    fn execute(&self, _: &SharedPool<u32>, work: Work<u32>) {
+        self.0.work.lock().unwrap().push_back(work);
+    }
+    fn arm_timer(&self, _: &SharedPool<u32>, at: Instant) {
+        self.0.armed.lock().unwrap().push(at);
+    }
+}
+
+impl Rt {
+    fn advance(&self, d: Duration) {
+        self.0.now.fetch_add(d.as_nanos() as u64, Ordering::SeqCst);
+    }
+    fn take(&self) -> Vec<Work<u32>> {
+        self.0.work.lock().unwrap().drain(..).collect()
+    }
+    /// Answer every queued open with a connection numbered like its id.
+    fn open_all(&self, pool: &SharedPool<u32>) -> usize {
+        let mut n = 0;
+        for w in self.take() {
+            match w {
+                Work::Open { conn } => {
+                    n += 1;
+                    pool.connect_finished(conn, Ok(conn.get() as u32))
+                }
+                other => self.0.work.lock().unwrap().push_back(other),
+            }
+        }
+        n
+    }
+}
+
+struct Flag(AtomicBool);
+impl ArcWake for Flag {
+    fn wake_by_ref(arc: &Arc<Self>) {
+        arc.0.store(true, Ordering::SeqCst);
+    }
+}
+
+fn flag() -> Arc<Flag> {
+    Arc::new(Flag(AtomicBool::new(false)))
+}
+
+fn poll<F: std::future::Future + Unpin>(f: &mut F, flag: &Arc<Flag>) -> Poll<F::Output> {
+    let w = waker(flag.clone());
+    f.poll_unpin(&mut Context::from_waker(&w))
+}
+
+fn pool(max_size: usize) -> (SharedPool<u32>, Rt) {
+    let rt = Rt::default();
+    let config = Config {
+        max_size,
+        max_connecting: max_size,
+        check_after_idle: None,
+        ..Config::default()
+    };
+    (SharedPool::new(config, 1, rt.clone()).unwrap(), rt)
+}
+
+#[test]
+fn a_waiter_is_woken_when_its_connection_opens() {
+    let (pool, rt) = pool(1);
+    let f = flag();
+    let mut acquire = pool.acquire();
+    assert!(poll(&mut acquire, &f).is_pending());
+    assert!(!f.0.load(Ordering::SeqCst));
+    assert_eq!(rt.open_all(&pool), 1);
+    assert!(f.0.load(Ordering::SeqCst), "grant must wake the waiter");
+    let Poll::Ready(Ok(lease)) = poll(&mut acquire, &f) else {
+        panic!()
+    };
+    assert_eq!(*lease, 0);
+    pool.check_invariants().unwrap();
+    drop(lease);
+    assert_eq!(pool.status().idle, 1);
+    pool.check_invariants().unwrap();
+}
+
+#[test]
+fn a_grant_that_races_a_dropped_acquire_goes_to_the_next_waiter() {
+    let (pool, rt) = pool(1);
+    let lease = pool.acquire().now_or_never();
+    assert!(lease.is_none());
+    rt.open_all(&pool);
+    let held = pool.try_acquire().expect("idle connection");
+    let (fa, fb) = (flag(), flag());
+    let mut a = pool.acquire();
+    let mut b = pool.acquire();
+    assert!(poll(&mut a, &fa).is_pending());
+    assert!(poll(&mut b, &fb).is_pending());
+    drop(held); // granted to `a`, which is woken...
+    assert!(fa.0.load(Ordering::SeqCst));
+    drop(a); // ...but dropped before it looked.
+    assert!(
+        fb.0.load(Ordering::SeqCst),
+        "the next waiter is woken with the grant"
+    );
+    let Poll::Ready(Ok(lease)) = poll(&mut b, &fb) else {
+        panic!()
+    };
+    assert_eq!(pool.status().leased, 1);
+    drop(lease);
+    let s = pool.status();
+    assert_eq!((s.idle, s.leased, s.waiters, s.total), (1, 0, 0, 1));
+    pool.check_invariants().unwrap();
+}
+
+#[test]
+fn a_dropped_waiting_acquire_leaves_the_queue() {
+    let (pool, _rt) = pool(1);
+    let f = flag();
+    let mut a = pool.acquire();
+    assert!(poll(&mut a, &f).is_pending());
+    assert_eq!(pool.status().waiters, 1);
+    drop(a);
+    assert_eq!(pool.status().waiters, 0);
+    assert_eq!(pool.stats().cancelled, 1);
+    pool.check_invariants().unwrap();
+}
+
+#[test]
+fn a_lease_returns_from_another_thread() {
+    let (pool, rt) = pool(1);
+    let mut a = pool.acquire();
+    let _ = poll(&mut a, &flag());
+    rt.open_all(&pool);
+    let Poll::Ready(Ok(lease)) = poll(&mut a, &flag()) else {
+        panic!()
+    };
+    std::thread::spawn(move || drop(lease)).join().unwrap();
+    assert_eq!(pool.status().idle, 1);
+}
+
+#[test]
+fn a_lease_dropped_by_a_panicking_holder_is_closed_as_broken() {
+    let (pool, rt) = pool(1);
+    let _ = pool.acquire().now_or_never();
+    rt.open_all(&pool);
+    let lease = pool.try_acquire().unwrap();
+    let result = std::thread::spawn(move || {
+        let _lease = lease;
+        panic!("query handler bug");
+    })
+    .join();
+    assert!(result.is_err());
+    let work = rt.take();
+    assert!(
+        work.iter().any(|w| matches!(
+            w,
+            Work::Close {
+                reason: CloseReason::Broken,
+                connection: Some(0),
+                ..
+            }
+        )),
+        "{work:?}"
+    );
+    assert_eq!(pool.status().total, 0);
+    pool.check_invariants().unwrap();
+}
+
+#[test]
+fn the_timer_is_armed_for_the_earliest_deadline_and_rejects_the_waiter() {
+    let (pool, rt) = pool(1);
+    let _ = pool.acquire().now_or_never();
+    rt.open_all(&pool);
+    let held = pool.try_acquire().unwrap();
+    let f = flag();
+    let mut a = pool.acquire_timeout(Duration::from_millis(100));
+    assert!(poll(&mut a, &f).is_pending());
+    let armed = rt.0.armed.lock().unwrap().clone();
+    assert_eq!(
+        armed.last(),
+        Some(&(Instant::ZERO + Duration::from_millis(100)))
+    );
+    rt.advance(Duration::from_millis(100));
+    pool.handle_timeout();
+    assert!(f.0.load(Ordering::SeqCst));
+    let Poll::Ready(Err(Rejection::Timeout(report))) = poll(&mut a, &f) else {
+        panic!()
+    };
+    assert_eq!(report.status.leased, 1);
+    drop(held);
+    pool.check_invariants().unwrap();
+}
+
+#[test]
+fn close_resolves_after_the_drain_and_a_revoked_lease_is_closed_when_it_returns() {
+    let (pool, rt) = pool(2);
+    let _ = pool.acquire().now_or_never();
+    rt.open_all(&pool);
+    let held = pool.try_acquire().unwrap();
+    let f = flag();
+    let mut closing = pool.close(Duration::from_secs(1));
+    assert!(poll(&mut closing, &f).is_pending());
+    assert!(pool.acquire().now_or_never().unwrap().is_err());
+    rt.advance(Duration::from_secs(1));
+    pool.handle_timeout();
+    assert!(f.0.load(Ordering::SeqCst));
+    assert_eq!(poll(&mut closing, &f), Poll::Ready(1));
+    rt.take();
+    drop(held);
+    let work = rt.take();
+    assert!(
+        matches!(
+            work[..],
+            [Work::Close {
+                reason: CloseReason::DrainTimeout,
+                connection: Some(_),
+                ..
+            }]
+        ),
+        "{work:?}"
+    );
+}
+
+#[test]
+fn a_connection_that_arrives_after_its_connect_timeout_is_closed() {
+    let rt = Rt::default();
+    let config = Config {
+        max_size: 1,
+        connect_timeout: Duration::from_millis(50),
+        ..Config::default()
+    };
+    let pool = SharedPool::new(config, 1, rt.clone()).unwrap();
+    let mut a = pool.acquire();
+    assert!(poll(&mut a, &flag()).is_pending());
+    let [Work::Open { conn }] = rt.take()[..] else {
+        panic!()
+    };
+    rt.advance(Duration::from_millis(50));
+    pool.handle_timeout();
+    rt.take();
+    pool.connect_finished(conn, Ok(9));
+    let work = rt.take();
+    assert!(
+        matches!(
+            work[..],
+            [Work::Close {
+                connection: Some(9),
+                reason: CloseReason::ConnectTimeout,
+                ..
+            }]
+        ),
+        "{work:?}"
+    );
+    pool.check_invariants().unwrap();
+}
+
+#[test]
+fn a_leak_report_names_where_the_lease_was_acquired() {
+    let rt = Rt::default();
+    let config = Config {
+        max_size: 1,
+        leak_threshold: Some(Duration::from_secs(1)),
+        ..Config::default()
+    };
+    let pool = SharedPool::new(config, 1, rt.clone()).unwrap();
+    let mut a = pool.acquire();
+    let line = line!() - 1;
+    let _ = poll(&mut a, &flag());
+    rt.open_all(&pool);
+    let Poll::Ready(Ok(_lease)) = poll(&mut a, &flag()) else {
+        panic!()
+    };
+    rt.advance(Duration::from_secs(1));
+    pool.handle_timeout();
+    let work = rt.take();
+    let [Work::LeakSuspected {
+        origin: Some(origin),
+        ..
+    }] = work[..]
+    else {
+        panic!("{work:?}")
+    };
+    assert_eq!((origin.file(), origin.line()), (file!(), line));
+}
+
+#[test]
+fn detach_hands_the_connection_over_and_frees_capacity() {
+    let (pool, rt) = pool(1);
+    let _ = pool.acquire().now_or_never();
+    rt.open_all(&pool);
+    let lease = pool.try_acquire().unwrap();
+    assert_eq!(lease.detach(), 0);
+    let s = pool.status();
+    assert_eq!((s.total, s.leased), (0, 0));
+    assert!(
+        rt.take().is_empty(),
+        "a detached connection is not closed by the pool"
+    );
+    pool.check_invariants().unwrap();
+}
