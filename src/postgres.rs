@@ -1,0 +1,753 @@
+//! Throwaway PostgreSQL clusters for integration tests.
+//!
+//! [`PgCluster::start`] runs `initdb` into a fresh directory (under `/dev/shm`, else `/tmp`;
+//! `$POOL_SUITE_TMPDIR` overrides), configures the
+//! cluster for tests (127.0.0.1 only, a free port, a low `max_connections`, `fsync=off`,
+//! scram-sha-256 password authentication, a known user/password/database) and starts it with
+//! `pg_ctl`. Dropping the [`PgCluster`] stops the server (`pg_ctl stop -m immediate`) and
+//! deletes the directory, also while unwinding from a panic. Each cluster has its own
+//! directory and port, so tests using clusters may run in parallel.
+//!
+//! When the tests run as root, the server programs run as the `postgres` OS account (the
+//! server refuses to run as root): the harness uses std's `CommandExt::uid`/`gid`, so it needs
+//! neither `su` nor `runuser`.
+//!
+//! Lifecycle methods are blocking (they wait for `pg_ctl`); each has an `_async` twin that
+//! runs it on tokio's blocking pool, so a pool under test keeps running on the same runtime
+//! while the server restarts. Admin SQL (as the superuser, over the cluster's Unix socket)
+//! goes through [`PgAdmin`], which is async.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), pool_suite::HarnessError> {
+//! use pool_suite::{Backends, PgCluster, PgOptions};
+//! let cluster = PgCluster::start(PgOptions::default().max_connections(10))?;
+//! let (client, conn) = tokio_postgres::connect(&cluster.url(), tokio_postgres::NoTls).await?;
+//! tokio::spawn(conn);
+//! client.simple_query("SELECT 1").await?;
+//! assert_eq!(cluster.admin().count(&Backends::user("pool_test")).await?, 1);
+//! cluster.restart_fast_async().await?;
+//! # Ok(()) }
+//! ```
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_postgres::{Client, Config, NoTls};
+
+use crate::util::{self, RunAs, ScratchDir};
+use crate::HarnessError;
+
+/// The superuser created by `initdb`.
+pub const ADMIN_USER: &str = "postgres";
+/// The superuser's password (for TCP connections; the harness itself uses the Unix socket).
+pub const ADMIN_PASSWORD: &str = "pool_suite_admin_pw";
+/// The `application_name` of the harness's own admin connections (excluded from counts).
+pub const ADMIN_APPLICATION_NAME: &str = "pool-suite-admin";
+
+const INSTALL_POSTGRES: &str = "apt-get install -y postgresql";
+const START_ATTEMPTS: usize = 8;
+
+/// How to set up a [`PgCluster`].
+#[derive(Clone, Debug)]
+pub struct PgOptions {
+    /// `max_connections` (default 20): low, so that exhaustion can be tested.
+    pub max_connections: u32,
+    /// `superuser_reserved_connections` (default 3). The test user (not a superuser) can open
+    /// `max_connections - superuser_reserved_connections` connections; the rest stay
+    /// available to the harness's admin connections even while the test user is exhausted.
+    pub superuser_reserved_connections: u32,
+    /// The test login role (default `pool_test`), not a superuser.
+    pub user: String,
+    /// Its password (default `pool_test_pw`), checked with scram-sha-256.
+    pub password: String,
+    /// The test database (default `pool_test`), owned by `user`.
+    pub database: String,
+    /// Extra `postgresql.conf` settings, e.g. `("idle_session_timeout", "'1s'")`; values
+    /// are written verbatim.
+    pub extra_conf: Vec<(String, String)>,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        PgOptions {
+            max_connections: 20,
+            superuser_reserved_connections: 3,
+            user: "pool_test".into(),
+            password: "pool_test_pw".into(),
+            database: "pool_test".into(),
+            extra_conf: Vec::new(),
+        }
+    }
+}
+
+impl PgOptions {
+    /// Sets `max_connections`.
+    pub fn max_connections(mut self, n: u32) -> Self {
+        self.max_connections = n;
+        self
+    }
+
+    /// Sets `superuser_reserved_connections`.
+    pub fn superuser_reserved_connections(mut self, n: u32) -> Self {
+        self.superuser_reserved_connections = n;
+        self
+    }
+
+    /// Adds a `postgresql.conf` line `name = value` (value verbatim, quote strings yourself).
+    pub fn setting(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.extra_conf.push((name.into(), value.into()));
+        self
+    }
+}
+
+/// Directory holding `initdb`, `pg_ctl`, `postgres` and `psql`: `$POOL_SUITE_PG_BIN`, else
+/// the newest `/usr/lib/postgresql/<version>/bin`, else wherever `initdb` on `PATH` really
+/// lives (Debian's `/usr/local/bin/initdb` here is a symlink into
+/// `/usr/lib/postgresql/15/bin`; Debian's `/usr/bin` has no initdb at all, only wrappers).
+pub fn pg_bin_dir() -> Result<PathBuf, HarnessError> {
+    let has_all = |dir: &Path| {
+        ["initdb", "pg_ctl", "postgres", "psql"]
+            .iter()
+            .all(|p| util::is_executable(&dir.join(p)))
+    };
+    if let Some(dir) = std::env::var_os("POOL_SUITE_PG_BIN") {
+        let dir = PathBuf::from(dir);
+        if has_all(&dir) {
+            return Ok(dir);
+        }
+    }
+    let mut versioned: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            has_all(&bin).then_some((version, bin))
+        })
+        .collect();
+    versioned.sort();
+    if let Some((_, bin)) = versioned.pop() {
+        return Ok(bin);
+    }
+    if let Some(initdb) = util::find_program("initdb", &[]) {
+        if let Some(dir) = initdb
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+        {
+            if has_all(&dir) {
+                return Ok(dir);
+            }
+        }
+    }
+    Err(HarnessError::NotInstalled {
+        what: "PostgreSQL server programs (initdb, pg_ctl, postgres, psql) on PATH or under \
+               /usr/lib/postgresql/*/bin"
+            .into(),
+        install: INSTALL_POSTGRES,
+    })
+}
+
+struct Inner {
+    bin: PathBuf,
+    run_as: Option<RunAs>,
+    port: u16,
+    opts: PgOptions,
+    data: PathBuf,
+    sock: PathBuf,
+    log: PathBuf,
+    // Declared last: dropped after `Inner::drop` has stopped the server.
+    dir: ScratchDir,
+}
+
+impl Inner {
+    fn pg_ctl(&self, args: &[&str]) -> Command {
+        let mut cmd = util::command(&self.bin.join("pg_ctl"), self.run_as, self.dir.path());
+        cmd.args(args).arg("-D").arg(&self.data);
+        cmd
+    }
+
+    fn run_pg_ctl(&self, args: &[&str]) -> Result<(), HarnessError> {
+        util::run(self.pg_ctl(args), || util::tail(&self.log, 30)).map(drop)
+    }
+
+    fn start(&self) -> Result<(), HarnessError> {
+        let log = self.log.to_string_lossy().into_owned();
+        self.run_pg_ctl(&["start", "-w", "-t", "60", "-l", &log])
+    }
+
+    fn restart_fast(&self) -> Result<(), HarnessError> {
+        let log = self.log.to_string_lossy().into_owned();
+        self.run_pg_ctl(&["restart", "-m", "fast", "-w", "-t", "60", "-l", &log])
+    }
+
+    fn stop(&self, mode: &str) -> Result<(), HarnessError> {
+        self.run_pg_ctl(&["stop", "-m", mode, "-w", "-t", "60"])
+    }
+
+    fn is_running(&self) -> bool {
+        let mut cmd = self.pg_ctl(&["status"]);
+        cmd.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        cmd.status().map(|s| s.success()).unwrap_or(false)
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if self.data.join("postmaster.pid").exists() {
+            let _ = self.stop("immediate");
+        }
+    }
+}
+
+/// A running throwaway PostgreSQL cluster; stopped and deleted on drop.
+pub struct PgCluster {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for PgCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgCluster")
+            .field("port", &self.inner.port)
+            .field("dir", &self.inner.dir.path())
+            .finish()
+    }
+}
+
+impl PgCluster {
+    /// initdb + configure + start a new cluster on a free 127.0.0.1 port, then create the
+    /// test role and database. Blocking (≈1–2 s); fine to call from `#[tokio::test]`.
+    /// Errors with [`HarnessError::NotInstalled`] (naming `apt-get install -y postgresql`)
+    /// when PostgreSQL is missing.
+    pub fn start(opts: PgOptions) -> Result<PgCluster, HarnessError> {
+        if opts.superuser_reserved_connections >= opts.max_connections {
+            return Err(HarnessError::Other(format!(
+                "superuser_reserved_connections ({}) must be < max_connections ({})",
+                opts.superuser_reserved_connections, opts.max_connections
+            )));
+        }
+        let bin = pg_bin_dir()?;
+        let run_as = util::service_user()?;
+        sweep_stale_clusters(&bin, run_as);
+
+        let dir = ScratchDir::new("pg", run_as)?;
+        let data = dir.path().join("data");
+        let sock = dir.path().join("sock");
+        let log = dir.path().join("postgres.log");
+        dir.prepare(&sock, run_as)?;
+
+        // initdb with the superuser's password; local (socket) connections are trusted,
+        // host connections need scram-sha-256.
+        let pwfile = dir.path().join("pwfile");
+        dir.write_file(&pwfile, &format!("{ADMIN_PASSWORD}\n"), 0o600, run_as)?;
+        let mut initdb = util::command(&bin.join("initdb"), run_as, dir.path());
+        initdb
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", ADMIN_USER, "-E", "UTF8", "--locale=C", "--no-sync"])
+            .args(["--auth-local=trust", "--auth-host=scram-sha-256"])
+            .arg(format!("--pwfile={}", pwfile.display()));
+        util::run(initdb, String::new)?;
+        let _ = std::fs::remove_file(&pwfile);
+
+        dir.write_file(
+            &data.join("pg_hba.conf"),
+            "# written by pool-suite's test harness\n\
+             local all all trust\n\
+             host  all all 127.0.0.1/32 scram-sha-256\n",
+            0o600,
+            run_as,
+        )?;
+        let conf = data.join("postgresql.conf");
+        let mut main_conf = std::fs::read_to_string(&conf)
+            .map_err(|e| HarnessError::io(format!("reading {}", conf.display()), e))?;
+        main_conf.push_str("\ninclude 'pool_suite.conf'\n");
+        dir.write_file(&conf, &main_conf, 0o600, run_as)?;
+
+        let mut inner = Inner {
+            bin,
+            run_as,
+            port: 0,
+            opts,
+            data,
+            sock,
+            log,
+            dir,
+        };
+
+        // Pick a port, try to start; another process may grab the port between our probe
+        // and the server's bind, so retry with a new one when the log says so.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            inner.port = util::free_port()?;
+            let settings = harness_conf(&inner);
+            inner.dir.write_file(
+                &inner.data.join("pool_suite.conf"),
+                &settings,
+                0o600,
+                inner.run_as,
+            )?;
+            let _ = std::fs::remove_file(&inner.log);
+            match inner.start() {
+                Ok(()) => break,
+                Err(e) => {
+                    let log = util::tail(&inner.log, 50);
+                    let port_taken = log.contains("Address already in use")
+                        || log.contains("could not bind")
+                        || log.contains("could not create any TCP/IP sockets");
+                    if port_taken && attempt < START_ATTEMPTS {
+                        // pg_ctl may have left a half-started server behind; make sure not.
+                        let _ = inner.stop("immediate");
+                        continue;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+
+        let cluster = PgCluster {
+            inner: Arc::new(inner),
+        };
+        cluster.create_test_role_and_db()?;
+        Ok(cluster)
+    }
+
+    /// [`PgCluster::start`] on tokio's blocking pool.
+    pub async fn start_async(opts: PgOptions) -> Result<PgCluster, HarnessError> {
+        tokio::task::spawn_blocking(move || PgCluster::start(opts))
+            .await
+            .map_err(|e| HarnessError::Other(format!("cluster start task failed: {e}")))?
+    }
+
+    /// If `DATABASE_URL` is set (and non-empty), a [`PgTarget::Shared`] pointing at it;
+    /// otherwise a fresh cluster started with `opts`. For tests that only need *a* database
+    /// (no restarts, no `max_connections` assumptions, no wrong-password tricks).
+    pub fn shared_or_start(opts: PgOptions) -> Result<PgTarget, HarnessError> {
+        match std::env::var("DATABASE_URL") {
+            Ok(url) if !url.trim().is_empty() => {
+                let config = url.parse::<Config>().map_err(|e| {
+                    HarnessError::Other(format!("DATABASE_URL is not a valid URL: {e}"))
+                })?;
+                Ok(PgTarget::Shared {
+                    url,
+                    config: Box::new(config),
+                })
+            }
+            _ => PgCluster::start(opts).map(PgTarget::Owned),
+        }
+    }
+
+    fn create_test_role_and_db(&self) -> Result<(), HarnessError> {
+        let o = &self.inner.opts;
+        let mut psql = self.psql();
+        psql.arg("-c")
+            .arg(format!(
+                "CREATE ROLE {} LOGIN PASSWORD {}",
+                quote_ident(&o.user),
+                quote_literal(&o.password)
+            ))
+            .arg("-c")
+            .arg(format!(
+                "CREATE DATABASE {} OWNER {}",
+                quote_ident(&o.database),
+                quote_ident(&o.user)
+            ));
+        util::run(psql, || util::tail(&self.inner.log, 20)).map(drop)
+    }
+
+    /// A `psql` command connected as the superuser over the Unix socket (`-X`, stop on
+    /// error); add `-c SQL` arguments and run it.
+    pub fn psql(&self) -> Command {
+        let i = &self.inner;
+        let mut cmd = util::command(&i.bin.join("psql"), i.run_as, i.dir.path());
+        cmd.arg("-X")
+            .args(["-v", "ON_ERROR_STOP=1", "-h"])
+            .arg(&i.sock)
+            .args([
+                "-p",
+                &i.port.to_string(),
+                "-U",
+                ADMIN_USER,
+                "-d",
+                "postgres",
+            ]);
+        cmd
+    }
+
+    /// `postgresql://user:password@127.0.0.1:port/database` for the test user.
+    pub fn url(&self) -> String {
+        self.url_on_port(self.inner.port)
+    }
+
+    /// The test user's URL, but on another port of 127.0.0.1 (e.g. a [`crate::FaultProxy`]
+    /// in front of this cluster).
+    pub fn url_on_port(&self, port: u16) -> String {
+        let o = &self.inner.opts;
+        format!(
+            "postgresql://{}:{}@127.0.0.1:{port}/{}",
+            util::percent_encode(&o.user),
+            util::percent_encode(&o.password),
+            util::percent_encode(&o.database)
+        )
+    }
+
+    /// A tokio-postgres `Config` for the test user (set `application_name` etc. on it).
+    pub fn config(&self) -> Config {
+        let o = &self.inner.opts;
+        let mut c = Config::new();
+        c.host("127.0.0.1")
+            .port(self.inner.port)
+            .user(&o.user)
+            .password(&o.password)
+            .dbname(&o.database);
+        c
+    }
+
+    /// The TCP port (on 127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.inner.port
+    }
+
+    /// `127.0.0.1:port`.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.inner.port))
+    }
+
+    /// The options the cluster was started with (user, password, database, limits).
+    pub fn options(&self) -> &PgOptions {
+        &self.inner.opts
+    }
+
+    /// How many connections the (non-superuser) test user can hold at once.
+    pub fn user_connection_limit(&self) -> u32 {
+        let o = &self.inner.opts;
+        o.max_connections - o.superuser_reserved_connections
+    }
+
+    /// The directory with the Unix socket (`.s.PGSQL.<port>`).
+    pub fn socket_dir(&self) -> &Path {
+        &self.inner.sock
+    }
+
+    /// The server log file.
+    pub fn log_path(&self) -> &Path {
+        &self.inner.log
+    }
+
+    /// The last `lines` lines of the server log (for assertion messages).
+    pub fn log_tail(&self, lines: usize) -> String {
+        util::tail(&self.inner.log, lines)
+    }
+
+    /// Superuser access for admin SQL (over the Unix socket, trusted).
+    pub fn admin(&self) -> PgAdmin {
+        let mut c = Config::new();
+        c.host_path(&self.inner.sock)
+            .port(self.inner.port)
+            .user(ADMIN_USER)
+            .dbname("postgres")
+            .application_name(ADMIN_APPLICATION_NAME)
+            .connect_timeout(Duration::from_secs(10));
+        PgAdmin { config: c }
+    }
+
+    /// `pg_ctl restart -m fast`: disconnects every client, then starts again on the same
+    /// port. Blocking; see [`PgCluster::restart_fast_async`].
+    pub fn restart_fast(&self) -> Result<(), HarnessError> {
+        self.inner.restart_fast()
+    }
+
+    /// `pg_ctl stop -m fast` (clients are disconnected; the cluster stays on disk).
+    pub fn stop(&self) -> Result<(), HarnessError> {
+        self.inner.stop("fast")
+    }
+
+    /// `pg_ctl stop -m immediate`: like a crash (no shutdown checkpoint).
+    pub fn stop_immediate(&self) -> Result<(), HarnessError> {
+        self.inner.stop("immediate")
+    }
+
+    /// `pg_ctl start` again after [`PgCluster::stop`], on the same port.
+    pub fn start_again(&self) -> Result<(), HarnessError> {
+        let _ = std::fs::remove_file(&self.inner.log);
+        self.inner.start()
+    }
+
+    /// Whether the server is running (`pg_ctl status`).
+    pub fn is_running(&self) -> bool {
+        self.inner.is_running()
+    }
+
+    async fn blocking(
+        &self,
+        f: impl FnOnce(&Inner) -> Result<(), HarnessError> + Send + 'static,
+    ) -> Result<(), HarnessError> {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| HarnessError::Other(format!("pg_ctl task failed: {e}")))?
+    }
+
+    /// [`PgCluster::restart_fast`] on tokio's blocking pool.
+    pub async fn restart_fast_async(&self) -> Result<(), HarnessError> {
+        self.blocking(Inner::restart_fast).await
+    }
+
+    /// [`PgCluster::stop`] on tokio's blocking pool.
+    pub async fn stop_async(&self) -> Result<(), HarnessError> {
+        self.blocking(|i| i.stop("fast")).await
+    }
+
+    /// [`PgCluster::stop_immediate`] on tokio's blocking pool.
+    pub async fn stop_immediate_async(&self) -> Result<(), HarnessError> {
+        self.blocking(|i| i.stop("immediate")).await
+    }
+
+    /// [`PgCluster::start_again`] on tokio's blocking pool.
+    pub async fn start_again_async(&self) -> Result<(), HarnessError> {
+        self.blocking(|i| {
+            let _ = std::fs::remove_file(&i.log);
+            i.start()
+        })
+        .await
+    }
+}
+
+fn harness_conf(i: &Inner) -> String {
+    let o = &i.opts;
+    let mut s = String::from("# written by pool-suite's test harness\n");
+    let mut set = |k: &str, v: String| {
+        let _ = writeln!(s, "{k} = {v}");
+    };
+    set("listen_addresses", "'127.0.0.1'".into());
+    set("port", i.port.to_string());
+    set("unix_socket_directories", util::conf_quote(&i.sock));
+    set("max_connections", o.max_connections.to_string());
+    set(
+        "superuser_reserved_connections",
+        o.superuser_reserved_connections.to_string(),
+    );
+    set("password_encryption", "'scram-sha-256'".into());
+    // Speed over durability: the cluster is thrown away.
+    set("fsync", "off".into());
+    set("synchronous_commit", "off".into());
+    set("full_page_writes", "off".into());
+    set("wal_level", "minimal".into());
+    set("max_wal_senders", "0".into());
+    set("shared_buffers", "16MB".into());
+    set("autovacuum", "off".into());
+    set("jit", "off".into());
+    set("logging_collector", "off".into());
+    set("log_connections", "on".into());
+    set("log_disconnections", "on".into());
+    set("log_line_prefix", "'%m [%p] %u@%d/%a '".into());
+    for (k, v) in &o.extra_conf {
+        set(k, v.clone());
+    }
+    s
+}
+
+/// Stops and removes clusters left by test processes that were killed outright.
+fn sweep_stale_clusters(bin: &Path, run_as: Option<RunAs>) {
+    util::sweep_stale("pg", |dir| {
+        let data = dir.join("data");
+        if data.join("postmaster.pid").exists() {
+            let mut cmd = util::command(&bin.join("pg_ctl"), run_as, dir);
+            cmd.args(["stop", "-m", "immediate", "-w", "-t", "10", "-D"])
+                .arg(&data);
+            let _ = util::run(cmd, String::new);
+        }
+    });
+}
+
+/// Either a cluster this test owns or the database named by `DATABASE_URL`.
+#[derive(Debug)]
+pub enum PgTarget {
+    /// A throwaway cluster started by the harness.
+    Owned(PgCluster),
+    /// `DATABASE_URL`; the harness does not manage it.
+    Shared {
+        /// The URL as given.
+        url: String,
+        /// The parsed URL.
+        config: Box<Config>,
+    },
+}
+
+impl PgTarget {
+    /// The test user's connection URL.
+    pub fn url(&self) -> String {
+        match self {
+            PgTarget::Owned(c) => c.url(),
+            PgTarget::Shared { url, .. } => url.clone(),
+        }
+    }
+
+    /// A tokio-postgres `Config` for the test user.
+    pub fn config(&self) -> Config {
+        match self {
+            PgTarget::Owned(c) => c.config(),
+            PgTarget::Shared { config, .. } => (**config).clone(),
+        }
+    }
+
+    /// Admin access: the cluster's superuser, or for `DATABASE_URL` that URL's own user
+    /// (counting works for any user; terminating others' backends needs privileges).
+    pub fn admin(&self) -> PgAdmin {
+        match self {
+            PgTarget::Owned(c) => c.admin(),
+            PgTarget::Shared { config, .. } => {
+                let mut config = (**config).clone();
+                config.application_name(ADMIN_APPLICATION_NAME);
+                PgAdmin { config }
+            }
+        }
+    }
+
+    /// The owned cluster, if any (restarts etc. need one).
+    pub fn cluster(&self) -> Option<&PgCluster> {
+        match self {
+            PgTarget::Owned(c) => Some(c),
+            PgTarget::Shared { .. } => None,
+        }
+    }
+}
+
+/// Which client backends an admin query is about (`pg_stat_activity` rows with
+/// `backend_type = 'client backend'`, never the admin connection itself).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Backends {
+    /// Those with this `application_name`.
+    Application(String),
+    /// Those logged in as this role.
+    User(String),
+    /// All client backends except the harness's own admin connections.
+    AllClients,
+}
+
+impl Backends {
+    /// `Backends::Application(name)`.
+    pub fn app(name: impl Into<String>) -> Self {
+        Backends::Application(name.into())
+    }
+
+    /// `Backends::User(name)`.
+    pub fn user(name: impl Into<String>) -> Self {
+        Backends::User(name.into())
+    }
+
+    fn filter(&self) -> (&'static str, String) {
+        match self {
+            Backends::Application(a) => ("application_name = $1", a.clone()),
+            Backends::User(u) => ("usename = $1", u.clone()),
+            Backends::AllClients => (
+                "application_name IS DISTINCT FROM $1",
+                ADMIN_APPLICATION_NAME.to_owned(),
+            ),
+        }
+    }
+}
+
+/// Runs SQL as the superuser. Each call opens a short-lived connection (the driver task is
+/// spawned with `tokio::spawn`, so call it from inside a tokio runtime). Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct PgAdmin {
+    config: Config,
+}
+
+impl PgAdmin {
+    /// A new superuser connection (its driver spawned on the current runtime).
+    pub async fn client(&self) -> Result<Client, HarnessError> {
+        let (client, conn) = self.config.connect(NoTls).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(client)
+    }
+
+    /// Runs `sql` (one or more statements, no parameters).
+    pub async fn execute(&self, sql: &str) -> Result<(), HarnessError> {
+        self.client().await?.batch_execute(sql).await?;
+        Ok(())
+    }
+
+    /// Runs a query returning one `bigint` (e.g. `SELECT count(*) ...`).
+    pub async fn query_i64(&self, sql: &str) -> Result<i64, HarnessError> {
+        let row = self.client().await?.query_one(sql, &[]).await?;
+        Ok(row.try_get(0)?)
+    }
+
+    /// How many matching client backends exist now.
+    pub async fn count(&self, who: &Backends) -> Result<i64, HarnessError> {
+        let (cond, arg) = who.filter();
+        let sql = format!(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND {cond}"
+        );
+        let row = self.client().await?.query_one(&sql, &[&arg]).await?;
+        Ok(row.try_get(0)?)
+    }
+
+    /// `pg_terminate_backend` on every matching backend; returns how many were signalled.
+    /// They disappear from `pg_stat_activity` shortly after (see [`PgAdmin::wait_for_count`]).
+    pub async fn terminate(&self, who: &Backends) -> Result<i64, HarnessError> {
+        let (cond, arg) = who.filter();
+        let sql = format!(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND {cond}"
+        );
+        let row = self.client().await?.query_one(&sql, &[&arg]).await?;
+        Ok(row.try_get(0)?)
+    }
+
+    /// The backend pids of matching connections.
+    pub async fn pids(&self, who: &Backends) -> Result<Vec<i32>, HarnessError> {
+        let (cond, arg) = who.filter();
+        let sql = format!(
+            "SELECT pid FROM pg_stat_activity \
+             WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND {cond} \
+             ORDER BY pid"
+        );
+        let rows = self.client().await?.query(&sql, &[&arg]).await?;
+        rows.iter()
+            .map(|r| r.try_get(0).map_err(HarnessError::from))
+            .collect()
+    }
+
+    /// Polls [`PgAdmin::count`] until it equals `expected` (error after `timeout`, with the
+    /// last count in the message).
+    pub async fn wait_for_count(
+        &self,
+        who: &Backends,
+        expected: i64,
+        timeout: Duration,
+    ) -> Result<(), HarnessError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let n = self.count(who).await?;
+            if n == expected {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(HarnessError::Timeout(format!(
+                    "{who:?}: expected {expected} backends, still {n} after {timeout:?}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
