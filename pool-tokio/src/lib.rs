@@ -1,1 +1,42 @@
-//! tokio adapter
+//! # pool-tokio
+//!
+//! The tokio adapter for [`pool_core`]: it adds nothing but runtime glue over the core's
+//! concurrent shell. The pool's decisions (who gets which connection, when to open, check,
+//! reset or close one, every timeout) are the core's; this crate
+//!
+//! - spawns the open, check, reset and close work the core asks for as tokio tasks and
+//!   reports the results back (an open, check or reset the core abandons is aborted);
+//! - runs **one** timer task per pool that sleeps until the core's next deadline, woken
+//!   early when an earlier one is armed; it holds the pool weakly and ends with it;
+//! - maps tokio's clock to core time (nanoseconds since the pool was built), so
+//!   `tokio::time::pause()` drives the pool in tests.
+//!
+//! ```no_run
+//! # #[cfg(feature = "postgres")]
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use pool_tokio::{PgManager, Pool};
+//! let (manager, options) =
+//!     PgManager::from_url("postgresql://app:secret@localhost:5432/app?connection_limit=10")?;
+//! let pool = Pool::builder(manager).options(options).build()?;
+//! let client = pool.get().await?;
+//! client.simple_query("SELECT 1").await?;
+//! # Ok(()) }
+//! ```
+
+mod error;
+mod manager;
+mod metrics;
+mod pool;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+mod runtime;
+
+pub use error::{BuildError, PoolError};
+pub use manager::Manager;
+pub use metrics::{HistogramSnapshot, Metrics};
+pub use pool::{Builder, Pool, PoolOptions, PooledConnection};
+pub use pool_core::{Config, ConfigError, ConnectError, ErrorClass, IdleOrder, Status, Verdict};
+pub use runtime::LeakReport;
+
+#[cfg(feature = "postgres")]
+pub use postgres::{PgManager, ResetMode, UrlError};

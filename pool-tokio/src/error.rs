@@ -1,0 +1,130 @@
+//! Errors that say what happened.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pool_core::{ConfigError, ConnectError, Status};
+
+/// Why `get()` returned no connection.
+#[derive(Debug)]
+pub enum PoolError<E> {
+    /// The deadline passed. `last_connect_error` is the likeliest reason the pool ran
+    /// dry (a database refusing connections); `status` is the pool's counts at that time.
+    Timeout {
+        waited: Duration,
+        last_connect_error: Option<ConnectError>,
+        status: Status,
+        /// The manager's own error behind `last_connect_error`, when still known.
+        source: Option<Arc<E>>,
+    },
+    /// `max_waiters` callers were already waiting: the request was shed.
+    QueueFull { max_waiters: usize },
+    /// The pool is closed or closing.
+    Closed,
+    /// Connecting failed with an error retrying will not fix (wrong password, unknown
+    /// database); `source` is the manager's own error when still known.
+    Connect {
+        error: ConnectError,
+        source: Option<Arc<E>>,
+    },
+}
+
+impl<E> PoolError<E> {
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, PoolError::Timeout { .. })
+    }
+}
+
+impl<E> fmt::Display for PoolError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PoolError::Timeout {
+                waited,
+                last_connect_error,
+                status,
+                ..
+            } => {
+                write!(
+                    f,
+                    "timed out after {waited:?} waiting for a connection ({status})"
+                )?;
+                if let Some(e) = last_connect_error {
+                    write!(f, "; last connect error: {e}")?;
+                }
+                Ok(())
+            }
+            PoolError::QueueFull { max_waiters } => write!(
+                f,
+                "pool queue is full ({max_waiters} waiters); request shed"
+            ),
+            PoolError::Closed => f.write_str("pool is closed"),
+            PoolError::Connect { error, .. } => write!(f, "cannot connect: {error}"),
+        }
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for PoolError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            PoolError::Timeout {
+                source: Some(e), ..
+            }
+            | PoolError::Connect {
+                source: Some(e), ..
+            } => Some(&**e),
+            _ => None,
+        }
+    }
+}
+
+/// Why `Builder::build` refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BuildError {
+    /// An option is out of range; the error names it.
+    Config(ConfigError),
+    /// `build()` was called outside a tokio runtime.
+    NoRuntime,
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::Config(e) => e.fmt(f),
+            BuildError::NoRuntime => {
+                f.write_str("Pool::build must be called from inside a tokio runtime")
+            }
+        }
+    }
+}
+
+impl std::error::Error for BuildError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BuildError::Config(e) => Some(e),
+            BuildError::NoRuntime => None,
+        }
+    }
+}
+
+impl From<ConfigError> for BuildError {
+    fn from(e: ConfigError) -> Self {
+        BuildError::Config(e)
+    }
+}
+
+/// An error's message with its chain of causes: `outer: inner: innermost`. Drivers often
+/// keep the useful part (the server's message) in a cause.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let part = c.to_string();
+        if !text.ends_with(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cause = c.source();
+    }
+    text
+}

@@ -1,0 +1,411 @@
+//! The pool handle, its builder and the connection guard.
+
+use std::fmt;
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pool_core::shell::{Lease, SharedPool};
+use pool_core::{Config, IdleOrder, Instant, Rejection, Status, Verdict};
+use tracing::Instrument;
+
+use crate::error::{BuildError, PoolError};
+use crate::manager::Manager;
+use crate::metrics::Metrics;
+use crate::runtime::{run_timer, Glue, LeakHook, LeakReport, Timed, TokioRuntime};
+
+/// A pool of `M::Connection`s. Cheap to clone; every clone is the same pool. When the
+/// last handle (and the last borrowed connection) is gone, the timer task ends and idle
+/// connections are dropped.
+pub struct Pool<M: Manager> {
+    inner: Arc<Inner<M>>,
+}
+
+struct Inner<M: Manager> {
+    shared: SharedPool<M::Connection>,
+    glue: Arc<Glue<M>>,
+    acquire_timeout: Duration,
+}
+
+impl<M: Manager> Timed for Inner<M> {
+    fn handle_timeout(&self) -> Option<Instant> {
+        self.shared.handle_timeout()
+    }
+}
+
+impl<M: Manager> Drop for Inner<M> {
+    fn drop(&mut self) {
+        // Let the timer task see that the pool is gone.
+        self.glue.timer.notify.notify_one();
+    }
+}
+
+impl<M: Manager> Clone for Pool<M> {
+    fn clone(&self) -> Self {
+        Pool {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<M: Manager> fmt::Debug for Pool<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("status", &self.status())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<M: Manager> Pool<M> {
+    /// Start configuring a pool of connections opened by `manager`.
+    pub fn builder(manager: M) -> Builder<M> {
+        Builder {
+            manager,
+            config: Config::default(),
+            seed: None,
+            on_leak: None,
+        }
+    }
+
+    /// Wait for a connection, for at most the pool's `acquire_timeout`, counted from this
+    /// call. Not an `async fn` on purpose: it records its caller's source location, which
+    /// a leak report then names.
+    #[track_caller]
+    pub fn get(
+        &self,
+    ) -> impl Future<Output = Result<PooledConnection<M>, PoolError<M::Error>>> + Send + 'static
+    {
+        self.get_timeout(self.inner.acquire_timeout)
+    }
+
+    /// Wait for a connection for at most `timeout`, counted from this call, covering any
+    /// connect it waits on.
+    #[track_caller]
+    pub fn get_timeout(
+        &self,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<PooledConnection<M>, PoolError<M::Error>>> + Send + 'static
+    {
+        let acquire = self.inner.shared.acquire_timeout(timeout);
+        let pool = self.clone();
+        let span = tracing::debug_span!("pool.get", timeout = ?timeout);
+        async move {
+            match acquire.await {
+                Ok(lease) => {
+                    tracing::debug!(waited = ?lease.waited(), "acquired");
+                    Ok(PooledConnection {
+                        lease: Some(lease),
+                        pool,
+                    })
+                }
+                Err(rejection) => {
+                    let error = pool.error(rejection);
+                    tracing::warn!(error = %error, "acquire failed");
+                    Err(error)
+                }
+            }
+        }
+        .instrument(span)
+    }
+
+    /// An idle connection if one is ready and nobody is waiting; never waits, never opens.
+    #[track_caller]
+    pub fn try_get(&self) -> Option<PooledConnection<M>> {
+        let lease = self.inner.shared.try_acquire()?;
+        Some(PooledConnection {
+            lease: Some(lease),
+            pool: self.clone(),
+        })
+    }
+
+    /// Close the pool: waiters are rejected, idle connections closed, and borrowed ones
+    /// closed as they come back, until `drain` has passed; then the rest are revoked.
+    /// Resolves, once every connection is gone, to the number revoked.
+    pub fn close(&self, drain: Duration) -> impl Future<Output = usize> + Send + 'static {
+        tracing::info!(drain = ?drain, status = %self.status(), "closing pool");
+        let close = self.inner.shared.close(drain);
+        async move {
+            let forced = close.await;
+            if forced > 0 {
+                tracing::warn!(
+                    forced,
+                    "pool closed; connections still borrowed at the drain deadline were revoked"
+                );
+            }
+            forced
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.inner.shared.is_closing()
+    }
+
+    /// The pool's counts now.
+    pub fn status(&self) -> Status {
+        self.inner.shared.status()
+    }
+
+    /// Counters and histograms since the pool was built.
+    pub fn metrics(&self) -> Metrics {
+        Metrics::new(self.inner.shared.status(), &self.inner.shared.stats())
+    }
+
+    /// The configuration the pool runs with.
+    pub fn config(&self) -> Config {
+        self.inner.shared.config()
+    }
+
+    pub fn manager(&self) -> &M {
+        &self.inner.glue.manager
+    }
+
+    /// Check the core's and the shell's invariants (tests, debugging).
+    pub fn check_invariants(&self) -> Result<(), pool_core::InvariantViolation> {
+        self.inner.shared.check_invariants()
+    }
+
+    fn error(&self, rejection: Rejection) -> PoolError<M::Error> {
+        match rejection {
+            Rejection::Timeout(report) => {
+                let source = report
+                    .last_connect_error
+                    .as_ref()
+                    .and_then(|e| self.inner.glue.source_of(e));
+                PoolError::Timeout {
+                    waited: report.waited,
+                    last_connect_error: report.last_connect_error,
+                    status: report.status,
+                    source,
+                }
+            }
+            Rejection::QueueFull { max_waiters } => PoolError::QueueFull { max_waiters },
+            Rejection::Closed => PoolError::Closed,
+            Rejection::ConnectFailed(error) => PoolError::Connect {
+                source: self.inner.glue.source_of(&error),
+                error,
+            },
+        }
+    }
+}
+
+/// Configures a [`Pool`]. Every option defaults to `pool_core::Config::default()`.
+pub struct Builder<M: Manager> {
+    manager: M,
+    config: Config,
+    seed: Option<u64>,
+    on_leak: Option<LeakHook>,
+}
+
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty),* $(,)?) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(mut self, value: $ty) -> Self {
+                self.config.$name = value;
+                self
+            }
+        )*
+    };
+}
+
+impl<M: Manager> Builder<M> {
+    setters! {
+        /// Most connections, in any state. Default 10.
+        max_size: usize,
+        /// Idle connections kept open in the background. Default 0.
+        min_idle: usize,
+        /// Most connects at once. Default 2.
+        max_connecting: usize,
+        /// Most callers waiting; more are rejected with `QueueFull`. Default 10,000.
+        max_waiters: usize,
+        /// How long `get()` waits. Default 30 s.
+        acquire_timeout: Duration,
+        /// How long a connect may take. Default 10 s.
+        connect_timeout: Duration,
+        /// How long a check or reset may take. Default 5 s.
+        check_timeout: Duration,
+        /// Check connections idle longer than this on checkout; `None`: never. Default 500 ms.
+        check_after_idle: Option<Duration>,
+        /// Close connections idle this long (down to `min_idle`). Default 10 min.
+        idle_timeout: Option<Duration>,
+        /// Close connections this old. Default 30 min.
+        max_lifetime: Option<Duration>,
+        /// Report connections held longer than this. Default 5 min.
+        leak_threshold: Option<Duration>,
+        /// First connect retry delay (doubles per failure). Default 10 ms.
+        backoff_base: Duration,
+        /// Longest connect retry delay. Default 5 s.
+        backoff_max: Duration,
+        /// Which idle connection goes out first. Default LIFO.
+        idle_order: IdleOrder,
+    }
+
+    /// Replace the whole configuration.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Apply the options parsed from a connection URL (only those it set).
+    pub fn options(mut self, options: PoolOptions) -> Self {
+        options.apply(&mut self.config);
+        self
+    }
+
+    /// Seed for the lifetime and backoff jitter (default: random).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Also call `hook` for every suspected leak (besides the `tracing` warning).
+    pub fn on_leak(mut self, hook: impl Fn(&LeakReport) + Send + Sync + 'static) -> Self {
+        self.on_leak = Some(Arc::new(hook));
+        self
+    }
+
+    /// Build the pool and start its timer task. Must run inside a tokio runtime; the
+    /// pool's tasks run on that runtime.
+    pub fn build(self) -> Result<Pool<M>, BuildError> {
+        self.config.validate()?;
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
+        let seed = self.seed.unwrap_or_else(|| {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(0x5eed);
+            h.finish()
+        });
+        let acquire_timeout = self.config.acquire_timeout;
+        let glue = Arc::new(Glue::new(
+            Arc::new(self.manager),
+            handle.clone(),
+            self.on_leak,
+        ));
+        let shared = SharedPool::new(self.config, seed, TokioRuntime(glue.clone()))?;
+        let inner = Arc::new(Inner {
+            shared,
+            glue: glue.clone(),
+            acquire_timeout,
+        });
+        handle.spawn(run_timer(glue, Arc::downgrade(&inner)));
+        Ok(Pool { inner })
+    }
+}
+
+/// Pool options as a connection URL states them (see `PgManager::from_url`). `None`
+/// leaves the builder's value.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PoolOptions {
+    pub max_size: Option<usize>,
+    pub min_idle: Option<usize>,
+    pub acquire_timeout: Option<Duration>,
+    pub connect_timeout: Option<Duration>,
+    /// `Some(None)`: never close idle connections.
+    pub idle_timeout: Option<Option<Duration>>,
+    /// `Some(None)`: no lifetime limit.
+    pub max_lifetime: Option<Option<Duration>>,
+}
+
+impl PoolOptions {
+    pub fn apply(&self, config: &mut Config) {
+        if let Some(v) = self.max_size {
+            config.max_size = v;
+        }
+        if let Some(v) = self.min_idle {
+            config.min_idle = v;
+        }
+        if let Some(v) = self.acquire_timeout {
+            config.acquire_timeout = v;
+        }
+        if let Some(v) = self.connect_timeout {
+            config.connect_timeout = v;
+        }
+        if let Some(v) = self.idle_timeout {
+            config.idle_timeout = v;
+        }
+        if let Some(v) = self.max_lifetime {
+            config.max_lifetime = v;
+        }
+    }
+}
+
+/// A borrowed connection. Derefs to it; goes back to the pool when dropped, judged by
+/// [`Manager::is_broken`] (or as broken if dropped during a panic).
+pub struct PooledConnection<M: Manager> {
+    /// `Some` until dropped or detached.
+    lease: Option<Lease<M::Connection>>,
+    pool: Pool<M>,
+}
+
+impl<M: Manager> PooledConnection<M> {
+    fn lease(&self) -> &Lease<M::Connection> {
+        self.lease.as_ref().expect("a live guard holds its lease")
+    }
+
+    /// Take the connection out of the pool for good; its slot is freed at once.
+    pub fn detach(mut self) -> M::Connection {
+        self.lease
+            .take()
+            .expect("a live guard holds its lease")
+            .detach()
+    }
+
+    /// Close this connection when it is returned instead of lending it again.
+    pub fn mark_broken(&mut self) {
+        self.set_verdict(Verdict::Broken);
+    }
+
+    /// Override the verdict it is returned with (otherwise `Manager::is_broken` decides).
+    pub fn set_verdict(&mut self, verdict: Verdict) {
+        if let Some(lease) = &mut self.lease {
+            lease.set_verdict(verdict);
+        }
+    }
+
+    /// How long `get()` waited for it.
+    pub fn waited(&self) -> Duration {
+        self.lease().waited()
+    }
+
+    pub fn pool(&self) -> &Pool<M> {
+        &self.pool
+    }
+}
+
+impl<M: Manager> Deref for PooledConnection<M> {
+    type Target = M::Connection;
+    fn deref(&self) -> &M::Connection {
+        self.lease()
+    }
+}
+
+impl<M: Manager> DerefMut for PooledConnection<M> {
+    fn deref_mut(&mut self) -> &mut M::Connection {
+        self.lease.as_mut().expect("a live guard holds its lease")
+    }
+}
+
+impl<M: Manager> Drop for PooledConnection<M> {
+    fn drop(&mut self) {
+        let Some(mut lease) = self.lease.take() else {
+            return;
+        };
+        // A panic while held: the lease itself returns it as broken. Otherwise an
+        // explicit verdict wins, and the manager judges the rest.
+        if !std::thread::panicking() && lease.verdict() == Verdict::Reusable {
+            let verdict = self.pool.inner.glue.manager.is_broken(&mut lease);
+            lease.set_verdict(verdict);
+        }
+        drop(lease);
+    }
+}
+
+impl<M: Manager> fmt::Debug for PooledConnection<M> {
+    /// Omits the connection: its `Debug` may show credentials.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PooledConnection")
+            .field("lease", &self.lease)
+            .finish()
+    }
+}

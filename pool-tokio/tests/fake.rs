@@ -1,0 +1,546 @@
+//! The tokio adapter driven by an in-memory manager under tokio's paused clock.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pool_tokio::{ErrorClass, Manager, Pool, PoolError, Verdict};
+
+#[derive(Debug, Clone)]
+struct FakeError {
+    message: String,
+    fatal: bool,
+}
+
+impl fmt::Display for FakeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for FakeError {}
+
+#[derive(Debug)]
+struct FakeConn {
+    id: usize,
+    broken: bool,
+    dirty: bool,
+}
+
+/// Counts everything; failures and delays are injected through `Knobs`.
+#[derive(Default)]
+struct Knobs {
+    connects: AtomicUsize,
+    connects_dropped: AtomicUsize,
+    checks: AtomicUsize,
+    resets: AtomicUsize,
+    closes: AtomicUsize,
+    /// Errors the next connects return, in order; then they succeed.
+    failures: Mutex<VecDeque<FakeError>>,
+    /// Fail every connect with this error.
+    always_fail: Mutex<Option<FakeError>>,
+    connect_delay: Mutex<Duration>,
+}
+
+struct Fake {
+    knobs: Arc<Knobs>,
+}
+
+/// Counts connect futures dropped before they finished (aborted tasks).
+struct DropGuard(Arc<Knobs>, bool);
+impl Drop for DropGuard {
+    fn drop(&mut self) {
+        if !self.1 {
+            self.0.connects_dropped.fetch_add(1, SeqCst);
+        }
+    }
+}
+
+impl Manager for Fake {
+    type Connection = FakeConn;
+    type Error = FakeError;
+
+    async fn connect(&self) -> Result<FakeConn, FakeError> {
+        let id = self.knobs.connects.fetch_add(1, SeqCst);
+        let mut guard = DropGuard(self.knobs.clone(), false);
+        let delay = *self.knobs.connect_delay.lock().unwrap();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        guard.1 = true;
+        if let Some(e) = self.knobs.always_fail.lock().unwrap().clone() {
+            return Err(e);
+        }
+        if let Some(e) = self.knobs.failures.lock().unwrap().pop_front() {
+            return Err(e);
+        }
+        Ok(FakeConn {
+            id,
+            broken: false,
+            dirty: false,
+        })
+    }
+
+    fn classify(&self, e: &FakeError) -> ErrorClass {
+        if e.fatal {
+            ErrorClass::Fatal
+        } else {
+            ErrorClass::Transient
+        }
+    }
+
+    async fn check(&self, c: &mut FakeConn) -> Result<(), FakeError> {
+        self.knobs.checks.fetch_add(1, SeqCst);
+        if c.broken {
+            Err(FakeError {
+                message: "dead".into(),
+                fatal: false,
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn reset(&self, c: &mut FakeConn) -> Result<(), FakeError> {
+        self.knobs.resets.fetch_add(1, SeqCst);
+        c.dirty = false;
+        Ok(())
+    }
+
+    fn is_broken(&self, c: &mut FakeConn) -> Verdict {
+        if c.broken {
+            Verdict::Broken
+        } else if c.dirty {
+            Verdict::NeedsReset
+        } else {
+            Verdict::Reusable
+        }
+    }
+
+    async fn close(&self, c: FakeConn) {
+        self.knobs.closes.fetch_add(1, SeqCst);
+        let _ = c;
+    }
+}
+
+fn fake() -> (Fake, Arc<Knobs>) {
+    let knobs = Arc::new(Knobs::default());
+    (
+        Fake {
+            knobs: knobs.clone(),
+        },
+        knobs,
+    )
+}
+
+fn pool_of(max_size: usize) -> (Pool<Fake>, Arc<Knobs>) {
+    let (m, k) = fake();
+    let pool = Pool::builder(m).max_size(max_size).seed(1).build().unwrap();
+    (pool, k)
+}
+
+/// Let spawned tasks run (the paused clock does not move while tasks are runnable).
+async fn settle() {
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiters_are_served_in_arrival_order() {
+    let (pool, _) = pool_of(1);
+    let held = pool.get().await.unwrap();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let p = pool.clone();
+        let order = order.clone();
+        tasks.push(tokio::spawn(async move {
+            let c = p.get().await.unwrap();
+            order.lock().unwrap().push(i);
+            // Hold it across a yield so the next waiter really waits for this return.
+            tokio::task::yield_now().await;
+            drop(c);
+        }));
+        // Each one queued before the next arrives.
+        settle().await;
+        assert_eq!(pool.status().waiters, i + 1);
+    }
+    drop(held);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(*order.lock().unwrap(), (0..8).collect::<Vec<_>>());
+    pool.check_invariants().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn timeout_carries_the_last_connect_error_and_counts() {
+    let (pool, knobs) = pool_of(2);
+    *knobs.always_fail.lock().unwrap() = Some(FakeError {
+        message: "connection refused (fake)".into(),
+        fatal: false,
+    });
+    let start = tokio::time::Instant::now();
+    let err = match pool.get_timeout(Duration::from_secs(2)).await {
+        Err(e) => e,
+        Ok(_) => panic!("a refusing database cannot lend a connection"),
+    };
+    // Timed out at its deadline, not before: transient errors are retried.
+    assert_eq!(start.elapsed(), Duration::from_secs(2));
+    assert!(
+        knobs.connects.load(SeqCst) > 1,
+        "transient errors are retried"
+    );
+    match &err {
+        PoolError::Timeout {
+            waited,
+            last_connect_error,
+            source,
+            ..
+        } => {
+            assert_eq!(*waited, Duration::from_secs(2));
+            let last = last_connect_error.as_ref().expect("the last connect error");
+            assert_eq!(&*last.message, "connection refused (fake)");
+            assert_eq!(
+                source.as_ref().unwrap().message,
+                "connection refused (fake)"
+            );
+        }
+        other => panic!("expected a timeout, got {other}"),
+    }
+    let text = err.to_string();
+    assert!(text.contains("timed out after 2s"), "{text}");
+    assert!(text.contains("connection refused (fake)"), "{text}");
+    assert!(text.contains("/2"), "the counts: {text}");
+    let source = std::error::Error::source(&err).unwrap();
+    assert_eq!(source.to_string(), "connection refused (fake)");
+}
+
+#[tokio::test(start_paused = true)]
+async fn fatal_connect_error_fails_fast() {
+    let (pool, knobs) = pool_of(2);
+    *knobs.always_fail.lock().unwrap() = Some(FakeError {
+        message: "password authentication failed for user \"app\"".into(),
+        fatal: true,
+    });
+    *knobs.connect_delay.lock().unwrap() = Duration::from_millis(20);
+    let start = tokio::time::Instant::now();
+    let err = pool.get().await.unwrap_err();
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "waited {:?} for a fatal error",
+        start.elapsed()
+    );
+    match &err {
+        PoolError::Connect { error, source } => {
+            assert!(error.is_fatal());
+            assert!(source.as_ref().unwrap().fatal);
+        }
+        other => panic!("expected Connect, got {other}"),
+    }
+    assert!(err.to_string().contains("password authentication failed"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn try_get_never_waits_nor_opens() {
+    let (pool, knobs) = pool_of(1);
+    assert!(pool.try_get().is_none());
+    settle().await;
+    assert_eq!(knobs.connects.load(SeqCst), 0, "try_get must not open");
+    let c = pool.get().await.unwrap();
+    assert!(pool.try_get().is_none(), "the only connection is lent");
+    drop(c);
+    let again = pool.try_get().expect("an idle connection");
+    assert_eq!(again.id, 0);
+    assert_eq!(knobs.connects.load(SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn detach_frees_capacity() {
+    let (pool, knobs) = pool_of(1);
+    let c = pool.get().await.unwrap();
+    let conn: FakeConn = c.detach();
+    assert_eq!(conn.id, 0);
+    assert_eq!(pool.status().total, 0);
+    let c2 = pool
+        .get_timeout(Duration::from_secs(1))
+        .await
+        .expect("the detached slot is free again");
+    assert_eq!(c2.id, 1);
+    assert_eq!(knobs.connects.load(SeqCst), 2);
+    assert_eq!(pool.metrics().detached, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelled_gets_leave_nothing_leased() {
+    let (pool, knobs) = pool_of(3);
+    *knobs.connect_delay.lock().unwrap() = Duration::from_millis(10);
+    // Round 1: many gets polled once (queued, connects in flight), then dropped.
+    let mut futs: Vec<_> = (0..50).map(|_| Box::pin(pool.get())).collect();
+    for f in &mut futs {
+        assert!(futures::poll!(f.as_mut()).is_pending());
+    }
+    assert_eq!(pool.status().waiters, 50);
+    drop(futs);
+    assert_eq!(pool.status().waiters, 0);
+    // Round 2: gets cancelled by a timeout at every stage, including after connects land.
+    let mut tasks = Vec::new();
+    for i in 0..60u64 {
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_millis(i % 15), async {
+                let c = pool.get().await.unwrap();
+                tokio::time::sleep(Duration::from_millis(3)).await;
+                drop(c);
+            })
+            .await;
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let s = pool.status();
+    assert_eq!((s.leased, s.waiters), (0, 0), "{s}");
+    pool.check_invariants().unwrap();
+    // All capacity is usable.
+    let all: Vec<_> =
+        futures::future::join_all((0..3).map(|_| pool.get_timeout(Duration::from_secs(1))))
+            .await
+            .into_iter()
+            .map(|r| r.expect("every slot is free"))
+            .collect();
+    assert_eq!(pool.status().leased, 3);
+    drop(all);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_holder_returns_its_connection_as_broken() {
+    let (pool, knobs) = pool_of(1);
+    let p = pool.clone();
+    let task = tokio::spawn(async move {
+        let c = p.get().await.unwrap();
+        assert_eq!(c.id, 0);
+        panic!("the borrower fails mid-transaction");
+    });
+    assert!(task.await.unwrap_err().is_panic());
+    settle().await;
+    let m = pool.metrics();
+    assert_eq!(m.closes["broken"], 1, "{m:?}");
+    assert_eq!(knobs.closes.load(SeqCst), 1, "the manager closed it");
+    assert_eq!(pool.status().leased, 0);
+    // The next borrower gets a fresh connection.
+    let c = pool.get().await.unwrap();
+    assert_eq!(c.id, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn is_broken_and_reset_verdicts_are_honoured() {
+    let (pool, knobs) = pool_of(1);
+    let mut c = pool.get().await.unwrap();
+    c.dirty = true;
+    drop(c);
+    settle().await;
+    assert_eq!(knobs.resets.load(SeqCst), 1, "a dirty connection is reset");
+    let mut c = pool.get().await.unwrap();
+    assert_eq!(c.id, 0);
+    assert!(!c.dirty, "the next borrower never sees dirty state");
+    c.broken = true;
+    drop(c);
+    settle().await;
+    assert_eq!(pool.metrics().closes["broken"], 1);
+    assert_eq!(pool.get().await.unwrap().id, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn close_honours_the_drain_deadline() {
+    let (pool, knobs) = pool_of(2);
+    let a = pool.get().await.unwrap();
+    let b = pool.get().await.unwrap();
+    drop(b); // idle: closed at once
+    let start = tokio::time::Instant::now();
+    let closing = tokio::spawn(pool.close(Duration::from_secs(5)));
+    settle().await;
+    assert!(matches!(pool.get().await, Err(PoolError::Closed)));
+    tokio::time::sleep(Duration::from_millis(4900)).await;
+    assert!(
+        !closing.is_finished(),
+        "a lease is out and the drain has time left"
+    );
+    let forced = closing.await.unwrap();
+    assert_eq!(forced, 1);
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_secs(5),
+        "ends at the drain deadline"
+    );
+    drop(a); // comes back after revocation: closed, not lent
+    settle().await;
+    assert_eq!(knobs.closes.load(SeqCst), 2);
+    assert_eq!(pool.status().total, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn close_ends_early_when_everything_is_returned() {
+    let (pool, _) = pool_of(2);
+    let a = pool.get().await.unwrap();
+    let closing = tokio::spawn(pool.close(Duration::from_secs(60)));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let start = tokio::time::Instant::now();
+    drop(a);
+    assert_eq!(closing.await.unwrap(), 0);
+    assert!(start.elapsed() < Duration::from_millis(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn leak_warning_names_the_callers_location() {
+    let (m, _) = fake();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let pool = Pool::builder(m)
+        .leak_threshold(Some(Duration::from_secs(1)))
+        .on_leak(move |r| s.lock().unwrap().push(*r))
+        .build()
+        .unwrap();
+    let line = line!() + 1;
+    let leaked = pool.get().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let reports = seen.lock().unwrap().clone();
+    assert_eq!(reports.len(), 1);
+    let origin = reports[0].origin.expect("the get() location");
+    assert_eq!(origin.file(), file!());
+    assert_eq!(origin.line(), line);
+    assert!(reports[0].held >= Duration::from_secs(1));
+    drop(leaked);
+}
+
+#[tokio::test(start_paused = true)]
+async fn connect_timeout_aborts_the_open() {
+    let (m, knobs) = fake();
+    *knobs.connect_delay.lock().unwrap() = Duration::from_secs(3600);
+    let pool = Pool::builder(m)
+        .max_size(1)
+        .connect_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let err = pool
+        .get_timeout(Duration::from_millis(1500))
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    settle().await;
+    assert!(knobs.connects.load(SeqCst) >= 1);
+    assert_eq!(
+        knobs.connects_dropped.load(SeqCst),
+        knobs.connects.load(SeqCst) - pool.status().opening,
+        "every abandoned open was aborted"
+    );
+    assert!(knobs.connects_dropped.load(SeqCst) >= 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_timer_closes_idle_connections() {
+    let (m, knobs) = fake();
+    let pool = Pool::builder(m)
+        .idle_timeout(Some(Duration::from_secs(10)))
+        .build()
+        .unwrap();
+    drop(pool.get().await.unwrap());
+    assert_eq!(pool.status().idle, 1);
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    assert_eq!(pool.status().idle, 1);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    settle().await;
+    assert_eq!(pool.status().idle, 0, "idle_timeout fired");
+    assert_eq!(knobs.closes.load(SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn min_idle_is_kept_in_the_background() {
+    let (m, knobs) = fake();
+    let pool = Pool::builder(m).min_idle(3).build().unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(pool.status().idle, 3);
+    assert_eq!(knobs.connects.load(SeqCst), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_last_handle_stops_the_timer() {
+    let (m, knobs) = fake();
+    let pool = Pool::builder(m).build().unwrap();
+    drop(pool.get().await.unwrap());
+    // The manager lives in the pool; the timer task holds the adapter's state.
+    assert!(Arc::strong_count(&knobs) >= 2);
+    drop(pool);
+    settle().await;
+    assert_eq!(
+        Arc::strong_count(&knobs),
+        1,
+        "the timer task and every other task are gone"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn build_errors_name_the_field() {
+    let (m, _) = fake();
+    let err = Pool::builder(m)
+        .max_size(2)
+        .min_idle(3)
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("`min_idle`"), "{err}");
+}
+
+#[test]
+fn build_outside_a_runtime_is_an_error() {
+    let (m, _) = fake();
+    assert_eq!(
+        Pool::builder(m).build().unwrap_err(),
+        pool_tokio::BuildError::NoRuntime
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn metrics_count_waits_and_holds() {
+    let (pool, _) = pool_of(1);
+    let c = pool.get().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    drop(c);
+    let m = pool.metrics();
+    assert_eq!((m.acquires, m.grants, m.connects_ok), (1, 1, 1));
+    assert_eq!(m.hold.count, 1);
+    assert_eq!(m.hold.max_ns, 5_000_000);
+    assert_eq!(m.wait.count, 1);
+    #[cfg(feature = "serde")]
+    {
+        let json = serde_json::to_string(&m).unwrap();
+        assert!(json.contains("\"hold\":{\"count\":1"), "{json}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_tasks_on_a_multi_thread_runtime() {
+    let (pool, _) = pool_of(4);
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..50 {
+                let c = pool.get().await.unwrap();
+                tokio::task::yield_now().await;
+                drop(c);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let s = pool.status();
+    assert_eq!((s.leased, s.waiters), (0, 0));
+    assert!(s.total <= 4);
+    pool.check_invariants().unwrap();
+    assert_eq!(pool.metrics().grants, 64 * 50);
+}
