@@ -1,0 +1,218 @@
+//! Exhaustive interleavings of the shell with loom: `cargo test --features loom`.
+//!
+//! Each model runs a few threads against a real `SharedPool` and checks that every acquire
+//! ends with exactly one answer, no wake-up is lost (loom reports a deadlock if a thread
+//! parks forever), and no connection or capacity leaks. Preemption bound: see
+//! `PREEMPTION_BOUND` and docs/verification.md.
+#![cfg(feature = "loom")]
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex as StdMutex;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::task::noop_waker;
+use futures::FutureExt;
+use loom::future::block_on;
+use loom::thread;
+use pool_core::shell::{Runtime, SharedPool, Work};
+use pool_core::{Config, Instant, Rejection};
+
+/// A lost wake-up needs a preemption between "decide to wait" and "register the waker",
+/// plus one on the waking side: bound 2 is the smallest that can show it. Two-thread
+/// models run at 3; the three-thread model at 2 (at 3 it takes minutes). Setting
+/// `LOOM_MAX_PREEMPTIONS` overrides both for deeper runs (docs/verification.md).
+const PREEMPTION_BOUND: usize = 3;
+const PREEMPTION_BOUND_THREE_THREADS: usize = 2;
+
+fn model_bounded(bound: usize, f: impl Fn() + Sync + Send + 'static) {
+    let mut builder = loom::model::Builder::new();
+    if builder.preemption_bound.is_none() {
+        builder.preemption_bound = Some(bound);
+    }
+    builder.check(f);
+}
+
+fn model(f: impl Fn() + Sync + Send + 'static) {
+    model_bounded(PREEMPTION_BOUND, f);
+}
+
+/// Opens inline (or queues opens for a thread to answer); time moves only when told.
+#[derive(Default)]
+struct Rt {
+    now: AtomicU64,
+    queue_opens: bool,
+    opens: StdMutex<VecDeque<pool_core::ConnId>>,
+}
+
+#[derive(Clone)]
+struct Handle(std::sync::Arc<Rt>);
+
+impl Runtime<u32> for Handle {
+    fn now(&self) -> Instant {
+        Instant::from_nanos(self.0.now.load(Ordering::SeqCst))
+    }
+    fn execute(&self, pool: &SharedPool<u32>, work: Work<u32>) {
+        if let Work::Open { conn } = work {
+            if self.0.queue_opens {
+                self.0.opens.lock().unwrap().push_back(conn);
+            } else {
+                pool.connect_finished(conn, Ok(conn.get() as u32));
+            }
+        }
+    }
+    fn arm_timer(&self, _: &SharedPool<u32>, _: Instant) {}
+}
+
+fn pool(max_size: usize, queue_opens: bool) -> (SharedPool<u32>, Handle) {
+    let rt = Handle(std::sync::Arc::new(Rt {
+        queue_opens,
+        ..Rt::default()
+    }));
+    let config = Config {
+        max_size,
+        max_connecting: max_size,
+        check_after_idle: None,
+        leak_threshold: None,
+        ..Config::default()
+    };
+    (SharedPool::new(config, 0, rt.clone()).unwrap(), rt)
+}
+
+fn assert_quiescent(pool: &SharedPool<u32>, max_size: usize) {
+    pool.check_invariants().unwrap();
+    let s = pool.status();
+    assert_eq!((s.leased, s.waiters), (0, 0), "{s}");
+    assert!(s.total <= max_size, "{s}");
+    assert_eq!(s.idle, s.total, "{s}");
+}
+
+fn contend(threads: usize, max_size: usize) {
+    let bound = if threads > 2 {
+        PREEMPTION_BOUND_THREE_THREADS
+    } else {
+        PREEMPTION_BOUND
+    };
+    model_bounded(bound, move || {
+        let (pool, _) = pool(max_size, false);
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let pool = pool.clone();
+                thread::spawn(move || {
+                    let lease = block_on(pool.acquire()).expect("no deadline passes");
+                    drop(lease);
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        assert_quiescent(&pool, max_size);
+    });
+}
+
+#[test]
+fn two_threads_contend_for_one_connection() {
+    contend(2, 1);
+}
+
+#[test]
+fn three_threads_contend_for_two_connections() {
+    contend(3, 2);
+}
+
+#[test]
+fn an_acquire_dropped_while_its_grant_is_in_flight_loses_nothing() {
+    model(|| {
+        let (pool, _) = pool(1, false);
+        let lease = block_on(pool.acquire()).unwrap();
+        let p = pool.clone();
+        let canceller = thread::spawn(move || {
+            let mut acquire = p.acquire();
+            let waker = noop_waker();
+            // Queue (or win at once), then give up.
+            if let Poll::Ready(Ok(lease)) = acquire.poll_unpin(&mut Context::from_waker(&waker)) {
+                drop(lease);
+            }
+            drop(acquire);
+        });
+        let releaser = thread::spawn(move || drop(lease));
+        canceller.join().unwrap();
+        releaser.join().unwrap();
+        assert_quiescent(&pool, 1);
+        assert_eq!(pool.status().idle, 1, "the connection is back, not lost");
+    });
+}
+
+#[test]
+fn a_release_on_another_thread_races_a_new_acquire() {
+    model(|| {
+        let (pool, _) = pool(1, false);
+        let lease = block_on(pool.acquire()).unwrap();
+        let p = pool.clone();
+        let acquirer = thread::spawn(move || drop(block_on(p.acquire()).unwrap()));
+        let releaser = thread::spawn(move || drop(lease));
+        releaser.join().unwrap();
+        acquirer.join().unwrap();
+        assert_quiescent(&pool, 1);
+    });
+}
+
+#[test]
+fn close_races_acquire_and_release() {
+    model(|| {
+        let (pool, _) = pool(1, false);
+        let lease = block_on(pool.acquire()).unwrap();
+        let p = pool.clone();
+        let acquirer = thread::spawn(move || match block_on(p.acquire()) {
+            Ok(lease) => drop(lease),
+            Err(Rejection::Closed) => {}
+            Err(other) => panic!("unexpected {other}"),
+        });
+        let releaser = thread::spawn(move || drop(lease));
+        let forced = block_on(pool.close(Duration::from_secs(3600)));
+        assert_eq!(forced, 0, "every lease came back before the drain deadline");
+        releaser.join().unwrap();
+        acquirer.join().unwrap();
+        pool.check_invariants().unwrap();
+        assert_eq!(pool.status().total, 0);
+    });
+}
+
+#[test]
+fn a_failed_connect_races_the_waiters_deadline() {
+    model(|| {
+        let (pool, rt) = pool(1, true);
+        let mut acquire = pool.acquire_timeout(Duration::from_millis(10));
+        let waker = noop_waker();
+        assert!(acquire
+            .poll_unpin(&mut Context::from_waker(&waker))
+            .is_pending());
+        let conn =
+            rt.0.opens
+                .lock()
+                .unwrap()
+                .pop_front()
+                .expect("an open was asked for");
+        let p = pool.clone();
+        let connector = thread::spawn(move || {
+            p.connect_finished(conn, Err(pool_core::ConnectError::transient("refused")));
+        });
+        let (p, r) = (pool.clone(), rt.clone());
+        let timer = thread::spawn(move || {
+            r.0.now.store(
+                Duration::from_millis(10).as_nanos() as u64,
+                Ordering::SeqCst,
+            );
+            p.handle_timeout();
+        });
+        let result = block_on(acquire);
+        assert!(matches!(result, Err(Rejection::Timeout(_))), "{result:?}");
+        connector.join().unwrap();
+        timer.join().unwrap();
+        pool.check_invariants().unwrap();
+        let s = pool.status();
+        assert_eq!((s.total, s.waiters, s.leased), (0, 0, 0), "{s}");
+    });
+}
