@@ -93,6 +93,10 @@ impl Default for Config {
     }
 }
 
+/// The largest `max_size` accepted: PostgreSQL's own ceiling on `max_connections`. A
+/// larger value is a typo, and the pool would try to honour it.
+pub const MAX_SIZE_LIMIT: usize = 262_143;
+
 /// A configuration the pool refuses to run with. Names the field and says why.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigError {
@@ -127,6 +131,12 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.max_size == 0 {
             return invalid("max_size", "must be at least 1");
+        }
+        if self.max_size > MAX_SIZE_LIMIT {
+            return invalid(
+                "max_size",
+                format!("({}) must be at most {MAX_SIZE_LIMIT}", self.max_size),
+            );
         }
         if self.min_idle > self.max_size {
             return invalid(
@@ -192,6 +202,13 @@ mod tests {
     fn each_bad_value_names_its_field() {
         let d = Config::default;
         assert_eq!(field_of(Config { max_size: 0, ..d() }), "max_size");
+        assert_eq!(
+            field_of(Config {
+                max_size: usize::MAX,
+                ..d()
+            }),
+            "max_size"
+        );
         assert_eq!(
             field_of(Config {
                 min_idle: 11,

@@ -20,7 +20,7 @@ mod status;
 mod time;
 
 pub use action::{Action, CloseReason, Grant, Rejection, TimeoutReport};
-pub use config::{Config, ConfigError, IdleOrder};
+pub use config::{Config, ConfigError, IdleOrder, MAX_SIZE_LIMIT};
 pub use id::{ConnId, LeaseId, WaiterId};
 pub use input::{ConnectError, ErrorClass, InputError, Verdict};
 pub use pool::{Acquired, InvariantViolation, Pool};

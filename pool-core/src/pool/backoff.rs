@@ -40,7 +40,7 @@ impl Backoff {
             .saturating_mul(1u32 << exp)
             .min(config.backoff_max);
         let half = u64::try_from(full.as_nanos() / 2).unwrap_or(u64::MAX);
-        let delay = Duration::from_nanos(half + rng.up_to(half));
+        let delay = Duration::from_nanos(half.saturating_add(rng.up_to(half)));
         self.retry_at = now + delay;
         self.last_error = Some(error);
         delay

@@ -163,7 +163,7 @@ impl Pool {
                 max_waiters: self.config.max_waiters,
             });
         }
-        if deadline <= self.now {
+        if timers::due(deadline, self.now) {
             self.stats.rejected_timeout += 1;
             return Err(self.timeout_rejection(self.now));
         }
@@ -348,7 +348,7 @@ impl Pool {
         for id in not_leased {
             self.close_conn(id, CloseReason::PoolClosed);
         }
-        if self.now >= drain_deadline {
+        if timers::due(drain_deadline, self.now) {
             self.revoke_leases();
         }
         self.finish_drain();

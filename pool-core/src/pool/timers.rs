@@ -12,6 +12,12 @@ use crate::time::Instant;
 use super::conns::State;
 use super::{Phase, Pool};
 
+/// A deadline has passed. `NEVER` is never due, even at the end of the clock, so
+/// `handle_timeout` and `poll_timeout` agree on what is pending.
+pub(super) fn due(deadline: Instant, now: Instant) -> bool {
+    deadline != Instant::NEVER && deadline <= now
+}
+
 /// What a connection's next deadline is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Due {
@@ -56,19 +62,19 @@ impl Pool {
             let rejection = self.timeout_rejection(w.arrived);
             self.actions.push_back(Action::Reject { waiter, rejection });
         }
-        let due: Vec<(ConnId, Due)> = self
+        let expired: Vec<(ConnId, Due)> = self
             .conns
             .iter()
             .filter_map(|(id, c)| match self.conn_deadline(c) {
-                Some((t, what)) if t <= self.now => Some((*id, what)),
+                Some((t, what)) if due(t, self.now) => Some((*id, what)),
                 _ => None,
             })
             .collect();
-        for (id, what) in due {
+        for (id, what) in expired {
             self.on_due(id, what);
         }
         while let Some(t) = self.idle_timeout_due() {
-            if t > self.now {
+            if !due(t, self.now) {
                 break;
             }
             if let Some(id) = self.conns.oldest_idle() {
@@ -76,7 +82,7 @@ impl Pool {
             }
         }
         if let Phase::Draining { deadline, .. } = self.phase {
-            if deadline <= self.now {
+            if due(deadline, self.now) {
                 self.revoke_leases();
             }
         }

@@ -56,7 +56,7 @@ impl Waiters {
     /// Remove and return the waiter with the earliest deadline if it is due.
     pub fn pop_expired(&mut self, now: Instant) -> Option<(WaiterId, Waiter)> {
         let &(deadline, id) = self.by_deadline.first()?;
-        if deadline > now {
+        if !super::timers::due(deadline, now) {
             return None;
         }
         self.by_deadline.pop_first();
