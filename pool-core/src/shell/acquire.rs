@@ -5,7 +5,7 @@ use std::panic::Location;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use crate::action::Rejection;
+use crate::action::{CloseReason, Rejection};
 use crate::id::WaiterId;
 use crate::input::Verdict;
 use crate::pool::Acquired;
@@ -147,14 +147,21 @@ impl<C: Send + 'static> State<C> {
 
     /// The future was dropped while queued: leave the queue, or pass on a grant that
     /// arrived in the meantime.
-    fn abandon(&mut self, now: Instant, waiter: WaiterId) {
+    fn abandon(&mut self, now: Instant, waiter: WaiterId, fx: &mut Effects<C>) {
         match self.waiters.remove(&waiter) {
             Some(Slot::Waiting(_)) => {
                 let _ = self.core.cancel(now, waiter);
             }
             Some(Slot::Granted(grant, connection)) => {
                 self.held.insert(grant.conn(), connection);
-                let _ = self.core.release(now, grant.lease, Verdict::Reusable);
+                if self
+                    .core
+                    .release(now, grant.lease, Verdict::Reusable)
+                    .is_err()
+                {
+                    // Revoked at the drain deadline before anyone looked at it.
+                    self.discard(grant.conn(), CloseReason::DrainTimeout, fx);
+                }
             }
             Some(Slot::Rejected(_)) | None => {}
         }
@@ -165,7 +172,7 @@ impl<C: Send + 'static> Drop for Acquire<C> {
     fn drop(&mut self) {
         if let Step::Waiting(waiter) = self.step {
             let pool = self.pool.clone();
-            pool.with_state(|st, _: &mut Effects<C>| st.abandon(pool.now(), waiter));
+            pool.with_state(|st, fx| st.abandon(pool.now(), waiter, fx));
         }
     }
 }

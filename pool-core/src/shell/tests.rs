@@ -319,3 +319,32 @@ fn detach_hands_the_connection_over_and_frees_capacity() {
     );
     pool.check_invariants().unwrap();
 }
+
+/// Found by the shuttle suite: a grant delivered to a waiter, revoked by a drain deadline,
+/// then abandoned by the waiter's dropped future, stayed in the shell forever.
+#[test]
+fn a_revoked_grant_abandoned_by_a_dropped_acquire_is_closed() {
+    let (pool, rt) = pool(1);
+    let _ = pool.acquire().now_or_never();
+    rt.open_all(&pool);
+    let held = pool.try_acquire().unwrap();
+    let mut a = pool.acquire();
+    assert!(poll(&mut a, &flag()).is_pending());
+    drop(held); // granted to `a`
+    let _closing = pool.close(Duration::ZERO); // revokes `a`'s lease at once
+    rt.take();
+    drop(a);
+    let work = rt.take();
+    assert!(
+        matches!(
+            work[..],
+            [Work::Close {
+                reason: CloseReason::DrainTimeout,
+                connection: Some(_),
+                ..
+            }]
+        ),
+        "{work:?}"
+    );
+    pool.check_invariants().unwrap();
+}
