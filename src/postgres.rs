@@ -35,6 +35,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, NoTls};
 
 use crate::util::{self, RunAs, ScratchDir};
@@ -663,8 +664,23 @@ pub struct PgAdmin {
 
 impl PgAdmin {
     /// A new superuser connection (its driver spawned on the current runtime).
+    ///
+    /// Retries for up to 5 s on "too many clients": a backend that was just refused or
+    /// terminated holds its slot until its process exits, which may race with us.
     pub async fn client(&self) -> Result<Client, HarnessError> {
-        let (client, conn) = self.config.connect(NoTls).await?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let (client, conn) = loop {
+            match self.config.connect(NoTls).await {
+                Ok(pair) => break pair,
+                Err(e)
+                    if e.code() == Some(&SqlState::TOO_MANY_CONNECTIONS)
+                        && Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         tokio::spawn(async move {
             let _ = conn.await;
         });

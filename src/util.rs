@@ -96,6 +96,9 @@ pub(crate) fn describe(cmd: &Command) -> String {
     s
 }
 
+/// Commands slower than this are reported on stderr.
+const SLOW_COMMAND: Duration = Duration::from_secs(5);
+
 /// Runs `cmd` to completion; a non-zero exit becomes `HarnessError::Command` with its output
 /// and `extra` (e.g. the server log tail) appended.
 pub(crate) fn run(
@@ -103,11 +106,17 @@ pub(crate) fn run(
     extra: impl FnOnce() -> String,
 ) -> Result<Output, HarnessError> {
     let described = describe(&cmd);
+    let started = Instant::now();
     let out = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .output()
         .map_err(|e| HarnessError::io(format!("running `{described}`"), e))?;
+    let took = started.elapsed();
+    if took > SLOW_COMMAND {
+        // Shown with the output of a failing test: explains a slow or timed-out run.
+        eprintln!("pool-suite harness: `{described}` took {took:?}");
+    }
     if out.status.success() {
         return Ok(out);
     }
