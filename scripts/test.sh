@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Every test the project has, from a fresh clone: `bash scripts/test.sh`.
+#
+# Installs what is missing (PostgreSQL, PgBouncer, cargo-fuzz), then runs, in order:
+# formatting and lints, the workspace tests (unit, proptest model, simulator, tokio
+# adapter, real PostgreSQL integration), the loom and shuttle model-checking suites, a
+# short fuzzing run, and a simulator swarm. Stops at the first failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n=== %s\n' "$*"; }
+
+# Runs a cargo test command, shows its output, and fails if it ran no test at all: a
+# suite that silently compiles to nothing (a wrong feature, a cfg typo) is a failure.
+counted() {
+    local log
+    log="$(mktemp)"
+    "$@" 2>&1 | tee "$log"
+    local passed
+    passed="$(grep -Eo 'test result: ok\. [0-9]+ passed' "$log" | awk '{s += $4} END {print s + 0}')"
+    rm -f "$log"
+    if [ "$passed" -eq 0 ]; then
+        echo "scripts/test.sh: '$*' ran no test" >&2
+        exit 1
+    fi
+}
+
+step "dependencies"
+bash scripts/install-deps.sh
+
+step "format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy -p pool-suite --all-targets --features loom -- -D warnings
+cargo clippy -p pool-suite --all-targets --features shuttle -- -D warnings
+
+step "workspace tests (unit, model, simulator, tokio adapter, real PostgreSQL)"
+counted cargo test --workspace
+
+step "loom: exhaustive interleavings of the shell"
+counted cargo test --features loom
+
+step "shuttle: randomized and PCT schedules of the shell"
+counted cargo test --features shuttle
+
+step "cargo-fuzz smoke run"
+bash scripts/fuzz-smoke.sh
+
+step "simulator swarm"
+cargo run --release -p pool-sim -- swarm --seeds "${SWARM_SEEDS:-2000}"
+
+echo
+echo "scripts/test.sh: all suites passed"
