@@ -291,6 +291,14 @@ async fn proxy_blackhole_hangs_and_resume_restores() {
     proxy.refuse_new(false);
     let fresh = connect_url(&url).await.expect("accepted again");
     assert_eq!(select_one(&fresh).await.unwrap(), 1);
+
+    // Dropping the proxy ends its tasks and closes what it carried.
+    drop(proxy);
+    let err = timeout(Duration::from_secs(10), select_one(&fresh))
+        .await
+        .expect("fails promptly")
+        .expect_err("proxy is gone");
+    assert!(err.code().is_none(), "expected an I/O error, got {err}");
 }
 
 #[tokio::test]
@@ -322,6 +330,26 @@ fn dropping_a_cluster_removes_it() {
     let port = cluster.port();
     assert!(dir.exists());
     drop(cluster);
+    assert!(!dir.exists(), "{} left behind", dir.display());
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "server still listening on {port}"
+    );
+}
+
+#[test]
+fn a_panicking_test_still_removes_its_cluster() {
+    let seen = std::sync::Mutex::new(None);
+    let result = std::panic::catch_unwind(|| {
+        let cluster = PgCluster::start(PgOptions::default()).expect("start cluster");
+        *seen.lock().unwrap() = Some((
+            cluster.socket_dir().parent().unwrap().to_path_buf(),
+            cluster.port(),
+        ));
+        panic!("deliberate panic with a live cluster");
+    });
+    assert!(result.is_err());
+    let (dir, port) = seen.lock().unwrap().take().expect("cluster started");
     assert!(!dir.exists(), "{} left behind", dir.display());
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
