@@ -51,16 +51,16 @@ pub enum Command {
     /// Search pool sizes in simulation; recommend the smallest meeting a p99 wait target.
     Size {
         /// Arrival rate, requests per second (open loop, Poisson).
-        #[arg(long, value_parser = positive_f64)]
+        #[arg(long, value_parser = positive_f64, allow_negative_numbers = true)]
         rate: f64,
         /// Mean query time in milliseconds.
-        #[arg(long, value_parser = positive_f64)]
+        #[arg(long, value_parser = positive_f64, allow_negative_numbers = true)]
         query_ms: f64,
         /// Mean connect time in milliseconds.
-        #[arg(long, value_parser = positive_f64)]
+        #[arg(long, value_parser = positive_f64, allow_negative_numbers = true)]
         connect_ms: f64,
         /// Target 99th percentile of acquire wait, in milliseconds.
-        #[arg(long, value_parser = positive_f64)]
+        #[arg(long, value_parser = positive_f64, allow_negative_numbers = true)]
         p99_wait_ms: f64,
         /// Seed of the random generator.
         #[arg(long, default_value_t = 1)]

@@ -164,6 +164,11 @@ impl Db {
         self.backends.len() + self.connecting
     }
 
+    /// Established backends (handshakes in progress excluded).
+    pub fn established(&self) -> usize {
+        self.backends.len()
+    }
+
     pub fn is_down(&self) -> bool {
         self.down > 0
     }
@@ -182,7 +187,11 @@ impl Db {
         }
         self.connecting += 1;
         self.peak = self.peak.max(self.backends.len() + self.connecting);
-        let lat = self.spec.connect.sample(rng).saturating_mul(self.slow_factor);
+        let lat = self
+            .spec
+            .connect
+            .sample(rng)
+            .saturating_mul(self.slow_factor);
         (lat, ConnectStart::Pending)
     }
 
@@ -314,7 +323,11 @@ mod tests {
         let (_, a) = db.start_connect(&mut rng);
         let (_, b) = db.start_connect(&mut rng);
         let (_, c) = db.start_connect(&mut rng);
-        assert_eq!(c, ConnectStart::TooMany, "a handshake in progress holds a slot");
+        assert_eq!(
+            c,
+            ConnectStart::TooMany,
+            "a handshake in progress holds a slot"
+        );
         assert!(db.finish_connect(a).is_ok());
         assert!(db.finish_connect(b).is_ok());
         let e = db.finish_connect(c).unwrap_err();
@@ -330,7 +343,10 @@ mod tests {
         let mut db = Db::new(DbSpec::default());
         let a = db.finish_connect(ConnectStart::Pending).unwrap();
         db.set_auth_broken(true);
-        assert!(db.finish_connect(ConnectStart::Pending).unwrap_err().is_fatal());
+        assert!(db
+            .finish_connect(ConnectStart::Pending)
+            .unwrap_err()
+            .is_fatal());
         db.set_auth_broken(false);
         db.set_down(true);
         db.set_down(true);

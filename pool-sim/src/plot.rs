@@ -5,7 +5,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use crate::report::{Report, RunResult, Timeline, TIMELINE_BUCKETS};
+use crate::report::{Report, RunResult, TIMELINE_BUCKETS};
 
 /// Series names, in `Timeline` bucket order.
 const SERIES: [(&str, RGBColor); 5] = [
@@ -30,20 +30,6 @@ pub fn write_svg(report: &Report, path: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Carry each series forward through buckets where nothing happened.
-fn filled(tl: &Timeline) -> Vec<[usize; 5]> {
-    let mut last = [0; 5];
-    tl.buckets
-        .iter()
-        .map(|b| {
-            if let Some(v) = b {
-                last = *v;
-            }
-            last
-        })
-        .collect()
-}
-
 fn draw_run<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
     report: &Report,
@@ -53,7 +39,7 @@ fn draw_run<DB: DrawingBackend>(
         return Ok(());
     };
     let end_s = tl.end as f64 / 1e9;
-    let data = filled(tl);
+    let data = tl.filled();
     let ymax = data
         .iter()
         .flat_map(|v| v.iter().copied())
@@ -77,14 +63,24 @@ fn draw_run<DB: DrawingBackend>(
         .y_desc("count")
         .draw()?;
     for f in &run.faults {
-        let (a, b) = (f.start.as_secs_f64(), f.end.as_secs_f64().max(f.start.as_secs_f64() + end_s / 200.0));
+        let (a, b) = (
+            f.start.as_secs_f64(),
+            f.end
+                .as_secs_f64()
+                .max(f.start.as_secs_f64() + end_s / 200.0),
+        );
         chart
             .draw_series(std::iter::once(Rectangle::new(
                 [(a, 0.0), (b, ymax)],
                 RGBColor(200, 200, 200).mix(0.4).filled(),
             )))?
             .label(format!("fault: {}", f.kind.name()))
-            .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 15, y + 5)], RGBColor(200, 200, 200).filled()));
+            .legend(|(x, y)| {
+                Rectangle::new(
+                    [(x, y - 5), (x + 15, y + 5)],
+                    RGBColor(200, 200, 200).filled(),
+                )
+            });
     }
     let step = end_s / TIMELINE_BUCKETS as f64;
     for (i, (name, color)) in SERIES.iter().enumerate() {
@@ -97,7 +93,9 @@ fn draw_run<DB: DrawingBackend>(
                 color.stroke_width(2),
             ))?
             .label(*name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 15, y)], color.stroke_width(2))
+            });
     }
     chart
         .configure_series_labels()

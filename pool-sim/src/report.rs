@@ -51,12 +51,15 @@ pub struct Metrics {
     pub unresolved_holding: u64,
 }
 
-/// Per-bucket maxima of the plotted series over virtual time.
+/// The plotted series over virtual time, in fixed buckets: per bucket the maximum of each
+/// series (so short spikes show) and its last value (carried through quiet buckets).
 #[derive(Clone, Debug)]
 pub struct Timeline {
     pub end: u64,
-    /// (open at db, leased, idle, waiters, opening); `None` where nothing happened.
+    /// (open at db, leased, idle, waiters, opening) maxima; `None` where nothing happened.
     pub buckets: Vec<Option<[usize; 5]>>,
+    /// The last values recorded in each bucket.
+    pub last: Vec<Option<[usize; 5]>>,
 }
 
 pub const TIMELINE_BUCKETS: usize = 800;
@@ -66,6 +69,7 @@ impl Timeline {
         Timeline {
             end: end.max(1),
             buckets: vec![None; TIMELINE_BUCKETS],
+            last: vec![None; TIMELINE_BUCKETS],
         }
     }
 
@@ -85,6 +89,23 @@ impl Timeline {
         for (a, x) in b.iter_mut().zip(v) {
             *a = (*a).max(x);
         }
+        self.last[i] = Some(v);
+    }
+
+    /// Per bucket: the maxima where something happened, else the values carried forward.
+    pub fn filled(&self) -> Vec<[usize; 5]> {
+        let mut carry = [0; 5];
+        self.buckets
+            .iter()
+            .zip(&self.last)
+            .map(|(b, l)| match (b, l) {
+                (Some(max), Some(last)) => {
+                    carry = *last;
+                    *max
+                }
+                _ => carry,
+            })
+            .collect()
     }
 }
 
@@ -174,7 +195,10 @@ impl RunResult {
             hold.merge(&s.hold);
             connect.merge(&s.connect);
         }
-        let span = setup.workload_end.saturating_sub(setup.warmup).as_secs_f64();
+        let span = setup
+            .workload_end
+            .saturating_sub(setup.warmup)
+            .as_secs_f64();
         let throughput = if span > 0.0 {
             (m.completed as f64 / span * 10.0).round() / 10.0
         } else {
@@ -185,7 +209,7 @@ impl RunResult {
             virtual_secs: ms(now) / 1000.0,
             max_connections: db.spec.max_connections,
             peak_db_connections: db.peak,
-            final_db_connections: db.open_count(),
+            final_db_connections: db.established(),
             peak_server_mem_mb: db.peak as u64 * u64::from(db.spec.mem_per_conn_mb),
             connects_ok: db.connects_ok,
             connects_failed: db.connects_failed_total(),
@@ -341,9 +365,13 @@ impl RunResult {
         let _ = writeln!(
             w,
             "    pool at end            {} connections ({} idle, {} leased), {} waiting",
-            self.final_pool_total, self.final_pool_idle, self.final_pool_leased, self.final_pool_waiters
+            self.final_pool_total,
+            self.final_pool_idle,
+            self.final_pool_leased,
+            self.final_pool_waiters
         );
-        let _ = writeln!(
+        let _ =
+            writeln!(
             w,
             "    core                   {} inputs, {} actions, {} invariant checks, all passed{}",
             self.pool_inputs,
@@ -388,7 +416,11 @@ impl Report {
             s,
             "  claim: {} ... {}",
             self.claim,
-            if self.claim_holds { "HOLDS" } else { "DOES NOT HOLD" }
+            if self.claim_holds {
+                "HOLDS"
+            } else {
+                "DOES NOT HOLD"
+            }
         );
         s
     }
@@ -397,14 +429,26 @@ impl Report {
 /// One summary table over several reports (the tour).
 pub fn summary_table(reports: &[Report]) -> String {
     let header = [
-        "scenario", "variant", "peak db", "final db", "connects ok/failed", "wait p99 ms",
-        "rejected", "queries/s", "checks", "claim",
+        "scenario",
+        "variant",
+        "peak db",
+        "final db",
+        "connects ok/failed",
+        "wait p99 ms",
+        "rejected",
+        "queries/s",
+        "checks",
+        "claim",
     ];
     let mut rows: Vec<Vec<String>> = Vec::new();
     for rep in reports {
         for (i, r) in rep.runs.iter().enumerate() {
             rows.push(vec![
-                if i == 0 { rep.scenario.clone() } else { String::new() },
+                if i == 0 {
+                    rep.scenario.clone()
+                } else {
+                    String::new()
+                },
                 r.label.clone(),
                 r.peak_db_connections.to_string(),
                 r.final_db_connections.to_string(),
@@ -414,7 +458,11 @@ pub fn summary_table(reports: &[Report]) -> String {
                 format!("{:.0}", r.throughput_per_s),
                 r.invariant_checks.to_string(),
                 if i + 1 == rep.runs.len() {
-                    if rep.ok() { "holds".into() } else { "FAILS".into() }
+                    if rep.ok() {
+                        "holds".into()
+                    } else {
+                        "FAILS".into()
+                    }
                 } else {
                     String::new()
                 },
@@ -436,7 +484,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let line = |s: &mut String, cells: Vec<&str>| {
         let mut out = String::new();
         for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
-            let numeric = i > 1 && c.chars().next().is_some_and(|ch| ch.is_ascii_digit());
+            let numeric = i > 0 && c.chars().next().is_some_and(|ch| ch.is_ascii_digit());
             if i > 0 {
                 out.push_str("  ");
             }

@@ -71,7 +71,7 @@ pub fn build(name: &str) -> Option<(Vec<Setup>, Claim)> {
                 );
                 st.warmup = s(1);
                 st.workload_end = s(2);
-                st.end = s(6);
+                st.end = ms(2500);
                 runs.push(st);
             }
             Box::new(|r| {
@@ -142,7 +142,8 @@ pub fn build(name: &str) -> Option<(Vec<Setup>, Claim)> {
                 runs.push(st);
             }
             Box::new(|r| {
-                let tmc = |x: &RunResult| x.connect_failures.get(ERR_TOO_MANY).copied().unwrap_or(0);
+                let tmc =
+                    |x: &RunResult| x.connect_failures.get(ERR_TOO_MANY).copied().unwrap_or(0);
                 (
                     format!(
                         "\"too many clients\": (a) {}, (b) {}, (c) {}; (c) peaks at {} of {} connections",

@@ -45,7 +45,11 @@ pub fn setup_for(seed: u64) -> Setup {
     let backoff_base = ms(r.range(1, 50));
     let config = Config {
         max_size,
-        min_idle: if r.chance(0.5) { 0 } else { r.range(0, max_size as u64) as usize },
+        min_idle: if r.chance(0.5) {
+            0
+        } else {
+            r.range(0, max_size as u64) as usize
+        },
         max_connecting: r.range(1, 4) as usize,
         max_waiters: [1, 5, 50, 10_000][r.below(4) as usize],
         acquire_timeout: Duration::from_secs(30),
@@ -142,6 +146,7 @@ pub fn setup_for(seed: u64) -> Setup {
         probe_at: Some(PROBE_AT),
         timeline: false,
         max_events: 2_000_000,
+        drop_timers: false,
     }
 }
 

@@ -46,6 +46,9 @@ pub struct Setup {
     /// Stop with an error after this many events (a runaway: e.g. a timer that keeps
     /// firing at the same instant).
     pub max_events: u64,
+    /// Sabotage, for tests that show the checks can fail: the embedder never calls
+    /// `handle_timeout` (a lost timer).
+    pub drop_timers: bool,
 }
 
 impl Setup {
@@ -66,6 +69,7 @@ impl Setup {
             probe_at: None,
             timeline: false,
             max_events: 200_000_000,
+            drop_timers: false,
         }
     }
 }
@@ -279,8 +283,12 @@ impl Sim {
 
     fn new_host(&mut self) -> usize {
         let seed = self.pool_seed.wrapping_add(self.hosts.len() as u64);
-        let pool = Pool::new(self.setup.config.clone(), Instant::from_nanos(self.now), seed)
-            .expect("config validated in Sim::new");
+        let pool = Pool::new(
+            self.setup.config.clone(),
+            Instant::from_nanos(self.now),
+            seed,
+        )
+        .expect("config validated in Sim::new");
         self.hosts.push(Host {
             pool,
             conns: BTreeMap::new(),
@@ -477,11 +485,14 @@ impl Sim {
             Action::Open { conn } => {
                 let (lat, start) = self.db.start_connect(&mut self.rng);
                 self.hosts[h].opening.insert(conn);
-                self.push(self.now + lat, Ev::ConnectDone {
-                    host: h,
-                    conn,
-                    start,
-                });
+                self.push(
+                    self.now + lat,
+                    Ev::ConnectDone {
+                        host: h,
+                        conn,
+                        start,
+                    },
+                );
             }
             Action::Check { conn } | Action::Reset { conn } => {
                 let reset = matches!(a, Action::Reset { .. });
@@ -497,12 +508,17 @@ impl Sim {
                 };
                 match (answer, reset) {
                     (None, _) => self.m.unanswered += 1,
-                    (Some(ok), false) => self.push(self.now + rtt, Ev::CheckDone {
-                        host: h,
-                        conn,
-                        healthy: ok,
-                    }),
-                    (Some(ok), true) => self.push(self.now + rtt, Ev::ResetDone { host: h, conn, ok }),
+                    (Some(ok), false) => self.push(
+                        self.now + rtt,
+                        Ev::CheckDone {
+                            host: h,
+                            conn,
+                            healthy: ok,
+                        },
+                    ),
+                    (Some(ok), true) => {
+                        self.push(self.now + rtt, Ev::ResetDone { host: h, conn, ok })
+                    }
                 }
             }
             Action::Close { conn, reason } => {
@@ -510,7 +526,10 @@ impl Sim {
                 let host = &mut self.hosts[h];
                 if let Some(req) = host.leased.remove(&conn) {
                     if reason != CloseReason::DrainTimeout {
-                        self.fail(format!("the core closed leased {conn} ({})", reason.as_str()));
+                        self.fail(format!(
+                            "the core closed leased {conn} ({})",
+                            reason.as_str()
+                        ));
                         return;
                     }
                     self.reqs[req].revoked = true;
@@ -581,10 +600,13 @@ impl Sim {
             Health::Dead => ns(self.db.spec.rtt),
             Health::HalfOpen => ns(self.client.query_timeout),
         };
-        self.push(self.now + d, Ev::QueryDone {
-            req,
-            lease: grant.lease,
-        });
+        self.push(
+            self.now + d,
+            Ev::QueryDone {
+                req,
+                lease: grant.lease,
+            },
+        );
     }
 
     fn rejected(&mut self, req: usize, rejection: &Rejection) {
@@ -723,7 +745,9 @@ impl Sim {
             self.finish_req(req);
             return;
         }
-        let r = self.hosts[h].pool.release(Instant::from_nanos(self.now), lease, verdict);
+        let r = self.hosts[h]
+            .pool
+            .release(Instant::from_nanos(self.now), lease, verdict);
         self.input_done(h, "release");
         match r {
             Ok(()) => {}
@@ -762,7 +786,7 @@ impl Sim {
                     return; // superseded by an earlier timer
                 }
                 host.timer_at = None;
-                if !host.runs_timers() {
+                if !host.runs_timers() || self.setup.drop_timers {
                     return;
                 }
                 if host.busy_timer_t == self.now {
@@ -801,21 +825,33 @@ impl Sim {
                     if let Ok(b) = result {
                         self.db.disconnect(b);
                     }
-                    let r = self.hosts[h]
-                        .pool
-                        .connect_finished(Instant::from_nanos(self.now), conn, Ok(()));
+                    let r = self.hosts[h].pool.connect_finished(
+                        Instant::from_nanos(self.now),
+                        conn,
+                        Ok(()),
+                    );
                     self.input_done(h, "late connect_finished");
                     if r.is_ok() {
-                        self.fail(format!("the core accepted a connect result for abandoned {conn}"));
+                        self.fail(format!(
+                            "the core accepted a connect result for abandoned {conn}"
+                        ));
                     }
                     return;
                 }
                 let r = match result {
                     Ok(b) => {
                         self.hosts[h].conns.insert(conn, b);
-                        self.hosts[h].pool.connect_finished(Instant::from_nanos(self.now), conn, Ok(()))
+                        self.hosts[h].pool.connect_finished(
+                            Instant::from_nanos(self.now),
+                            conn,
+                            Ok(()),
+                        )
                     }
-                    Err(e) => self.hosts[h].pool.connect_finished(Instant::from_nanos(self.now), conn, Err(e)),
+                    Err(e) => self.hosts[h].pool.connect_finished(
+                        Instant::from_nanos(self.now),
+                        conn,
+                        Err(e),
+                    ),
                 };
                 self.input_done(h, "connect_finished");
                 if let Err(e) = r {
@@ -831,14 +867,19 @@ impl Sim {
                     return;
                 }
                 // Refused (harmlessly) if the check already timed out.
-                let _ = self.hosts[h].pool.check_finished(Instant::from_nanos(self.now), conn, healthy);
+                let _ =
+                    self.hosts[h]
+                        .pool
+                        .check_finished(Instant::from_nanos(self.now), conn, healthy);
                 self.input_done(h, "check_finished");
             }
             Ev::ResetDone { host: h, conn, ok } => {
                 if self.hosts[h].dead {
                     return;
                 }
-                let _ = self.hosts[h].pool.reset_finished(Instant::from_nanos(self.now), conn, ok);
+                let _ = self.hosts[h]
+                    .pool
+                    .reset_finished(Instant::from_nanos(self.now), conn, ok);
                 self.input_done(h, "reset_finished");
             }
             Ev::QueryDone { req, lease } => {
@@ -867,11 +908,14 @@ impl Sim {
                 if self.rng.chance(self.client.slow_release_prob) {
                     self.reqs[req].state = RState::Releasing;
                     let at = self.now + ns(self.client.slow_release);
-                    self.push(at, Ev::Release {
-                        req,
-                        lease,
-                        verdict,
-                    });
+                    self.push(
+                        at,
+                        Ev::Release {
+                            req,
+                            lease,
+                            verdict,
+                        },
+                    );
                 } else {
                     self.release(req, lease, verdict);
                 }
@@ -937,7 +981,9 @@ impl Sim {
                         continue;
                     }
                     let deadline = Instant::from_nanos(self.now + ns(drain));
-                    let r = self.hosts[h].pool.close(Instant::from_nanos(self.now), deadline);
+                    let r = self.hosts[h]
+                        .pool
+                        .close(Instant::from_nanos(self.now), deadline);
                     self.input_done(h, "close");
                     if let Err(e) = r {
                         self.fail(format!("close refused: {e}"));
