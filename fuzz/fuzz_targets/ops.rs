@@ -56,20 +56,6 @@ impl Dur {
     }
 }
 
-/// Known core bug, kept out of the way so the fuzzer can look for others: with
-/// `backoff_max` above `u64::MAX` ns (~584 years) the backoff delay overflows on the first
-/// failed connect (`pool/backoff.rs`, `half + rng.up_to(half)`). Replay:
-/// `cargo test -p pool-core --test regressions -- --ignored backoff`. Remove the cap
-/// when that test passes.
-const BACKOFF_CAP: Duration = Duration::from_nanos(u64::MAX);
-
-/// Known core bug, kept out of the way: at `now == Instant::NEVER`, deadlines that
-/// saturated to `NEVER` fire in `handle_timeout` (though `poll_timeout` skips them) and
-/// the pool reopens connections that are due at once, so `handle_timeout` is not
-/// idempotent there. The harness's clock stops one nanosecond short of `NEVER`. Replay:
-/// `cargo test -p pool-core --test regressions -- --ignored end_of_time`.
-const LAST_INSTANT: Instant = Instant::from_nanos(u64::MAX - 1);
-
 #[derive(Arbitrary, Debug)]
 struct FuzzConfig {
     max_size: u8,
@@ -92,7 +78,7 @@ impl FuzzConfig {
     /// Always a valid configuration: the `config` target covers invalid ones.
     fn to_core(&self) -> Config {
         let max_size = 1 + usize::from(self.max_size % 8);
-        let backoff_base = self.backoff_base.nonzero().min(BACKOFF_CAP);
+        let backoff_base = self.backoff_base.nonzero();
         Config {
             max_size,
             min_idle: usize::from(self.min_idle) % (max_size + 1),
@@ -107,9 +93,7 @@ impl FuzzConfig {
             lifetime_jitter_permille: self.lifetime_jitter_permille % 501,
             leak_threshold: self.leak_threshold.map(Dur::nonzero),
             backoff_base,
-            backoff_max: backoff_base
-                .saturating_add(self.backoff_extra.get())
-                .min(BACKOFF_CAP),
+            backoff_max: backoff_base.saturating_add(self.backoff_extra.get()),
             idle_order: if self.fifo {
                 IdleOrder::Fifo
             } else {
@@ -162,6 +146,11 @@ struct Input {
     start: u32,
     seed: u64,
     ops: Vec<Op>,
+}
+
+/// A deadline has passed. `Instant::NEVER` never does, even at the end of the clock.
+fn due(deadline: Instant, now: Instant) -> bool {
+    deadline != Instant::NEVER && deadline <= now
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -287,12 +276,17 @@ impl Harness {
         self.drain();
         let now = self.pool.now();
         assert!(
-            self.pending.values().all(|d| *d > now),
+            self.pending.values().all(|d| !due(*d, now)),
             "a waiter past its deadline remains after handle_timeout({now:?})"
         );
         if let Some(t) = self.pool.poll_timeout() {
+            // Known core bug (`poll_timeout_does_not_report_a_never_deadline` in
+            // pool-core/tests/regressions.rs): a waiter's `NEVER` deadline is reported.
+            // Drop this exception when that test passes.
+            let known_bug =
+                t == Instant::NEVER && self.pending.values().any(|d| *d == Instant::NEVER);
             assert!(
-                t > now,
+                t > now || known_bug,
                 "after handle_timeout({now:?}) poll_timeout is {t:?}"
             );
         }
@@ -309,7 +303,7 @@ impl Harness {
                     Ok(Acquired::Ready(g)) => self.lend(g.lease),
                     Ok(Acquired::Queued(w)) => {
                         assert!(!self.ended.contains_key(&w), "{w:?} reused");
-                        assert!(deadline > now, "queued with a past deadline");
+                        assert!(!due(deadline, now), "queued with a past deadline");
                         self.pending.insert(w, deadline);
                     }
                     Err(_) => {}
@@ -379,13 +373,13 @@ impl Harness {
                 }
             }
             Op::Advance(d) => {
-                self.now = (self.now + d.get()).min(LAST_INSTANT);
+                self.now = self.now + d.get();
                 self.handle_timeout();
             }
-            Op::Tick(d) => self.now = (self.now + d.get()).min(LAST_INSTANT),
+            Op::Tick(d) => self.now = self.now + d.get(),
             Op::NextTimeout => {
                 if let Some(t) = self.pool.poll_timeout() {
-                    self.now = self.now.max(t).min(LAST_INSTANT);
+                    self.now = self.now.max(t);
                 }
                 self.handle_timeout();
             }
