@@ -26,7 +26,7 @@ pub enum Command {
         #[arg(value_parser = clap::builder::PossibleValuesParser::new(scenarios::names()))]
         scenario: String,
         /// Seed of the random generator (same seed, same output).
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
         seed: u64,
         /// Write an SVG plot of connections and waiters over virtual time.
         #[arg(long, value_name = "FILE.svg")]
@@ -39,10 +39,10 @@ pub enum Command {
     /// then a liveness phase without.
     Swarm {
         /// How many seeds.
-        #[arg(long, default_value_t = 1000)]
+        #[arg(long, default_value_t = 1000, allow_negative_numbers = true)]
         seeds: u64,
         /// The first seed.
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
         from: u64,
         /// Print one line per seed.
         #[arg(long)]
@@ -63,14 +63,28 @@ pub enum Command {
         #[arg(long, value_parser = positive_f64, allow_negative_numbers = true)]
         p99_wait_ms: f64,
         /// Seed of the random generator.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
         seed: u64,
         /// Largest pool size to try.
-        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        #[arg(long, default_value_t = 200, allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(1..=10_000))]
         max_size: u64,
     },
     /// List the built-in scenarios.
     List,
+}
+
+/// Parse the process arguments; on bad input print clap's message (plus the valid
+/// commands, which clap omits for an unknown subcommand) and exit with status 2.
+pub fn parse_or_exit() -> Cli {
+    match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if e.kind() == clap::error::ErrorKind::InvalidSubcommand => {
+            eprint!("{}", e.render());
+            eprintln!("valid commands: run, swarm, size, list (or no command for the tour)");
+            std::process::exit(2);
+        }
+        Err(e) => e.exit(),
+    }
 }
 
 /// A number that is finite and greater than zero.

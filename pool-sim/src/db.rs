@@ -360,7 +360,7 @@ mod tests {
         let (_, p) = db.start_connect(&mut rng);
         assert_eq!(p, ConnectStart::Pending);
         db.finish_connect(p).unwrap();
-        assert_eq!(db.make_half_open(5, &mut rng), 1);
+        assert_eq!(db.make_half_open(5, &mut rng), 2);
         assert_eq!(db.health(a), Health::HalfOpen);
         db.kill_all();
         assert_eq!(db.health(a), Health::Dead);

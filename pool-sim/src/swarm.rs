@@ -220,14 +220,10 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// Run one seed; a panic inside the core (or the simulator) is caught and reported.
-pub fn run_seed(seed: u64) -> SeedOutcome {
-    let setup = setup_for(seed);
-    let result = panic::catch_unwind(AssertUnwindSafe(|| {
-        let sim = Sim::new(setup.clone(), seed)?;
-        Ok::<RunResult, String>(sim.run())
-    }));
-    match result {
+/// Run `f` for `seed`, turning a panic into a failed outcome that names the seed.
+pub fn guarded(seed: u64, f: impl FnOnce() -> SeedOutcome) -> SeedOutcome {
+    match panic::catch_unwind(AssertUnwindSafe(f)) {
+        Ok(o) => o,
         Err(p) => SeedOutcome {
             seed,
             failure: Some(format!("panic: {}", panic_message(&*p))),
@@ -235,30 +231,40 @@ pub fn run_seed(seed: u64) -> SeedOutcome {
             pool_inputs: 0,
             invariant_checks: 0,
         },
-        Ok(Err(e)) => SeedOutcome {
-            seed,
-            failure: Some(format!("invalid generated setup: {e}")),
-            events: 0,
-            pool_inputs: 0,
-            invariant_checks: 0,
-        },
-        Ok(Ok(r)) => {
-            let mut failure = r.error.clone().map(|e| format!("safety: {e}"));
-            if failure.is_none() {
-                let l = liveness_failures(&setup, &r);
-                if !l.is_empty() {
-                    failure = Some(format!("liveness: {}", l.join("; ")));
+    }
+}
+
+/// Run one seed; a panic inside the core (or the simulator) is caught and reported.
+pub fn run_seed(seed: u64) -> SeedOutcome {
+    guarded(seed, || {
+        let setup = setup_for(seed);
+        let r = match Sim::new(setup.clone(), seed) {
+            Ok(sim) => sim.run(),
+            Err(e) => {
+                return SeedOutcome {
+                    seed,
+                    failure: Some(format!("invalid generated setup: {e}")),
+                    events: 0,
+                    pool_inputs: 0,
+                    invariant_checks: 0,
                 }
             }
-            SeedOutcome {
-                seed,
-                failure,
-                events: r.events,
-                pool_inputs: r.pool_inputs,
-                invariant_checks: r.invariant_checks,
+        };
+        let mut failure = r.error.clone().map(|e| format!("safety: {e}"));
+        if failure.is_none() {
+            let l = liveness_failures(&setup, &r);
+            if !l.is_empty() {
+                failure = Some(format!("liveness: {}", l.join("; ")));
             }
         }
-    }
+        SeedOutcome {
+            seed,
+            failure,
+            events: r.events,
+            pool_inputs: r.pool_inputs,
+            invariant_checks: r.invariant_checks,
+        }
+    })
 }
 
 /// The command that replays one seed.
