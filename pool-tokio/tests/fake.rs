@@ -544,3 +544,15 @@ async fn many_tasks_on_a_multi_thread_runtime() {
     pool.check_invariants().unwrap();
     assert_eq!(pool.metrics().grants, 64 * 50);
 }
+
+#[tokio::test(start_paused = true)]
+async fn mark_broken_overrides_the_managers_verdict() {
+    let (pool, knobs) = pool_of(1);
+    let mut c = pool.get().await.unwrap();
+    c.mark_broken();
+    drop(c);
+    settle().await;
+    assert_eq!(pool.metrics().closes["broken"], 1);
+    assert_eq!(knobs.closes.load(SeqCst), 1);
+    assert_eq!(pool.get().await.unwrap().id, 1);
+}
