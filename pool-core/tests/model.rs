@@ -325,6 +325,9 @@ enum Op {
     },
     /// `handle_timeout` at the current time.
     Timer,
+    /// Move the clock exactly to the model's next deadline (ties are where `<` and `<=`
+    /// differ) and call `handle_timeout`.
+    AdvanceToNext,
     Close {
         drain: u64,
     },
@@ -981,6 +984,11 @@ impl Model {
                 return;
             }
             Op::Advance { by } => self.clock += by,
+            Op::AdvanceToNext => {
+                if let Some(t) = self.next_deadline() {
+                    self.clock = self.clock.max(t);
+                }
+            }
             _ => {}
         }
         // Every input carries the clock; the core's `now` never goes backwards.
@@ -995,14 +1003,19 @@ impl Model {
             Op::Connect { i, result } => self.connect(i, result),
             Op::Check { i, healthy } => self.check(i, healthy),
             Op::Reset { i, ok } => self.reset(i, ok),
-            Op::Advance { .. } | Op::Timer => self.handle_timeout(),
+            Op::Advance { .. } | Op::AdvanceToNext | Op::Timer => self.handle_timeout(),
             Op::Close { drain } => self.close(drain),
             Op::Misuse { what, i } => self.misuse(what, i),
             Op::Tick { .. } => unreachable!(),
         }
         let indexed = !matches!(
             op,
-            Op::Acquire { .. } | Op::TryAcquire | Op::Advance { .. } | Op::Timer | Op::Close { .. }
+            Op::Acquire { .. }
+                | Op::TryAcquire
+                | Op::Advance { .. }
+                | Op::AdvanceToNext
+                | Op::Timer
+                | Op::Close { .. }
         );
         if indexed && self.target == Target::None {
             // An index into an empty set: no input reached the core, so its `now` stays.
@@ -1049,6 +1062,7 @@ impl ReferenceStateMachine for PoolModel {
             ),
             (1, (1..=10u64).prop_map(|by| Op::Tick { by }).boxed()),
             (1, Just(Op::Timer).boxed()),
+            (3, Just(Op::AdvanceToNext).boxed()),
             (
                 1,
                 (
@@ -1226,8 +1240,11 @@ impl Sut {
     fn apply(&mut self, model: &Model, op: &Op) {
         let mut out = StepOut::default();
         let target = model.target;
-        if let Op::Tick { by } | Op::Advance { by } = *op {
-            self.clock += by;
+        match *op {
+            Op::Tick { by } | Op::Advance { by } => self.clock += by,
+            // The model chose the instant (its next deadline).
+            Op::AdvanceToNext => self.clock = model.clock,
+            _ => {}
         }
         let now = self.now();
         let input = |r: Result<(), InputError>| Ret::Input(r.map_err(ErrKind::of));
@@ -1258,7 +1275,10 @@ impl Sut {
                 out.ret = Ret::Try(got.map(|g| g.conn().get()));
             }
             _ if target == Target::None
-                && !matches!(op, Op::Advance { .. } | Op::Timer | Op::Close { .. }) =>
+                && !matches!(
+                    op,
+                    Op::Advance { .. } | Op::AdvanceToNext | Op::Timer | Op::Close { .. }
+                ) =>
             {
                 // An index into an empty set: a no-op on both sides.
             }
@@ -1281,7 +1301,9 @@ impl Sut {
             Op::Reset { ok, .. } => {
                 out.ret = input(self.pool.reset_finished(now, self.conn(target), ok))
             }
-            Op::Advance { .. } | Op::Timer => self.handle_timeout_checked(&mut out),
+            Op::Advance { .. } | Op::AdvanceToNext | Op::Timer => {
+                self.handle_timeout_checked(&mut out)
+            }
             Op::Close { drain } => {
                 out.ret = input(self.pool.close(now, instant(self.clock + drain)))
             }
@@ -1312,7 +1334,7 @@ impl Sut {
                 out.ret = input(r);
             }
         }
-        if !matches!(op, Op::Advance { .. } | Op::Timer) {
+        if !matches!(op, Op::Advance { .. } | Op::AdvanceToNext | Op::Timer) {
             self.drain(&mut out);
         }
         assert_eq!(
