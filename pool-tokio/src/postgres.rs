@@ -53,6 +53,9 @@ pub enum ResetMode {
 pub struct PgManager {
     config: Config,
     reset: ResetMode,
+    /// The TLS connector for `sslmode=prefer|require` (feature `rustls`).
+    #[cfg(feature = "rustls")]
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
 }
 
 impl PgManager {
@@ -65,7 +68,16 @@ impl PgManager {
         PgManager {
             config,
             reset: ResetMode::default(),
+            #[cfg(feature = "rustls")]
+            tls: Some(default_tls()),
         }
+    }
+
+    /// Use this rustls configuration (e.g. a private CA's roots) for TLS connections.
+    #[cfg(feature = "rustls")]
+    pub fn with_tls_config(mut self, config: rustls::ClientConfig) -> Self {
+        self.tls = Some(tokio_postgres_rustls::MakeRustlsConnect::new(config));
+        self
     }
 
     /// Parse `postgresql://user:password@host:5432/db?connection_limit=10&pool_timeout=20`.
@@ -73,7 +85,9 @@ impl PgManager {
     /// Query parameters (durations in whole seconds):
     /// `connection_limit` (max_size), `min_idle`, `pool_timeout` (acquire timeout),
     /// `connect_timeout`, `idle_timeout` and `max_lifetime` (`0` disables them),
-    /// `sslmode` (`disable` or `prefer`; `require` needs TLS, which this build lacks),
+    /// `sslmode` (`disable`, `prefer`, or with the `rustls` feature `require`; rustls
+    /// always verifies the server's certificate chain and host name, so `verify-ca` and
+    /// `verify-full` mean `require` too; without the feature they are an error),
     /// `application_name`. Any other parameter, a repeated one or a malformed value is
     /// an error naming it. No error ever contains the password.
     pub fn from_url(url: &str) -> Result<(PgManager, PoolOptions), UrlError> {
@@ -153,7 +167,11 @@ impl PgManager {
                         config.ssl_mode(SslMode::Prefer);
                     }
                     "require" | "verify-ca" | "verify-full" => {
-                        return Err(UrlError::TlsUnavailable { sslmode: value });
+                        if cfg!(feature = "rustls") {
+                            config.ssl_mode(SslMode::Require);
+                        } else {
+                            return Err(UrlError::TlsUnavailable { sslmode: value });
+                        }
                     }
                     _ => return Err(bad("expected disable, prefer or require")),
                 },
@@ -191,6 +209,7 @@ impl fmt::Debug for PgManager {
             .field("application_name", &c.get_application_name())
             .field("ssl_mode", &c.get_ssl_mode())
             .field("reset", &self.reset)
+            .field("tls", &cfg!(feature = "rustls"))
             .finish()
     }
 }
@@ -200,12 +219,16 @@ impl Manager for PgManager {
     type Error = tokio_postgres::Error;
 
     async fn connect(&self) -> Result<Client, tokio_postgres::Error> {
-        let (client, connection) = self.config.connect(NoTls).await?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %crate::error::error_chain(&e), "postgres connection ended");
+        #[cfg(feature = "rustls")]
+        if let Some(tls) = &self.tls {
+            if self.config.get_ssl_mode() != SslMode::Disable {
+                let (client, connection) = self.config.connect(tls.clone()).await?;
+                spawn_connection(connection);
+                return Ok(client);
             }
-        });
+        }
+        let (client, connection) = self.config.connect(NoTls).await?;
+        spawn_connection(connection);
         Ok(client)
     }
 
@@ -239,6 +262,34 @@ impl Manager for PgManager {
             Verdict::NeedsReset
         }
     }
+}
+
+/// Drive a client's socket until it closes.
+fn spawn_connection<F>(connection: F)
+where
+    F: std::future::Future<Output = Result<(), tokio_postgres::Error>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %crate::error::error_chain(&e), "postgres connection ended");
+        }
+    });
+}
+
+/// rustls with the ring provider and the Mozilla roots (webpki-roots).
+#[cfg(feature = "rustls")]
+fn default_tls() -> tokio_postgres_rustls::MakeRustlsConnect {
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("ring supports the default TLS versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tokio_postgres_rustls::MakeRustlsConnect::new(config)
 }
 
 /// Whether retrying a failed connect can help. Authentication failures, unknown
@@ -423,6 +474,7 @@ mod tests {
             .to_string()
             .contains("more than once"));
         assert!(err("?sslmode=sometimes").to_string().contains("`sslmode`"));
+        #[cfg(not(feature = "rustls"))]
         assert!(matches!(
             err("?sslmode=require"),
             UrlError::TlsUnavailable { .. }
@@ -449,7 +501,7 @@ mod tests {
             "postgresql://app:s3cr%40t-pw@[::1/shop".to_string(),
             "postgresql://app:s3cr%40t-pw@db.example:notaport/shop".to_string(),
             "postgresql://app:s3cr%40t-pw@db.example:5433/shop?port=1".to_string(),
-            "postgresql://app:s3cr%40t-pw@db.example:5433/shop?sslmode=require".to_string(),
+            "postgresql://app:s3cr%40t-pw@db.example:5433/shop?sslmode=maybe".to_string(),
         ] {
             let e = PgManager::from_url(&bad).unwrap_err();
             for text in [e.to_string(), format!("{e:?}")] {
@@ -490,5 +542,21 @@ mod tests {
         let text = crate::error::error_chain(&e);
         assert!(text.contains("error connecting to server"), "{text}");
         assert!(!text.contains("s3cr"), "{text}");
+    }
+}
+
+#[cfg(all(test, feature = "rustls"))]
+mod tls_tests {
+    use super::*;
+
+    #[test]
+    fn sslmode_require_is_accepted_with_rustls() {
+        for mode in ["require", "verify-full"] {
+            let (m, _) =
+                PgManager::from_url(&format!("postgresql://a:pw@db.example/d?sslmode={mode}"))
+                    .unwrap();
+            assert_eq!(m.config().get_ssl_mode(), SslMode::Require);
+            assert!(m.tls.is_some());
+        }
     }
 }
