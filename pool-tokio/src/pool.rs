@@ -102,7 +102,13 @@ impl<M: Manager> Pool<M> {
                 }
                 Err(rejection) => {
                     let error = pool.error(rejection);
-                    tracing::warn!(error = %error, "acquire failed");
+                    match &error {
+                        // Shedding and shutdown are expected under load: keep them quiet.
+                        PoolError::QueueFull { .. } | PoolError::Closed => {
+                            tracing::debug!(error = %error, "acquire refused")
+                        }
+                        _ => tracing::warn!(error = %error, "acquire failed"),
+                    }
                     Err(error)
                 }
             }
