@@ -42,6 +42,8 @@ struct Knobs {
     /// Fail every connect with this error.
     always_fail: Mutex<Option<FakeError>>,
     connect_delay: Mutex<Duration>,
+    /// Health checks fail while set.
+    fail_checks: std::sync::atomic::AtomicBool,
 }
 
 struct Fake {
@@ -93,7 +95,7 @@ impl Manager for Fake {
 
     async fn check(&self, c: &mut FakeConn) -> Result<(), FakeError> {
         self.knobs.checks.fetch_add(1, SeqCst);
-        if c.broken {
+        if c.broken || self.knobs.fail_checks.load(SeqCst) {
             Err(FakeError {
                 message: "dead".into(),
                 fatal: false,
@@ -555,4 +557,97 @@ async fn mark_broken_overrides_the_managers_verdict() {
     assert_eq!(pool.metrics().closes["broken"], 1);
     assert_eq!(knobs.closes.load(SeqCst), 1);
     assert_eq!(pool.get().await.unwrap().id, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_checkout_check_replaces_the_connection() {
+    let (m, knobs) = fake();
+    let pool = Pool::builder(m)
+        .check_after_idle(Some(Duration::from_secs(1)))
+        .build()
+        .unwrap();
+    drop(pool.get().await.unwrap());
+    // Used moments ago: lent without a check.
+    drop(pool.get().await.unwrap());
+    assert_eq!(knobs.checks.load(SeqCst), 0);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    knobs.fail_checks.store(true, SeqCst);
+    let c = pool.get().await.unwrap();
+    assert_eq!(knobs.checks.load(SeqCst), 1);
+    assert_eq!(c.id, 1, "the dead connection was replaced");
+    assert_eq!(pool.metrics().closes["check_failed"], 1);
+}
+
+/// A `tracing` writer into a shared buffer.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_leak_warning_in_the_log_names_file_and_line() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    // The current-thread runtime runs the timer task on this thread.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let (m, _) = fake();
+    let pool = Pool::builder(m)
+        .leak_threshold(Some(Duration::from_secs(1)))
+        .build()
+        .unwrap();
+    let line = line!() + 1;
+    let leaked = pool.get().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let warning = log
+        .lines()
+        .find(|l| l.contains("suspected leak"))
+        .unwrap_or_else(|| panic!("no leak warning in:\n{log}"));
+    assert!(warning.contains("WARN"), "{warning}");
+    assert!(
+        warning.contains(&format!("{}:{line}", file!())),
+        "{warning}"
+    );
+    drop(leaked);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancellation_races_on_a_multi_thread_runtime() {
+    let (pool, _) = pool_of(2);
+    let mut tasks = Vec::new();
+    for i in 0..200u64 {
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move {
+            let get = pool.get_timeout(Duration::from_secs(5));
+            // Cancel at a spread of moments: before, during and after the grant.
+            let _ = tokio::time::timeout(Duration::from_micros(i * 7 % 300), async {
+                let c = get.await.unwrap();
+                tokio::task::yield_now().await;
+                drop(c);
+            })
+            .await;
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let s = pool.status();
+    assert_eq!((s.leased, s.waiters), (0, 0), "{s}");
+    pool.check_invariants().unwrap();
+    let a = pool.get_timeout(Duration::from_secs(1)).await.unwrap();
+    let b = pool.get_timeout(Duration::from_secs(1)).await.unwrap();
+    drop((a, b));
 }
