@@ -79,8 +79,12 @@ impl<M: Manager> Glue<M> {
         Instant::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX - 1))
     }
 
-    fn to_tokio(&self, at: Instant) -> tokio::time::Instant {
-        self.base + Duration::from_nanos(at.as_nanos())
+    /// `None` for a deadline beyond what the clock can represent: never.
+    fn to_tokio(&self, at: Instant) -> Option<tokio::time::Instant> {
+        if at == Instant::NEVER {
+            return None;
+        }
+        self.base.checked_add(Duration::from_nanos(at.as_nanos()))
     }
 
     /// The manager's error behind a `ConnectError` the core reported, if it was the last.
@@ -274,15 +278,15 @@ pub(crate) async fn run_timer<M: Manager, P: Timed>(glue: Arc<Glue<M>>, pool: We
         // Registered before reading the deadline: an arm after the read still wakes us.
         notified.as_mut().enable();
         let deadline = *lock(&cell.deadline);
-        match deadline {
-            Some(at) if at != Instant::NEVER => {
+        match deadline.and_then(|at| glue.to_tokio(at)) {
+            Some(when) => {
                 tokio::select! {
                     biased;
                     _ = &mut notified => continue,
-                    _ = tokio::time::sleep_until(glue.to_tokio(at)) => {}
+                    _ = tokio::time::sleep_until(when) => {}
                 }
             }
-            _ => {
+            None => {
                 notified.await;
                 continue;
             }

@@ -651,3 +651,14 @@ async fn cancellation_races_on_a_multi_thread_runtime() {
     let b = pool.get_timeout(Duration::from_secs(1)).await.unwrap();
     drop((a, b));
 }
+
+#[tokio::test(start_paused = true)]
+async fn huge_timeouts_mean_never() {
+    let (pool, _) = pool_of(1);
+    let held = pool.get_timeout(Duration::MAX).await.unwrap();
+    let waiting = tokio::spawn(pool.get_timeout(Duration::from_secs(u64::MAX / 4)));
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    assert!(!waiting.is_finished());
+    drop(held);
+    assert!(waiting.await.unwrap().is_ok());
+}
