@@ -1,0 +1,104 @@
+//! Side-by-side benchmark: pool-tokio against deadpool 0.13, bb8 0.9 and the floor (a
+//! bare `tokio::sync::Semaphore` guarding the same objects), all in one process, so every
+//! figure that matters is a ratio measured in the same run.
+//!
+//! ```text
+//! cargo run --release -p pool-bench -- [noop|postgres|queue|core|all] [--seconds N] [--rounds R]
+//! ```
+//!
+//! See docs/performance.md for what each part measures and the latest results.
+
+mod contenders;
+mod core_bench;
+mod noop;
+mod pg;
+mod queue;
+mod stats;
+
+use std::alloc::System;
+use std::time::Duration;
+
+use stats_alloc::{StatsAlloc, INSTRUMENTED_SYSTEM};
+
+/// Counts every allocation, for the memory per queued waiter (`queue`).
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+pub(crate) fn allocator() -> &'static StatsAlloc<System> {
+    GLOBAL
+}
+
+/// Options shared by every part.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Opts {
+    /// Measured time per row and contender.
+    pub seconds: f64,
+    /// Rounds per row: contenders run interleaved, and the median round is reported.
+    pub rounds: usize,
+}
+
+impl Opts {
+    pub fn duration(&self) -> Duration {
+        Duration::from_secs_f64(self.seconds)
+    }
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: pool-bench [noop|postgres|queue|core|all] [--seconds N] [--rounds R]\n\
+         \n  noop      pool-tokio vs deadpool, bb8 and a bare semaphore, no-op connection\n  \
+         postgres  SELECT 1 from 64 tasks through 10 connections (starts a PostgreSQL cluster)\n  \
+         queue     acquire + release with 10, 1,000 and 100,000 queued waiters; bytes per waiter\n  \
+         core      events per second through the pool-core state machine alone\n  \
+         all       every part (default)"
+    );
+    std::process::exit(2)
+}
+
+fn main() {
+    let mut what = "all".to_owned();
+    let mut opts = Opts {
+        seconds: 2.0,
+        rounds: 3,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--seconds" => {
+                opts.seconds = args
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .filter(|s: &f64| *s > 0.0)
+                    .unwrap_or_else(|| usage())
+            }
+            "--rounds" => {
+                opts.rounds = args
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .filter(|r: &usize| *r > 0)
+                    .unwrap_or_else(|| usage())
+            }
+            "noop" | "postgres" | "queue" | "core" | "all" => what = arg,
+            "-h" | "--help" => usage(),
+            _ => usage(),
+        }
+    }
+    println!(
+        "# pool-bench: {what}, {} s per measurement, {} round(s), median round reported\n",
+        opts.seconds, opts.rounds
+    );
+    println!("machine: {}\n", stats::machine());
+    let all = what == "all";
+    if all || what == "noop" {
+        noop::run(opts);
+    }
+    if all || what == "queue" {
+        queue::run(opts);
+    }
+    if all || what == "core" {
+        core_bench::run(opts);
+    }
+    if all || what == "postgres" {
+        pg::run(opts);
+    }
+}

@@ -1,0 +1,273 @@
+//! `SELECT 1` against the real PostgreSQL the test harness starts: 64 tasks through a
+//! pool of 10, against deadpool-postgres, bb8-postgres, the floor (10 tasks each owning a
+//! connection, no pool) and a new connection per query.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pool_suite::{PgCluster, PgOptions};
+use pool_tokio::{PgManager, ResetMode};
+use tokio_postgres::{Client, Config, NoTls};
+
+use crate::noop::runtime;
+use crate::stats::{self, fmt_ns, fmt_rate, ratio, Run};
+use crate::Opts;
+
+const TASKS: usize = 64;
+const SIZE: usize = 10;
+const WARMUP: Duration = Duration::from_millis(500);
+
+/// One query the way a contender runs it; returns the time spent waiting for a client.
+trait Querier: Clone + Send + Sync + 'static {
+    fn query(&self) -> impl Future<Output = Duration> + Send;
+}
+
+async fn select_one(client: &Client) {
+    client.simple_query("SELECT 1").await.expect("SELECT 1");
+}
+
+async fn connect(config: &Config) -> Client {
+    let (client, connection) = config.connect(NoTls).await.expect("connect");
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
+
+#[derive(Clone)]
+struct Ours(pool_tokio::Pool<PgManager>);
+
+impl Querier for Ours {
+    async fn query(&self) -> Duration {
+        let t0 = Instant::now();
+        let client = self.0.get().await.expect("pool-tokio get");
+        let waited = t0.elapsed();
+        select_one(&client).await;
+        waited
+    }
+}
+
+#[derive(Clone)]
+struct Deadpool(deadpool_postgres::Pool);
+
+impl Querier for Deadpool {
+    async fn query(&self) -> Duration {
+        let t0 = Instant::now();
+        let client = self.0.get().await.expect("deadpool get");
+        let waited = t0.elapsed();
+        select_one(&client).await;
+        waited
+    }
+}
+
+#[derive(Clone)]
+struct Bb8(bb8::Pool<bb8_postgres::PostgresConnectionManager<NoTls>>);
+
+impl Querier for Bb8 {
+    async fn query(&self) -> Duration {
+        let t0 = Instant::now();
+        let client = self.0.get().await.expect("bb8 get");
+        let waited = t0.elapsed();
+        select_one(&client).await;
+        waited
+    }
+}
+
+/// A new connection per query: the wait is the connect.
+#[derive(Clone)]
+struct Fresh(Arc<Config>);
+
+impl Querier for Fresh {
+    async fn query(&self) -> Duration {
+        let t0 = Instant::now();
+        let client = connect(&self.0).await;
+        let waited = t0.elapsed();
+        select_one(&client).await;
+        waited
+    }
+}
+
+/// The floor: each task owns its connection.
+#[derive(Clone)]
+struct Owned(Arc<Client>);
+
+impl Querier for Owned {
+    async fn query(&self) -> Duration {
+        select_one(&self.0).await;
+        Duration::ZERO
+    }
+}
+
+/// Run one querier per task for `measure` after a warm-up.
+async fn drive<Q: Querier>(queriers: Vec<Q>, measure: Duration) -> Run {
+    let measuring = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let handles: Vec<_> = queriers
+        .into_iter()
+        .map(|q| {
+            let measuring = measuring.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut waits = stats::histogram();
+                let mut ops = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let waited = q.query().await;
+                    if measuring.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
+                        stats::record(&mut waits, waited);
+                        ops += 1;
+                    }
+                }
+                (ops, waits)
+            })
+        })
+        .collect();
+    tokio::time::sleep(WARMUP).await;
+    measuring.store(true, Ordering::Relaxed);
+    let start = Instant::now();
+    tokio::time::sleep(measure).await;
+    stop.store(true, Ordering::Relaxed);
+    let elapsed = start.elapsed();
+    let mut waits = stats::histogram();
+    let mut ops = 0;
+    for h in handles {
+        let (n, w) = h.await.expect("bench task");
+        ops += n;
+        waits.add(&w).expect("same bounds");
+    }
+    Run::new(ops, elapsed, &waits)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// `ResetMode::Skip`: returned as is, like the others.
+    Ours,
+    /// The default `ResetMode::Rollback`: a ROLLBACK round trip per return.
+    OursRollback,
+    Deadpool,
+    Bb8,
+    Floor,
+    Fresh,
+}
+
+impl Kind {
+    const ALL: [Kind; 6] = [
+        Kind::Ours,
+        Kind::OursRollback,
+        Kind::Deadpool,
+        Kind::Bb8,
+        Kind::Floor,
+        Kind::Fresh,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Ours => "pool-tokio (ResetMode::Skip)",
+            Kind::OursRollback => "pool-tokio (default ResetMode::Rollback)",
+            Kind::Deadpool => "deadpool-postgres (RecyclingMethod::Fast)",
+            Kind::Bb8 => "bb8-postgres (defaults: test_on_check_out)",
+            Kind::Floor => "floor: 10 tasks each owning a connection",
+            Kind::Fresh => "a new connection per query (64 tasks)",
+        }
+    }
+}
+
+fn one(kind: Kind, config: &Config, measure: Duration) -> Run {
+    let rt = runtime();
+    let config = config.clone();
+    rt.block_on(async move {
+        match kind {
+            Kind::Ours | Kind::OursRollback => {
+                let mode = if kind == Kind::Ours {
+                    ResetMode::Skip
+                } else {
+                    ResetMode::Rollback
+                };
+                let pool = pool_tokio::Pool::builder(PgManager::new(config).reset_mode(mode))
+                    .max_size(SIZE)
+                    .build()
+                    .expect("build pool-tokio");
+                let run = drive(vec![Ours(pool.clone()); TASKS], measure).await;
+                pool.close(Duration::from_secs(5)).await;
+                run
+            }
+            Kind::Deadpool => {
+                let manager = deadpool_postgres::Manager::from_config(
+                    config,
+                    NoTls,
+                    deadpool_postgres::ManagerConfig {
+                        recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+                    },
+                );
+                let pool = deadpool_postgres::Pool::builder(manager)
+                    .max_size(SIZE)
+                    .build()
+                    .expect("build deadpool-postgres");
+                let run = drive(vec![Deadpool(pool.clone()); TASKS], measure).await;
+                pool.close();
+                run
+            }
+            Kind::Bb8 => {
+                let manager = bb8_postgres::PostgresConnectionManager::new(config, NoTls);
+                let pool = bb8::Pool::builder()
+                    .max_size(SIZE as u32)
+                    .build(manager)
+                    .await
+                    .expect("build bb8");
+                drive(vec![Bb8(pool); TASKS], measure).await
+            }
+            Kind::Floor => {
+                let mut owned = Vec::with_capacity(SIZE);
+                for _ in 0..SIZE {
+                    owned.push(Owned(Arc::new(connect(&config).await)));
+                }
+                drive(owned, measure).await
+            }
+            Kind::Fresh => drive(vec![Fresh(Arc::new(config)); TASKS], measure).await,
+        }
+    })
+}
+
+pub(crate) fn run(opts: Opts) {
+    println!("## PostgreSQL: SELECT 1, {TASKS} tasks, pool of {SIZE}\n");
+    let cluster = match PgCluster::start(PgOptions::default().max_connections(100)) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("skipped: could not start PostgreSQL: {e}\n");
+            return;
+        }
+    };
+    let config = cluster.config();
+    let mut runs: BTreeMap<&str, Vec<Run>> = BTreeMap::new();
+    for _ in 0..opts.rounds {
+        for kind in Kind::ALL {
+            runs.entry(kind.name())
+                .or_default()
+                .push(one(kind, &config, opts.duration()));
+        }
+    }
+    let floor = stats::median(&runs[Kind::Floor.name()]);
+    let dp = stats::median(&runs[Kind::Deadpool.name()]);
+    println!("| contender | queries/s | rounds (min–max) | p50 wait | p99 wait | max wait | vs floor | vs deadpool-postgres |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for kind in Kind::ALL {
+        let r = &runs[kind.name()];
+        let m = stats::median(r);
+        let (lo, hi) = stats::spread(r, |r| r.per_sec);
+        println!(
+            "| {} | {} | {}–{} | {} | {} | {} | {} | {} |",
+            kind.name(),
+            fmt_rate(m.per_sec),
+            fmt_rate(lo),
+            fmt_rate(hi),
+            fmt_ns(m.p50),
+            fmt_ns(m.p99),
+            fmt_ns(m.max),
+            ratio(m.per_sec, floor.per_sec),
+            ratio(m.per_sec, dp.per_sec),
+        );
+    }
+    println!();
+}
