@@ -31,7 +31,10 @@ enum Due {
 impl Pool {
     /// The earliest instant at which `handle_timeout` has something to do, if any.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut next = self.waiters.earliest_deadline();
+        let mut next = self
+            .waiters
+            .earliest_deadline()
+            .filter(|t| *t != Instant::NEVER);
         let mut consider = |t: Instant| {
             if t != Instant::NEVER {
                 next = Some(next.map_or(t, |n| n.min(t)));
