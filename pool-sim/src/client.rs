@@ -58,6 +58,12 @@ pub struct ClientSpec {
     pub slow_release: Duration,
     /// Probability that a finished query leaves session state behind (needs a reset).
     pub dirty_prob: f64,
+    /// Probability that a request first tries `try_acquire` (never waits), falling back
+    /// to `acquire` when nothing is idle.
+    pub try_first_prob: f64,
+    /// Probability that a borrower keeps its connection for good (`detach`) instead of
+    /// releasing it; it then closes the connection itself.
+    pub detach_prob: f64,
 }
 
 impl Default for ClientSpec {
@@ -72,6 +78,8 @@ impl Default for ClientSpec {
             slow_release_prob: 0.0,
             slow_release: Duration::from_millis(500),
             dirty_prob: 0.0,
+            try_first_prob: 0.0,
+            detach_prob: 0.0,
         }
     }
 }

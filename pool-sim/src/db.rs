@@ -204,6 +204,12 @@ impl Db {
         }
     }
 
+    /// The client gave up on a pending handshake (closed its socket): the server frees the
+    /// slot at once. The connect's completion must then not be passed to `finish_connect`.
+    pub fn abort_connect(&mut self) {
+        self.connecting = self.connecting.saturating_sub(1);
+    }
+
     /// The end of a connect: a new backend, or the server's refusal.
     pub fn finish_connect(&mut self, start: ConnectStart) -> Result<u64, ConnectError> {
         match start {

@@ -46,6 +46,8 @@ pub struct Metrics {
     pub first_ok_after_faults: Option<u64>,
     pub probe: Option<Result<u64, String>>,
     pub instances_retired: u64,
+    pub try_acquired: u64,
+    pub detached: u64,
     pub lost_with_instance: u64,
     pub unresolved_waiting: u64,
     pub unresolved_holding: u64,

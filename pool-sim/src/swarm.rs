@@ -107,6 +107,8 @@ pub fn setup_for(seed: u64) -> Setup {
         slow_release_prob: [0.0, 0.1][r.below(2) as usize],
         slow_release: ms(r.range(10, 500)),
         dirty_prob: [0.0, 0.1][r.below(2) as usize],
+        try_first_prob: [0.0, 0.5][r.below(2) as usize],
+        detach_prob: [0.0, 0.0, 0.02][r.below(3) as usize],
     };
     let safety = SAFETY_END.as_millis() as u64;
     let faults = (0..r.below(4))

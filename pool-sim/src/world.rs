@@ -112,8 +112,10 @@ struct Host {
     pool: Pool,
     /// Pool connection -> database backend, once connected.
     conns: BTreeMap<ConnId, u64>,
-    /// Connections whose open is in flight.
-    opening: BTreeSet<ConnId>,
+    /// Connections whose open is in flight, with what the server decided at the start.
+    opening: BTreeMap<ConnId, ConnectStart>,
+    /// Opens the pool abandoned while the handshake was in flight.
+    aborted: BTreeSet<ConnId>,
     /// Leased connection -> request holding it.
     leased: BTreeMap<ConnId, usize>,
     waiters: BTreeMap<WaiterId, usize>,
@@ -292,7 +294,8 @@ impl Sim {
         self.hosts.push(Host {
             pool,
             conns: BTreeMap::new(),
-            opening: BTreeSet::new(),
+            opening: BTreeMap::new(),
+            aborted: BTreeSet::new(),
             leased: BTreeMap::new(),
             waiters: BTreeMap::new(),
             timer_at: None,
@@ -382,7 +385,7 @@ impl Sim {
             }
         }
         if self.error.is_none() {
-            self.now = self.now.max(end.min(self.now.max(end)));
+            self.now = self.now.max(end);
         }
         self.finish()
     }
@@ -484,7 +487,7 @@ impl Sim {
         match a {
             Action::Open { conn } => {
                 let (lat, start) = self.db.start_connect(&mut self.rng);
-                self.hosts[h].opening.insert(conn);
+                self.hosts[h].opening.insert(conn, start);
                 self.push(
                     self.now + lat,
                     Ev::ConnectDone {
@@ -535,8 +538,13 @@ impl Sim {
                     self.reqs[req].revoked = true;
                 }
                 let host = &mut self.hosts[h];
-                if host.opening.remove(&conn) {
-                    // Abandoned open: whatever it yields is closed on arrival.
+                if let Some(start) = host.opening.remove(&conn) {
+                    // Abandoned open: the client closes its socket, the server frees the
+                    // handshake's slot, and the core must refuse the late result.
+                    host.aborted.insert(conn);
+                    if start == ConnectStart::Pending {
+                        self.db.abort_connect();
+                    }
                 } else if let Some(b) = host.conns.remove(&conn) {
                     self.db.disconnect(b);
                 } else {
@@ -711,6 +719,17 @@ impl Sim {
             self.push(self.now + lat, Ev::DirectConnected { req, start });
             return;
         }
+        if !self.reqs[req].probe && self.rng.chance(self.client.try_first_prob) {
+            let g = self.hosts[h]
+                .pool
+                .try_acquire(Instant::from_nanos(self.now));
+            self.input_done(h, "try_acquire");
+            if let Some(g) = g {
+                self.m.try_acquired += 1;
+                self.granted(req, g);
+                return;
+            }
+        }
         // The deadline counts from the request's start at the pool.
         let deadline = self.now + ns(self.acquire_timeout(self.reqs[req].probe));
         self.reqs[req].deadline = deadline;
@@ -755,6 +774,36 @@ impl Sim {
                 self.m.revoked_releases += 1;
             }
             Err(e) => self.fail(format!("release of a live lease refused: {e}")),
+        }
+        self.finish_req(req);
+    }
+
+    /// The borrower keeps the connection (and later closes it itself).
+    fn detach(&mut self, req: usize, lease: LeaseId) {
+        let h = self.reqs[req].host;
+        let conn = lease.conn();
+        if self.hosts[h].leased.get(&conn) == Some(&req) {
+            self.hosts[h].leased.remove(&conn);
+        }
+        if self.hosts[h].dead {
+            self.finish_req(req);
+            return;
+        }
+        let r = self.hosts[h]
+            .pool
+            .detach(Instant::from_nanos(self.now), lease);
+        self.input_done(h, "detach");
+        match r {
+            Ok(()) => {
+                self.m.detached += 1;
+                if let Some(b) = self.hosts[h].conns.remove(&conn) {
+                    self.db.disconnect(b);
+                }
+            }
+            Err(InputError::UnknownLease(_)) if self.reqs[req].revoked => {
+                self.m.revoked_releases += 1;
+            }
+            Err(e) => self.fail(format!("detach of a live lease refused: {e}")),
         }
         self.finish_req(req);
     }
@@ -811,20 +860,7 @@ impl Sim {
                 conn,
                 start,
             } => {
-                let result = self.db.finish_connect(start);
-                if self.hosts[h].dead {
-                    if let Ok(b) = result {
-                        self.db.disconnect(b);
-                    }
-                    return;
-                }
-                let live = self.hosts[h].opening.remove(&conn);
-                if !live {
-                    // Abandoned (connect timeout or pool closed): close what it yielded, and
-                    // the core must refuse the late result.
-                    if let Ok(b) = result {
-                        self.db.disconnect(b);
-                    }
+                if self.hosts[h].aborted.remove(&conn) {
                     let r = self.hosts[h].pool.connect_finished(
                         Instant::from_nanos(self.now),
                         conn,
@@ -836,6 +872,17 @@ impl Sim {
                             "the core accepted a connect result for abandoned {conn}"
                         ));
                     }
+                    return;
+                }
+                let result = self.db.finish_connect(start);
+                if self.hosts[h].dead {
+                    if let Ok(b) = result {
+                        self.db.disconnect(b);
+                    }
+                    return;
+                }
+                if self.hosts[h].opening.remove(&conn).is_none() {
+                    self.fail(format!("connect result for {conn}, which is not opening"));
                     return;
                 }
                 let r = match result {
@@ -905,6 +952,10 @@ impl Sim {
                     self.m.query_errors += 1;
                     Verdict::Broken
                 };
+                if verdict == Verdict::Reusable && self.rng.chance(self.client.detach_prob) {
+                    self.detach(req, lease);
+                    return;
+                }
                 if self.rng.chance(self.client.slow_release_prob) {
                     self.reqs[req].state = RState::Releasing;
                     let at = self.now + ns(self.client.slow_release);

@@ -123,3 +123,75 @@ fn size_search_recommends_the_smallest_meeting_size() {
     assert!(n > 5 && n < 20, "{n}");
     assert!(r.text().contains(&format!("recommended: max_size = {n}")));
 }
+
+/// Swarm seed 25129 (before `try_acquire`/`detach` were added to the generator) found a
+/// simulator bug: a connect the pool abandoned after `connect_timeout` kept its server
+/// slot until the (30-60 s) handshake ended, so a 2-connection database stayed "full" and
+/// the liveness probe timed out. The client closing its socket frees the slot.
+#[test]
+fn regression_seed_25129_abandoned_handshakes_free_their_slot() {
+    use pool_core::IdleOrder;
+    use pool_sim::db::Latency;
+    use pool_sim::faults::{Fault, FaultKind};
+    let ms = Duration::from_millis;
+    let config = Config {
+        max_size: 13,
+        min_idle: 0,
+        max_connecting: 3,
+        max_waiters: 10_000,
+        acquire_timeout: Duration::from_secs(30),
+        connect_timeout: ms(1687),
+        check_timeout: ms(90),
+        check_after_idle: Some(ms(27)),
+        idle_timeout: None,
+        max_lifetime: Some(ms(967)),
+        lifetime_jitter_permille: 200,
+        leak_threshold: None,
+        backoff_base: ms(25),
+        backoff_max: ms(1604),
+        idle_order: IdleOrder::Fifo,
+    };
+    let db = DbSpec {
+        max_connections: 2,
+        connect: Latency::ms(34, 41).with_tail(21, 5),
+        query: Latency {
+            base: Duration::from_micros(5653),
+            jitter: Duration::from_micros(5790),
+            tail_permille: 3,
+            tail_factor: 10,
+        },
+        rtt: Duration::from_micros(1095),
+        mem_per_conn_mb: 10,
+    };
+    let mut st = swarm::setup_for(25129);
+    st.config = config;
+    st.db = db;
+    st.workload = Workload::Closed {
+        tasks: 17,
+        think: ms(14),
+    };
+    st.client.acquire_timeout = ms(1507);
+    st.client.query_timeout = ms(1112);
+    st.client.cancel_prob = 0.0;
+    st.client.leak_prob = 0.0;
+    st.client.slow_release_prob = 0.1;
+    st.client.slow_release = ms(336);
+    st.client.dirty_prob = 0.1;
+    st.client.try_first_prob = 0.0;
+    st.client.detach_prob = 0.0;
+    st.faults = vec![
+        Fault::new(FaultKind::Restart, ms(2985), ms(2987)),
+        Fault::new(FaultKind::SlowConnect { factor: 29 }, ms(665), ms(2521)),
+        Fault::new(FaultKind::SlowConnect { factor: 30 }, ms(288), ms(1949)),
+    ];
+    st.close_at = None;
+    let r = Sim::new(st.clone(), 25129).unwrap().run();
+    assert!(r.error.is_none(), "{:?}", r.error);
+    assert!(
+        r.closes.get("connect_timeout").copied().unwrap_or(0) > 0,
+        "{:?}",
+        r.closes
+    );
+    let l = liveness_failures(&st, &r);
+    assert!(l.is_empty(), "{l:?}");
+}
