@@ -262,7 +262,9 @@ impl Harness {
         assert_eq!(status.waiters, self.pending.len(), "waiters owed an answer");
         assert_eq!(status.leased, self.live.len(), "live leases");
         assert_eq!(status.opening, self.opening.len(), "opening");
-        if let Some(first) = self.pending.values().min() {
+        // A waiter's `NEVER` deadline needs no timer.
+        let finite = self.pending.values().filter(|d| **d != Instant::NEVER);
+        if let Some(first) = finite.min() {
             let t = self.pool.poll_timeout();
             assert!(
                 t.is_some_and(|t| t <= *first),
@@ -280,13 +282,8 @@ impl Harness {
             "a waiter past its deadline remains after handle_timeout({now:?})"
         );
         if let Some(t) = self.pool.poll_timeout() {
-            // Known core bug (`poll_timeout_does_not_report_a_never_deadline` in
-            // pool-core/tests/regressions.rs): a waiter's `NEVER` deadline is reported.
-            // Drop this exception when that test passes.
-            let known_bug =
-                t == Instant::NEVER && self.pending.values().any(|d| *d == Instant::NEVER);
             assert!(
-                t > now || known_bug,
+                t > now,
                 "after handle_timeout({now:?}) poll_timeout is {t:?}"
             );
         }
