@@ -1,0 +1,334 @@
+//! # users-service
+//!
+//! A small HTTP service that embeds the pool: users stored in PostgreSQL, read back by id,
+//! and the pool's metrics as JSON.
+//!
+//! | route | answer |
+//! |---|---|
+//! | `POST /users` with `{"name": .., "email": ..}` | `201` and the stored user (with its `id`); `400` with a reason for bad JSON or a missing/invalid field; `409` if the email is taken |
+//! | `GET /users/{id}` | `200` and the user; `404` if there is none; `400` for a non-numeric id |
+//! | `GET /metrics` | `200` and the pool's [`pool_tokio::Metrics`] snapshot |
+//!
+//! Every error body is `{"error": "<reason>"}`. A pool that cannot hand out a connection
+//! in time answers `503` (the pool's message says why: its status and the last connect
+//! error), so callers back off instead of piling up.
+//!
+//! Tests start it on `127.0.0.1:0`: build a pool with [`pool_from_url`], bind a
+//! `TcpListener`, and run [`serve`] (which creates the table first) on a task.
+
+use std::error::Error as StdError;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use pool_tokio::{PgManager, Pool, PoolError};
+use serde::Serialize;
+use serde_json::{json, Value};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::Type;
+
+/// The pool type this service runs on.
+pub type PgPool = Pool<PgManager>;
+
+/// Longest accepted name, in characters.
+pub const MAX_NAME_CHARS: usize = 200;
+/// Longest accepted email address, in characters.
+pub const MAX_EMAIL_CHARS: usize = 254;
+
+/// The table, created on startup if missing.
+pub const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS users (
+    id    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name  text NOT NULL,
+    email text NOT NULL UNIQUE
+)";
+
+/// A pool configured from a connection URL (`DATABASE_URL`), whose query parameters
+/// (`connection_limit`, `pool_timeout`, `application_name`, ...) set the pool options.
+/// Must be called inside a tokio runtime.
+pub fn pool_from_url(url: &str) -> Result<PgPool, Box<dyn StdError + Send + Sync>> {
+    let (manager, options) = PgManager::from_url(url)?;
+    let pool = Pool::builder(manager)
+        // A web request should not wait 30 s for a connection: fail fast with 503.
+        .acquire_timeout(Duration::from_secs(5))
+        .options(options)
+        .build()?;
+    Ok(pool)
+}
+
+/// Create the `users` table if it does not exist.
+pub async fn init_schema(pool: &PgPool) -> Result<(), Box<dyn StdError + Send + Sync>> {
+    let client = pool.get().await?;
+    client.batch_execute(SCHEMA).await?;
+    Ok(())
+}
+
+/// The service's routes over `pool`.
+pub fn app(pool: PgPool) -> Router {
+    Router::new()
+        .route("/users", post(create_user))
+        .route("/users/{id}", get(get_user))
+        .route("/metrics", get(metrics))
+        .with_state(pool)
+}
+
+/// Create the table, then serve [`app`] on `listener` until the process ends.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    pool: PgPool,
+) -> Result<(), Box<dyn StdError + Send + Sync>> {
+    serve_until(listener, pool, std::future::pending()).await
+}
+
+/// [`serve`], stopping gracefully (in-flight requests finish) once `shutdown` resolves.
+pub async fn serve_until(
+    listener: tokio::net::TcpListener,
+    pool: PgPool,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), Box<dyn StdError + Send + Sync>> {
+    init_schema(&pool).await?;
+    axum::serve(listener, app(pool))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}
+
+/// A stored user.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct User {
+    pub id: i64,
+    pub name: String,
+    pub email: String,
+}
+
+/// What a request body must hold, once validated.
+#[derive(Debug, PartialEq, Eq)]
+pub struct NewUser {
+    pub name: String,
+    pub email: String,
+}
+
+impl NewUser {
+    /// Parse and validate a `POST /users` body; the error is the reason, for a 400.
+    pub fn parse(body: &[u8]) -> Result<NewUser, String> {
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| format!("invalid JSON body: {e}"))?;
+        let Value::Object(fields) = value else {
+            return Err("expected a JSON object with fields `name` and `email`".into());
+        };
+        let text = |field: &str| -> Result<String, String> {
+            match fields.get(field) {
+                None | Some(Value::Null) => Err(format!("missing field `{field}`")),
+                Some(Value::String(s)) => Ok(s.trim().to_owned()),
+                Some(_) => Err(format!("field `{field}` must be a string")),
+            }
+        };
+        let name = text("name")?;
+        let email = text("email")?;
+        if name.is_empty() {
+            return Err("field `name` must not be empty".into());
+        }
+        if name.chars().count() > MAX_NAME_CHARS {
+            return Err(format!(
+                "field `name` is longer than {MAX_NAME_CHARS} characters"
+            ));
+        }
+        if name.chars().any(char::is_control) {
+            return Err("field `name` must not contain control characters".into());
+        }
+        if email.chars().count() > MAX_EMAIL_CHARS {
+            return Err(format!(
+                "field `email` is longer than {MAX_EMAIL_CHARS} characters"
+            ));
+        }
+        if !is_plausible_email(&email) {
+            return Err(format!(
+                "field `email` is not a valid email address: {email:?}"
+            ));
+        }
+        if let Some(extra) = fields.keys().find(|k| *k != "name" && *k != "email") {
+            return Err(format!("unknown field `{extra}`"));
+        }
+        Ok(NewUser { name, email })
+    }
+}
+
+/// `local@domain.tld`: one `@`, both sides non-empty, no whitespace, a dot inside the
+/// domain. Deliberately loose: the only real check is sending a message.
+fn is_plausible_email(email: &str) -> bool {
+    let Some((local, domain)) = email.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && !domain.contains('@')
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        && domain
+            .split_once('.')
+            .is_some_and(|(host, tld)| !host.is_empty() && !tld.is_empty())
+        && !domain.ends_with('.')
+}
+
+/// An error answer: a status and `{"error": reason}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub reason: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, reason: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.reason }))).into_response()
+    }
+}
+
+impl From<PoolError<tokio_postgres::Error>> for ApiError {
+    fn from(e: PoolError<tokio_postgres::Error>) -> Self {
+        // Timeout, queue full, closed, cannot connect: all "try again later".
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("database unavailable: {e}"),
+        )
+    }
+}
+
+impl From<tokio_postgres::Error> for ApiError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        // The server's own message; tokio-postgres' Display says only "db error".
+        let reason = match e.as_db_error() {
+            Some(db) => format!("database error: {}", db.message()),
+            None => format!("database error: {e}"),
+        };
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, reason)
+    }
+}
+
+fn user_from_row(row: &tokio_postgres::Row) -> Result<User, tokio_postgres::Error> {
+    Ok(User {
+        id: row.try_get(0)?,
+        name: row.try_get(1)?,
+        email: row.try_get(2)?,
+    })
+}
+
+/// `POST /users`. The body is parsed by hand (not with `Json<T>`) so every rejection,
+/// whatever the content type, is a 400 with a reason in the same JSON shape.
+async fn create_user(State(pool): State<PgPool>, body: Bytes) -> Result<Response, ApiError> {
+    let new = NewUser::parse(&body).map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, r))?;
+    let client = pool.get().await?;
+    // `query_typed`: one round trip with an unnamed statement, so this also works behind
+    // PgBouncer in transaction mode.
+    let rows = client
+        .query_typed(
+            "INSERT INTO users (name, email) VALUES ($1, $2) RETURNING id, name, email",
+            &[(&new.name, Type::TEXT), (&new.email, Type::TEXT)],
+        )
+        .await;
+    let rows = match rows {
+        Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("a user with email {:?} already exists", new.email),
+            ))
+        }
+        r => r?,
+    };
+    let row = rows.first().ok_or_else(|| {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "insert returned no row")
+    })?;
+    let user = user_from_row(row)?;
+    let location = format!("/users/{}", user.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(user),
+    )
+        .into_response())
+}
+
+/// `GET /users/{id}`.
+async fn get_user(
+    State(pool): State<PgPool>,
+    Path(id): Path<String>,
+) -> Result<Json<User>, ApiError> {
+    let id: i64 = id.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("user id must be an integer, got {id:?}"),
+        )
+    })?;
+    let client = pool.get().await?;
+    let rows = client
+        .query_typed(
+            "SELECT id, name, email FROM users WHERE id = $1",
+            &[(&id, Type::INT8)],
+        )
+        .await?;
+    match rows.first() {
+        Some(row) => Ok(Json(user_from_row(row)?)),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no user with id {id}"),
+        )),
+    }
+}
+
+/// `GET /metrics`.
+async fn metrics(State(pool): State<PgPool>) -> Json<pool_tokio::Metrics> {
+    Json(pool.metrics())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn valid_bodies_parse_and_trim() {
+        assert_eq!(
+            NewUser::parse(br#"{"name": " Ada ", "email": "ada@example.org"}"#),
+            Ok(NewUser {
+                name: "Ada".into(),
+                email: "ada@example.org".into()
+            })
+        );
+    }
+
+    #[test]
+    fn bad_bodies_name_the_reason() {
+        let reason = |body: &str| NewUser::parse(body.as_bytes()).unwrap_err();
+        assert!(reason("{not json").starts_with("invalid JSON body"));
+        assert!(reason("[1, 2]").contains("JSON object"));
+        assert_eq!(reason(r#"{"email": "a@b.c"}"#), "missing field `name`");
+        assert_eq!(reason(r#"{"name": "A"}"#), "missing field `email`");
+        assert_eq!(
+            reason(r#"{"name": 5, "email": "a@b.c"}"#),
+            "field `name` must be a string"
+        );
+        assert!(reason(r#"{"name": "  ", "email": "a@b.c"}"#).contains("must not be empty"));
+        for bad in [
+            "nobody", "a@b", "@b.c", "a@.c", "a@b.", "a b@c.d", "a@b@c.d",
+        ] {
+            let body = format!(r#"{{"name": "A", "email": "{bad}"}}"#);
+            assert!(reason(&body).contains("not a valid email"), "{bad}");
+        }
+        let long = "x".repeat(MAX_NAME_CHARS + 1);
+        assert!(
+            reason(&format!(r#"{{"name": "{long}", "email": "a@b.c"}}"#)).contains("longer than")
+        );
+        assert_eq!(
+            reason(r#"{"name": "A", "email": "a@b.c", "admin": true}"#),
+            "unknown field `admin`"
+        );
+    }
+}
