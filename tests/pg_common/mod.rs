@@ -1,0 +1,165 @@
+//! Helpers shared by the real-PostgreSQL pool tests (`tests/pg_*.rs`, `tests/pgbouncer.rs`,
+//! `tests/users_service.rs`). Each test file uses a different subset.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pool_suite::{PgAdmin, PgCluster};
+use pool_tokio::{Builder, PgManager, Pool};
+use tokio::task::JoinHandle;
+
+pub type PgPool = Pool<PgManager>;
+
+/// Bounds an await: panics naming `what` if it takes longer than `limit`.
+pub async fn within<T>(limit: Duration, what: &str, f: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(limit, f).await {
+        Ok(v) => v,
+        Err(_) => panic!("{what}: still not done after {limit:?}"),
+    }
+}
+
+/// The cluster's test-user URL tagged with `application_name = app` (so the admin can
+/// count this pool's backends) plus `extra` query parameters (`&name=value...`).
+pub fn url_for(base: &str, app: &str, extra: &str) -> String {
+    format!("{base}?application_name={app}&sslmode=disable{extra}")
+}
+
+/// A pool over `PgManager::from_url(url)`, configured further by `configure`.
+pub fn pool_with(
+    url: &str,
+    configure: impl FnOnce(Builder<PgManager>) -> Builder<PgManager>,
+) -> PgPool {
+    let (manager, options) = PgManager::from_url(url).expect("valid pool URL");
+    configure(Pool::builder(manager).options(options).seed(7))
+        .build()
+        .expect("valid pool configuration")
+}
+
+/// `SELECT n` over the simple protocol (also works through PgBouncer).
+pub async fn select(client: &tokio_postgres::Client, n: i64) -> Result<i64, tokio_postgres::Error> {
+    let rows = client.simple_query(&format!("SELECT {n}::int8")).await?;
+    let value = rows
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .expect("one row");
+    Ok(value.parse().expect("an integer"))
+}
+
+/// The server's message for a database error (tokio-postgres' Display is only "db
+/// error"), else the error's own text.
+pub fn pg_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => e.to_string(),
+    }
+}
+
+/// Polls `pg_stat_activity` on one admin connection and records the most client backends
+/// ever seen with `application_name = app`.
+pub struct BackendWatch {
+    peak: Arc<AtomicI64>,
+    samples: Arc<AtomicI64>,
+    stop: Arc<AtomicBool>,
+    task: JoinHandle<()>,
+}
+
+impl BackendWatch {
+    pub async fn start(admin: &PgAdmin, app: &str) -> BackendWatch {
+        let client = admin.client().await.expect("admin connection");
+        let peak = Arc::new(AtomicI64::new(0));
+        let samples = Arc::new(AtomicI64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (p, s, st, app) = (peak.clone(), samples.clone(), stop.clone(), app.to_owned());
+        let task = tokio::spawn(async move {
+            let sql = "SELECT count(*) FROM pg_stat_activity \
+                       WHERE backend_type = 'client backend' AND application_name = $1";
+            let stmt = client.prepare(sql).await.expect("prepare count");
+            while !st.load(Ordering::SeqCst) {
+                let n: i64 = client
+                    .query_one(&stmt, &[&app])
+                    .await
+                    .expect("count backends")
+                    .get(0);
+                p.fetch_max(n, Ordering::SeqCst);
+                s.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        BackendWatch {
+            peak,
+            samples,
+            stop,
+            task,
+        }
+    }
+
+    pub fn peak(&self) -> i64 {
+        self.peak.load(Ordering::SeqCst)
+    }
+
+    /// Stops polling; returns (peak, number of samples taken).
+    pub async fn finish(self) -> (i64, i64) {
+        self.stop.store(true, Ordering::SeqCst);
+        let result = (self.peak(), self.samples.clone());
+        within(Duration::from_secs(10), "backend watcher", self.task)
+            .await
+            .expect("backend watcher panicked");
+        (
+            result.0.max(self.peak.load(Ordering::SeqCst)),
+            result.1.load(Ordering::SeqCst),
+        )
+    }
+}
+
+/// Waits (bounded) until `cond(pool)` holds; panics with the pool's status otherwise.
+pub async fn wait_until(
+    pool: &PgPool,
+    limit: Duration,
+    what: &str,
+    cond: impl Fn(&PgPool) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !cond(pool) {
+        if tokio::time::Instant::now() >= deadline {
+            panic!(
+                "{what}: not reached within {limit:?}; pool {}",
+                pool.status()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A cluster with room for `max_connections` backends (the test user gets 3 fewer).
+pub fn cluster(max_connections: u32) -> PgCluster {
+    PgCluster::start(pool_suite::PgOptions::default().max_connections(max_connections))
+        .expect("start PostgreSQL (scripts/install-deps.sh installs it)")
+}
+
+/// A small deterministic generator (xorshift64*), for random-but-replayable delays.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
