@@ -1,0 +1,169 @@
+#![cfg(not(any(feature = "loom", feature = "shuttle")))]
+//! The example service (`examples/users-service`) on 127.0.0.1:0 against a real
+//! PostgreSQL, driven over real HTTP.
+
+mod pg_common;
+
+use std::time::Duration;
+
+use pg_common::*;
+use pool_suite::Backends;
+use serde_json::{json, Value};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_service_over_http() {
+    let cluster = cluster(10);
+    let app = "users-service-test";
+    let pool = users_service::pool_from_url(&url_for(&cluster.url(), app, "&connection_limit=3"))
+        .expect("pool from DATABASE_URL");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(users_service::serve(listener, pool.clone()));
+    let base = format!("http://{addr}");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .no_proxy()
+        .build()
+        .unwrap();
+
+    // Create (the server creates its table on startup; retry until it listens).
+    let body = json!({"name": "Ada Lovelace", "email": "ada@example.org"});
+    let created = within(Duration::from_secs(20), "first POST", async {
+        loop {
+            match http.post(format!("{base}/users")).json(&body).send().await {
+                Ok(r) => break r,
+                Err(e) if e.is_connect() => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(e) => panic!("POST /users: {e}"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(created.status(), 201);
+    let location = created.headers()["location"].to_str().unwrap().to_owned();
+    let user: Value = created.json().await.unwrap();
+    let id = user["id"].as_i64().expect("an id");
+    assert_eq!(location, format!("/users/{id}"));
+    assert_eq!(user["name"], "Ada Lovelace");
+    assert_eq!(user["email"], "ada@example.org");
+
+    // Read it back over HTTP, and see it really is in PostgreSQL.
+    let got = http.get(format!("{base}/users/{id}")).send().await.unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.json::<Value>().await.unwrap(), user);
+    let client = pool.get().await.unwrap();
+    let rows = client
+        .query_typed(
+            "SELECT name FROM users WHERE id = $1",
+            &[(&id, tokio_postgres::types::Type::INT8)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows[0].get::<_, String>(0), "Ada Lovelace");
+    drop(client);
+
+    // Missing: 404 with a reason.
+    let missing = http
+        .get(format!("{base}/users/{}", id + 1000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    let reason: Value = missing.json().await.unwrap();
+    assert!(
+        reason["error"].as_str().unwrap().contains("no user"),
+        "{reason}"
+    );
+
+    // Bad input: 400 with a reason each time.
+    for (body, content_type, expect) in [
+        ("{\"name\": \"x\",", "application/json", "invalid JSON"),
+        ("not json at all", "text/plain", "invalid JSON"),
+        (
+            "{\"email\": \"a@b.c\"}",
+            "application/json",
+            "missing field `name`",
+        ),
+        (
+            "{\"name\": \"Bob\"}",
+            "application/json",
+            "missing field `email`",
+        ),
+        (
+            "{\"name\": \"Bob\", \"email\": \"not-an-email\"}",
+            "application/json",
+            "not a valid email",
+        ),
+        (
+            "{\"name\": 42, \"email\": \"a@b.c\"}",
+            "application/json",
+            "must be a string",
+        ),
+        ("[]", "application/json", "JSON object"),
+    ] {
+        let r = http
+            .post(format!("{base}/users"))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{body}");
+        let reason: Value = r.json().await.unwrap();
+        let text = reason["error"].as_str().expect("an error reason");
+        assert!(text.contains(expect), "{body}: {text}");
+    }
+    let r = http.get(format!("{base}/users/abc")).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+
+    // The same email twice: 409.
+    let dup = http
+        .post(format!("{base}/users"))
+        .json(&json!({"name": "Ada again", "email": "ada@example.org"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(dup.status(), 409);
+
+    // Concurrent requests share the pool's 3 connections.
+    let posts = (0..20).map(|i| {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            let r = http
+                .post(format!("{base}/users"))
+                .json(&json!({"name": format!("user {i}"), "email": format!("u{i}@example.org")}))
+                .send()
+                .await
+                .unwrap();
+            r.status().as_u16()
+        }
+    });
+    let statuses = within(
+        Duration::from_secs(60),
+        "20 concurrent POSTs",
+        futures::future::join_all(posts),
+    )
+    .await;
+    assert!(statuses.iter().all(|s| *s == 201), "{statuses:?}");
+    assert!(cluster.admin().count(&Backends::app(app)).await.unwrap() <= 3);
+
+    // Metrics: the pool's snapshot as JSON.
+    let metrics: Value = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(metrics["max_size"], 3);
+    // Schema + 2 creates (one a conflict) + 1 read + 1 miss + the test's own + 20 creates.
+    assert!(metrics["grants"].as_u64().unwrap() >= 26, "{metrics}");
+    assert!(metrics["total"].as_u64().unwrap() <= 3, "{metrics}");
+    assert!(
+        metrics["wait"]["count"].as_u64().unwrap() >= 26,
+        "{metrics}"
+    );
+
+    server.abort();
+    let _ = server.await;
+}
