@@ -157,3 +157,31 @@ impl CloseReason {
         self as usize
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::CloseReason;
+
+    /// The names are what metrics and logs show: distinct, and snake case.
+    #[test]
+    fn close_reason_names_are_distinct_and_stable() {
+        let names: Vec<&str> = CloseReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "broken",
+                "check_failed",
+                "check_timeout",
+                "reset_failed",
+                "idle_timeout",
+                "max_lifetime",
+                "connect_timeout",
+                "pool_closed",
+                "drain_timeout"
+            ]
+        );
+        for (i, r) in CloseReason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i);
+        }
+    }
+}

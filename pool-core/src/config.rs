@@ -291,6 +291,37 @@ mod tests {
     }
 
     #[test]
+    fn boundary_values_are_accepted() {
+        let d = Config::default;
+        Config {
+            max_size: MAX_SIZE_LIMIT,
+            ..d()
+        }
+        .validate()
+        .unwrap();
+        Config {
+            min_idle: 10,
+            ..d()
+        }
+        .validate()
+        .unwrap();
+        Config {
+            lifetime_jitter_permille: 500,
+            ..d()
+        }
+        .validate()
+        .unwrap();
+        let base = Duration::from_millis(10);
+        Config {
+            backoff_base: base,
+            backoff_max: base,
+            ..d()
+        }
+        .validate()
+        .unwrap();
+    }
+
+    #[test]
     fn error_message_names_field_and_values() {
         let e = Config {
             min_idle: 12,
