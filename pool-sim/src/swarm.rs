@@ -41,7 +41,10 @@ fn maybe(rng: &mut Rng, p: f64, lo: u64, hi: u64) -> Option<Duration> {
 /// The random world of one seed.
 pub fn setup_for(seed: u64) -> Setup {
     let mut r = Rng::new(seed);
-    let max_size = r.range(1, 16) as usize;
+    // One seed in 25 is big: a larger pool and database, and heavier load.
+    let big = r.chance(0.04);
+    let scale = if big { 4 } else { 1 };
+    let max_size = r.range(1, 16 * scale) as usize;
     let backoff_base = ms(r.range(1, 50));
     let config = Config {
         max_size,
@@ -69,7 +72,7 @@ pub fn setup_for(seed: u64) -> Setup {
         },
     };
     let db = DbSpec {
-        max_connections: r.range(2, 30) as usize,
+        max_connections: r.range(2, 30 * scale) as usize,
         connect: Latency::ms(r.range(1, 50), r.range(0, 50)).with_tail(r.range(0, 50) as u16, 5),
         query: Latency {
             base: Duration::from_micros(r.range(500, 20_000)),
@@ -82,23 +85,28 @@ pub fn setup_for(seed: u64) -> Setup {
     };
     let workload = if r.chance(0.5) {
         Workload::Closed {
-            tasks: r.range(1, 24) as usize,
+            tasks: r.range(1, 24 * scale) as usize,
             think: ms(r.range(0, 20)),
         }
     } else {
         let spikes = (0..r.below(3))
             .map(|_| Spike {
                 at: ms(r.range(0, 3000)),
-                n: r.range(1, 50) as usize,
+                n: r.range(1, 50 * scale) as usize,
             })
             .collect();
         Workload::Open {
-            rate: r.range(10, 500) as f64,
+            rate: r.range(10, 500 * scale) as f64,
             spikes,
         }
     };
     let client = ClientSpec {
-        acquire_timeout: ms(r.range(10, 3000)),
+        // Now and then zero: the deadline has passed on arrival.
+        acquire_timeout: if r.chance(0.03) {
+            Duration::ZERO
+        } else {
+            ms(r.range(10, 3000))
+        },
         query_timeout: ms(r.range(100, 2000)),
         hop: Duration::ZERO,
         cancel_prob: [0.0, 0.05, 0.3][r.below(3) as usize],

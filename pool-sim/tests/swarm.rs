@@ -195,3 +195,12 @@ fn regression_seed_25129_abandoned_handshakes_free_their_slot() {
     let l = liveness_failures(&st, &r);
     assert!(l.is_empty(), "{l:?}");
 }
+
+/// The full swarm of the "done" criteria; heavy, so run it in release:
+/// `cargo test --release -p pool-sim --test swarm -- --ignored`.
+#[test]
+#[ignore = "heavy: run with --release -- --ignored"]
+fn ten_thousand_seeds_pass() {
+    let s = run_range(0, 10_000, false, false);
+    assert!(s.failures.is_empty(), "{}", s.text());
+}
