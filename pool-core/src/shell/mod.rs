@@ -12,6 +12,7 @@
 
 mod acquire;
 mod lease;
+mod list;
 mod runtime;
 mod sync;
 
@@ -30,6 +31,7 @@ use crate::time::Instant;
 
 pub use acquire::{Acquire, Close};
 pub use lease::Lease;
+use list::InlineList;
 pub use runtime::{Runtime, Work};
 use sync::{lock, Arc, Mutex};
 
@@ -73,18 +75,20 @@ enum Slot<C> {
     Rejected(Rejection),
 }
 
-/// Side effects gathered inside a critical section and run after unlocking.
+/// Side effects gathered inside a critical section and run after unlocking. Kept inline:
+/// a typical critical section wakes at most one waiter and hands over at most one piece
+/// of work, and collecting them must not allocate on every acquire and release.
 struct Effects<C> {
-    wake: Vec<Waker>,
-    work: Vec<Work<C>>,
+    wake: InlineList<Waker, 2>,
+    work: InlineList<Work<C>, 1>,
     arm: Option<Instant>,
 }
 
 impl<C> Default for Effects<C> {
     fn default() -> Self {
         Effects {
-            wake: Vec::new(),
-            work: Vec::new(),
+            wake: InlineList::new(),
+            work: InlineList::new(),
             arm: None,
         }
     }
@@ -339,7 +343,9 @@ impl<C: Send + 'static> State<C> {
                 }),
                 Action::Drained { forced } => {
                     self.drained = Some(forced);
-                    fx.wake.append(&mut self.close_wakers);
+                    for waker in self.close_wakers.drain(..) {
+                        fx.wake.push(waker);
+                    }
                     fx.work.push(Work::Drained { forced });
                 }
             }
