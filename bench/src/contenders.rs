@@ -28,6 +28,20 @@ pub(crate) enum Kind {
 impl Kind {
     pub const ALL: [Kind; 4] = [Kind::Ours, Kind::Deadpool, Kind::Bb8, Kind::Floor];
 
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL
+            .into_iter()
+            .find(|k| format!("{k:?}").eq_ignore_ascii_case(s))
+    }
+
+    /// The contenders to run: all, or the one `--only` names.
+    pub fn selected(only: Option<Kind>) -> Vec<Kind> {
+        Kind::ALL
+            .into_iter()
+            .filter(|k| only.is_none_or(|o| o == *k))
+            .collect()
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Kind::Ours => "pool-tokio",

@@ -35,6 +35,8 @@ pub(crate) struct Opts {
     pub seconds: f64,
     /// Rounds per row: contenders run interleaved, and the median round is reported.
     pub rounds: usize,
+    /// Run only this no-op contender (for profiling): ours, deadpool, bb8 or floor.
+    pub only: Option<contenders::Kind>,
 }
 
 impl Opts {
@@ -45,7 +47,7 @@ impl Opts {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: pool-bench [noop|postgres|queue|core|all] [--seconds N] [--rounds R]\n\
+        "usage: pool-bench [noop|postgres|queue|core|all] [--seconds N] [--rounds R] [--only ours|deadpool|bb8|floor]\n\
          \n  noop      pool-tokio vs deadpool, bb8 and a bare semaphore, no-op connection\n  \
          postgres  SELECT 1 from 64 tasks through 10 connections (starts a PostgreSQL cluster)\n  \
          queue     acquire + release with 10, 1,000 and 100,000 queued waiters; bytes per waiter\n  \
@@ -60,6 +62,7 @@ fn main() {
     let mut opts = Opts {
         seconds: 2.0,
         rounds: 3,
+        only: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -77,6 +80,13 @@ fn main() {
                     .and_then(|s| s.parse().ok())
                     .filter(|r: &usize| *r > 0)
                     .unwrap_or_else(|| usage())
+            }
+            "--only" => {
+                opts.only = Some(
+                    args.next()
+                        .and_then(|s| contenders::Kind::parse(&s))
+                        .unwrap_or_else(|| usage()),
+                )
             }
             "noop" | "postgres" | "queue" | "core" | "all" => what = arg,
             "-h" | "--help" => usage(),

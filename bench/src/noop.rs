@@ -115,7 +115,7 @@ pub(crate) fn run(opts: Opts) {
     // 1 task, pool 16.
     let mut ns: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     for _ in 0..opts.rounds {
-        for kind in Kind::ALL {
+        for kind in Kind::selected(opts.only) {
             ns.entry(kind.name())
                 .or_default()
                 .push(one_uncontended(kind, opts));
@@ -126,14 +126,14 @@ pub(crate) fn run(opts: Opts) {
         v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
         v[v.len() / 2]
     };
-    let dp = med(&ns[Kind::Deadpool.name()]);
-    let floor = med(&ns[Kind::Floor.name()]);
+    let dp = ns.get(Kind::Deadpool.name()).map_or(0.0, med);
+    let floor = ns.get(Kind::Floor.name()).map_or(0.0, med);
     println!("### 1 task, pool 16: get + drop\n");
     println!(
         "| contender | ns per get+drop (median) | rounds (min–max) | vs deadpool | vs floor |"
     );
     println!("|---|---|---|---|---|");
-    for kind in Kind::ALL {
+    for kind in Kind::selected(opts.only) {
         let v = &ns[kind.name()];
         let m = med(v);
         let (lo, hi) = v
@@ -151,20 +151,30 @@ pub(crate) fn run(opts: Opts) {
     for (tasks, size) in [(64, 8), (1024, 16)] {
         let mut runs: BTreeMap<&str, Vec<Run>> = BTreeMap::new();
         for _ in 0..opts.rounds {
-            for kind in Kind::ALL {
+            for kind in Kind::selected(opts.only) {
                 runs.entry(kind.name())
                     .or_default()
                     .push(one_contended(kind, tasks, size, opts));
             }
         }
-        let dp = stats::median(&runs[Kind::Deadpool.name()]);
-        let floor = stats::median(&runs[Kind::Floor.name()]);
+        let none = Run {
+            per_sec: 0.0,
+            p50: 0,
+            p99: 0,
+            max: 0,
+        };
+        let dp = runs
+            .get(Kind::Deadpool.name())
+            .map_or(none.clone(), |r| stats::median(r));
+        let floor = runs
+            .get(Kind::Floor.name())
+            .map_or(none, |r| stats::median(r));
         println!("### {tasks} tasks, pool {size}: get, yield, drop\n");
         println!(
             "| contender | acquisitions/s | rounds (min–max) | p50 wait | p99 wait | max wait | throughput vs deadpool | max wait vs floor |"
         );
         println!("|---|---|---|---|---|---|---|---|");
-        for kind in Kind::ALL {
+        for kind in Kind::selected(opts.only) {
             let r = &runs[kind.name()];
             let m = stats::median(r);
             let (lo, hi) = stats::spread(r, |r| r.per_sec);

@@ -119,7 +119,7 @@ pub(crate) fn run(opts: Opts) {
     println!("## Cost against queue length (1 connection, N queued waiters, 1 thread)\n");
     println!("| contender | queued | ns per release + acquire | vs 10 queued | heap bytes per queued waiter (besides the future) | future size (bytes) |");
     println!("|---|---|---|---|---|---|");
-    for kind in Kind::ALL {
+    for kind in Kind::selected(opts.only) {
         let mut base = None;
         for queued in SIZES {
             // Median of the rounds by time; memory is deterministic.
