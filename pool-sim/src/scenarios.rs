@@ -22,6 +22,7 @@ pub const SCENARIOS: &[(&str, &str)] = &[
     ("leak", "a few borrowers never give their connection back"),
     ("close-under-load", "the pool is closed under load with a 2 s drain window"),
     ("auth-fail", "the password is wrong and stays wrong: fail fast with the real cause"),
+    ("slow-paths", "connects slow past connect_timeout for 3 s while connections expire; 20% of releases take 300 ms"),
 ];
 
 pub fn names() -> Vec<&'static str> {
@@ -422,6 +423,57 @@ pub fn build(name: &str) -> Option<(Vec<Setup>, Claim)> {
                         a.connects_failed
                     ),
                     failed > 0 && timeouts == 0 && named && a.completed == 0,
+                )
+            })
+        }
+        "slow-paths" => {
+            let mut st = Setup::new(
+                "max 10, lifetime 1 s, connect timeout 1 s",
+                Config {
+                    max_lifetime: Some(s(1)),
+                    connect_timeout: s(1),
+                    ..Config::default()
+                },
+                DbSpec {
+                    query: Latency::ms(3, 4),
+                    ..DbSpec::default()
+                },
+                Workload::Closed {
+                    tasks: 20,
+                    think: ms(10),
+                },
+            );
+            st.client.acquire_timeout = s(2);
+            st.client.slow_release_prob = 0.2;
+            st.client.slow_release = ms(300);
+            st.faults = vec![Fault::new(
+                FaultKind::SlowConnect { factor: 100 },
+                s(2),
+                s(5),
+            )];
+            st.workload_end = s(10);
+            st.end = s(12);
+            runs.push(st);
+            Box::new(|r| {
+                let a = &r[0];
+                let timeouts = a.rejections.get("timeout").copied().unwrap_or(0);
+                let connect_timeouts = a.closes.get("connect_timeout").copied().unwrap_or(0);
+                let named = a
+                    .rejection_examples
+                    .get("timeout")
+                    .is_some_and(|e| e.contains("connect timed out"));
+                (
+                    format!(
+                        "{connect_timeouts} connects abandoned at connect_timeout, {timeouts} acquires timed out naming it, service resumes {:.0} ms after connects are fast again, {} leased at the end",
+                        a.first_ok_after_faults_ms.unwrap_or(f64::INFINITY) - 5000.0,
+                        a.final_pool_leased
+                    ),
+                    connect_timeouts > 0
+                        && timeouts > 0
+                        && named
+                        && a.final_pool_leased == 0
+                        && a.unresolved_holding + a.unresolved_waiting == 0
+                        && a.first_ok_after_faults_ms.is_some_and(|t| t <= 5000.0 + 3000.0),
                 )
             })
         }

@@ -182,3 +182,16 @@ fn plot_is_an_svg_with_fault_windows() {
         "five series per panel"
     );
 }
+
+#[test]
+fn slow_connects_time_out_and_say_so() {
+    for seed in SEEDS {
+        let x = &run("slow-paths", seed).runs[0];
+        assert!(x.closes["connect_timeout"] > 0);
+        assert!(x.rejection_examples["timeout"].contains("connect timed out after 1s"));
+        assert_eq!(x.timeouts_with_cause, x.rejections["timeout"]);
+        assert_eq!(x.final_pool_leased, 0, "slow releases still come back");
+        let back = x.first_ok_after_faults_ms.expect("service resumed");
+        assert!(back <= 8000.0, "{back}");
+    }
+}
