@@ -88,9 +88,11 @@ impl<C: Send + 'static> Future for Acquire<C> {
         let pool = &this.pool;
         let (deadline, origin) = (this.deadline, this.origin);
         let (step, poll) = match this.step {
-            Step::Start => pool.with_state(|st, fx| {
+            Step::Start => {
+                // Read the clock before locking: the critical section stays short, and a
+                // slightly older `now` is harmless (the core never goes back in time).
                 let now = pool.now();
-                match st.core.acquire(now, deadline) {
+                pool.with_state(|st, fx| match st.core.acquire(now, deadline) {
                     Ok(Acquired::Ready(grant)) => {
                         (Step::Done, Poll::Ready(Ok(st.lend(pool, grant, origin))))
                     }
@@ -102,8 +104,8 @@ impl<C: Send + 'static> Future for Acquire<C> {
                         st.answer(pool, waiter, origin, cx)
                     }
                     Err(rejection) => (Step::Done, Poll::Ready(Err(rejection))),
-                }
-            }),
+                })
+            }
             Step::Waiting(waiter) => pool.with_state(|st, _| st.answer(pool, waiter, origin, cx)),
             Step::Done => panic!("Acquire polled after it completed"),
         };

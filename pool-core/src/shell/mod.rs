@@ -282,8 +282,9 @@ impl<C: Send + 'static> SharedPool<C> {
 
     /// Give a connection back (from a [`Lease`] or a dropped [`Acquire`]).
     fn release(&self, lease: LeaseId, connection: C, verdict: Verdict) {
+        // The clock is read before locking, to keep the critical section short.
+        let now = self.now();
         self.with_state(|st, fx| {
-            let now = self.shared.runtime.now();
             st.origins.remove(&lease);
             st.held.insert(lease.conn(), connection);
             match st.core.release(now, lease, verdict) {
