@@ -1,6 +1,6 @@
 //! The waiter queue: strict arrival order, plus an index by deadline for the timer.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeSet, VecDeque};
 
 use crate::id::WaiterId;
 use crate::time::Instant;
@@ -11,70 +11,201 @@ pub(crate) struct Waiter {
     pub deadline: Instant,
 }
 
-/// Waiter ids grow with arrival, so the map's key order is the FIFO order: the front is
-/// the first key, and a cancel anywhere in the queue is O(log n).
+/// Waiter ids grow with arrival, so a queue kept in id order is the FIFO order.
+///
+/// Built for the hot path: pushing at the back and popping at the front are O(1) (a
+/// B-tree shifts and rebalances its nodes on every pop at the front). A cancel anywhere
+/// is a binary search that leaves a tombstone; tombstones never sit at either end, and
+/// are swept out once they outnumber the live waiters, so the queue stays O(live).
+///
+/// The deadline index is only built when it is needed: while every waiter's deadline is
+/// no earlier than the one queued before it (all acquires with the same timeout), the
+/// arrival order *is* the deadline order, and the front holds the earliest deadline.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Waiters {
-    queue: BTreeMap<WaiterId, Waiter>,
-    by_deadline: BTreeSet<(Instant, WaiterId)>,
+    /// In id order; `None` is a cancelled waiter not yet swept out.
+    queue: VecDeque<(WaiterId, Option<Waiter>)>,
+    live: usize,
+    /// `None` while deadlines are non-decreasing in arrival order.
+    by_deadline: Option<BTreeSet<(Instant, WaiterId)>>,
     next_id: u64,
 }
 
 impl Waiters {
     pub fn len(&self) -> usize {
-        self.queue.len()
+        self.live
     }
 
     pub fn is_empty(&self) -> bool {
-        self.queue.is_empty()
+        self.live == 0
     }
 
     pub fn push(&mut self, arrived: Instant, deadline: Instant) -> WaiterId {
         let id = WaiterId(self.next_id);
         self.next_id += 1;
-        self.queue.insert(id, Waiter { arrived, deadline });
-        self.by_deadline.insert((deadline, id));
+        match &mut self.by_deadline {
+            Some(index) => {
+                index.insert((deadline, id));
+            }
+            None => {
+                // The back is never a tombstone, so it is the latest live deadline.
+                let in_order = match self.queue.back() {
+                    Some((_, Some(last))) => last.deadline <= deadline,
+                    _ => true,
+                };
+                if !in_order {
+                    let mut index: BTreeSet<(Instant, WaiterId)> = self
+                        .queue
+                        .iter()
+                        .filter_map(|(id, w)| w.map(|w| (w.deadline, *id)))
+                        .collect();
+                    index.insert((deadline, id));
+                    self.by_deadline = Some(index);
+                }
+            }
+        }
+        self.queue
+            .push_back((id, Some(Waiter { arrived, deadline })));
+        self.live += 1;
         id
     }
 
     pub fn pop_front(&mut self) -> Option<(WaiterId, Waiter)> {
-        let (id, w) = self.queue.pop_first()?;
-        self.by_deadline.remove(&(w.deadline, id));
+        // The front is never a tombstone.
+        let (id, w) = self.queue.pop_front()?;
+        let w = w.expect("the front of the waiter queue is live");
+        if let Some(index) = &mut self.by_deadline {
+            index.remove(&(w.deadline, id));
+        }
+        self.live -= 1;
+        self.tidy();
         Some((id, w))
     }
 
     pub fn remove(&mut self, id: WaiterId) -> Option<Waiter> {
-        let w = self.queue.remove(&id)?;
-        self.by_deadline.remove(&(w.deadline, id));
+        let pos = self.queue.binary_search_by_key(&id, |(i, _)| *i).ok()?;
+        let w = self.queue[pos].1.take()?;
+        if let Some(index) = &mut self.by_deadline {
+            index.remove(&(w.deadline, id));
+        }
+        self.live -= 1;
+        self.tidy();
         Some(w)
     }
 
     pub fn earliest_deadline(&self) -> Option<Instant> {
-        self.by_deadline.first().map(|&(d, _)| d)
+        match &self.by_deadline {
+            Some(index) => index.first().map(|&(d, _)| d),
+            None => self.queue.front().and_then(|(_, w)| w.map(|w| w.deadline)),
+        }
     }
 
     /// Remove and return the waiter with the earliest deadline if it is due.
     pub fn pop_expired(&mut self, now: Instant) -> Option<(WaiterId, Waiter)> {
-        let &(deadline, id) = self.by_deadline.first()?;
+        let &(deadline, id) = match &self.by_deadline {
+            Some(index) => index.first()?,
+            None => {
+                let (id, w) = self.queue.front()?;
+                &(
+                    w.expect("the front of the waiter queue is live").deadline,
+                    *id,
+                )
+            }
+        };
         if !super::timers::due(deadline, now) {
             return None;
         }
-        self.by_deadline.pop_first();
-        let w = self.queue.remove(&id)?;
+        let w = self.remove(id)?;
         Some((id, w))
+    }
+
+    /// Keep both ends live, sweep tombstones once they outnumber the live waiters, and
+    /// drop the deadline index once the queue is empty.
+    fn tidy(&mut self) {
+        while matches!(self.queue.front(), Some((_, None))) {
+            self.queue.pop_front();
+        }
+        while matches!(self.queue.back(), Some((_, None))) {
+            self.queue.pop_back();
+        }
+        if self.queue.len() - self.live > self.live + 16 {
+            self.queue.retain(|(_, w)| w.is_some());
+        }
+        if self.live == 0 {
+            self.by_deadline = None;
+        }
     }
 
     /// The internal indexes agree, and ids are in arrival order.
     pub fn consistent(&self) -> bool {
-        self.queue.len() == self.by_deadline.len()
-            && self
-                .by_deadline
+        let live: Vec<(WaiterId, Waiter)> = self
+            .queue
+            .iter()
+            .filter_map(|(id, w)| w.map(|w| (*id, w)))
+            .collect();
+        let ends_live = self.queue.front().is_none_or(|(_, w)| w.is_some())
+            && self.queue.back().is_none_or(|(_, w)| w.is_some());
+        let ids_ascending = self
+            .queue
+            .iter()
+            .zip(self.queue.iter().skip(1))
+            .all(|(a, b)| a.0 < b.0);
+        let arrivals_ordered = live
+            .iter()
+            .zip(live.iter().skip(1))
+            .all(|(a, b)| a.1.arrived <= b.1.arrived);
+        let deadlines_indexed = match &self.by_deadline {
+            Some(index) => {
+                index.len() == live.len()
+                    && live
+                        .iter()
+                        .all(|(id, w)| index.contains(&(w.deadline, *id)))
+            }
+            None => live
                 .iter()
-                .all(|(d, id)| self.queue.get(id).is_some_and(|w| w.deadline == *d))
-            && self
-                .queue
-                .values()
-                .zip(self.queue.values().skip(1))
-                .all(|(a, b)| a.arrived <= b.arrived)
+                .zip(live.iter().skip(1))
+                .all(|(a, b)| a.1.deadline <= b.1.deadline),
+        };
+        self.live == live.len()
+            && ends_live
+            && ids_ascending
+            && arrivals_ordered
+            && deadlines_indexed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(n: u64) -> Instant {
+        Instant::from_nanos(n)
+    }
+
+    #[test]
+    fn fifo_with_cancels_anywhere_and_deadlines_out_of_order() {
+        let mut w = Waiters::default();
+        let ids: Vec<WaiterId> = (0..100).map(|i| w.push(t(i), t(1_000 + i))).collect();
+        assert!(w.by_deadline.is_none() && w.consistent());
+        // Cancel most of the middle: tombstones are swept, order is kept.
+        for id in &ids[1..90] {
+            assert!(w.remove(*id).is_some());
+            assert!(w.consistent());
+        }
+        assert!(w.remove(ids[5]).is_none(), "a cancelled waiter is gone");
+        assert_eq!(w.len(), 11);
+        assert_eq!(w.earliest_deadline(), Some(t(1_000)));
+        // An earlier deadline than the last one queued: the index takes over.
+        let early = w.push(t(200), t(500));
+        assert!(w.by_deadline.is_some() && w.consistent());
+        assert_eq!(w.earliest_deadline(), Some(t(500)));
+        assert_eq!(w.pop_expired(t(499)).map(|(id, _)| id), None);
+        assert_eq!(w.pop_expired(t(500)).map(|(id, _)| id), Some(early));
+        assert_eq!(w.pop_front().map(|(id, _)| id), Some(ids[0]));
+        assert_eq!(w.pop_front().map(|(id, _)| id), Some(ids[90]));
+        while w.pop_front().is_some() {
+            assert!(w.consistent());
+        }
+        assert!(w.is_empty() && w.by_deadline.is_none() && w.consistent());
     }
 }
