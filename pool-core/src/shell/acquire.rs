@@ -123,7 +123,18 @@ impl<C: Send + 'static> State<C> {
         origin: &'static Location<'static>,
         cx: &Context<'_>,
     ) -> (Step, Poll<Result<Lease<C>, Rejection>>) {
-        match self.waiters.remove(&waiter) {
+        // Still waiting: keep the slot in place and its waker current.
+        match self.waiters.get_mut(waiter) {
+            Some(Slot::Waiting(waker)) => {
+                if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    *waker = Some(cx.waker().clone());
+                }
+                return (Step::Waiting(waiter), Poll::Pending);
+            }
+            Some(_) => {}
+            None => unreachable!("a waiting Acquire always has a slot"),
+        }
+        match self.waiters.remove(waiter) {
             Some(Slot::Granted(grant, connection)) => {
                 if self.core.config().leak_threshold.is_some() {
                     self.origins.insert(grant.lease, origin);
@@ -134,22 +145,14 @@ impl<C: Send + 'static> State<C> {
                 )
             }
             Some(Slot::Rejected(rejection)) => (Step::Done, Poll::Ready(Err(rejection))),
-            Some(Slot::Waiting(waker)) => {
-                let waker = match waker {
-                    Some(w) if w.will_wake(cx.waker()) => w,
-                    _ => cx.waker().clone(),
-                };
-                self.waiters.insert(waiter, Slot::Waiting(Some(waker)));
-                (Step::Waiting(waiter), Poll::Pending)
-            }
-            None => unreachable!("a waiting Acquire always has a slot"),
+            Some(Slot::Waiting(_)) | None => unreachable!("checked above"),
         }
     }
 
     /// The future was dropped while queued: leave the queue, or pass on a grant that
     /// arrived in the meantime.
     fn abandon(&mut self, now: Instant, waiter: WaiterId, fx: &mut Effects<C>) {
-        match self.waiters.remove(&waiter) {
+        match self.waiters.remove(waiter) {
             Some(Slot::Waiting(_)) => {
                 let _ = self.core.cancel(now, waiter);
             }

@@ -14,6 +14,7 @@ mod acquire;
 mod lease;
 mod list;
 mod runtime;
+mod slots;
 mod sync;
 
 use std::collections::BTreeMap;
@@ -33,6 +34,7 @@ pub use acquire::{Acquire, Close};
 pub use lease::Lease;
 use list::InlineList;
 pub use runtime::{Runtime, Work};
+use slots::Slots;
 use sync::{lock, Arc, Mutex};
 
 /// A pool of `C` shared between threads and tasks. Cheap to clone.
@@ -58,7 +60,7 @@ struct State<C> {
     /// The connections the pool holds right now: idle ones, and one handed in with an
     /// input until the core says where it goes.
     held: BTreeMap<ConnId, C>,
-    waiters: BTreeMap<WaiterId, Slot<C>>,
+    waiters: Slots<Slot<C>>,
     /// Where each lease was acquired, for leak reports (only with a leak threshold).
     origins: BTreeMap<LeaseId, &'static Location<'static>>,
     /// The deadline the runtime's timer is set for.
@@ -103,7 +105,7 @@ impl<C: Send + 'static> SharedPool<C> {
                 state: Mutex::new(State {
                     core,
                     held: BTreeMap::new(),
-                    waiters: BTreeMap::new(),
+                    waiters: Slots::new(),
                     origins: BTreeMap::new(),
                     timer: None,
                     drained: None,
@@ -373,7 +375,7 @@ impl<C: Send + 'static> State<C> {
         // each of them until the future has taken its answer or cancelled.
         let slot = self
             .waiters
-            .get_mut(&waiter)
+            .get_mut(waiter)
             .unwrap_or_else(|| panic!("shell invariant: no slot for {waiter:?}"));
         if let Slot::Waiting(Some(waker)) = std::mem::replace(slot, outcome) {
             fx.wake.push(waker);
