@@ -57,8 +57,9 @@ fn measure<C: Contender>(
         queue.push_back(fut);
     }
     let change = region.change();
-    let net = change.bytes_allocated as f64 - change.bytes_deallocated as f64
-        + change.bytes_reallocated as f64;
+    // `stats_alloc` already counts a realloc's growth in `bytes_allocated` (and its
+    // shrinkage in `bytes_deallocated`); `bytes_reallocated` is the same bytes again.
+    let net = change.bytes_allocated as f64 - change.bytes_deallocated as f64;
     let bytes_per_waiter = net / queued as f64 - future_bytes as f64;
 
     // Warm up, then time batches until `measure` has passed.
