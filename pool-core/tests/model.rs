@@ -1151,6 +1151,8 @@ struct Sut {
     waiters: BTreeMap<u64, WaiterId>,
     /// Every lease granted, in grant order (the model's lease index).
     leases: Vec<LeaseId>,
+    /// The timer as the shell keeps it with `poll_timeout_before` (None after a timeout).
+    armed: Option<Instant>,
 }
 
 impl Sut {
@@ -1217,8 +1219,27 @@ impl Sut {
         }
     }
 
+    /// What the shell does after every input: `poll_timeout_before` may skip the rescan
+    /// only when no deadline is earlier than the armed timer.
+    fn track_timer(&mut self) {
+        let next = self.pool.poll_timeout_before(self.armed);
+        if let (None, Some(armed)) = (next, self.armed) {
+            let full = self.pool.poll_timeout();
+            assert!(
+                full.is_none_or(|t| t >= armed),
+                "poll_timeout_before({armed:?}) skipped, but poll_timeout is {full:?}"
+            );
+        }
+        if let Some(at) = next {
+            if self.armed.is_none_or(|armed| at < armed) {
+                self.armed = Some(at);
+            }
+        }
+    }
+
     fn handle_timeout_checked(&mut self, out: &mut StepOut) {
         let now = self.now();
+        self.armed = None;
         self.pool.handle_timeout(now);
         self.drain(out);
         // Idempotent: a second call at the same instant has nothing to do.
@@ -1337,6 +1358,7 @@ impl Sut {
         if !matches!(op, Op::Advance { .. } | Op::AdvanceToNext | Op::Timer) {
             self.drain(&mut out);
         }
+        self.track_timer();
         assert_eq!(
             out, model.out,
             "core (left) and model (right) disagree on {op:?} at t={}ms",
@@ -1411,9 +1433,11 @@ impl StateMachineTest for PoolTest {
             conns: BTreeMap::new(),
             waiters: BTreeMap::new(),
             leases: Vec::new(),
+            armed: None,
         };
         let mut out = StepOut::default();
         sut.drain(&mut out);
+        sut.track_timer();
         assert_eq!(out, m.out, "Pool::new");
         sut
     }

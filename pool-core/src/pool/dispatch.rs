@@ -14,6 +14,7 @@ impl Pool {
     /// 2. open connections for unserved demand only (see [`Pool::opens_wanted`]).
     pub(super) fn dispatch(&mut self) {
         if self.phase != Phase::Running {
+            self.rescan_timers = true;
             self.finish_drain();
             return;
         }
@@ -33,6 +34,9 @@ impl Pool {
             for _ in 0..self.opens_wanted() {
                 self.open();
             }
+        } else {
+            // The retry deadline counts only while opens are wanted: rescan.
+            self.rescan_timers = true;
         }
     }
 
@@ -57,6 +61,7 @@ impl Pool {
     fn open(&mut self) {
         let deadline = self.now + self.config.connect_timeout;
         let conn = self.conns.insert_opening(self.now, deadline);
+        self.note_deadline(deadline);
         self.stats.connects_started += 1;
         self.actions.push_back(Action::Open { conn });
     }
@@ -64,6 +69,7 @@ impl Pool {
     fn start_check(&mut self, id: ConnId) {
         let deadline = self.now + self.config.check_timeout;
         self.conns.set(id, State::Checking { deadline });
+        self.note_deadline(deadline);
         self.stats.checks_started += 1;
         self.actions.push_back(Action::Check { conn: id });
     }
@@ -92,6 +98,14 @@ impl Pool {
             self.actions.push_back(Action::Grant { waiter, grant });
         } else {
             self.conns.set(id, State::Idle { since: self.now });
+            // Idle, it may expire; and the pool may now hold more idle connections than
+            // min_idle, which starts the oldest one's idle timeout.
+            if let Some(expires_at) = self.conns.get(id).map(|c| c.expires_at) {
+                self.note_deadline(expires_at);
+            }
+            if let Some(t) = self.idle_timeout_due() {
+                self.note_deadline(t);
+            }
         }
     }
 

@@ -68,6 +68,11 @@ pub struct Pool {
     rng: Rng,
     actions: VecDeque<Action>,
     stats: Stats,
+    /// The earliest deadline that became live since the last [`Pool::poll_timeout_before`]
+    /// (see timers.rs), so the embedder need not rescan every deadline after each input.
+    new_deadline: Option<Instant>,
+    /// Set by inputs whose deadlines are not tracked one by one: rescan at the next call.
+    rescan_timers: bool,
 }
 
 impl Pool {
@@ -87,6 +92,8 @@ impl Pool {
             rng: Rng::new(seed),
             actions: VecDeque::new(),
             stats: Stats::default(),
+            new_deadline: None,
+            rescan_timers: true,
         };
         pool.dispatch();
         Ok(pool)
@@ -168,6 +175,7 @@ impl Pool {
             return Err(self.timeout_rejection(self.now));
         }
         let id = self.waiters.push(self.now, deadline);
+        self.note_deadline(deadline);
         self.dispatch();
         Ok(Acquired::Queued(id))
     }
@@ -215,6 +223,7 @@ impl Pool {
         } else if verdict == Verdict::NeedsReset {
             let deadline = self.now + self.config.check_timeout;
             self.conns.set(id, State::Resetting { deadline });
+            self.note_deadline(deadline);
             self.stats.resets_started += 1;
             self.actions.push_back(Action::Reset { conn: id });
         } else {
@@ -244,6 +253,7 @@ impl Pool {
         result: Result<(), ConnectError>,
     ) -> Result<(), InputError> {
         self.tick(now);
+        self.rescan_timers = true;
         let Some(State::Opening { started, .. }) = self.conns.get(conn).map(|c| c.state) else {
             return Err(InputError::UnexpectedConnection(conn));
         };
@@ -282,6 +292,7 @@ impl Pool {
         healthy: bool,
     ) -> Result<(), InputError> {
         self.tick(now);
+        self.rescan_timers = true;
         if !matches!(
             self.conns.get(conn).map(|c| c.state),
             Some(State::Checking { .. })
@@ -305,6 +316,7 @@ impl Pool {
         ok: bool,
     ) -> Result<(), InputError> {
         self.tick(now);
+        self.rescan_timers = true;
         if !matches!(
             self.conns.get(conn).map(|c| c.state),
             Some(State::Resetting { .. })
@@ -325,6 +337,7 @@ impl Pool {
     /// reports the end.
     pub fn close(&mut self, now: Instant, drain_deadline: Instant) -> Result<(), InputError> {
         self.tick(now);
+        self.rescan_timers = true;
         if self.phase != Phase::Running {
             return Err(InputError::AlreadyClosed);
         }
@@ -376,6 +389,9 @@ impl Pool {
                 leak_reported: false,
             },
         );
+        if let Some(threshold) = self.config.leak_threshold {
+            self.note_deadline(self.now + threshold);
+        }
         let waited = self.now.saturating_since(arrived);
         self.stats.grants += 1;
         self.stats.wait.record(waited);

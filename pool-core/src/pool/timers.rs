@@ -57,9 +57,32 @@ impl Pool {
         next
     }
 
+    /// [`Pool::poll_timeout`] for an embedder whose timer is set for `armed`: `None` when
+    /// no deadline can have become earlier than `armed` since the previous call (so the
+    /// timer need not move), else the earliest deadline. Cheap after the common inputs:
+    /// every deadline they create is noted as it is created, and the full scan of every
+    /// connection runs only when one is earlier than `armed` or an input changed
+    /// deadlines wholesale (connect, check and reset answers, backoff, close, timeouts).
+    pub fn poll_timeout_before(&mut self, armed: Option<Instant>) -> Option<Instant> {
+        let new = self.new_deadline.take();
+        let rescan = std::mem::replace(&mut self.rescan_timers, false);
+        match armed {
+            Some(armed) if !rescan && new.is_none_or(|t| t >= armed) => None,
+            _ => self.poll_timeout(),
+        }
+    }
+
+    /// A deadline just became live (see [`Pool::poll_timeout_before`]).
+    pub(super) fn note_deadline(&mut self, t: Instant) {
+        if t != Instant::NEVER {
+            self.new_deadline = Some(self.new_deadline.map_or(t, |n| n.min(t)));
+        }
+    }
+
     /// Act on every deadline at or before `now`. Calling it early or twice is harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.tick(now);
+        self.rescan_timers = true;
         while let Some((waiter, w)) = self.waiters.pop_expired(self.now) {
             self.stats.rejected_timeout += 1;
             let rejection = self.timeout_rejection(w.arrived);
@@ -146,7 +169,7 @@ impl Pool {
 
     /// When the longest-idle connection exceeds `idle_timeout`, if the pool holds more
     /// idle connections than `min_idle` (so idle timeout never fights min idle).
-    fn idle_timeout_due(&self) -> Option<Instant> {
+    pub(super) fn idle_timeout_due(&self) -> Option<Instant> {
         let timeout: Duration = self.config.idle_timeout?;
         if self.conns.idle_len() <= self.config.min_idle {
             return None;

@@ -353,7 +353,15 @@ impl<C: Send + 'static> State<C> {
                 }
             }
         }
-        let next = self.core.poll_timeout();
+        // Rescans every deadline only if one may have become earlier than the timer.
+        let next = self.core.poll_timeout_before(self.timer);
+        debug_assert!(
+            next.is_some()
+                || self
+                    .timer
+                    .is_none_or(|armed| self.core.poll_timeout().is_none_or(|t| t >= armed)),
+            "shell invariant: a deadline earlier than the armed timer went unnoticed"
+        );
         if let Some(at) = next {
             if self.timer.is_none_or(|armed| at < armed) {
                 self.timer = Some(at);
