@@ -11,6 +11,7 @@
 //!   in one critical section, so the connection goes to the next waiter.
 
 mod acquire;
+mod held;
 mod lease;
 mod list;
 mod runtime;
@@ -31,6 +32,7 @@ use crate::status::{Stats, Status};
 use crate::time::Instant;
 
 pub use acquire::{Acquire, Close};
+use held::Held;
 pub use lease::Lease;
 use list::InlineList;
 pub use runtime::{Runtime, Work};
@@ -59,7 +61,7 @@ struct State<C> {
     core: Pool,
     /// The connections the pool holds right now: idle ones, and one handed in with an
     /// input until the core says where it goes.
-    held: BTreeMap<ConnId, C>,
+    held: Held<C>,
     waiters: Slots<Slot<C>>,
     /// Where each lease was acquired, for leak reports (only with a leak threshold).
     origins: BTreeMap<LeaseId, &'static Location<'static>>,
@@ -104,7 +106,7 @@ impl<C: Send + 'static> SharedPool<C> {
             shared: Arc::new(Shared {
                 state: Mutex::new(State {
                     core,
-                    held: BTreeMap::new(),
+                    held: Held::new(),
                     waiters: Slots::new(),
                     origins: BTreeMap::new(),
                     timer: None,
@@ -353,6 +355,8 @@ impl<C: Send + 'static> State<C> {
                 }
             }
         }
+        // A connection handed in with the input and not routed elsewhere is idle now.
+        self.held.settle();
         // Rescans every deadline only if one may have become earlier than the timer.
         let next = self.core.poll_timeout_before(self.timer);
         debug_assert!(
