@@ -45,6 +45,9 @@ use super::{Effects, Lease, SharedPool, Slot, State};
 pub struct Acquire<C: Send + 'static> {
     pool: SharedPool<C>,
     deadline: Instant,
+    /// When the acquire was asked for, if the clock was read then: the first poll uses
+    /// it instead of reading the clock again.
+    asked_at: Option<Instant>,
     origin: &'static Location<'static>,
     step: Step,
 }
@@ -60,11 +63,13 @@ impl<C: Send + 'static> Acquire<C> {
     pub(super) fn new(
         pool: SharedPool<C>,
         deadline: Instant,
+        asked_at: Option<Instant>,
         origin: &'static Location<'static>,
     ) -> Self {
         Acquire {
             pool,
             deadline,
+            asked_at,
             origin,
             step: Step::Start,
         }
@@ -89,9 +94,10 @@ impl<C: Send + 'static> Future for Acquire<C> {
         let (deadline, origin) = (this.deadline, this.origin);
         let (step, poll) = match this.step {
             Step::Start => {
-                // Read the clock before locking: the critical section stays short, and a
-                // slightly older `now` is harmless (the core never goes back in time).
-                let now = pool.now();
+                // Read the clock before locking (or reuse the reading taken when the
+                // acquire was asked for): the critical section stays short, and a slightly
+                // older `now` is harmless (the core never goes back in time).
+                let now = this.asked_at.unwrap_or_else(|| pool.now());
                 pool.with_state(|st, fx| match st.core.acquire(now, deadline) {
                     Ok(Acquired::Ready(grant)) => {
                         (Step::Done, Poll::Ready(Ok(st.lend(pool, grant, origin))))

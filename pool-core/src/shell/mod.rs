@@ -135,14 +135,14 @@ impl<C: Send + 'static> SharedPool<C> {
     /// Wait for a connection for at most `timeout`, covering any connect it waits on.
     #[track_caller]
     pub fn acquire_timeout(&self, timeout: Duration) -> Acquire<C> {
-        let deadline = self.shared.runtime.now() + timeout;
-        Acquire::new(self.clone(), deadline, Location::caller())
+        let now = self.shared.runtime.now();
+        Acquire::new(self.clone(), now + timeout, Some(now), Location::caller())
     }
 
     /// Wait for a connection until `deadline` on the runtime's clock.
     #[track_caller]
     pub fn acquire_until(&self, deadline: Instant) -> Acquire<C> {
-        Acquire::new(self.clone(), deadline, Location::caller())
+        Acquire::new(self.clone(), deadline, None, Location::caller())
     }
 
     /// A connection if one is idle and nobody waits; never waits, never opens.
