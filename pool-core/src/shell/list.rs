@@ -27,6 +27,22 @@ impl<T, const N: usize> InlineList<T, N> {
             None => self.spill.push(item),
         }
     }
+
+    /// Take every item out, in push order, without moving the list itself.
+    pub(super) fn drain(&mut self, mut f: impl FnMut(T)) {
+        if self.len == 0 {
+            return;
+        }
+        for slot in &mut self.inline[..self.len] {
+            if let Some(item) = slot.take() {
+                f(item);
+            }
+        }
+        self.len = 0;
+        for item in self.spill.drain(..) {
+            f(item);
+        }
+    }
 }
 
 impl<T, const N: usize> IntoIterator for InlineList<T, N> {
@@ -57,5 +73,18 @@ mod tests {
 
     fn list_items(list: InlineList<u32, 2>) -> Vec<u32> {
         list.into_iter().collect()
+    }
+
+    #[test]
+    fn drain_empties_it_in_push_order() {
+        let mut list: InlineList<u32, 2> = InlineList::new();
+        for i in 0..4 {
+            list.push(i);
+        }
+        let mut seen = Vec::new();
+        list.drain(|i| seen.push(i));
+        assert_eq!(seen, vec![0, 1, 2, 3]);
+        list.push(7);
+        assert_eq!(list_items(list), vec![7]);
     }
 }

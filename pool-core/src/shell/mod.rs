@@ -268,18 +268,15 @@ impl<C: Send + 'static> SharedPool<C> {
             st.apply(&mut fx);
             result
         };
-        self.run(fx);
+        self.run(&mut fx);
         result
     }
 
-    fn run(&self, fx: Effects<C>) {
-        for waker in fx.wake {
-            waker.wake();
-        }
-        for work in fx.work {
-            self.shared.runtime.execute(self, work);
-        }
-        if let Some(at) = fx.arm {
+    fn run(&self, fx: &mut Effects<C>) {
+        fx.wake.drain(Waker::wake);
+        fx.work
+            .drain(|work| self.shared.runtime.execute(self, work));
+        if let Some(at) = fx.arm.take() {
             self.shared.runtime.arm_timer(self, at);
         }
     }
