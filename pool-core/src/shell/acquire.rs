@@ -5,7 +5,7 @@ use std::panic::Location;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use crate::action::{CloseReason, Rejection};
+use crate::action::{CloseReason, Grant, Rejection};
 use crate::id::WaiterId;
 use crate::input::Verdict;
 use crate::pool::Acquired;
@@ -100,23 +100,26 @@ impl<C: Send + 'static> Future for Acquire<C> {
                 let now = this.asked_at.unwrap_or_else(|| pool.now());
                 pool.with_state(|st, fx| match st.core.acquire(now, deadline) {
                     Ok(Acquired::Ready(grant)) => {
-                        (Step::Done, Poll::Ready(Ok(st.lend(pool, grant, origin))))
+                        (Step::Done, Poll::Ready(Ok(st.lend(grant, origin))))
                     }
                     Ok(Acquired::Queued(waiter)) => {
                         // Register before routing: the answer may be among these actions.
                         st.waiters
                             .insert(waiter, Slot::Waiting(Some(cx.waker().clone())));
                         st.apply(fx);
-                        st.answer(pool, waiter, origin, cx)
+                        st.answer(waiter, origin, cx)
                     }
                     Err(rejection) => (Step::Done, Poll::Ready(Err(rejection))),
                 })
             }
-            Step::Waiting(waiter) => pool.with_state(|st, _| st.answer(pool, waiter, origin, cx)),
+            Step::Waiting(waiter) => pool.with_state(|st, _| st.answer(waiter, origin, cx)),
             Step::Done => panic!("Acquire polled after it completed"),
         };
         this.step = step;
-        poll
+        // The guard (and its pool handle) is made after unlocking.
+        poll.map(|answer| {
+            answer.map(|(grant, connection)| Lease::new(pool.clone(), grant, connection))
+        })
     }
 }
 
@@ -124,11 +127,10 @@ impl<C: Send + 'static> State<C> {
     /// The waiter's answer if it has one; otherwise keep its waker current.
     fn answer(
         &mut self,
-        pool: &SharedPool<C>,
         waiter: WaiterId,
         origin: &'static Location<'static>,
         cx: &Context<'_>,
-    ) -> (Step, Poll<Result<Lease<C>, Rejection>>) {
+    ) -> (Step, Poll<Result<(Grant, C), Rejection>>) {
         // Still waiting: keep the slot in place and its waker current.
         match self.waiters.get_mut(waiter) {
             Some(Slot::Waiting(waker)) => {
@@ -145,10 +147,7 @@ impl<C: Send + 'static> State<C> {
                 if self.core.config().leak_threshold.is_some() {
                     self.origins.insert(grant.lease, origin);
                 }
-                (
-                    Step::Done,
-                    Poll::Ready(Ok(Lease::new(pool.clone(), grant, connection))),
-                )
+                (Step::Done, Poll::Ready(Ok((grant, connection))))
             }
             Some(Slot::Rejected(rejection)) => (Step::Done, Poll::Ready(Err(rejection))),
             Some(Slot::Waiting(_)) | None => unreachable!("checked above"),

@@ -152,8 +152,9 @@ impl<C: Send + 'static> SharedPool<C> {
         self.with_state(|st, _| {
             let now = self.shared.runtime.now();
             let grant = st.core.try_acquire(now)?;
-            Some(st.lend(self, grant, origin))
+            Some(st.lend(grant, origin))
         })
+        .map(|(grant, connection)| Lease::new(self.clone(), grant, connection))
     }
 
     /// Close the pool; see [`Pool::close`]. The returned future resolves to the number of
@@ -402,17 +403,14 @@ impl<C: Send + 'static> State<C> {
         }
     }
 
-    fn lend(
-        &mut self,
-        pool: &SharedPool<C>,
-        grant: Grant,
-        origin: &'static Location<'static>,
-    ) -> Lease<C> {
+    /// The connection for a grant made to the caller; the caller makes the [`Lease`] once
+    /// the lock is released.
+    fn lend(&mut self, grant: Grant, origin: &'static Location<'static>) -> (Grant, C) {
         let connection = self.take(grant.conn());
         if self.core.config().leak_threshold.is_some() {
             self.origins.insert(grant.lease, origin);
         }
-        Lease::new(pool.clone(), grant, connection)
+        (grant, connection)
     }
 }
 
