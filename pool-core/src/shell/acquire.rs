@@ -123,6 +123,9 @@ impl<C: Send + 'static> Future for Acquire<C> {
     }
 }
 
+/// A waiter's answer as the critical section hands it out: the guard is made after.
+type Answer<C> = Result<(Grant, C), Rejection>;
+
 impl<C: Send + 'static> State<C> {
     /// The waiter's answer if it has one; otherwise keep its waker current.
     fn answer(
@@ -130,7 +133,7 @@ impl<C: Send + 'static> State<C> {
         waiter: WaiterId,
         origin: &'static Location<'static>,
         cx: &Context<'_>,
-    ) -> (Step, Poll<Result<(Grant, C), Rejection>>) {
+    ) -> (Step, Poll<Answer<C>>) {
         // Still waiting: keep the slot in place and its waker current.
         match self.waiters.get_mut(waiter) {
             Some(Slot::Waiting(waker)) => {
