@@ -11,17 +11,28 @@ use crate::Opts;
 /// Core time advances 100 ns per input.
 const STEP: Duration = Duration::from_nanos(100);
 
+/// What to ask about timers after every input.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Timers {
+    /// Nothing.
+    Ignore,
+    /// `poll_timeout()`: a full scan of every deadline.
+    Full,
+    /// `poll_timeout_before(armed)`, keeping `armed` as the shell does.
+    AsTheShell,
+}
+
 struct Driver {
     pool: Pool,
     now: Tick,
     leases: VecDeque<LeaseId>,
-    /// Also ask `poll_timeout` after every input, as the shell does.
-    poll_timeout: bool,
+    timers: Timers,
+    armed: Option<Tick>,
     events: u64,
 }
 
 impl Driver {
-    fn new(poll_timeout: bool) -> Driver {
+    fn new(timers: Timers) -> Driver {
         let config = Config {
             max_size: 16,
             max_waiters: 1_000_000,
@@ -31,7 +42,8 @@ impl Driver {
             pool: Pool::new(config, Tick::ZERO, 7).expect("valid config"),
             now: Tick::ZERO,
             leases: VecDeque::new(),
-            poll_timeout,
+            timers,
+            armed: None,
             events: 0,
         }
     }
@@ -56,8 +68,18 @@ impl Driver {
                 other => panic!("unexpected action {other:?}"),
             }
         }
-        if self.poll_timeout {
-            std::hint::black_box(self.pool.poll_timeout());
+        match self.timers {
+            Timers::Ignore => {}
+            Timers::Full => {
+                std::hint::black_box(self.pool.poll_timeout());
+            }
+            Timers::AsTheShell => {
+                if let Some(at) = self.pool.poll_timeout_before(self.armed) {
+                    if self.armed.is_none_or(|armed| at < armed) {
+                        self.armed = Some(at);
+                    }
+                }
+            }
         }
     }
 
@@ -82,8 +104,8 @@ impl Driver {
 }
 
 /// Inputs per second over `d`: `setup`, then `cycle` repeatedly.
-fn rate(d: Duration, poll_timeout: bool, setup: fn(&mut Driver), cycle: fn(&mut Driver)) -> f64 {
-    let mut driver = Driver::new(poll_timeout);
+fn rate(d: Duration, timers: Timers, setup: fn(&mut Driver), cycle: fn(&mut Driver)) -> f64 {
+    let mut driver = Driver::new(timers);
     setup(&mut driver);
     let start = Instant::now();
     let before = driver.events;
@@ -124,8 +146,10 @@ fn saturated_cycle(d: &mut Driver) {
 
 pub(crate) fn run(opts: Opts) {
     println!("## pool-core state machine alone (inputs per second, one thread)\n");
-    println!("| scenario | inputs/s (actions drained) | inputs/s (+ poll_timeout after each) |");
-    println!("|---|---|---|");
+    println!(
+        "| scenario | inputs/s (actions drained) | + poll_timeout() after each (full scan) | + poll_timeout_before(armed) after each (what the shell does) |"
+    );
+    println!("|---|---|---|---|");
     let d = opts.duration();
     for (name, setup, cycle) in [
         (
@@ -139,18 +163,18 @@ pub(crate) fn run(opts: Opts) {
             saturated_cycle,
         ),
     ] {
-        let mut plain: Vec<f64> = (0..opts.rounds)
-            .map(|_| rate(d, false, setup, cycle))
-            .collect();
-        let mut timed: Vec<f64> = (0..opts.rounds)
-            .map(|_| rate(d, true, setup, cycle))
-            .collect();
-        plain.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
-        timed.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+        let median = |timers: Timers| {
+            let mut v: Vec<f64> = (0..opts.rounds)
+                .map(|_| rate(d, timers, setup, cycle))
+                .collect();
+            v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+            fmt_rate(v[v.len() / 2])
+        };
         println!(
-            "| {name} | {} | {} |",
-            fmt_rate(plain[plain.len() / 2]),
-            fmt_rate(timed[timed.len() / 2])
+            "| {name} | {} | {} | {} |",
+            median(Timers::Ignore),
+            median(Timers::Full),
+            median(Timers::AsTheShell)
         );
     }
     println!();
