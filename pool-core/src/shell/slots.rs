@@ -33,9 +33,13 @@ impl<V> Slots<V> {
     }
 
     fn position(&self, id: WaiterId) -> Option<usize> {
-        // The front is the common case: grants go to the longest waiter.
-        match self.queue.front() {
-            Some((first, _)) if *first == id => Some(0),
+        // Every waiter the core queues gets a slot, and a removal leaves a tombstone, so
+        // until a sweep the slots are contiguous in id: the offset from the front is the
+        // index. After a sweep, search.
+        let (first, _) = self.queue.front()?;
+        let guess = usize::try_from(id.0.checked_sub(first.0)?).ok()?;
+        match self.queue.get(guess) {
+            Some((at, _)) if *at == id => Some(guess),
             _ => self.queue.binary_search_by_key(&id, |(i, _)| *i).ok(),
         }
     }
