@@ -37,11 +37,14 @@ impl<V> Slots<V> {
         // until a sweep the slots are contiguous in id: the offset from the front is the
         // index. After a sweep, search.
         let (first, _) = self.queue.front()?;
-        let guess = usize::try_from(id.0.checked_sub(first.0)?).ok()?;
-        match self.queue.get(guess) {
-            Some((at, _)) if *at == id => Some(guess),
-            _ => self.queue.binary_search_by_key(&id, |(i, _)| *i).ok(),
+        // Ids below the front's are gone.
+        let offset = id.0.checked_sub(first.0)?;
+        if let Ok(guess) = usize::try_from(offset) {
+            if matches!(self.queue.get(guess), Some((at, _)) if *at == id) {
+                return Some(guess);
+            }
         }
+        self.queue.binary_search_by_key(&id, |(i, _)| *i).ok()
     }
 
     pub(super) fn get_mut(&mut self, id: WaiterId) -> Option<&mut V> {
