@@ -16,6 +16,10 @@ use pool_suite::{Backends, FaultProxy, PgCluster, PgOptions};
 /// hangs, and nothing stays leased.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_restart_under_load_recovers_every_task() {
+    let _watchdog = watchdog(
+        "full_restart_under_load_recovers_every_task",
+        Duration::from_secs(120),
+    );
     const TASKS: usize = 50;
     const MAX: usize = 10;
     /// After the restart returns, queries may fail for this long; not after.
@@ -134,6 +138,10 @@ async fn full_restart_under_load_recovers_every_task() {
 /// storm of connects (each refused connect costs the server a fork).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fewer_server_slots_than_max_size_no_connect_storm() {
+    let _watchdog = watchdog(
+        "fewer_server_slots_than_max_size_no_connect_storm",
+        Duration::from_secs(120),
+    );
     const WINDOW: Duration = Duration::from_secs(4);
     let cluster = PgCluster::start(
         PgOptions::default()
@@ -207,6 +215,10 @@ async fn fewer_server_slots_than_max_size_no_connect_storm() {
 /// though every replacement connect hangs too. After the network heals, the pool serves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_open_connection_is_evicted_by_the_check_timeout() {
+    let _watchdog = watchdog(
+        "half_open_connection_is_evicted_by_the_check_timeout",
+        Duration::from_secs(120),
+    );
     let cluster = cluster(10);
     let proxy = FaultProxy::start(cluster.addr())
         .await

@@ -21,6 +21,10 @@ const SLACK: Duration = Duration::from_secs(3);
 /// (sampled from `pg_stat_activity` throughout), and it does see 4 (the load was real).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn never_more_server_connections_than_max_size() {
+    let _watchdog = watchdog(
+        "never_more_server_connections_than_max_size",
+        Duration::from_secs(120),
+    );
     const MAX: usize = 4;
     let cluster = cluster(30);
     let app = "pool-max-size";
@@ -81,6 +85,10 @@ async fn never_more_server_connections_than_max_size() {
 /// that order; a `get_timeout` past its deadline fails with the timeout error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiters_are_served_in_arrival_order_and_deadlines_hold() {
+    let _watchdog = watchdog(
+        "waiters_are_served_in_arrival_order_and_deadlines_hold",
+        Duration::from_secs(120),
+    );
     const WAITERS: usize = 8;
     let cluster = cluster(10);
     let app = "pool-fifo";
@@ -141,16 +149,23 @@ async fn waiters_are_served_in_arrival_order_and_deadlines_hold() {
 }
 
 /// Nothing listens at the pool's address: `get()` fails by its deadline, and the error
-/// carries the connect failure ("connection refused"). Once the server is up, the same
-/// pool works.
+/// carries the connect failure ("connection refused"). A caller already waiting when the
+/// server comes up is served soon after (the pool retries on its own backoff timer).
 #[tokio::test]
 async fn server_down_at_start_fails_by_the_deadline_naming_the_refusal() {
+    let _watchdog = watchdog(
+        "server_down_at_start_fails_by_the_deadline_naming_the_refusal",
+        Duration::from_secs(120),
+    );
     let cluster = cluster(10);
     cluster.stop_async().await.expect("stop server");
     let app = "pool-down";
     let deadline = Duration::from_secs(1);
-    let pool = pool_with(&url_for(&cluster.url(), app, "&connect_timeout=1"), |b| {
+    // Default connect_timeout (10 s): no connect-timeout deadline comes to the rescue
+    // of a pool that forgot to retry after its backoff.
+    let pool = pool_with(&url_for(&cluster.url(), app, ""), |b| {
         b.acquire_timeout(deadline)
+            .backoff_max(Duration::from_millis(500))
     });
 
     let started = Instant::now();
@@ -174,17 +189,22 @@ async fn server_down_at_start_fails_by_the_deadline_naming_the_refusal() {
     assert!(text.to_lowercase().contains("refused"), "{text}");
     assert!(pool.metrics().connects_failed >= 1);
 
+    // One caller waits (with a long deadline) while the server is still down; nothing
+    // else touches the pool. The pool's own backoff timer must retry the connect once
+    // the server is up: the waiter is served long before its deadline.
+    let waiter = tokio::spawn(pool.get_timeout(Duration::from_secs(30)));
+    tokio::time::sleep(Duration::from_millis(300)).await;
     cluster.start_again_async().await.expect("start server");
-    let client = within(Duration::from_secs(15), "get after start", async {
-        loop {
-            match pool.get_timeout(Duration::from_secs(2)).await {
-                Ok(c) => break c,
-                Err(e) if e.is_timeout() => continue,
-                Err(e) => panic!("unexpected error after the server started: {e}"),
-            }
-        }
-    })
-    .await;
+    let up = Instant::now();
+    let client = within(Duration::from_secs(40), "waiter", waiter)
+        .await
+        .unwrap()
+        .expect("the waiter is served once the server is up");
+    let after_up = up.elapsed();
+    assert!(
+        after_up < Duration::from_secs(4),
+        "served {after_up:?} after the server came up (backoff_max is 500 ms)"
+    );
     assert_eq!(select(&client, 5).await.unwrap(), 5);
     pool.check_invariants().expect("invariants");
 }
@@ -193,6 +213,10 @@ async fn server_down_at_start_fails_by_the_deadline_naming_the_refusal() {
 /// before its deadline, instead of timing out; so do later calls.
 #[tokio::test]
 async fn wrong_password_fails_fast_with_the_authentication_error() {
+    let _watchdog = watchdog(
+        "wrong_password_fails_fast_with_the_authentication_error",
+        Duration::from_secs(120),
+    );
     let cluster = cluster(10);
     let url = cluster
         .url()
@@ -243,6 +267,10 @@ async fn wrong_password_fails_fast_with_the_authentication_error() {
 /// hand out working connections (the checkout check finds the dead ones).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminated_idle_connections_are_replaced() {
+    let _watchdog = watchdog(
+        "terminated_idle_connections_are_replaced",
+        Duration::from_secs(120),
+    );
     let cluster = cluster(10);
     let app = "pool-term-idle";
     let admin = cluster.admin();
@@ -303,6 +331,10 @@ async fn terminated_idle_connections_are_replaced() {
 #[ignore = "bug: a client that is already closed (Client::is_closed) is lent when it idled \
             less than check_after_idle; the pool never asks the manager before lending"]
 async fn a_closed_client_is_not_lent_before_check_after_idle() {
+    let _watchdog = watchdog(
+        "a_closed_client_is_not_lent_before_check_after_idle",
+        Duration::from_secs(120),
+    );
     let cluster = cluster(10);
     let app = "pool-term-recent";
     let admin = cluster.admin();
@@ -339,6 +371,10 @@ async fn a_closed_client_is_not_lent_before_check_after_idle() {
 /// an error; the pool then discards it and the next borrower gets a fresh one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_checks_off_a_dead_idle_connection_is_discarded_after_its_error() {
+    let _watchdog = watchdog(
+        "with_checks_off_a_dead_idle_connection_is_discarded_after_its_error",
+        Duration::from_secs(120),
+    );
     let cluster = cluster(10);
     let app = "pool-term-nocheck";
     let admin = cluster.admin();
@@ -380,6 +416,10 @@ async fn with_checks_off_a_dead_idle_connection_is_discarded_after_its_error() {
 /// the connection is discarded when returned, and the pool recovers with a new one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminated_leased_connection_errors_then_is_discarded() {
+    let _watchdog = watchdog(
+        "terminated_leased_connection_errors_then_is_discarded",
+        Duration::from_secs(120),
+    );
     let cluster = cluster(10);
     let app = "pool-term-leased";
     let admin = cluster.admin();
@@ -426,6 +466,7 @@ async fn terminated_leased_connection_errors_then_is_discarded() {
 /// pool still serves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancellation_storm_leaks_nothing() {
+    let _watchdog = watchdog("cancellation_storm_leaks_nothing", Duration::from_secs(120));
     const MAX: usize = 5;
     const STORM: usize = 10_000;
     let cluster = cluster(20);
@@ -546,6 +587,10 @@ async fn cancellation_storm_leaks_nothing() {
 /// is closed as broken, nothing stays leased, invariants hold, the server agrees.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_borrower_leaves_the_pool_consistent() {
+    let _watchdog = watchdog(
+        "a_panicking_borrower_leaves_the_pool_consistent",
+        Duration::from_secs(120),
+    );
     let cluster = cluster(10);
     let app = "pool-panic";
     let admin = cluster.admin();
@@ -599,6 +644,10 @@ async fn a_panicking_borrower_leaves_the_pool_consistent() {
 /// connections still held as forced. The server ends with none of the pool's backends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_under_load_honours_the_drain_deadline() {
+    let _watchdog = watchdog(
+        "close_under_load_honours_the_drain_deadline",
+        Duration::from_secs(120),
+    );
     let cluster = cluster(20);
     let app = "pool-close";
     let admin = cluster.admin();
@@ -677,6 +726,10 @@ async fn close_under_load_honours_the_drain_deadline() {
 /// A connection held past `leak_threshold` is reported, naming the line of the `get()`.
 #[tokio::test]
 async fn leak_report_names_the_source_line() {
+    let _watchdog = watchdog(
+        "leak_report_names_the_source_line",
+        Duration::from_secs(120),
+    );
     let cluster = cluster(10);
     let reports: Arc<Mutex<Vec<LeakReport>>> = Arc::default();
     let r = reports.clone();

@@ -28,6 +28,10 @@ use tokio_postgres::types::Type;
 /// starve anyone, because the pool rolls back every returned connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pool_through_pgbouncer_transaction_mode() {
+    let _watchdog = watchdog(
+        "pool_through_pgbouncer_transaction_mode",
+        Duration::from_secs(120),
+    );
     let cluster = cluster(20);
     let bouncer = PgBouncer::start(&cluster, "transaction", 2).expect("start pgbouncer");
     let pool = pool_with(&url_for(&bouncer.url(), "pool-bouncer", ""), |b| {
@@ -112,6 +116,10 @@ async fn pool_through_pgbouncer_transaction_mode() {
 /// default).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_reset_abandoned_transactions_pin_pgbouncer() {
+    let _watchdog = watchdog(
+        "without_reset_abandoned_transactions_pin_pgbouncer",
+        Duration::from_secs(120),
+    );
     let cluster = cluster(20);
     let bouncer = PgBouncer::start(&cluster, "transaction", 2).expect("start pgbouncer");
     let (manager, options) =

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_service_over_http() {
+    let _watchdog = watchdog("users_service_over_http", Duration::from_secs(120));
     let cluster = cluster(10);
     let app = "users-service-test";
     let pool = users_service::pool_from_url(&url_for(&cluster.url(), app, "&connection_limit=3"))

@@ -13,6 +13,34 @@ use tokio::task::JoinHandle;
 
 pub type PgPool = Pool<PgManager>;
 
+/// Ends the whole test process if the test holding it runs longer than `limit`. The
+/// `tokio::time::timeout`s inside a test cannot fire when a deadlock blocks every worker
+/// thread (a pool bug); this turns such a hang into a failure instead of a stuck CI run.
+pub struct Watchdog(Arc<AtomicBool>);
+
+pub fn watchdog(test: &'static str, limit: Duration) -> Watchdog {
+    let done = Arc::new(AtomicBool::new(false));
+    let flag = done.clone();
+    std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if flag.load(Ordering::SeqCst) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!("watchdog: test `{test}` still running after {limit:?}: hung; aborting");
+        std::process::exit(101);
+    });
+    Watchdog(done)
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
 /// Bounds an await: panics naming `what` if it takes longer than `limit`.
 pub async fn within<T>(limit: Duration, what: &str, f: impl Future<Output = T>) -> T {
     match tokio::time::timeout(limit, f).await {
