@@ -474,6 +474,24 @@ impl Sim {
         if !host.runs_timers() {
             return;
         }
+        // Liveness from outside: waiters, room to grow and nothing in flight that will
+        // come back on its own means a connect retry must be due within `backoff_max`;
+        // otherwise the waiters would sit until their deadlines with the database healthy.
+        let s = host.pool.status();
+        if s.waiters > 0
+            && s.total < s.max_size
+            && s.opening + s.checking + s.leased == 0
+            && !host.pool.is_closing()
+        {
+            let bound = self.now + host.pool.config().backoff_max.as_nanos() as u64;
+            let next = host.pool.poll_timeout();
+            if next.is_none_or(|t| t.as_nanos() > bound) {
+                self.fail(format!(
+                    "stalled pool: {s} with nothing in flight and no retry due within backoff_max (next timer {next:?}, after {what})"
+                ));
+                return;
+            }
+        }
         if let Some(t) = host.pool.poll_timeout() {
             let t = t.as_nanos().max(self.now);
             if host.timer_at.is_none_or(|a| t < a) {
