@@ -2,7 +2,7 @@
 //! The tokio pool in front of a real PgBouncer in transaction mode (the "external pooler"
 //! setup for serverless and many-instance deployments).
 //!
-//! Settings this needs, as used here:
+//! Settings this needs, as used here (see docs/guides/serverless-and-pgbouncer.md):
 //! - PgBouncer `pool_mode = transaction`; the pool's `max_size` may exceed PgBouncer's
 //!   `default_pool_size` (clients are cheap there, server connections are not).
 //! - Queries through `simple_query`, `batch_execute` or `query_typed` (one round trip,
@@ -22,30 +22,45 @@ use pool_suite::{Backends, PgBouncer};
 use pool_tokio::ResetMode;
 use tokio_postgres::types::Type;
 
-/// 16 tasks × 20 queries through a pool of 8 client connections to PgBouncer, which
-/// multiplexes them over 2 server connections; then 6 borrowers that leave a
-/// transaction open (and 6 that hold a transaction past the return of others) do not
-/// starve anyone, because the pool rolls back every returned connection.
+/// The serverless story: four "instances", each with its own tiny pool configured as
+/// docs/guides/serverless-and-pgbouncer.md recommends, share one PgBouncer in transaction
+/// mode that multiplexes their 8 client connections over 2 server connections. Every
+/// query succeeds; then borrowers that abandon open transactions do not starve anyone,
+/// because the pool rolls back every returned connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pool_through_pgbouncer_transaction_mode() {
+async fn serverless_instances_share_pgbouncer_in_transaction_mode() {
     let _watchdog = watchdog(
-        "pool_through_pgbouncer_transaction_mode",
+        "serverless_instances_share_pgbouncer_in_transaction_mode",
         Duration::from_secs(120),
     );
+    const INSTANCES: usize = 4;
     let cluster = cluster(20);
     let bouncer = PgBouncer::start(&cluster, "transaction", 2).expect("start pgbouncer");
-    let pool = pool_with(&url_for(&bouncer.url(), "pool-bouncer", ""), |b| {
-        b.max_size(8).acquire_timeout(Duration::from_secs(20))
-    });
-    assert_eq!(pool.manager().config().get_ports(), &[bouncer.port()]);
+    // The guide's parameters.
+    let params = "&connection_limit=2&min_idle=0&idle_timeout=30&pool_timeout=10&connect_timeout=5";
+    let pools: Vec<PgPool> = (0..INSTANCES)
+        .map(|i| {
+            pool_with(
+                &url_for(&bouncer.url(), &format!("instance-{i}"), params),
+                |b| b,
+            )
+        })
+        .collect();
+    for pool in &pools {
+        assert_eq!(pool.config().max_size, 2);
+        assert_eq!(pool.config().acquire_timeout, Duration::from_secs(10));
+        assert_eq!(pool.manager().config().get_ports(), &[bouncer.port()]);
+    }
 
-    let tasks: Vec<_> = (0..16i64)
-        .map(|t| {
-            let pool = pool.clone();
+    let tasks: Vec<_> = pools
+        .iter()
+        .flat_map(|pool| (0..4i64).map(move |t| (pool.clone(), t)))
+        .enumerate()
+        .map(|(k, (pool, _))| {
             tokio::spawn(async move {
                 for i in 0..20i64 {
                     let c = pool.get().await.expect("get through pgbouncer");
-                    let n = t * 100 + i;
+                    let n = k as i64 * 100 + i;
                     assert_eq!(select(&c, n).await.expect("simple query"), n);
                     let rows = c
                         .query_typed("SELECT $1::int8 * 2", &[(&n, Type::INT8)])
@@ -61,9 +76,11 @@ async fn pool_through_pgbouncer_transaction_mode() {
             .await
             .expect("query task panicked");
     }
-    let m = pool.metrics();
-    assert_eq!(m.grants, 320);
-    assert!(m.connects_ok <= 8, "{m:?}");
+    for pool in &pools {
+        let m = pool.metrics();
+        assert_eq!(m.grants, 80);
+        assert!(m.connects_ok <= 2, "{m:?}");
+    }
     let servers = cluster
         .admin()
         .count(&Backends::user("pool_test"))
@@ -76,17 +93,21 @@ async fn pool_through_pgbouncer_transaction_mode() {
 
     // Borrowers that abandon an open transaction (a task cancelled between BEGIN and
     // COMMIT): with PgBouncer each would pin a server connection until rolled back.
-    for _ in 0..6 {
-        let c = pool.get().await.unwrap();
-        c.batch_execute("BEGIN; SELECT 1").await.unwrap();
-        drop(c);
+    for _ in 0..3 {
+        for pool in &pools[..2] {
+            let c = pool.get().await.unwrap();
+            c.batch_execute("BEGIN; SELECT 1").await.unwrap();
+            drop(c);
+        }
     }
-    let after: Vec<_> = (0..8i64)
-        .map(|t| {
-            let pool = pool.clone();
+    let after: Vec<_> = pools
+        .iter()
+        .enumerate()
+        .flat_map(|(i, pool)| (0..2i64).map(move |t| (pool.clone(), i as i64 * 10 + t)))
+        .map(|(pool, n)| {
             tokio::spawn(async move {
                 let c = pool.get().await.expect("get after abandoned transactions");
-                assert_eq!(select(&c, t).await.expect("not starved"), t);
+                assert_eq!(select(&c, n).await.expect("not starved"), n);
             })
         })
         .collect();
@@ -99,15 +120,66 @@ async fn pool_through_pgbouncer_transaction_mode() {
         .await
         .expect("task panicked");
     }
-    assert!(pool.metrics().resets_started >= 6);
-    pool.check_invariants().expect("invariants");
-    let forced = within(
-        Duration::from_secs(10),
-        "close",
-        pool.close(Duration::from_secs(2)),
+    for pool in &pools {
+        pool.check_invariants().expect("invariants");
+        let forced = within(
+            Duration::from_secs(10),
+            "close",
+            pool.close(Duration::from_secs(2)),
+        )
+        .await;
+        assert_eq!(forced, 0);
+    }
+}
+
+/// A wrong password through PgBouncer must fail fast, like one straight to PostgreSQL
+/// (`pg_pool.rs`), and as docs/guides/serverless-and-pgbouncer.md promises.
+///
+/// Replay: `cargo test -p pool-suite --test pgbouncer -- --ignored wrong_password`.
+/// PgBouncer 1.18 (scram-sha-256) answers a wrong password with
+/// `FATAL: SASL authentication failed` and SQLSTATE 08P01 (protocol violation), not
+/// 28P01; `pool_tokio::postgres::classify` calls every code outside class 28 / 3D000 /
+/// 42501 transient, so the pool keeps retrying with backoff and the caller waits its whole
+/// `pool_timeout`, then gets `PoolError::Timeout` ("... last connect error: db error:
+/// FATAL: SASL authentication failed (transient)").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "bug: PgBouncer reports a wrong password as SQLSTATE 08P01 'SASL authentication \
+            failed', which PgManager classifies as transient: get() times out instead of \
+            failing fast with the authentication error"]
+async fn wrong_password_through_pgbouncer_fails_fast() {
+    let _watchdog = watchdog(
+        "wrong_password_through_pgbouncer_fails_fast",
+        Duration::from_secs(120),
+    );
+    let cluster = cluster(10);
+    let bouncer = PgBouncer::start(&cluster, "transaction", 2).expect("start pgbouncer");
+    let url = bouncer
+        .url()
+        .replace(":pool_test_pw@", ":not-the-password@");
+    assert_ne!(url, bouncer.url());
+    let pool = pool_with(
+        &url_for(&url, "pool-bouncer-badpw", "&pool_timeout=10"),
+        |b| b,
+    );
+    let started = std::time::Instant::now();
+    let err = within(
+        Duration::from_secs(30),
+        "get with a wrong password",
+        pool.get(),
     )
-    .await;
-    assert_eq!(forced, 0);
+    .await
+    .expect_err("wrong password");
+    let waited = started.elapsed();
+    assert!(
+        !err.is_timeout() && waited < Duration::from_secs(5),
+        "took {waited:?} and failed with: {err}"
+    );
+    assert!(
+        matches!(&err, pool_tokio::PoolError::Connect { error, .. }
+            if error.class == pool_tokio::ErrorClass::Fatal),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("authentication failed"), "{err}");
 }
 
 /// What goes wrong without the reset: with `ResetMode::Skip`, two abandoned
