@@ -28,7 +28,8 @@ suites_for() {
         "shuttle: cargo test --features shuttle --test shuttle_shell" ;;
     no-retry-after-failed-connect) printf '%s\n' \
         "unit: cargo test -p pool-core --lib" \
-        "proptest model: cargo test -p pool-core --test model" ;;
+        "proptest model: cargo test -p pool-core --test model" \
+        "pool-sim swarm: cargo run --release -p pool-sim -- swarm --seeds 500" ;;
     open-past-max-size) printf '%s\n' \
         "unit: cargo test -p pool-core --lib" \
         "proptest model: cargo test -p pool-core --test model" ;;
