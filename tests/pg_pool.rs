@@ -323,13 +323,11 @@ async fn terminated_idle_connections_are_replaced() {
 /// no health check runs, but tokio-postgres already knows the client is closed
 /// (`Client::is_closed()`, no I/O needed), so the pool should not lend it.
 ///
-/// Replay: `cargo test -p pool-suite --test pg_pool -- --ignored closed_client`. Today
-/// `get()` returns the closed client and the borrower's first query fails with
-/// "connection closed": `Manager::is_broken` (which checks `is_closed`) is consulted
-/// only when a connection comes back, never before it is lent.
+/// Found by this test: `get()` returned the closed client and the borrower's first query
+/// failed with "connection closed", because `Manager::is_broken` (which checks
+/// `is_closed`) was consulted only on return. `get()` and `try_get()` now consult it
+/// before lending, close a broken connection and ask again within the same deadline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: a client that is already closed (Client::is_closed) is lent when it idled \
-            less than check_after_idle; the pool never asks the manager before lending"]
 async fn a_closed_client_is_not_lent_before_check_after_idle() {
     let _watchdog = watchdog(
         "a_closed_client_is_not_lent_before_check_after_idle",

@@ -135,17 +135,11 @@ async fn serverless_instances_share_pgbouncer_in_transaction_mode() {
 /// A wrong password through PgBouncer must fail fast, like one straight to PostgreSQL
 /// (`pg_pool.rs`), and as docs/guides/serverless-and-pgbouncer.md promises.
 ///
-/// Replay: `cargo test -p pool-suite --test pgbouncer -- --ignored wrong_password`.
-/// PgBouncer 1.18 (scram-sha-256) answers a wrong password with
+/// Found by this test: PgBouncer 1.18 (scram-sha-256) answers a wrong password with
 /// `FATAL: SASL authentication failed` and SQLSTATE 08P01 (protocol violation), not
-/// 28P01; `pool_tokio::postgres::classify` calls every code outside class 28 / 3D000 /
-/// 42501 transient, so the pool keeps retrying with backoff and the caller waits its whole
-/// `pool_timeout`, then gets `PoolError::Timeout` ("... last connect error: db error:
-/// FATAL: SASL authentication failed (transient)").
+/// 28P01, which `pool_tokio::postgres::classify` called transient, so the caller waited
+/// its whole `pool_timeout`. `classify` now treats 08P01 "authentication failed" as fatal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: PgBouncer reports a wrong password as SQLSTATE 08P01 'SASL authentication \
-            failed', which PgManager classifies as transient: get() times out instead of \
-            failing fast with the authentication error"]
 async fn wrong_password_through_pgbouncer_fails_fast() {
     let _watchdog = watchdog(
         "wrong_password_through_pgbouncer_fails_fast",

@@ -88,28 +88,41 @@ impl<M: Manager> Pool<M> {
         timeout: Duration,
     ) -> impl Future<Output = Result<PooledConnection<M>, PoolError<M::Error>>> + Send + 'static
     {
-        let acquire = self.inner.shared.acquire_timeout(timeout);
+        let mut acquire = self.inner.shared.acquire_timeout(timeout);
         let pool = self.clone();
         let span = tracing::debug_span!("pool.get", timeout = ?timeout);
         async move {
-            match acquire.await {
-                Ok(lease) => {
-                    tracing::debug!(waited = ?lease.waited(), "acquired");
-                    Ok(PooledConnection {
-                        lease: Some(lease),
-                        pool,
-                    })
-                }
-                Err(rejection) => {
-                    let error = pool.error(rejection);
-                    match &error {
-                        // Shedding and shutdown are expected under load: keep them quiet.
-                        PoolError::QueueFull { .. } | PoolError::Closed => {
-                            tracing::debug!(error = %error, "acquire refused")
+            loop {
+                let (deadline, origin) = (acquire.deadline(), acquire.origin());
+                match acquire.await {
+                    Ok(mut lease) => {
+                        // A connection that died while idle and already knows it (e.g. a
+                        // terminated backend, seen without I/O) is never lent, even inside
+                        // the checkout-check bypass window: close it and ask again, within
+                        // the same deadline.
+                        if pool.inner.glue.manager.is_broken(&mut lease) == Verdict::Broken {
+                            lease.set_verdict(Verdict::Broken);
+                            drop(lease);
+                            acquire = pool.inner.shared.acquire_from(deadline, origin);
+                            continue;
                         }
-                        _ => tracing::warn!(error = %error, "acquire failed"),
+                        tracing::debug!(waited = ?lease.waited(), "acquired");
+                        return Ok(PooledConnection {
+                            lease: Some(lease),
+                            pool,
+                        });
                     }
-                    Err(error)
+                    Err(rejection) => {
+                        let error = pool.error(rejection);
+                        match &error {
+                            // Shedding and shutdown are expected under load: keep them quiet.
+                            PoolError::QueueFull { .. } | PoolError::Closed => {
+                                tracing::debug!(error = %error, "acquire refused")
+                            }
+                            _ => tracing::warn!(error = %error, "acquire failed"),
+                        }
+                        return Err(error);
+                    }
                 }
             }
         }
@@ -119,11 +132,19 @@ impl<M: Manager> Pool<M> {
     /// An idle connection if one is ready and nobody is waiting; never waits, never opens.
     #[track_caller]
     pub fn try_get(&self) -> Option<PooledConnection<M>> {
-        let lease = self.inner.shared.try_acquire()?;
-        Some(PooledConnection {
-            lease: Some(lease),
-            pool: self.clone(),
-        })
+        let origin = std::panic::Location::caller();
+        loop {
+            let mut lease = self.inner.shared.try_acquire_from(origin)?;
+            // As in `get_timeout`: a connection known to be dead is closed, not lent.
+            if self.inner.glue.manager.is_broken(&mut lease) == Verdict::Broken {
+                lease.set_verdict(Verdict::Broken);
+                continue;
+            }
+            return Some(PooledConnection {
+                lease: Some(lease),
+                pool: self.clone(),
+            });
+        }
     }
 
     /// Close the pool: waiters are rejected, idle connections closed, and borrowed ones

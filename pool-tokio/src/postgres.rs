@@ -297,6 +297,14 @@ fn default_tls() -> tokio_postgres_rustls::MakeRustlsConnect {
 /// connections, too many clients and a database shutting down or starting up are
 /// transient.
 pub fn classify(e: &tokio_postgres::Error) -> ErrorClass {
+    if let Some(db) = e.as_db_error() {
+        // PgBouncer answers a failed login with 08P01 (protocol violation), not class 28.
+        if *db.code() == SqlState::PROTOCOL_VIOLATION
+            && db.message().contains("authentication failed")
+        {
+            return ErrorClass::Fatal;
+        }
+    }
     if let Some(code) = e.code() {
         return classify_sqlstate(code);
     }

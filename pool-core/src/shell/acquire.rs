@@ -75,6 +75,16 @@ impl<C: Send + 'static> Acquire<C> {
         }
     }
 
+    /// The deadline this acquire waits until.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Where this acquire was made, for leak reports.
+    pub fn origin(&self) -> &'static Location<'static> {
+        self.origin
+    }
+
     /// The waiter this future is queued as, once it has been polled and had to wait.
     pub fn waiter(&self) -> Option<WaiterId> {
         match self.step {

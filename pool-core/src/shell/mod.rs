@@ -145,10 +145,24 @@ impl<C: Send + 'static> SharedPool<C> {
         Acquire::new(self.clone(), deadline, None, Location::caller())
     }
 
+    /// Wait until `deadline`, reporting `origin` as where the lease was acquired (for an
+    /// adapter that retries an acquire on its caller's behalf).
+    pub fn acquire_from(
+        &self,
+        deadline: Instant,
+        origin: &'static Location<'static>,
+    ) -> Acquire<C> {
+        Acquire::new(self.clone(), deadline, None, origin)
+    }
+
     /// A connection if one is idle and nobody waits; never waits, never opens.
     #[track_caller]
     pub fn try_acquire(&self) -> Option<Lease<C>> {
-        let origin = Location::caller();
+        self.try_acquire_from(Location::caller())
+    }
+
+    /// [`Self::try_acquire`], reporting `origin` as where the lease was acquired.
+    pub fn try_acquire_from(&self, origin: &'static Location<'static>) -> Option<Lease<C>> {
         self.with_state(|st, _| {
             let now = self.shared.runtime.now();
             let grant = st.core.try_acquire(now)?;
