@@ -951,3 +951,111 @@ fn new_rejects_invalid_config_with_the_field_name() {
     .unwrap_err();
     assert_eq!(err.field, "max_size");
 }
+
+/// `check_invariants` is only useful if it fails on a broken state: corrupt a healthy
+/// pool one rule at a time and expect each to be reported.
+#[test]
+fn check_invariants_reports_each_kind_of_corruption() {
+    fn healthy() -> (Pool, LeaseId) {
+        let mut t = T::new(bare(4));
+        t.warm(2);
+        let a = t.ready();
+        t.ready();
+        t.queued(1000);
+        assert_eq!(t.actions(), vec![Open { conn: c(2) }]);
+        let s = t.pool.status();
+        assert_eq!((s.leased, s.opening, s.waiters, s.idle), (2, 1, 1, 0));
+        (t.pool, a.lease)
+    }
+    let corruptions: Vec<(&str, fn(&mut Pool, LeaseId))> = vec![
+        ("leased counter", |p, _| p.conns.leased += 1),
+        ("opening counter", |p, _| p.conns.opening -= 1),
+        ("checking counter", |p, _| p.conns.checking += 1),
+        ("resetting counter", |p, _| p.conns.resetting += 1),
+        ("retired", |p, _| p.conns.retired += 1),
+        ("created", |p, _| p.conns.created += 1),
+        ("detached", |p, _| p.stats.detached += 1),
+        ("connects started", |p, _| p.stats.connects_started += 1),
+        ("lease never issued", |p, _| p.next_lease = 0),
+        ("max_size", |p, _| p.config.max_size = 2),
+        ("max_connecting", |p, _| p.config.max_connecting = 0),
+        ("max_waiters", |p, _| p.config.max_waiters = 0),
+        ("barging", |p, lease| {
+            p.conns.set(
+                lease.conn(),
+                State::Idle {
+                    since: Instant::ZERO,
+                },
+            )
+        }),
+        ("draining with waiters", |p, _| {
+            p.phase = Phase::Draining {
+                deadline: Instant::NEVER,
+                forced: 0,
+            }
+        }),
+        ("closed with connections", |p, _| p.phase = Phase::Closed),
+    ];
+    for (name, corrupt) in corruptions {
+        let (mut pool, lease) = healthy();
+        pool.check_invariants().unwrap();
+        corrupt(&mut pool, lease);
+        assert!(pool.check_invariants().is_err(), "{name} went unnoticed");
+    }
+}
+
+/// Every outcome is counted once, in the counter that names it.
+#[test]
+fn stats_count_every_outcome() {
+    let mut t = T::new(Config {
+        max_waiters: 1,
+        leak_threshold: Some(ms(100)),
+        ..bare(1)
+    });
+    t.warm(1); // 1 acquire queued, 1 connect, 1 grant
+    let g = t.pool.try_acquire(t.now).unwrap(); // try: 1 acquire, 1 grant
+    let w = t.queued(50);
+    assert!(matches!(
+        t.pool.acquire(t.now, at(50)),
+        Err(Rejection::QueueFull { .. })
+    ));
+    t.pool.cancel(t.now, w).unwrap();
+    t.queued(50);
+    t.to(50);
+    t.timeout(); // the waiter times out
+    t.to(100);
+    t.timeout(); // the lease is suspected of leaking
+    t.release(g.lease, Verdict::NeedsReset);
+    t.pool.reset_finished(t.now, c(0), true).unwrap();
+    let g = t.ready();
+    t.pool.detach(t.now, g.lease).unwrap();
+    t.queued(1000);
+    let acts = t.actions();
+    let Some(Open { conn }) = acts.iter().find(|a| matches!(a, Open { .. })) else {
+        panic!("{acts:?}")
+    };
+    t.pool
+        .connect_finished(t.now, *conn, Err(ConnectError::fatal("bad password")))
+        .unwrap();
+    t.pool.close(t.now, t.now).unwrap();
+    assert!(t.pool.acquire(t.now, at(5000)).is_err());
+    let s = t.pool.stats();
+    let counted = (
+        s.acquires,
+        s.grants,
+        s.rejected_queue_full,
+        s.cancelled,
+        s.rejected_timeout,
+        s.rejected_connect_failed,
+        s.rejected_closed,
+    );
+    assert_eq!(counted, (8, 3, 1, 1, 1, 1, 1));
+    let connects = (s.connects_started, s.connects_ok, s.connects_failed);
+    assert_eq!(connects, (2, 1, 1));
+    assert_eq!((s.resets_started, s.detached, s.leaks_suspected), (1, 1, 1));
+    assert_eq!(
+        (s.wait.count(), s.hold.count(), s.connect.count()),
+        (3, 3, 1)
+    );
+    t.pool.check_invariants().unwrap();
+}
