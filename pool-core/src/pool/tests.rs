@@ -967,7 +967,8 @@ fn check_invariants_reports_each_kind_of_corruption() {
         assert_eq!((s.leased, s.opening, s.waiters, s.idle), (2, 1, 1, 0));
         (t.pool, a.lease)
     }
-    let corruptions: Vec<(&str, fn(&mut Pool, LeaseId))> = vec![
+    type Corruption = (&'static str, fn(&mut Pool, LeaseId));
+    let corruptions: Vec<Corruption> = vec![
         ("leased counter", |p, _| p.conns.leased += 1),
         ("opening counter", |p, _| p.conns.opening -= 1),
         ("checking counter", |p, _| p.conns.checking += 1),
