@@ -733,6 +733,11 @@ fn close_rejects_waiters_closes_idle_and_waits_for_leases_until_the_drain_deadli
     );
     assert_eq!(t.pool.acquire(t.now, at(100)), Err(Rejection::Closed));
     assert_eq!(
+        t.pool.stats().rejected_closed,
+        2,
+        "the waiter and the late acquire"
+    );
+    assert_eq!(
         t.pool.close(t.now, at(2000)),
         Err(InputError::AlreadyClosed)
     );
@@ -950,6 +955,12 @@ fn new_rejects_invalid_config_with_the_field_name() {
     )
     .unwrap_err();
     assert_eq!(err.field, "max_size");
+    let config = Config {
+        max_size: 3,
+        ..Config::default()
+    };
+    let pool = Pool::new(config.clone(), Instant::ZERO, 0).unwrap();
+    assert_eq!(pool.config(), &config);
 }
 
 /// `check_invariants` is only useful if it fails on a broken state: corrupt a healthy
