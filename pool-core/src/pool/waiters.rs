@@ -208,4 +208,76 @@ mod tests {
         }
         assert!(w.is_empty() && w.by_deadline.is_none() && w.consistent());
     }
+
+    #[test]
+    fn tombstones_never_outnumber_live_waiters_by_more_than_the_slack() {
+        let mut w = Waiters::default();
+        let ids: Vec<WaiterId> = (0..1000).map(|i| w.push(t(i), t(i))).collect();
+        for id in ids.iter().skip(1).step_by(2) {
+            w.remove(*id);
+            assert!(
+                w.queue.len() - w.live <= w.live + 16,
+                "{} slots for {}",
+                w.queue.len(),
+                w.live
+            );
+        }
+        assert_eq!(w.len(), 500);
+        // Sweeps happen only when needed: a queue with few tombstones keeps them.
+        let mut w = Waiters::default();
+        let ids: Vec<WaiterId> = (0..100).map(|i| w.push(t(i), t(i))).collect();
+        w.remove(ids[50]);
+        assert_eq!(w.queue.len(), 100, "one tombstone is not worth a sweep");
+    }
+
+    /// `consistent` backs `check_invariants`: it must notice each kind of corruption.
+    #[test]
+    fn consistent_notices_each_corruption() {
+        fn queue() -> Waiters {
+            let mut w = Waiters::default();
+            for i in 0..4 {
+                w.push(t(i), t(10 + i));
+            }
+            w.remove(WaiterId(1));
+            assert!(w.consistent());
+            w
+        }
+        type Corruption = (&'static str, fn(&mut Waiters));
+        let corruptions: Vec<Corruption> = vec![
+            ("live count", |w| w.live += 1),
+            ("tombstone at the front", |w| w.queue[0].1 = None),
+            ("tombstone at the back", |w| w.queue[3].1 = None),
+            ("ids out of order", |w| w.queue.swap(0, 2)),
+            ("arrivals out of order", |w| {
+                w.queue[3].1 = Some(Waiter {
+                    arrived: t(0),
+                    deadline: t(13),
+                })
+            }),
+            ("deadlines out of order without an index", |w| {
+                w.queue[3].1 = Some(Waiter {
+                    arrived: t(3),
+                    deadline: t(0),
+                })
+            }),
+            ("index missing a waiter", |w| {
+                w.by_deadline = Some(BTreeSet::new())
+            }),
+            ("index with a wrong deadline", |w| {
+                w.by_deadline = Some(
+                    [
+                        (t(10), WaiterId(0)),
+                        (t(12), WaiterId(2)),
+                        (t(99), WaiterId(3)),
+                    ]
+                    .into(),
+                )
+            }),
+        ];
+        for (name, corrupt) in corruptions {
+            let mut w = queue();
+            corrupt(&mut w);
+            assert!(!w.consistent(), "{name} went unnoticed");
+        }
+    }
 }
