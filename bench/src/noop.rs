@@ -67,20 +67,7 @@ pub(crate) async fn contended<C: Contender>(pool: C, tasks: usize, measure: Dura
             (ops, waits)
         }));
     }
-    tokio::time::sleep(WARMUP).await;
-    measuring.store(true, Ordering::Relaxed);
-    let start = Instant::now();
-    tokio::time::sleep(measure).await;
-    stop.store(true, Ordering::Relaxed);
-    let elapsed = start.elapsed();
-    let mut waits = stats::histogram();
-    let mut ops = 0;
-    for h in handles {
-        let (n, w) = h.await.expect("bench task");
-        ops += n;
-        waits.add(&w).expect("same bounds");
-    }
-    Run::new(ops, elapsed, &waits)
+    stats::measure_window(WARMUP, measure, &measuring, &stop, handles).await
 }
 
 fn one_uncontended(kind: Kind, opts: Opts) -> f64 {

@@ -124,20 +124,7 @@ async fn drive<Q: Querier>(queriers: Vec<Q>, measure: Duration) -> Run {
             })
         })
         .collect();
-    tokio::time::sleep(WARMUP).await;
-    measuring.store(true, Ordering::Relaxed);
-    let start = Instant::now();
-    tokio::time::sleep(measure).await;
-    stop.store(true, Ordering::Relaxed);
-    let elapsed = start.elapsed();
-    let mut waits = stats::histogram();
-    let mut ops = 0;
-    for h in handles {
-        let (n, w) = h.await.expect("bench task");
-        ops += n;
-        waits.add(&w).expect("same bounds");
-    }
-    Run::new(ops, elapsed, &waits)
+    stats::measure_window(WARMUP, measure, &measuring, &stop, handles).await
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

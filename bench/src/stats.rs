@@ -1,6 +1,7 @@
 //! Wait histograms, run results and table formatting.
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
@@ -106,4 +107,30 @@ pub(crate) fn machine() -> String {
         .map(|s| s.trim().to_owned())
         .unwrap_or_default();
     format!("{cpu}, {cores} cores, Linux {kernel}")
+}
+
+/// The measurement protocol shared by every load row: let the tasks warm up, open the
+/// window (`measuring`), close it after `measure` (`stop`), then add up each task's
+/// operations and wait histogram.
+pub(crate) async fn measure_window(
+    warmup: Duration,
+    measure: Duration,
+    measuring: &AtomicBool,
+    stop: &AtomicBool,
+    tasks: Vec<tokio::task::JoinHandle<(u64, Histogram<u64>)>>,
+) -> Run {
+    tokio::time::sleep(warmup).await;
+    measuring.store(true, Ordering::Relaxed);
+    let start = Instant::now();
+    tokio::time::sleep(measure).await;
+    stop.store(true, Ordering::Relaxed);
+    let elapsed = start.elapsed();
+    let mut waits = histogram();
+    let mut ops = 0;
+    for task in tasks {
+        let (n, w) = task.await.expect("bench task");
+        ops += n;
+        waits.add(&w).expect("same bounds");
+    }
+    Run::new(ops, elapsed, &waits)
 }
