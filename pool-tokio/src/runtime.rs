@@ -108,8 +108,59 @@ impl<M: Manager> Glue<M> {
         tasks.insert(conn, task.abort_handle());
     }
 
+    /// Run a health check or a reset on a connection the pool holds, and report whether
+    /// it may be lent again.
+    fn spawn_upkeep(
+        self: &Arc<Self>,
+        pool: &SharedPool<M::Connection>,
+        conn: ConnId,
+        mut connection: M::Connection,
+        kind: Upkeep,
+    ) {
+        let (pool, g) = (pool.clone(), self.clone());
+        let span = match kind {
+            Upkeep::Check => tracing::debug_span!("pool.check", conn = conn.get()),
+            Upkeep::Reset => tracing::debug_span!("pool.reset", conn = conn.get()),
+        };
+        self.spawn_tracked(
+            conn,
+            async move {
+                let result = match kind {
+                    Upkeep::Check => g.manager.check(&mut connection).await,
+                    Upkeep::Reset => g.manager.reset(&mut connection).await,
+                };
+                g.finish(conn);
+                if let Err(e) = &result {
+                    tracing::info!(error = %error_chain(e), "{} failed", kind.name());
+                }
+                let ok = result.is_ok();
+                match kind {
+                    Upkeep::Check => pool.check_finished(conn, connection, ok),
+                    Upkeep::Reset => pool.reset_finished(conn, connection, ok),
+                }
+            }
+            .instrument(span),
+        );
+    }
+
     fn finish(&self, conn: ConnId) {
         lock(&self.tasks).remove(&conn);
+    }
+}
+
+/// Work on an established connection the pool holds between two loans.
+#[derive(Clone, Copy)]
+enum Upkeep {
+    Check,
+    Reset,
+}
+
+impl Upkeep {
+    fn name(self) -> &'static str {
+        match self {
+            Upkeep::Check => "health check",
+            Upkeep::Reset => "reset",
+        }
     }
 }
 
@@ -152,45 +203,11 @@ impl<M: Manager> Runtime<M::Connection> for TokioRuntime<M> {
                     .instrument(span),
                 );
             }
-            Work::Check {
-                conn,
-                mut connection,
-            } => {
-                let pool = pool.clone();
-                let g = glue.clone();
-                let span = tracing::debug_span!("pool.check", conn = conn.get());
-                glue.spawn_tracked(
-                    conn,
-                    async move {
-                        let result = g.manager.check(&mut connection).await;
-                        g.finish(conn);
-                        if let Err(e) = &result {
-                            tracing::info!(error = %error_chain(e), "health check failed");
-                        }
-                        pool.check_finished(conn, connection, result.is_ok());
-                    }
-                    .instrument(span),
-                );
+            Work::Check { conn, connection } => {
+                glue.spawn_upkeep(pool, conn, connection, Upkeep::Check)
             }
-            Work::Reset {
-                conn,
-                mut connection,
-            } => {
-                let pool = pool.clone();
-                let g = glue.clone();
-                let span = tracing::debug_span!("pool.reset", conn = conn.get());
-                glue.spawn_tracked(
-                    conn,
-                    async move {
-                        let result = g.manager.reset(&mut connection).await;
-                        g.finish(conn);
-                        if let Err(e) = &result {
-                            tracing::info!(error = %error_chain(e), "reset failed");
-                        }
-                        pool.reset_finished(conn, connection, result.is_ok());
-                    }
-                    .instrument(span),
-                );
+            Work::Reset { conn, connection } => {
+                glue.spawn_upkeep(pool, conn, connection, Upkeep::Reset)
             }
             Work::Close {
                 conn,
