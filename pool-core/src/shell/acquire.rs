@@ -11,8 +11,8 @@ use crate::input::Verdict;
 use crate::pool::Acquired;
 use crate::time::Instant;
 
-use super::sync::lock;
-use super::{Effects, Lease, SharedPool, Slot, State};
+use super::sync::{lock, Arc};
+use super::{Answer, Cell, Effects, Lease, Queued, SharedPool, State};
 
 /// Resolves to a [`Lease`] or to the [`Rejection`] that says why not. Works on any
 /// executor; dropping it at any point loses nothing:
@@ -49,13 +49,13 @@ pub struct Acquire<C: Send + 'static> {
     /// it instead of reading the clock again.
     asked_at: Option<Instant>,
     origin: &'static Location<'static>,
-    step: Step,
+    step: Step<C>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Step {
+enum Step<C> {
     Start,
-    Waiting(WaiterId),
+    /// Queued: the answer arrives in the cell.
+    Waiting(WaiterId, Arc<Cell<C>>),
     Done,
 }
 
@@ -88,7 +88,7 @@ impl<C: Send + 'static> Acquire<C> {
     /// The waiter this future is queued as, once it has been polled and had to wait.
     pub fn waiter(&self) -> Option<WaiterId> {
         match self.step {
-            Step::Waiting(w) => Some(w),
+            Step::Waiting(w, _) => Some(w),
             _ => None,
         }
     }
@@ -99,82 +99,71 @@ impl<C: Send + 'static> Future for Acquire<C> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        // Borrowed, not cloned: one reference count round trip less per poll.
-        let pool = &this.pool;
-        let (deadline, origin) = (this.deadline, this.origin);
-        let (step, poll) = match this.step {
-            Step::Start => {
-                // Read the clock before locking (or reuse the reading taken when the
-                // acquire was asked for): the critical section stays short, and a slightly
-                // older `now` is harmless (the core never goes back in time).
-                let now = this.asked_at.unwrap_or_else(|| pool.now());
-                pool.with_state(|st, fx| match st.core.acquire(now, deadline) {
-                    Ok(Acquired::Ready(grant)) => {
-                        (Step::Done, Poll::Ready(Ok(st.lend(grant, origin))))
-                    }
+        if let Step::Start = this.step {
+            // Read the clock before locking (or reuse the reading taken when the acquire
+            // was asked for): the critical section stays short, and a slightly older `now`
+            // is harmless (the core never goes back in time).
+            let now = this.asked_at.unwrap_or_else(|| this.pool.now());
+            let (deadline, origin) = (this.deadline, this.origin);
+            let queued = this
+                .pool
+                .with_state(|st, fx| match st.core.acquire(now, deadline) {
+                    Ok(Acquired::Ready(grant)) => Err(Ok(st.lend(grant, origin))),
                     Ok(Acquired::Queued(waiter)) => {
-                        // Register before routing: the answer may be among these actions.
-                        st.waiters
-                            .insert(waiter, Slot::Waiting(Some(cx.waker().clone())));
+                        // Queue the cell before routing: the answer may be among these
+                        // actions.
+                        let cell = Arc::new(Cell::waiting(cx.waker()));
+                        let queued = Queued {
+                            cell: cell.clone(),
+                            origin,
+                        };
+                        st.waiters.insert(waiter, queued);
                         st.apply(fx);
-                        st.answer(waiter, origin, cx)
+                        Ok((waiter, cell))
                     }
-                    Err(rejection) => (Step::Done, Poll::Ready(Err(rejection))),
-                })
-            }
-            Step::Waiting(waiter) => pool.with_state(|st, _| st.answer(waiter, origin, cx)),
-            Step::Done => panic!("Acquire polled after it completed"),
-        };
-        this.step = step;
-        // The guard (and its pool handle) is made after unlocking.
-        poll.map(|answer| {
-            answer.map(|(grant, connection)| Lease::new(pool.clone(), grant, connection))
-        })
+                    Err(rejection) => Err(Err(rejection)),
+                });
+            this.step = match queued {
+                Ok((waiter, cell)) => Step::Waiting(waiter, cell),
+                Err(answer) => return this.finish(answer),
+            };
+        }
+        match &this.step {
+            // Without the pool lock: the answer, if any, is in the cell.
+            Step::Waiting(_, cell) => match cell.take(cx) {
+                Some(answer) => this.finish(answer),
+                None => Poll::Pending,
+            },
+            Step::Start | Step::Done => panic!("Acquire polled after it completed"),
+        }
     }
 }
 
 /// A waiter's answer as the critical section hands it out: the guard is made after.
-type Answer<C> = Result<(Grant, C), Rejection>;
+type Outcome<C> = Result<(Grant, C), Rejection>;
+
+impl<C: Send + 'static> Acquire<C> {
+    fn finish(&mut self, outcome: Outcome<C>) -> Poll<Result<Lease<C>, Rejection>> {
+        self.step = Step::Done;
+        // The guard (and its pool handle) is made outside any critical section.
+        Poll::Ready(
+            outcome.map(|(grant, connection)| Lease::new(self.pool.clone(), grant, connection)),
+        )
+    }
+}
 
 impl<C: Send + 'static> State<C> {
-    /// The waiter's answer if it has one; otherwise keep its waker current.
-    fn answer(
-        &mut self,
-        waiter: WaiterId,
-        origin: &'static Location<'static>,
-        cx: &Context<'_>,
-    ) -> (Step, Poll<Answer<C>>) {
-        // Still waiting: keep the slot in place and its waker current.
-        match self.waiters.get_mut(waiter) {
-            Some(Slot::Waiting(waker)) => {
-                if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                    *waker = Some(cx.waker().clone());
-                }
-                return (Step::Waiting(waiter), Poll::Pending);
-            }
-            Some(_) => {}
-            None => unreachable!("a waiting Acquire always has a slot"),
-        }
-        match self.waiters.remove(waiter) {
-            Some(Slot::Granted(grant, connection)) => {
-                if self.core.config().leak_threshold.is_some() {
-                    self.origins.insert(grant.lease, origin);
-                }
-                (Step::Done, Poll::Ready(Ok((grant, connection))))
-            }
-            Some(Slot::Rejected(rejection)) => (Step::Done, Poll::Ready(Err(rejection))),
-            Some(Slot::Waiting(_)) | None => unreachable!("checked above"),
-        }
-    }
-
     /// The future was dropped while queued: leave the queue, or pass on a grant that
     /// arrived in the meantime.
-    fn abandon(&mut self, now: Instant, waiter: WaiterId, fx: &mut Effects<C>) {
-        match self.waiters.remove(waiter) {
-            Some(Slot::Waiting(_)) => {
+    fn abandon(&mut self, now: Instant, waiter: WaiterId, cell: &Cell<C>, fx: &mut Effects<C>) {
+        // Inside the pool's critical section, so no answer can arrive after this look.
+        match cell.abandon() {
+            Answer::Waiting(_) => {
+                self.waiters.remove(waiter);
                 let _ = self.core.cancel(now, waiter);
             }
-            Some(Slot::Granted(grant, connection)) => {
+            Answer::Granted(grant, connection) => {
+                self.origins.remove(&grant.lease);
                 self.held.insert(grant.conn(), connection);
                 if self
                     .core
@@ -185,16 +174,16 @@ impl<C: Send + 'static> State<C> {
                     self.discard(grant.conn(), CloseReason::DrainTimeout, fx);
                 }
             }
-            Some(Slot::Rejected(_)) | None => {}
+            Answer::Rejected(_) | Answer::Taken => {}
         }
     }
 }
 
 impl<C: Send + 'static> Drop for Acquire<C> {
     fn drop(&mut self) {
-        if let Step::Waiting(waiter) = self.step {
-            let pool = self.pool.clone();
-            pool.with_state(|st, fx| st.abandon(pool.now(), waiter, fx));
+        if let Step::Waiting(waiter, cell) = &self.step {
+            let pool = &self.pool;
+            pool.with_state(|st, fx| st.abandon(pool.now(), *waiter, cell, fx));
         }
     }
 }

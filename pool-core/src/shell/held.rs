@@ -1,23 +1,23 @@
 //! The connections the shell holds: idle ones, plus the one handed in with the current
 //! input until the core says where it goes.
 
-use std::collections::BTreeMap;
-
 use crate::id::ConnId;
+
+use super::id_map::IdMap;
 
 /// A returned connection usually leaves again in the same critical section (granted to
 /// the next waiter), so it is kept "in hand" rather than inserted into the map and removed
 /// again at once; [`Held::settle`] files it at the end of the critical section.
 pub(super) struct Held<C> {
     in_hand: Option<(ConnId, C)>,
-    idle: BTreeMap<ConnId, C>,
+    idle: IdMap<ConnId, C>,
 }
 
 impl<C> Held<C> {
     pub(super) fn new() -> Self {
         Held {
             in_hand: None,
-            idle: BTreeMap::new(),
+            idle: IdMap::default(),
         }
     }
 

@@ -1,29 +1,33 @@
-//! The runtime-agnostic concurrent shell: the core behind one mutex, a waker slot per
-//! waiter, the [`Acquire`] future and the [`Lease`] guard.
+//! The runtime-agnostic concurrent shell: the core behind one mutex, an answer cell per
+//! queued waiter, the [`Acquire`] future and the [`Lease`] guard.
 //!
 //! Rules that make it correct (checked by the loom and shuttle suites):
 //! - every input is fed to the core and all its actions are drained in one critical
 //!   section, so no action is ever seen half-applied;
-//! - a waiter's waker is stored under the same lock that delivers its outcome, so a wake
-//!   cannot be lost between "decide to wait" and "register";
+//! - locks nest in one order only: the pool's, then a waiter's cell. The woken waiter
+//!   takes its answer from its cell alone, without the pool lock, so a hand-off costs one
+//!   pool critical section, not two;
+//! - a waiter's waker and its answer live under the cell's lock, so a wake cannot be lost
+//!   between "decide to wait" and "register";
 //! - wakers are woken and work is handed to the runtime only after unlocking;
 //! - a dropped `Acquire` cancels its waiter, or gives back a grant that raced the drop,
 //!   in one critical section, so the connection goes to the next waiter.
 
 mod acquire;
+mod cell;
 mod held;
+mod id_map;
 mod lease;
 mod list;
 mod runtime;
 mod slots;
 mod sync;
 
-use std::collections::BTreeMap;
 use std::panic::Location;
 use std::task::Waker;
 use std::time::Duration;
 
-use crate::action::{Action, CloseReason, Grant, Rejection};
+use crate::action::{Action, CloseReason, Grant};
 use crate::config::{Config, ConfigError};
 use crate::id::{ConnId, LeaseId, WaiterId};
 use crate::input::{ConnectError, Verdict};
@@ -32,7 +36,9 @@ use crate::status::{Stats, Status};
 use crate::time::Instant;
 
 pub use acquire::{Acquire, Close};
+use cell::{Answer, Cell};
 use held::Held;
+use id_map::IdMap;
 pub use lease::Lease;
 use list::InlineList;
 pub use runtime::{Runtime, Work};
@@ -62,9 +68,10 @@ struct State<C> {
     /// The connections the pool holds right now: idle ones, and one handed in with an
     /// input until the core says where it goes.
     held: Held<C>,
-    waiters: Slots<Slot<C>>,
+    /// The cell of every waiter the core has queued and not yet answered.
+    waiters: Slots<Queued<C>>,
     /// Where each lease was acquired, for leak reports (only with a leak threshold).
-    origins: BTreeMap<LeaseId, &'static Location<'static>>,
+    origins: IdMap<LeaseId, &'static Location<'static>>,
     /// The deadline the runtime's timer is set for.
     timer: Option<Instant>,
     /// Set once the core reports `Drained`.
@@ -72,11 +79,10 @@ struct State<C> {
     close_wakers: Vec<Waker>,
 }
 
-/// What a queued waiter has been told so far.
-enum Slot<C> {
-    Waiting(Option<Waker>),
-    Granted(Grant, C),
-    Rejected(Rejection),
+/// A waiter the core has queued: where to put its answer, and where it asked from.
+struct Queued<C> {
+    cell: Arc<Cell<C>>,
+    origin: &'static Location<'static>,
 }
 
 /// Side effects gathered inside a critical section and run after unlocking. Kept inline:
@@ -108,7 +114,7 @@ impl<C: Send + 'static> SharedPool<C> {
                     core,
                     held: Held::new(),
                     waiters: Slots::new(),
-                    origins: BTreeMap::new(),
+                    origins: IdMap::default(),
                     timer: None,
                     drained: None,
                     close_wakers: Vec::new(),
@@ -205,15 +211,17 @@ impl<C: Send + 'static> SharedPool<C> {
                 st.held.len()
             )));
         }
-        let queued = st
-            .waiters
-            .values()
-            .filter(|s| matches!(s, Slot::Waiting(_)))
-            .count();
+        let queued = st.waiters.values().count();
         if queued != st.core.status().waiters {
             return Err(crate::InvariantViolation(format!(
-                "shell has {queued} waiting slots but the core has {} waiters",
+                "shell has {queued} waiting cells but the core has {} waiters",
                 st.core.status().waiters
+            )));
+        }
+        if let Some(q) = st.waiters.values().find(|q| !q.cell.is_waiting()) {
+            return Err(crate::InvariantViolation(format!(
+                "a queued waiter (asked at {}) already holds an answer",
+                q.origin
             )));
         }
         Ok(())
@@ -348,10 +356,10 @@ impl<C: Send + 'static> State<C> {
                 }
                 Action::Grant { waiter, grant } => {
                     let connection = self.take(grant.conn());
-                    self.deliver(waiter, Slot::Granted(grant, connection), fx);
+                    self.deliver(waiter, Answer::Granted(grant, connection), fx);
                 }
                 Action::Reject { waiter, rejection } => {
-                    self.deliver(waiter, Slot::Rejected(rejection), fx);
+                    self.deliver(waiter, Answer::Rejected(rejection), fx);
                 }
                 Action::LeakSuspected { lease, held } => fx.work.push(Work::LeakSuspected {
                     lease,
@@ -394,14 +402,19 @@ impl<C: Send + 'static> State<C> {
         })
     }
 
-    fn deliver(&mut self, waiter: WaiterId, outcome: Slot<C>, fx: &mut Effects<C>) {
-        // The core only answers waiters still in its queue, and the shell keeps a slot for
-        // each of them until the future has taken its answer or cancelled.
-        let slot = self
+    fn deliver(&mut self, waiter: WaiterId, answer: Answer<C>, fx: &mut Effects<C>) {
+        // The core answers each queued waiter once, and the shell keeps its cell here
+        // until then; the future holds the cell too and picks the answer up.
+        let queued = self
             .waiters
-            .get_mut(waiter)
-            .unwrap_or_else(|| panic!("shell invariant: no slot for {waiter:?}"));
-        if let Slot::Waiting(Some(waker)) = std::mem::replace(slot, outcome) {
+            .remove(waiter)
+            .unwrap_or_else(|| panic!("shell invariant: no cell for {waiter:?}"));
+        if let Answer::Granted(grant, _) = &answer {
+            if self.core.config().leak_threshold.is_some() {
+                self.origins.insert(grant.lease, queued.origin);
+            }
+        }
+        if let Some(waker) = queued.cell.answer(answer) {
             fx.wake.push(waker);
         }
     }

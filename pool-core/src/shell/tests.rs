@@ -11,6 +11,7 @@ use futures::task::{waker, ArcWake};
 use futures::FutureExt;
 
 use super::*;
+use crate::action::Rejection;
 use crate::config::Config;
 
 #[derive(Default)]
