@@ -43,7 +43,8 @@ use super::{Answer, Cell, Effects, Lease, Queued, SharedPool, State};
 /// ```
 #[must_use = "futures do nothing unless polled"]
 pub struct Acquire<C: Send + 'static> {
-    pool: SharedPool<C>,
+    /// Handed on to the lease when granted.
+    pool: Option<SharedPool<C>>,
     deadline: Instant,
     /// When the acquire was asked for, if the clock was read then: the first poll uses
     /// it instead of reading the clock again.
@@ -67,7 +68,7 @@ impl<C: Send + 'static> Acquire<C> {
         origin: &'static Location<'static>,
     ) -> Self {
         Acquire {
-            pool,
+            pool: Some(pool),
             deadline,
             asked_at,
             origin,
@@ -103,26 +104,28 @@ impl<C: Send + 'static> Future for Acquire<C> {
             // Read the clock before locking (or reuse the reading taken when the acquire
             // was asked for): the critical section stays short, and a slightly older `now`
             // is harmless (the core never goes back in time).
-            let now = this.asked_at.unwrap_or_else(|| this.pool.now());
-            let (deadline, origin) = (this.deadline, this.origin);
-            let queued = this
+            let pool = this
                 .pool
-                .with_state(|st, fx| match st.core.acquire(now, deadline) {
-                    Ok(Acquired::Ready(grant)) => Err(Ok(st.lend(grant, origin))),
-                    Ok(Acquired::Queued(waiter)) => {
-                        // Queue the cell before routing: the answer may be among these
-                        // actions.
-                        let cell = Arc::new(Cell::waiting(cx.waker()));
-                        let queued = Queued {
-                            cell: cell.clone(),
-                            origin,
-                        };
-                        st.waiters.insert(waiter, queued);
-                        st.apply(fx);
-                        Ok((waiter, cell))
-                    }
-                    Err(rejection) => Err(Err(rejection)),
-                });
+                .as_ref()
+                .expect("an Acquire keeps its pool until done");
+            let now = this.asked_at.unwrap_or_else(|| pool.now());
+            let (deadline, origin) = (this.deadline, this.origin);
+            let queued = pool.with_state(|st, fx| match st.core.acquire(now, deadline) {
+                Ok(Acquired::Ready(grant)) => Err(Ok(st.lend(grant, origin))),
+                Ok(Acquired::Queued(waiter)) => {
+                    // Queue the cell before routing: the answer may be among these
+                    // actions.
+                    let cell = Arc::new(Cell::waiting(cx.waker()));
+                    let queued = Queued {
+                        cell: cell.clone(),
+                        origin,
+                    };
+                    st.waiters.insert(waiter, queued);
+                    st.apply(fx);
+                    Ok((waiter, cell))
+                }
+                Err(rejection) => Err(Err(rejection)),
+            });
             this.step = match queued {
                 Ok((waiter, cell)) => Step::Waiting(waiter, cell),
                 Err(answer) => return this.finish(answer),
@@ -145,10 +148,16 @@ type Outcome<C> = Result<(Grant, C), Rejection>;
 impl<C: Send + 'static> Acquire<C> {
     fn finish(&mut self, outcome: Outcome<C>) -> Poll<Result<Lease<C>, Rejection>> {
         self.step = Step::Done;
-        // The guard (and its pool handle) is made outside any critical section.
-        Poll::Ready(
-            outcome.map(|(grant, connection)| Lease::new(self.pool.clone(), grant, connection)),
-        )
+        // The guard is made outside any critical section, and takes this future's pool
+        // handle rather than a clone: every clone and drop of a handle is an atomic on a
+        // cache line all tasks share, and under contention it moves between cores.
+        Poll::Ready(outcome.map(|(grant, connection)| {
+            let pool = self
+                .pool
+                .take()
+                .expect("an Acquire keeps its pool until done");
+            Lease::new(pool, grant, connection)
+        }))
     }
 }
 
@@ -181,8 +190,7 @@ impl<C: Send + 'static> State<C> {
 
 impl<C: Send + 'static> Drop for Acquire<C> {
     fn drop(&mut self) {
-        if let Step::Waiting(waiter, cell) = &self.step {
-            let pool = &self.pool;
+        if let (Step::Waiting(waiter, cell), Some(pool)) = (&self.step, &self.pool) {
             pool.with_state(|st, fx| st.abandon(pool.now(), *waiter, cell, fx));
         }
     }
