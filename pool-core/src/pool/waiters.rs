@@ -18,9 +18,14 @@ pub(crate) struct Waiter {
 /// is a binary search that leaves a tombstone; tombstones never sit at either end, and
 /// are swept out once they outnumber the live waiters, so the queue stays O(live).
 ///
-/// The deadline index is only built when it is needed: while every waiter's deadline is
-/// no earlier than the one queued before it (all acquires with the same timeout), the
-/// arrival order *is* the deadline order, and the front holds the earliest deadline.
+/// The deadline index is only kept while it is needed: while every waiter's deadline is
+/// no earlier than those queued before it (all acquires with the same timeout), the
+/// arrival order *is* the deadline order, and the front holds the earliest deadline. It
+/// is built when a waiter arrives with an earlier deadline than one ahead of it, and
+/// dropped again once that waiter has left the front of the queue. (Acquirers on other
+/// threads read the clock before they lock the pool, so their deadlines arrive slightly
+/// out of order now and then; under steady contention the queue never empties, and an
+/// index kept until it did cost a B-tree update on every push and pop.)
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Waiters {
     /// In id order; `None` is a cancelled waiter not yet swept out.
@@ -28,6 +33,10 @@ pub(crate) struct Waiters {
     live: usize,
     /// `None` while deadlines are non-decreasing in arrival order.
     by_deadline: Option<BTreeSet<(Instant, WaiterId)>>,
+    /// The newest waiter queued with an earlier deadline than a live waiter ahead of it.
+    /// Every waiter after it arrived with a deadline no earlier than any ahead of it, so
+    /// once it has left the front, arrival order is deadline order again.
+    disordered_until: Option<WaiterId>,
     next_id: u64,
 }
 
@@ -43,26 +52,25 @@ impl Waiters {
     pub fn push(&mut self, arrived: Instant, deadline: Instant) -> WaiterId {
         let id = WaiterId(self.next_id);
         self.next_id += 1;
-        match &mut self.by_deadline {
-            Some(index) => {
-                index.insert((deadline, id));
-            }
-            None => {
-                // The back is never a tombstone, so it is the latest live deadline.
-                let in_order = match self.queue.back() {
-                    Some((_, Some(last))) => last.deadline <= deadline,
-                    _ => true,
-                };
-                if !in_order {
-                    let mut index: BTreeSet<(Instant, WaiterId)> = self
-                        .queue
+        // The latest deadline of any live waiter: the back's while arrival order is
+        // deadline order (the back is never a tombstone), else the index's last.
+        let latest = match &self.by_deadline {
+            Some(index) => index.last().map(|&(d, _)| d),
+            None => self.queue.back().and_then(|(_, w)| w.map(|w| w.deadline)),
+        };
+        if latest.is_some_and(|latest| deadline < latest) {
+            self.disordered_until = Some(id);
+            if self.by_deadline.is_none() {
+                self.by_deadline = Some(
+                    self.queue
                         .iter()
                         .filter_map(|(id, w)| w.map(|w| (w.deadline, *id)))
-                        .collect();
-                    index.insert((deadline, id));
-                    self.by_deadline = Some(index);
-                }
+                        .collect(),
+                );
             }
+        }
+        if let Some(index) = &mut self.by_deadline {
+            index.insert((deadline, id));
         }
         self.queue
             .push_back((id, Some(Waiter { arrived, deadline })));
@@ -120,7 +128,7 @@ impl Waiters {
     }
 
     /// Keep both ends live, sweep tombstones once they outnumber the live waiters, and
-    /// drop the deadline index once the queue is empty.
+    /// drop the deadline index once arrival order is deadline order again.
     fn tidy(&mut self) {
         while matches!(self.queue.front(), Some((_, None))) {
             self.queue.pop_front();
@@ -131,8 +139,12 @@ impl Waiters {
         if self.queue.len() - self.live > self.live + 16 {
             self.queue.retain(|(_, w)| w.is_some());
         }
-        if self.live == 0 {
+        let in_order_again = self
+            .disordered_until
+            .is_some_and(|last| self.queue.front().is_none_or(|(front, _)| *front > last));
+        if in_order_again {
             self.by_deadline = None;
+            self.disordered_until = None;
         }
     }
 
@@ -206,6 +218,38 @@ mod tests {
         while w.pop_front().is_some() {
             assert!(w.consistent());
         }
+        assert!(w.is_empty() && w.by_deadline.is_none() && w.consistent());
+    }
+
+    #[test]
+    fn the_deadline_index_goes_once_the_out_of_order_waiter_has_left_the_front() {
+        let mut w = Waiters::default();
+        let a = w.push(t(0), t(1_000));
+        let b = w.push(t(1), t(2_000));
+        let early = w.push(t(2), t(1_500)); // earlier than b's: index
+        let c = w.push(t(3), t(1_800)); // after early's, but earlier than b's: index
+        let d = w.push(t(4), t(3_000));
+        assert!(w.by_deadline.is_some() && w.consistent());
+        assert_eq!(w.pop_front().map(|(id, _)| id), Some(a));
+        assert_eq!(w.pop_front().map(|(id, _)| id), Some(b));
+        assert_eq!(w.pop_front().map(|(id, _)| id), Some(early));
+        assert!(
+            w.by_deadline.is_some(),
+            "c is still out of order behind b's deadline"
+        );
+        assert_eq!(w.pop_front().map(|(id, _)| id), Some(c));
+        // Only d is left (and whoever comes after, in order): no index, though the queue
+        // never emptied.
+        let e = w.push(t(5), t(3_000));
+        assert!(w.by_deadline.is_none() && w.consistent());
+        assert_eq!(w.earliest_deadline(), Some(t(3_000)));
+        // A cancel of the out-of-order waiter itself also ends the disorder.
+        let f = w.push(t(6), t(2_500));
+        assert!(w.by_deadline.is_some());
+        w.remove(f);
+        assert!(w.by_deadline.is_some(), "f is a tombstone behind the front");
+        assert_eq!(w.pop_front().map(|(id, _)| id), Some(d));
+        assert_eq!(w.pop_front().map(|(id, _)| id), Some(e));
         assert!(w.is_empty() && w.by_deadline.is_none() && w.consistent());
     }
 
