@@ -145,6 +145,28 @@ fn an_acquire_dropped_while_its_grant_is_in_flight_loses_nothing() {
     });
 }
 
+/// The waiter's task moves (a new waker) while the grant lands in its cell: the pick-up
+/// happens without the pool lock, so the waker swap and the delivery meet only at the
+/// cell. A lost wake shows as a deadlock.
+#[test]
+fn a_waiter_changes_its_waker_while_its_grant_lands() {
+    model(|| {
+        let (pool, _) = pool(1, false);
+        let lease = block_on(pool.acquire()).unwrap();
+        let mut acquire = pool.acquire();
+        let first = noop_waker();
+        assert!(acquire
+            .poll_unpin(&mut Context::from_waker(&first))
+            .is_pending());
+        let releaser = thread::spawn(move || drop(lease));
+        // Polled again with this thread's waker, racing the release.
+        let lease = block_on(acquire).expect("granted once the lease is back");
+        releaser.join().unwrap();
+        drop(lease);
+        assert_quiescent(&pool, 1);
+    });
+}
+
 #[test]
 fn a_release_on_another_thread_races_a_new_acquire() {
     model(|| {
