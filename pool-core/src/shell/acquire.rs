@@ -115,7 +115,7 @@ impl<C: Send + 'static> Future for Acquire<C> {
                 Ok(Acquired::Queued(waiter)) => {
                     // Queue the cell before routing: the answer may be among these
                     // actions.
-                    let cell = Arc::new(Cell::waiting(cx.waker()));
+                    let cell = st.spares.take(cx.waker());
                     let queued = Queued {
                         cell: cell.clone(),
                         origin,

@@ -8,11 +8,12 @@
 //! lock is shared by two parties only, and the pool takes it while already holding its
 //! own: locks nest pool → cell, never the other way.
 
+use std::collections::VecDeque;
 use std::task::{Context, Waker};
 
 use crate::action::{Grant, Rejection};
 
-use super::sync::{lock, Mutex};
+use super::sync::{lock, Arc, Mutex};
 
 /// What a queued waiter has been told so far.
 pub(super) enum Answer<C> {
@@ -33,6 +34,16 @@ impl<C> Cell<C> {
         Cell {
             answer: Mutex::new(Answer::Waiting(Some(waker.clone()))),
         }
+    }
+
+    /// A spare cell made ready for a new waiter, if no earlier waiter still holds it.
+    fn reuse(mut cell: Arc<Self>, waker: &Waker) -> Option<Arc<Self>> {
+        let answer = Arc::get_mut(&mut cell)?
+            .answer
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *answer = Answer::Waiting(Some(waker.clone()));
+        Some(cell)
     }
 
     /// Store the pool's answer; returns the waker to wake once the pool lock is released.
@@ -71,5 +82,37 @@ impl<C> Cell<C> {
 
     pub(super) fn is_waiting(&self) -> bool {
         matches!(*lock(&self.answer), Answer::Waiting(_))
+    }
+}
+
+/// Answered cells, kept for reuse once their waiters let go: a cell per queued acquire
+/// would otherwise be an allocation and a free on every hand-off.
+pub(super) struct Spares<C> {
+    cells: VecDeque<Arc<Cell<C>>>,
+}
+
+impl<C> Spares<C> {
+    /// Enough for every waiter answered in a burst to come back before it is needed.
+    const KEEP: usize = 64;
+
+    pub(super) fn new() -> Self {
+        Spares {
+            cells: VecDeque::new(),
+        }
+    }
+
+    /// A cell for a new waiter: the oldest spare if its waiter has let go, else a new one.
+    /// A spare still held (its waiter not yet polled, or leaked) is not waited for.
+    pub(super) fn take(&mut self, waker: &Waker) -> Arc<Cell<C>> {
+        self.cells
+            .pop_front()
+            .and_then(|cell| Cell::reuse(cell, waker))
+            .unwrap_or_else(|| Arc::new(Cell::waiting(waker)))
+    }
+
+    pub(super) fn keep(&mut self, cell: Arc<Cell<C>>) {
+        if self.cells.len() < Self::KEEP {
+            self.cells.push_back(cell);
+        }
     }
 }

@@ -36,7 +36,7 @@ use crate::status::{Stats, Status};
 use crate::time::Instant;
 
 pub use acquire::{Acquire, Close};
-use cell::{Answer, Cell};
+use cell::{Answer, Cell, Spares};
 use held::Held;
 use id_map::IdMap;
 pub use lease::Lease;
@@ -70,6 +70,7 @@ struct State<C> {
     held: Held<C>,
     /// The cell of every waiter the core has queued and not yet answered.
     waiters: Slots<Queued<C>>,
+    spares: Spares<C>,
     /// Where each lease was acquired, for leak reports (only with a leak threshold).
     origins: IdMap<LeaseId, &'static Location<'static>>,
     /// The deadline the runtime's timer is set for.
@@ -114,6 +115,7 @@ impl<C: Send + 'static> SharedPool<C> {
                     core,
                     held: Held::new(),
                     waiters: Slots::new(),
+                    spares: Spares::new(),
                     origins: IdMap::default(),
                     timer: None,
                     drained: None,
@@ -417,6 +419,7 @@ impl<C: Send + 'static> State<C> {
         if let Some(waker) = queued.cell.answer(answer) {
             fx.wake.push(waker);
         }
+        self.spares.keep(queued.cell);
     }
 
     /// A connection answered after the core gave up on it: drop it.

@@ -134,6 +134,36 @@ fn a_grant_that_races_a_dropped_acquire_goes_to_the_next_waiter() {
     pool.check_invariants().unwrap();
 }
 
+/// Answered cells are reused, but never one whose waiter has not taken its answer yet.
+#[test]
+fn a_cell_is_reused_only_after_its_waiter_let_go() {
+    let (pool, rt) = pool(1);
+    let _ = pool.acquire().now_or_never();
+    rt.open_all(&pool);
+    let held = pool.try_acquire().expect("idle connection");
+    let (fa, fb, fc) = (flag(), flag(), flag());
+    let mut a = pool.acquire();
+    assert!(poll(&mut a, &fa).is_pending());
+    drop(held); // granted to `a`, whose cell now waits to be looked at
+    let mut b = pool.acquire();
+    assert!(poll(&mut b, &fb).is_pending(), "b queues behind a's lease");
+    let Poll::Ready(Ok(lease)) = poll(&mut a, &fa) else {
+        panic!("a's grant was lost to b's cell")
+    };
+    drop(lease); // to `b`
+    let Poll::Ready(Ok(lease)) = poll(&mut b, &fb) else {
+        panic!("b was not granted")
+    };
+    drop(b);
+    // `a` and `b` have let go of their cells: `c` queues in a reused one and is answered.
+    let mut c = pool.acquire();
+    assert!(poll(&mut c, &fc).is_pending());
+    drop(lease);
+    assert!(fc.0.load(Ordering::SeqCst));
+    assert!(matches!(poll(&mut c, &fc), Poll::Ready(Ok(_))));
+    pool.check_invariants().unwrap();
+}
+
 #[test]
 fn a_dropped_waiting_acquire_leaves_the_queue() {
     let (pool, _rt) = pool(1);
