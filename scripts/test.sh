@@ -33,6 +33,11 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy -p pool-suite --all-targets --features loom -- -D warnings
 cargo clippy -p pool-suite --all-targets --features shuttle -- -D warnings
+# The injected-bug patches (scripts/mutations.sh) must keep applying to the code they
+# break; a stale one would silently stop showing anything.
+for patch in docs/mutations/*.patch; do
+    git apply --check "$patch" || { echo "stale mutation patch: $patch" >&2; exit 1; }
+done
 
 step "workspace tests (unit, model, simulator, tokio adapter, real PostgreSQL)"
 counted cargo test --workspace
