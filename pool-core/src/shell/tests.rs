@@ -379,3 +379,112 @@ fn a_revoked_grant_abandoned_by_a_dropped_acquire_is_closed() {
     );
     pool.check_invariants().unwrap();
 }
+
+/// A connection idle past `check_after_idle` goes to the runtime for a check before it
+/// is lent; a healthy one reaches the waiter, an unhealthy one is closed and replaced.
+#[test]
+fn a_stale_idle_connection_is_checked_then_lent_or_replaced() {
+    let rt = Rt::default();
+    let config = Config {
+        max_size: 1,
+        check_after_idle: Some(Duration::from_millis(100)),
+        ..Config::default()
+    };
+    let pool = SharedPool::new(config, 1, rt.clone()).unwrap();
+    let mut a = pool.acquire();
+    let _ = poll(&mut a, &flag());
+    rt.open_all(&pool);
+    let Poll::Ready(Ok(lease)) = poll(&mut a, &flag()) else {
+        panic!()
+    };
+    drop(lease);
+    rt.advance(Duration::from_millis(200));
+
+    let f = flag();
+    let mut b = pool.acquire();
+    assert!(
+        poll(&mut b, &f).is_pending(),
+        "a stale connection is not lent unchecked"
+    );
+    let [Work::Check { conn, connection }] = rt.take()[..] else {
+        panic!("expected one check")
+    };
+    assert_eq!(connection, 0);
+    pool.check_finished(conn, connection, true);
+    assert!(f.0.load(Ordering::SeqCst));
+    let Poll::Ready(Ok(lease)) = poll(&mut b, &f) else {
+        panic!("a healthy check lends the connection")
+    };
+    assert_eq!(*lease, 0);
+    drop(lease);
+    pool.check_invariants().unwrap();
+
+    rt.advance(Duration::from_millis(200));
+    let mut c = pool.acquire();
+    assert!(poll(&mut c, &flag()).is_pending());
+    let [Work::Check { conn, connection }] = rt.take()[..] else {
+        panic!("expected one check")
+    };
+    pool.check_finished(conn, connection, false);
+    let work = rt.take();
+    assert!(
+        matches!(
+            work[..],
+            [
+                Work::Close {
+                    connection: Some(0),
+                    reason: CloseReason::CheckFailed,
+                    ..
+                },
+                Work::Open { .. }
+            ]
+        ),
+        "{work:?}"
+    );
+    pool.check_invariants().unwrap();
+}
+
+/// A connection returned as `NeedsReset` goes to the runtime for a reset; a reset one is
+/// lent again, one whose reset failed is closed.
+#[test]
+fn a_returned_connection_that_needs_a_reset_is_reset_then_lent_or_closed() {
+    let (pool, rt) = pool(1);
+    let mut a = pool.acquire();
+    let _ = poll(&mut a, &flag());
+    rt.open_all(&pool);
+    let Poll::Ready(Ok(mut lease)) = poll(&mut a, &flag()) else {
+        panic!()
+    };
+    lease.set_verdict(Verdict::NeedsReset);
+    drop(lease);
+    let [Work::Reset { conn, connection }] = rt.take()[..] else {
+        panic!("expected one reset")
+    };
+    assert_eq!(pool.status().idle, 0, "not lendable while it is reset");
+    pool.reset_finished(conn, connection, true);
+    let lease = pool
+        .try_acquire()
+        .expect("a reset connection is idle again");
+    assert_eq!(*lease, 0);
+    let mut lease = lease;
+    lease.set_verdict(Verdict::NeedsReset);
+    drop(lease);
+    let [Work::Reset { conn, connection }] = rt.take()[..] else {
+        panic!("expected one reset")
+    };
+    pool.reset_finished(conn, connection, false);
+    let work = rt.take();
+    assert!(
+        matches!(
+            work[..],
+            [Work::Close {
+                connection: Some(0),
+                reason: CloseReason::ResetFailed,
+                ..
+            }]
+        ),
+        "{work:?}"
+    );
+    assert_eq!(pool.status().total, 0);
+    pool.check_invariants().unwrap();
+}
