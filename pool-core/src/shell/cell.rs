@@ -89,6 +89,9 @@ impl<C> Cell<C> {
 /// would otherwise be an allocation and a free on every hand-off.
 pub(super) struct Spares<C> {
     cells: VecDeque<Arc<Cell<C>>>,
+    /// Cells made new rather than reused (tests check that reuse happens).
+    #[cfg(test)]
+    pub(super) made: usize,
 }
 
 impl<C> Spares<C> {
@@ -98,16 +101,22 @@ impl<C> Spares<C> {
     pub(super) fn new() -> Self {
         Spares {
             cells: VecDeque::new(),
+            #[cfg(test)]
+            made: 0,
         }
     }
 
     /// A cell for a new waiter: the oldest spare if its waiter has let go, else a new one.
     /// A spare still held (its waiter not yet polled, or leaked) is not waited for.
     pub(super) fn take(&mut self, waker: &Waker) -> Arc<Cell<C>> {
-        self.cells
-            .pop_front()
-            .and_then(|cell| Cell::reuse(cell, waker))
-            .unwrap_or_else(|| Arc::new(Cell::waiting(waker)))
+        if let Some(cell) = self.cells.pop_front().and_then(|c| Cell::reuse(c, waker)) {
+            return cell;
+        }
+        #[cfg(test)]
+        {
+            self.made += 1;
+        }
+        Arc::new(Cell::waiting(waker))
     }
 
     pub(super) fn keep(&mut self, cell: Arc<Cell<C>>) {

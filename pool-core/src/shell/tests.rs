@@ -156,8 +156,18 @@ fn a_cell_is_reused_only_after_its_waiter_let_go() {
     };
     drop(b);
     // `a` and `b` have let go of their cells: `c` queues in a reused one and is answered.
+    let made = lock(&pool.shared.state).spares.made;
+    assert_eq!(
+        made, 3,
+        "one cell each for the first acquire, a and b: a's was still held when b queued"
+    );
     let mut c = pool.acquire();
     assert!(poll(&mut c, &fc).is_pending());
+    assert_eq!(
+        lock(&pool.shared.state).spares.made,
+        made,
+        "c reuses a cell"
+    );
     drop(lease);
     assert!(fc.0.load(Ordering::SeqCst));
     assert!(matches!(poll(&mut c, &fc), Poll::Ready(Ok(_))));
@@ -232,6 +242,11 @@ fn the_timer_is_armed_for_the_earliest_deadline_and_rejects_the_waiter() {
         armed.last(),
         Some(&(Instant::ZERO + Duration::from_millis(100)))
     );
+    // A second waiter with the same deadline needs no new arming.
+    let mut b = pool.acquire_timeout(Duration::from_millis(100));
+    assert!(poll(&mut b, &flag()).is_pending());
+    assert_eq!(rt.0.armed.lock().unwrap().len(), armed.len());
+    drop(b);
     rt.advance(Duration::from_millis(100));
     pool.handle_timeout();
     assert!(f.0.load(Ordering::SeqCst));
@@ -487,4 +502,78 @@ fn a_returned_connection_that_needs_a_reset_is_reset_then_lent_or_closed() {
     );
     assert_eq!(pool.status().total, 0);
     pool.check_invariants().unwrap();
+}
+
+/// A task that moves re-polls with a new waker: the grant must wake the new one.
+#[test]
+fn a_waiter_re_polled_with_a_new_waker_is_woken_through_it() {
+    let (pool, rt) = pool(1);
+    let _ = pool.acquire().now_or_never();
+    rt.open_all(&pool);
+    let held = pool.try_acquire().expect("idle connection");
+    let (old, new) = (flag(), flag());
+    let mut a = pool.acquire();
+    assert_eq!(a.waiter(), None, "not queued before its first poll");
+    assert!(poll(&mut a, &old).is_pending());
+    assert!(a.waiter().is_some(), "queued");
+    assert!(poll(&mut a, &new).is_pending());
+    drop(held);
+    assert!(new.0.load(Ordering::SeqCst), "the current waker is woken");
+    assert!(matches!(poll(&mut a, &new), Poll::Ready(Ok(_))));
+}
+
+/// The accessors report what the pool and the lease were given and what happened.
+#[test]
+fn config_closing_deadline_and_wait_are_reported() {
+    let (pool, rt) = pool(1);
+    assert_eq!(pool.config().max_size, 1);
+    let _ = pool.acquire().now_or_never();
+    rt.open_all(&pool);
+    let held = pool.try_acquire().expect("idle connection");
+    rt.advance(Duration::from_millis(5));
+    let mut a = pool.acquire_timeout(Duration::from_secs(1));
+    assert_eq!(
+        a.deadline(),
+        Instant::ZERO + Duration::from_millis(5) + Duration::from_secs(1)
+    );
+    assert!(poll(&mut a, &flag()).is_pending());
+    rt.advance(Duration::from_millis(20));
+    drop(held); // released 20 ms after `a` queued, and 25 ms after it was lent
+    let Poll::Ready(Ok(lease)) = poll(&mut a, &flag()) else {
+        panic!()
+    };
+    assert_eq!(lease.waited(), Duration::from_millis(20));
+    assert_eq!(pool.stats().hold.max(), Duration::from_millis(25));
+    assert!(!pool.is_closing());
+    let _close = pool.close(Duration::from_secs(1));
+    assert!(pool.is_closing());
+}
+
+/// `check_invariants` notices a shell that disagrees with its core.
+#[test]
+fn check_invariants_notices_a_shell_out_of_step_with_the_core() {
+    let (pool, rt) = pool(1);
+    let _ = pool.acquire().now_or_never();
+    rt.open_all(&pool);
+    pool.check_invariants().unwrap();
+    // A connection the core does not count as idle.
+    lock(&pool.shared.state).held.insert(ConnId(99), 99);
+    lock(&pool.shared.state).held.settle();
+    assert!(pool.check_invariants().is_err());
+    lock(&pool.shared.state).held.remove(&ConnId(99));
+    pool.check_invariants().unwrap();
+
+    // A queued waiter whose cell already holds an answer.
+    let held = pool.try_acquire().expect("idle connection");
+    let mut a = pool.acquire();
+    assert!(poll(&mut a, &flag()).is_pending());
+    pool.check_invariants().unwrap();
+    {
+        let st = lock(&pool.shared.state);
+        let queued = st.waiters.values().next().expect("a is queued");
+        let _ = queued.cell.answer(Answer::Rejected(Rejection::Closed));
+    }
+    assert!(pool.check_invariants().is_err());
+    // Returning the lease would now answer `a` a second time, which the shell refuses.
+    std::mem::forget(held);
 }
