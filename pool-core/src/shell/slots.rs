@@ -89,4 +89,19 @@ mod tests {
         assert_eq!(slots.remove(WaiterId(99)), Some(99));
         assert!(slots.queue.is_empty() && slots.live == 0);
     }
+
+    #[test]
+    fn a_few_tombstones_are_not_worth_a_sweep() {
+        let mut slots = Slots::new();
+        for i in 0..100 {
+            slots.insert(WaiterId(i), i);
+        }
+        slots.remove(WaiterId(50));
+        assert_eq!(
+            slots.queue.len(),
+            100,
+            "one tombstone stays until sweeping pays"
+        );
+        assert_eq!(slots.values().count(), 99);
+    }
 }
