@@ -76,14 +76,24 @@ fn poll<F: std::future::Future + Unpin>(f: &mut F, flag: &Arc<Flag>) -> Poll<F::
 }
 
 fn pool(max_size: usize) -> (SharedPool<u32>, Rt) {
-    let rt = Rt::default();
-    let config = Config {
+    pool_with(Config {
         max_size,
         max_connecting: max_size,
         check_after_idle: None,
         ..Config::default()
-    };
+    })
+}
+
+fn pool_with(config: Config) -> (SharedPool<u32>, Rt) {
+    let rt = Rt::default();
     (SharedPool::new(config, 1, rt.clone()).unwrap(), rt)
+}
+
+/// Open one connection (an acquire asks for it, then gives up) and lend it out.
+fn lend_one(pool: &SharedPool<u32>, rt: &Rt) -> Lease<u32> {
+    let _ = pool.acquire().now_or_never();
+    rt.open_all(pool);
+    pool.try_acquire().expect("the opened connection is idle")
 }
 
 #[test]
@@ -138,9 +148,7 @@ fn a_grant_that_races_a_dropped_acquire_goes_to_the_next_waiter() {
 #[test]
 fn a_cell_is_reused_only_after_its_waiter_let_go() {
     let (pool, rt) = pool(1);
-    let _ = pool.acquire().now_or_never();
-    rt.open_all(&pool);
-    let held = pool.try_acquire().expect("idle connection");
+    let held = lend_one(&pool, &rt);
     let (fa, fb, fc) = (flag(), flag(), flag());
     let mut a = pool.acquire();
     assert!(poll(&mut a, &fa).is_pending());
@@ -203,9 +211,7 @@ fn a_lease_returns_from_another_thread() {
 #[test]
 fn a_lease_dropped_by_a_panicking_holder_is_closed_as_broken() {
     let (pool, rt) = pool(1);
-    let _ = pool.acquire().now_or_never();
-    rt.open_all(&pool);
-    let lease = pool.try_acquire().unwrap();
+    let lease = lend_one(&pool, &rt);
     let result = std::thread::spawn(move || {
         let _lease = lease;
         panic!("query handler bug");
@@ -231,9 +237,7 @@ fn a_lease_dropped_by_a_panicking_holder_is_closed_as_broken() {
 #[test]
 fn the_timer_is_armed_for_the_earliest_deadline_and_rejects_the_waiter() {
     let (pool, rt) = pool(1);
-    let _ = pool.acquire().now_or_never();
-    rt.open_all(&pool);
-    let held = pool.try_acquire().unwrap();
+    let held = lend_one(&pool, &rt);
     let f = flag();
     let mut a = pool.acquire_timeout(Duration::from_millis(100));
     assert!(poll(&mut a, &f).is_pending());
@@ -261,9 +265,7 @@ fn the_timer_is_armed_for_the_earliest_deadline_and_rejects_the_waiter() {
 #[test]
 fn close_resolves_after_the_drain_and_a_revoked_lease_is_closed_when_it_returns() {
     let (pool, rt) = pool(2);
-    let _ = pool.acquire().now_or_never();
-    rt.open_all(&pool);
-    let held = pool.try_acquire().unwrap();
+    let held = lend_one(&pool, &rt);
     let f = flag();
     let mut closing = pool.close(Duration::from_secs(1));
     assert!(poll(&mut closing, &f).is_pending());
@@ -290,13 +292,11 @@ fn close_resolves_after_the_drain_and_a_revoked_lease_is_closed_when_it_returns(
 
 #[test]
 fn a_connection_that_arrives_after_its_connect_timeout_is_closed() {
-    let rt = Rt::default();
-    let config = Config {
+    let (pool, rt) = pool_with(Config {
         max_size: 1,
         connect_timeout: Duration::from_millis(50),
         ..Config::default()
-    };
-    let pool = SharedPool::new(config, 1, rt.clone()).unwrap();
+    });
     let mut a = pool.acquire();
     assert!(poll(&mut a, &flag()).is_pending());
     let [Work::Open { conn }] = rt.take()[..] else {
@@ -323,13 +323,11 @@ fn a_connection_that_arrives_after_its_connect_timeout_is_closed() {
 
 #[test]
 fn a_leak_report_names_where_the_lease_was_acquired() {
-    let rt = Rt::default();
-    let config = Config {
+    let (pool, rt) = pool_with(Config {
         max_size: 1,
         leak_threshold: Some(Duration::from_secs(1)),
         ..Config::default()
-    };
-    let pool = SharedPool::new(config, 1, rt.clone()).unwrap();
+    });
     let mut a = pool.acquire();
     let line = line!() - 1;
     let _ = poll(&mut a, &flag());
@@ -353,9 +351,7 @@ fn a_leak_report_names_where_the_lease_was_acquired() {
 #[test]
 fn detach_hands_the_connection_over_and_frees_capacity() {
     let (pool, rt) = pool(1);
-    let _ = pool.acquire().now_or_never();
-    rt.open_all(&pool);
-    let lease = pool.try_acquire().unwrap();
+    let lease = lend_one(&pool, &rt);
     assert_eq!(lease.detach(), 0);
     let s = pool.status();
     assert_eq!((s.total, s.leased), (0, 0));
@@ -371,9 +367,7 @@ fn detach_hands_the_connection_over_and_frees_capacity() {
 #[test]
 fn a_revoked_grant_abandoned_by_a_dropped_acquire_is_closed() {
     let (pool, rt) = pool(1);
-    let _ = pool.acquire().now_or_never();
-    rt.open_all(&pool);
-    let held = pool.try_acquire().unwrap();
+    let held = lend_one(&pool, &rt);
     let mut a = pool.acquire();
     assert!(poll(&mut a, &flag()).is_pending());
     drop(held); // granted to `a`
@@ -399,13 +393,11 @@ fn a_revoked_grant_abandoned_by_a_dropped_acquire_is_closed() {
 /// is lent; a healthy one reaches the waiter, an unhealthy one is closed and replaced.
 #[test]
 fn a_stale_idle_connection_is_checked_then_lent_or_replaced() {
-    let rt = Rt::default();
-    let config = Config {
+    let (pool, rt) = pool_with(Config {
         max_size: 1,
         check_after_idle: Some(Duration::from_millis(100)),
         ..Config::default()
-    };
-    let pool = SharedPool::new(config, 1, rt.clone()).unwrap();
+    });
     let mut a = pool.acquire();
     let _ = poll(&mut a, &flag());
     rt.open_all(&pool);
@@ -508,9 +500,7 @@ fn a_returned_connection_that_needs_a_reset_is_reset_then_lent_or_closed() {
 #[test]
 fn a_waiter_re_polled_with_a_new_waker_is_woken_through_it() {
     let (pool, rt) = pool(1);
-    let _ = pool.acquire().now_or_never();
-    rt.open_all(&pool);
-    let held = pool.try_acquire().expect("idle connection");
+    let held = lend_one(&pool, &rt);
     let (old, new) = (flag(), flag());
     let mut a = pool.acquire();
     assert_eq!(a.waiter(), None, "not queued before its first poll");
@@ -527,9 +517,7 @@ fn a_waiter_re_polled_with_a_new_waker_is_woken_through_it() {
 fn config_closing_deadline_and_wait_are_reported() {
     let (pool, rt) = pool(1);
     assert_eq!(pool.config().max_size, 1);
-    let _ = pool.acquire().now_or_never();
-    rt.open_all(&pool);
-    let held = pool.try_acquire().expect("idle connection");
+    let held = lend_one(&pool, &rt);
     rt.advance(Duration::from_millis(5));
     let mut a = pool.acquire_timeout(Duration::from_secs(1));
     assert_eq!(
