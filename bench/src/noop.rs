@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::contenders::{Bb8, Contender, Deadpool, Floor, Kind, Ours};
-use crate::stats::{self, fmt_ns, fmt_rate, ratio, Run};
+use crate::stats::{self, ratio, Run};
 use crate::Opts;
 
 pub(crate) fn runtime() -> tokio::runtime::Runtime {
@@ -162,21 +162,12 @@ pub(crate) fn run(opts: Opts) {
         );
         println!("|---|---|---|---|---|---|---|---|");
         for kind in Kind::selected(opts.only) {
-            let r = &runs[kind.name()];
-            let m = stats::median(r);
-            let (lo, hi) = stats::spread(r, |r| r.per_sec);
-            println!(
-                "| {} | {} | {}–{} | {} | {} | {} | {} | {} |",
-                kind.name(),
-                fmt_rate(m.per_sec),
-                fmt_rate(lo),
-                fmt_rate(hi),
-                fmt_ns(m.p50),
-                fmt_ns(m.p99),
-                fmt_ns(m.max),
-                ratio(m.per_sec, dp.per_sec),
-                ratio(m.max as f64, floor.max as f64),
-            );
+            stats::print_row(kind.name(), &runs[kind.name()], |m| {
+                [
+                    ratio(m.per_sec, dp.per_sec),
+                    ratio(m.max as f64, floor.max as f64),
+                ]
+            });
         }
         println!();
     }

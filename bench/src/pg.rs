@@ -13,7 +13,7 @@ use pool_tokio::{PgManager, ResetMode};
 use tokio_postgres::{Client, Config, NoTls};
 
 use crate::noop::runtime;
-use crate::stats::{self, fmt_ns, fmt_rate, ratio, Run};
+use crate::stats::{self, ratio, Run};
 use crate::Opts;
 
 const TASKS: usize = 64;
@@ -240,21 +240,12 @@ pub(crate) fn run(opts: Opts) {
     println!("| contender | queries/s | rounds (min–max) | p50 wait | p99 wait | max wait | vs floor | vs deadpool-postgres |");
     println!("|---|---|---|---|---|---|---|---|");
     for kind in Kind::ALL {
-        let r = &runs[kind.name()];
-        let m = stats::median(r);
-        let (lo, hi) = stats::spread(r, |r| r.per_sec);
-        println!(
-            "| {} | {} | {}–{} | {} | {} | {} | {} | {} |",
-            kind.name(),
-            fmt_rate(m.per_sec),
-            fmt_rate(lo),
-            fmt_rate(hi),
-            fmt_ns(m.p50),
-            fmt_ns(m.p99),
-            fmt_ns(m.max),
-            ratio(m.per_sec, floor.per_sec),
-            ratio(m.per_sec, dp.per_sec),
-        );
+        stats::print_row(kind.name(), &runs[kind.name()], |m| {
+            [
+                ratio(m.per_sec, floor.per_sec),
+                ratio(m.per_sec, dp.per_sec),
+            ]
+        });
     }
     println!();
 }

@@ -60,6 +60,23 @@ pub(crate) fn spread(runs: &[Run], key: impl Fn(&Run) -> f64) -> (f64, f64) {
         .fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)))
 }
 
+/// One table row for a contender's rounds: the median round's rate and waits, the rate's
+/// spread, then `vs` (the ratio columns, computed from the median round).
+pub(crate) fn print_row(name: &str, runs: &[Run], vs: impl FnOnce(&Run) -> [String; 2]) {
+    let m = median(runs);
+    let (lo, hi) = spread(runs, |r| r.per_sec);
+    let [a, b] = vs(&m);
+    println!(
+        "| {name} | {} | {}–{} | {} | {} | {} | {a} | {b} |",
+        fmt_rate(m.per_sec),
+        fmt_rate(lo),
+        fmt_rate(hi),
+        fmt_ns(m.p50),
+        fmt_ns(m.p99),
+        fmt_ns(m.max),
+    );
+}
+
 pub(crate) fn fmt_rate(per_sec: f64) -> String {
     if per_sec >= 1e6 {
         format!("{:.2} M/s", per_sec / 1e6)
