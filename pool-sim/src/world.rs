@@ -773,31 +773,38 @@ impl Sim {
     }
 
     fn release(&mut self, req: usize, lease: LeaseId, verdict: Verdict) {
-        let h = self.reqs[req].host;
-        let conn = lease.conn();
-        if self.hosts[h].leased.get(&conn) == Some(&req) {
-            self.hosts[h].leased.remove(&conn);
-        }
-        if self.hosts[h].dead {
-            self.finish_req(req);
+        let Some(h) = self.hand_back(req, lease) else {
             return;
-        }
+        };
         let r = self.hosts[h]
             .pool
             .release(Instant::from_nanos(self.now), lease, verdict);
         self.input_done(h, "release");
-        match r {
-            Ok(()) => {}
-            Err(InputError::UnknownLease(_)) if self.reqs[req].revoked => {
-                self.m.revoked_releases += 1;
-            }
-            Err(e) => self.fail(format!("release of a live lease refused: {e}")),
-        }
+        self.pool_took(req, r, "release");
         self.finish_req(req);
     }
 
     /// The borrower keeps the connection (and later closes it itself).
     fn detach(&mut self, req: usize, lease: LeaseId) {
+        let Some(h) = self.hand_back(req, lease) else {
+            return;
+        };
+        let r = self.hosts[h]
+            .pool
+            .detach(Instant::from_nanos(self.now), lease);
+        self.input_done(h, "detach");
+        if self.pool_took(req, r, "detach") {
+            self.m.detached += 1;
+            if let Some(b) = self.hosts[h].conns.remove(&lease.conn()) {
+                self.db.disconnect(b);
+            }
+        }
+        self.finish_req(req);
+    }
+
+    /// A request is done with its lease: forget the loan. `None` (and the request is
+    /// finished) if its host is gone, so there is no pool to give it back to.
+    fn hand_back(&mut self, req: usize, lease: LeaseId) -> Option<usize> {
         let h = self.reqs[req].host;
         let conn = lease.conn();
         if self.hosts[h].leased.get(&conn) == Some(&req) {
@@ -805,25 +812,25 @@ impl Sim {
         }
         if self.hosts[h].dead {
             self.finish_req(req);
-            return;
+            return None;
         }
-        let r = self.hosts[h]
-            .pool
-            .detach(Instant::from_nanos(self.now), lease);
-        self.input_done(h, "detach");
+        Some(h)
+    }
+
+    /// The pool's answer to a release or detach: a lease revoked at the drain deadline
+    /// may be refused, a live one never. True if the pool took it.
+    fn pool_took(&mut self, req: usize, r: Result<(), InputError>, what: &str) -> bool {
         match r {
-            Ok(()) => {
-                self.m.detached += 1;
-                if let Some(b) = self.hosts[h].conns.remove(&conn) {
-                    self.db.disconnect(b);
-                }
-            }
+            Ok(()) => true,
             Err(InputError::UnknownLease(_)) if self.reqs[req].revoked => {
                 self.m.revoked_releases += 1;
+                false
             }
-            Err(e) => self.fail(format!("detach of a live lease refused: {e}")),
+            Err(e) => {
+                self.fail(format!("{what} of a live lease refused: {e}"));
+                false
+            }
         }
-        self.finish_req(req);
     }
 
     // ---- events ------------------------------------------------------------------------
