@@ -49,6 +49,17 @@ pub async fn within<T>(limit: Duration, what: &str, f: impl Future<Output = T>) 
     }
 }
 
+/// A `get()` that must fail (bounded by `limit`): its error and how long it took.
+pub async fn failed_get(
+    pool: &PgPool,
+    limit: Duration,
+    what: &str,
+) -> (pool_tokio::PoolError<tokio_postgres::Error>, Duration) {
+    let started = std::time::Instant::now();
+    let err = within(limit, what, pool.get()).await.expect_err(what);
+    (err, started.elapsed())
+}
+
 /// The cluster's test-user URL tagged with `application_name = app` (so the admin can
 /// count this pool's backends) plus `extra` query parameters (`&name=value...`).
 pub fn url_for(base: &str, app: &str, extra: &str) -> String {
