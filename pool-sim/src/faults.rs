@@ -40,9 +40,9 @@ impl FaultKind {
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Fault {
     pub kind: FaultKind,
-    #[serde(serialize_with = "crate::report::ser_ms", rename = "start_ms")]
+    #[serde(serialize_with = "crate::vtime::ser_ms", rename = "start_ms")]
     pub start: Duration,
-    #[serde(serialize_with = "crate::report::ser_ms", rename = "end_ms")]
+    #[serde(serialize_with = "crate::vtime::ser_ms", rename = "end_ms")]
     pub end: Duration,
 }
 

@@ -15,4 +15,5 @@ pub mod rng;
 pub mod scenarios;
 pub mod size;
 pub mod swarm;
+pub mod vtime;
 pub mod world;

@@ -2,22 +2,13 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::time::Duration;
 
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 
 use crate::db::Db;
 use crate::faults::Fault;
+use crate::vtime::ms;
 use crate::world::Setup;
-
-pub fn ser_ms<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64(ms(d.as_nanos() as u64))
-}
-
-/// Nanoseconds to milliseconds, rounded to the microsecond (stable text and JSON).
-pub fn ms(nanos: u64) -> f64 {
-    (nanos as f64 / 1_000.0).round() / 1_000.0
-}
 
 /// Raw counters a run accumulates.
 #[derive(Clone, Debug, Default)]

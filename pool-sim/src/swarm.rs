@@ -23,8 +23,6 @@ const WORKLOAD_END: Duration = Duration::from_secs(5);
 /// The health probe: by now every fault's after-effects must be over (acquire timeout
 /// <= 3 s, leak hold <= 3 s, backoff cap <= 2 s, connect timeout <= 2 s).
 const PROBE_AT: Duration = Duration::from_secs(14);
-/// How long the probe may wait: a connect plus a check, with room to spare.
-pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 const END: Duration = Duration::from_secs(18);
 
 fn ms(x: u64) -> Duration {
@@ -181,7 +179,7 @@ pub fn liveness_failures(setup: &Setup, r: &RunResult) -> Vec<String> {
         ));
     }
     if let Some((at, drain)) = setup.close_at {
-        let deadline = crate::report::ms((at + drain).as_nanos() as u64);
+        let deadline = crate::vtime::ms((at + drain).as_nanos() as u64);
         match &r.drained {
             Some(d) if d.at_ms <= deadline => {}
             Some(d) => f.push(format!(

@@ -17,6 +17,7 @@ use crate::db::{ConnectStart, Db, DbSpec, Health};
 use crate::faults::{Fault, FaultKind};
 use crate::report::{Metrics, RunResult, Timeline};
 use crate::rng::Rng;
+use crate::vtime::ns;
 
 /// Everything one simulated run needs.
 #[derive(Clone, Debug)]
@@ -74,13 +75,12 @@ impl Setup {
     }
 }
 
+/// How long the health probe may wait: a connect plus a check, with room to spare.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// A closed-loop task whose acquire was rejected waits at least this long before trying
 /// again (a client that retried at once would spin at one instant of virtual time).
 const RETRY_AFTER_REJECTION: Duration = Duration::from_millis(10);
-
-fn ns(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum RState {
@@ -677,7 +677,7 @@ impl Sim {
 
     fn acquire_timeout(&self, probe: bool) -> Duration {
         if probe {
-            crate::swarm::PROBE_TIMEOUT
+            PROBE_TIMEOUT
         } else {
             self.client.acquire_timeout
         }
