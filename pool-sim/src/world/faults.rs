@@ -1,0 +1,42 @@
+//! Fault windows: each opens and closes on the simulated database at its scheduled times.
+
+use crate::faults::FaultKind;
+use crate::vtime::ns;
+
+use super::event::Ev;
+use super::Sim;
+
+impl Sim {
+    pub(super) fn schedule_faults(&mut self) {
+        for (i, f) in self.setup.faults.clone().iter().enumerate() {
+            self.queue.push(ns(f.start), Ev::FaultStart(i));
+            self.queue.push(ns(f.end), Ev::FaultEnd(i));
+        }
+    }
+
+    pub(super) fn fault_starts(&mut self, i: usize) {
+        match self.setup.faults[i].kind {
+            FaultKind::Down => self.db.set_down(true),
+            FaultKind::Restart => {
+                self.db.kill_all();
+                self.db.set_down(true);
+            }
+            FaultKind::HalfOpen { count } => {
+                let n = self.db.make_half_open(count, &mut self.rng);
+                self.m.half_opened += n as u64;
+            }
+            FaultKind::AuthFail => self.db.set_auth_broken(true),
+            FaultKind::SlowConnect { factor } => self.db.set_slow(factor, true),
+        }
+    }
+
+    /// Half-open backends stay half-open: the pool has to find and drop them.
+    pub(super) fn fault_ends(&mut self, i: usize) {
+        match self.setup.faults[i].kind {
+            FaultKind::Down | FaultKind::Restart => self.db.set_down(false),
+            FaultKind::HalfOpen { .. } => {}
+            FaultKind::AuthFail => self.db.set_auth_broken(false),
+            FaultKind::SlowConnect { factor } => self.db.set_slow(factor, false),
+        }
+    }
+}
