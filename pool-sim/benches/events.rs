@@ -13,9 +13,9 @@ use pool_core::Config;
 use pool_sim::client::Workload;
 use pool_sim::db::{DbSpec, Latency};
 use pool_sim::swarm::run_seed;
-use pool_sim::world::{Setup, Sim};
+use pool_sim::world::{RunResult, Setup, Sim};
 
-fn events_run(tasks: usize, virtual_secs: u64) -> (pool_sim::report::RunResult, Duration) {
+fn events_run(tasks: usize, virtual_secs: u64) -> (RunResult, Duration) {
     let mut st = Setup::new(
         format!("bench: {tasks} tasks, pool 16"),
         Config {
@@ -42,7 +42,7 @@ fn events_run(tasks: usize, virtual_secs: u64) -> (pool_sim::report::RunResult, 
 
 fn best_of_three(tasks: usize) {
     let _ = events_run(tasks, 2);
-    let mut best: Option<(pool_sim::report::RunResult, Duration)> = None;
+    let mut best: Option<(RunResult, Duration)> = None;
     for _ in 0..3 {
         let (r, d) = events_run(tasks, 30);
         assert!(r.error.is_none(), "{:?}", r.error);

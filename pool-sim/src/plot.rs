@@ -5,7 +5,8 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use crate::report::{Report, RunResult, TIMELINE_BUCKETS};
+use crate::report::Report;
+use crate::world::{RunResult, TIMELINE_BUCKETS};
 
 /// Series names, in `Timeline` bucket order.
 const SERIES: [(&str, RGBColor); 5] = [

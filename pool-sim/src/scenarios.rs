@@ -8,8 +8,8 @@ use pool_core::Config;
 use crate::client::{ClientSpec, Spike, Topology, Workload};
 use crate::db::{DbSpec, Latency, ERR_AUTH, ERR_TOO_MANY};
 use crate::faults::{Fault, FaultKind};
-use crate::report::{Report, RunResult};
-use crate::world::{Setup, Sim};
+use crate::report::Report;
+use crate::world::{RunResult, Setup, Sim};
 
 /// Every built-in scenario, in tour order, with a one-line description.
 pub const SCENARIOS: &[(&str, &str)] = &[

@@ -12,9 +12,8 @@ use pool_core::{Config, IdleOrder};
 use crate::client::{ClientSpec, Spike, Workload};
 use crate::db::{DbSpec, Latency};
 use crate::faults::{Fault, FaultKind};
-use crate::report::RunResult;
 use crate::rng::Rng;
-use crate::world::{Setup, Sim};
+use crate::world::{RunResult, Setup, Sim};
 
 /// End of the safety phase: faults and client misbehaviour happen before it.
 pub const SAFETY_END: Duration = Duration::from_secs(3);

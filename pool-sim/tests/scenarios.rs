@@ -2,8 +2,9 @@
 //! seeds (the claim text is what the tour prints; these assertions are what it means).
 
 use pool_sim::db::ERR_TOO_MANY;
-use pool_sim::report::{Report, RunResult};
+use pool_sim::report::Report;
 use pool_sim::scenarios;
+use pool_sim::world::RunResult;
 
 const SEEDS: [u64; 3] = [1, 2, 3];
 

@@ -21,18 +21,14 @@ impl Sim {
         match self.db.finish_connect(start) {
             Ok(backend) => {
                 let wait = self.now - self.reqs[req].arrived;
-                self.m.waits.push(wait);
-                self.m.grants += 1;
+                self.m.granted(wait);
                 let d = self.db.spec.query.sample(&mut self.rng);
                 self.queue
                     .push(self.now + d, Ev::DirectDone { req, backend });
             }
             Err(e) => {
-                *self.m.rejections.entry("connect_failed").or_default() += 1;
                 self.m
-                    .rejection_examples
-                    .entry("connect_failed")
-                    .or_insert_with(|| format!("cannot connect: {e}"));
+                    .rejected("connect_failed", || format!("cannot connect: {e}"));
                 self.finish_request_after(req, RETRY_AFTER_REJECTION);
             }
         }

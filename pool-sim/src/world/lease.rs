@@ -31,8 +31,7 @@ impl Sim {
         if probe {
             self.m.probe = Some(Ok(wait));
         }
-        self.m.waits.push(wait);
-        self.m.grants += 1;
+        self.m.granted(wait);
         self.hosts[h].leased.insert(conn, req);
         self.reqs[req].stage = Stage::Holding(grant.lease);
         let d = match self.db.health(b) {

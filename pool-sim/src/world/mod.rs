@@ -17,6 +17,7 @@ mod faults;
 mod host;
 mod instances;
 mod lease;
+mod metrics;
 mod queue;
 mod request;
 mod result;
@@ -27,16 +28,18 @@ use std::time::Duration;
 
 use crate::client::ClientSpec;
 use crate::db::Db;
-use crate::report::{Metrics, RunResult, Timeline};
 use crate::rng::Rng;
 use crate::vtime::ns;
 
 use event::Ev;
 use host::Host;
+use metrics::Metrics;
 use queue::EventQueue;
 use request::Request;
 
+pub use result::{Drain, RunResult};
 pub use setup::{Setup, PROBE_TIMEOUT};
+pub use timeline::{Timeline, TIMELINE_BUCKETS};
 
 /// One simulated run. Build with [`Sim::new`], then [`Sim::run`].
 pub struct Sim {

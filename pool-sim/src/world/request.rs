@@ -188,11 +188,7 @@ impl Sim {
         if self.reqs[req].probe {
             self.m.probe = Some(Err(rejection.to_string()));
         }
-        *self.m.rejections.entry(reason).or_default() += 1;
-        self.m
-            .rejection_examples
-            .entry(reason)
-            .or_insert_with(|| rejection.to_string());
+        self.m.rejected(reason, || rejection.to_string());
         self.finish_request_after(req, RETRY_AFTER_REJECTION);
     }
 
