@@ -138,8 +138,8 @@ pub fn main_with(cli: Cli) -> i32 {
             }
         }
         Some(Command::List) => {
-            for (n, d) in scenarios::SCENARIOS {
-                println!("{n:<17} {d}");
+            for sc in scenarios::SCENARIOS {
+                println!("{:<17} {}", sc.name, sc.summary);
             }
             0
         }
