@@ -5,13 +5,11 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::db::Db;
 use crate::faults::Fault;
 use crate::vtime::ms;
 
-use super::metrics::Metrics;
 use super::timeline::Timeline;
-use super::{Setup, Sim};
+use super::Sim;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Drain {
@@ -80,22 +78,22 @@ fn quantile(sorted: &[u64], q: f64) -> u64 {
 }
 
 impl RunResult {
-    #[allow(clippy::too_many_arguments)]
-    fn build(
-        setup: &Setup,
-        mut m: Metrics,
-        db: &Db,
-        status: pool_core::Status,
-        stats: &[pool_core::Stats],
-        error: Option<String>,
-        liveness: Vec<String>,
-        timeline: Option<Timeline>,
-        now: u64,
-    ) -> RunResult {
+    pub fn rejected_total(&self) -> u64 {
+        self.rejections.values().sum()
+    }
+}
+
+impl Sim {
+    /// The run is over: settle the liveness verdicts and gather what it measured.
+    pub(super) fn finish(mut self) -> RunResult {
+        let liveness = self.unresolved_at_end();
+        let status = self.live_status();
+        let (setup, db, mut m, now) = (&self.setup, &self.db, self.m, self.now);
+        let (error, timeline) = (self.error, self.timeline);
         m.waits.sort_unstable();
         let mut hold = pool_core::Histogram::default();
         let mut connect = pool_core::Histogram::default();
-        for s in stats {
+        for s in self.hosts.iter().map(|h| h.pool.stats()) {
             hold.merge(&s.hold);
             connect.merge(&s.connect);
         }
@@ -181,28 +179,5 @@ impl RunResult {
             liveness,
             timeline,
         }
-    }
-
-    pub fn rejected_total(&self) -> u64 {
-        self.rejections.values().sum()
-    }
-}
-
-impl Sim {
-    pub(super) fn finish(mut self) -> RunResult {
-        let liveness = self.unresolved_at_end();
-        let status = self.live_status();
-        let stats: Vec<_> = self.hosts.iter().map(|h| h.pool.stats().clone()).collect();
-        RunResult::build(
-            &self.setup,
-            self.m,
-            &self.db,
-            status,
-            &stats,
-            self.error,
-            liveness,
-            self.timeline,
-            self.now,
-        )
     }
 }
