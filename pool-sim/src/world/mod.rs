@@ -3,7 +3,7 @@
 //! through their public API. After every input the pool's invariants are checked and its
 //! actions drained; its `poll_timeout` becomes a timer event.
 //!
-//! Each event is handled by the concern that owns it (see [`event`]): the pool driver
+//! Each event is handled by the concern that owns it (see `event.rs`): the pool driver
 //! (`host`), the pool's connections at the database (`conns`), requests and their leases
 //! (`request`, `lease`), the workload (`arrivals`), serverless instances (`instances`),
 //! connection per request (`direct`), fault windows (`faults`), and the checks (`checks`).
