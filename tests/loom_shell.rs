@@ -16,7 +16,7 @@ use futures::task::noop_waker;
 use futures::FutureExt;
 use loom::future::block_on;
 use loom::thread;
-use pool_core::shell::{Runtime, SharedPool, Work};
+use pool_core::shell::{Opening, Runtime, SharedPool, Work};
 use pool_core::{Config, Instant, Rejection};
 
 /// A lost wake-up needs a preemption between "decide to wait" and "register the waker",
@@ -38,12 +38,13 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
     model_bounded(PREEMPTION_BOUND, f);
 }
 
-/// Opens inline (or queues opens for a thread to answer); time moves only when told.
+/// Opens inline (or queues opens for a thread to answer); time moves only when told. A
+/// queued open holds the pool: every model answers the opens it queues.
 #[derive(Default)]
 struct Rt {
     now: AtomicU64,
     queue_opens: bool,
-    opens: StdMutex<VecDeque<pool_core::ConnId>>,
+    opens: StdMutex<VecDeque<Opening<u32>>>,
 }
 
 #[derive(Clone)]
@@ -53,16 +54,17 @@ impl Runtime<u32> for Handle {
     fn now(&self) -> Instant {
         Instant::from_nanos(self.0.now.load(Ordering::SeqCst))
     }
-    fn execute(&self, pool: &SharedPool<u32>, work: Work<u32>) {
-        if let Work::Open { conn } = work {
+    fn execute(&self, work: Work<u32>) {
+        if let Work::Open(open) = work {
             if self.0.queue_opens {
-                self.0.opens.lock().unwrap().push_back(conn);
+                self.0.opens.lock().unwrap().push_back(open);
             } else {
-                pool.connect_finished(conn, Ok(conn.get() as u32));
+                let connection = open.conn().get() as u32;
+                open.finish(Ok(connection));
             }
         }
     }
-    fn arm_timer(&self, _: &SharedPool<u32>, _: Instant) {}
+    fn arm_timer(&self, _: Instant) {}
 }
 
 fn pool(max_size: usize, queue_opens: bool) -> (SharedPool<u32>, Handle) {
@@ -211,15 +213,14 @@ fn a_failed_connect_races_the_waiters_deadline() {
         assert!(acquire
             .poll_unpin(&mut Context::from_waker(&waker))
             .is_pending());
-        let conn =
+        let open =
             rt.0.opens
                 .lock()
                 .unwrap()
                 .pop_front()
                 .expect("an open was asked for");
-        let p = pool.clone();
         let connector = thread::spawn(move || {
-            p.connect_finished(conn, Err(pool_core::ConnectError::transient("refused")));
+            open.finish(Err(pool_core::ConnectError::transient("refused")));
         });
         let (p, r) = (pool.clone(), rt.clone());
         let timer = thread::spawn(move || {
@@ -236,5 +237,55 @@ fn a_failed_connect_races_the_waiters_deadline() {
         pool.check_invariants().unwrap();
         let s = pool.status();
         assert_eq!((s.total, s.waiters, s.leased), (0, 0, 0), "{s}");
+    });
+}
+
+/// The new seam: a connect task that dies without answering (aborted, panicked) answers
+/// for itself through its dropped `Opening`, racing the waiter's deadline; the waiter
+/// gets exactly one answer, naming the failure, and nothing is left behind.
+#[test]
+fn an_open_dropped_unanswered_races_the_waiters_deadline() {
+    model(|| {
+        let (pool, rt) = pool(1, true);
+        let mut acquire = pool.acquire_timeout(Duration::from_millis(10));
+        let waker = noop_waker();
+        assert!(acquire
+            .poll_unpin(&mut Context::from_waker(&waker))
+            .is_pending());
+        let open =
+            rt.0.opens
+                .lock()
+                .unwrap()
+                .pop_front()
+                .expect("an open was asked for");
+        let dier = thread::spawn(move || drop(open));
+        let (p, r) = (pool.clone(), rt.clone());
+        let timer = thread::spawn(move || {
+            r.0.now.store(
+                Duration::from_millis(10).as_nanos() as u64,
+                Ordering::SeqCst,
+            );
+            p.handle_timeout();
+        });
+        let result = block_on(acquire);
+        let Err(Rejection::Timeout(report)) = result else {
+            panic!("{result:?}")
+        };
+        dier.join().unwrap();
+        timer.join().unwrap();
+        if let Some(e) = &report.last_connect_error {
+            assert!(e.message.contains("without an answer"), "{e}");
+        }
+        assert_eq!(pool.stats().connects_failed, 1);
+        pool.check_invariants().unwrap();
+        let s = pool.status();
+        assert_eq!((s.total, s.waiters, s.leased), (0, 0, 0), "{s}");
+        // A retry the backoff allowed may have queued another open: answer it (outside
+        // the queue's lock: the answer may queue another).
+        loop {
+            let open = rt.0.opens.lock().unwrap().pop_front();
+            let Some(open) = open else { break };
+            drop(open);
+        }
     });
 }

@@ -51,39 +51,42 @@ impl Runtime<u64> for Rt {
         Instant::from_nanos(self.now.load(Ordering::SeqCst))
     }
 
-    fn execute(&self, pool: &SharedPool<u64>, work: Work<u64>) {
-        let pool = pool.clone();
+    fn execute(&self, work: Work<u64>) {
         match work {
-            Work::Open { conn } => {
+            Work::Open(open) => {
                 spawn(async move {
                     yield_now().await;
                     let result = match thread_rng().gen_range(0..10) {
                         0 => Err(ConnectError::transient("connection refused")),
                         1 => Err(ConnectError::fatal("password authentication failed")),
-                        _ => Ok(conn.get()),
+                        // The connect task dies without answering.
+                        2 => return drop(open),
+                        _ => Ok(open.conn().get()),
                     };
-                    pool.connect_finished(conn, result);
+                    open.finish(result);
                 });
             }
-            Work::Check { conn, connection } => {
-                spawn(async move {
-                    yield_now().await;
-                    let healthy = thread_rng().gen_bool(0.8);
-                    pool.check_finished(conn, connection, healthy);
-                });
-            }
-            Work::Reset { conn, connection } => {
+            Work::Check(upkeep) | Work::Reset(upkeep) => {
                 spawn(async move {
                     yield_now().await;
                     let ok = thread_rng().gen_bool(0.8);
-                    pool.reset_finished(conn, connection, ok);
+                    upkeep.finish(ok);
                 });
             }
             Work::Close { .. } | Work::LeakSuspected { .. } | Work::Drained { .. } => {}
         }
     }
 
-    fn arm_timer(&self, _: &SharedPool<u64>, _: Instant) {}
+    fn arm_timer(&self, _: Instant) {}
+
+    /// Now and then a connection is found dead at checkout or at return.
+    fn judge(&self, _: &mut u64) -> Verdict {
+        if thread_rng().gen_ratio(1, 10) {
+            Verdict::Broken
+        } else {
+            Verdict::Reusable
+        }
+    }
 }
 
 fn config(max_size: usize) -> Config {

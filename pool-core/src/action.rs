@@ -7,23 +7,36 @@ use crate::id::{ConnId, LeaseId, WaiterId};
 use crate::input::ConnectError;
 use crate::status::Status;
 
+/// `C` is the connection: the pool holds idle ones and hands them out with the action
+/// that moves them. `W` is the embedder's token for a waiter, handed back with its answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Action {
+pub enum Action<C, W> {
     /// Open a connection; answer with `connect_finished(conn, ..)`.
     Open { conn: ConnId },
     /// Health-check an idle connection before lending it; answer with `check_finished`.
-    Check { conn: ConnId },
+    Check { conn: ConnId, connection: C },
     /// Reset a returned connection's session state; answer with `reset_finished`.
-    Reset { conn: ConnId },
-    /// Close this connection and forget it. For a connection still opening, abandon the
-    /// open (and close whatever it yields); for a leased one (forced by close), drop it
-    /// when the borrower returns it. No answer is expected.
-    Close { conn: ConnId, reason: CloseReason },
+    Reset { conn: ConnId, connection: C },
+    /// Close this connection and forget it. `connection` is `None` when the pool does not
+    /// hold it: for a connection still opening, abandon the open (and close whatever it
+    /// yields); for a leased one (revoked by close), the borrower still has it and it
+    /// comes back as the `Refused` connection of its `release`. No answer is expected.
+    Close {
+        conn: ConnId,
+        reason: CloseReason,
+        connection: Option<C>,
+    },
     /// Hand a connection to a waiter.
-    Grant { waiter: WaiterId, grant: Grant },
+    Grant {
+        waiter: WaiterId,
+        token: W,
+        grant: Grant,
+        connection: C,
+    },
     /// Tell a waiter it will not get a connection, and why.
     Reject {
         waiter: WaiterId,
+        token: W,
         rejection: Rejection,
     },
     /// A lease has been held longer than `leak_threshold`. Reported once per lease.

@@ -30,28 +30,49 @@ pub enum ErrorClass {
     Fatal,
 }
 
-/// A failed connect as the core keeps it: a class and a message for people. The message
-/// must never contain a secret; adapters build it from the driver's error, which names the
-/// failure, not the password.
-#[derive(Clone, PartialEq, Eq)]
+/// A failed connect as the core keeps it: a class and a message for people, and the
+/// driver's own error for an adapter to hand back typed (the core never looks inside it;
+/// it travels with the error, so two connects failing at once cannot swap sources).
+/// The message must never contain a secret; adapters build it from the driver's error,
+/// which names the failure, not the password.
+#[derive(Clone)]
 pub struct ConnectError {
     pub class: ErrorClass,
     pub message: Arc<str>,
+    pub source: Option<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
+/// Two errors are the same failure when class and message agree; the source is only
+/// carried.
+impl PartialEq for ConnectError {
+    fn eq(&self, other: &Self) -> bool {
+        self.class == other.class && self.message == other.message
+    }
+}
+
+impl Eq for ConnectError {}
+
 impl ConnectError {
-    pub fn transient(message: impl Into<Arc<str>>) -> Self {
+    pub fn new(class: ErrorClass, message: impl Into<Arc<str>>) -> Self {
         ConnectError {
-            class: ErrorClass::Transient,
+            class,
             message: message.into(),
+            source: None,
         }
     }
 
+    pub fn transient(message: impl Into<Arc<str>>) -> Self {
+        Self::new(ErrorClass::Transient, message)
+    }
+
     pub fn fatal(message: impl Into<Arc<str>>) -> Self {
-        ConnectError {
-            class: ErrorClass::Fatal,
-            message: message.into(),
-        }
+        Self::new(ErrorClass::Fatal, message)
+    }
+
+    /// Carry the driver's error with it.
+    pub fn with_source(mut self, source: Arc<dyn std::any::Any + Send + Sync>) -> Self {
+        self.source = Some(source);
+        self
     }
 
     pub fn is_fatal(&self) -> bool {
@@ -105,3 +126,17 @@ impl fmt::Display for InputError {
 }
 
 impl std::error::Error for InputError {}
+
+/// An input the core refused that handed it a connection: the connection comes back
+/// (the embedder closes it), and the state is exactly as it was.
+pub struct Refused<C> {
+    pub error: InputError,
+    pub connection: C,
+}
+
+impl<C> fmt::Debug for Refused<C> {
+    /// Omits the connection: its `Debug` may show credentials.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Refused({:?})", self.error)
+    }
+}

@@ -12,6 +12,7 @@
 mod action;
 mod config;
 mod id;
+mod id_map;
 mod input;
 mod pool;
 mod rng;
@@ -22,7 +23,7 @@ mod time;
 pub use action::{Action, CloseReason, Grant, Rejection, TimeoutReport};
 pub use config::{Config, ConfigError, IdleOrder, MAX_SIZE_LIMIT};
 pub use id::{ConnId, LeaseId, WaiterId};
-pub use input::{ConnectError, ErrorClass, InputError, Verdict};
-pub use pool::{Acquired, InvariantViolation, Pool};
+pub use input::{ConnectError, ErrorClass, InputError, Refused, Verdict};
+pub use pool::{Acquired, InvariantViolation, Judge, Pool, Timer};
 pub use status::{Histogram, Stats, Status};
 pub use time::Instant;

@@ -8,44 +8,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pool_core::shell::{Lease, SharedPool};
-use pool_core::{Config, IdleOrder, Instant, Rejection, Status, Verdict};
+use pool_core::{Config, IdleOrder, Rejection, Status, Verdict};
 use tracing::Instrument;
 
 use crate::error::{BuildError, PoolError};
 use crate::manager::Manager;
 use crate::metrics::Metrics;
-use crate::runtime::{run_timer, Glue, LeakHook, LeakReport, Timed, TokioRuntime};
+use crate::runtime::{LeakHook, LeakReport, TokioRuntime};
 
 /// A pool of `M::Connection`s. Cheap to clone; every clone is the same pool. When the
-/// last handle (and the last borrowed connection) is gone, the timer task ends and idle
+/// last handle and the last borrowed connection are gone, the timer task ends and idle
 /// connections are dropped.
 pub struct Pool<M: Manager> {
-    inner: Arc<Inner<M>>,
-}
-
-struct Inner<M: Manager> {
     shared: SharedPool<M::Connection>,
-    glue: Arc<Glue<M>>,
-    acquire_timeout: Duration,
-}
-
-impl<M: Manager> Timed for Inner<M> {
-    fn handle_timeout(&self) -> Option<Instant> {
-        self.shared.handle_timeout()
-    }
-}
-
-impl<M: Manager> Drop for Inner<M> {
-    fn drop(&mut self) {
-        // Let the timer task see that the pool is gone.
-        self.glue.timer.notify.notify_one();
-    }
+    manager: Arc<M>,
 }
 
 impl<M: Manager> Clone for Pool<M> {
     fn clone(&self) -> Self {
         Pool {
-            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+            manager: self.manager.clone(),
         }
     }
 }
@@ -77,7 +60,7 @@ impl<M: Manager> Pool<M> {
         &self,
     ) -> impl Future<Output = Result<PooledConnection<M>, PoolError<M::Error>>> + Send + 'static
     {
-        self.get_timeout(self.inner.acquire_timeout)
+        Self::wait(self.shared.acquire())
     }
 
     /// Wait for a connection for at most `timeout`, counted from this call, covering any
@@ -88,41 +71,30 @@ impl<M: Manager> Pool<M> {
         timeout: Duration,
     ) -> impl Future<Output = Result<PooledConnection<M>, PoolError<M::Error>>> + Send + 'static
     {
-        let mut acquire = self.inner.shared.acquire_timeout(timeout);
-        let pool = self.clone();
-        let span = tracing::debug_span!("pool.get", timeout = ?timeout);
+        Self::wait(self.shared.acquire_timeout(timeout))
+    }
+
+    fn wait(
+        acquire: pool_core::shell::Acquire<M::Connection>,
+    ) -> impl Future<Output = Result<PooledConnection<M>, PoolError<M::Error>>> + Send + 'static
+    {
+        let span = tracing::debug_span!("pool.get");
         async move {
-            loop {
-                let (deadline, origin) = (acquire.deadline(), acquire.origin());
-                match acquire.await {
-                    Ok(mut lease) => {
-                        // A connection that died while idle and already knows it (e.g. a
-                        // terminated backend, seen without I/O) is never lent, even inside
-                        // the checkout-check bypass window: close it and ask again, within
-                        // the same deadline.
-                        if pool.inner.glue.manager.is_broken(&mut lease) == Verdict::Broken {
-                            lease.set_verdict(Verdict::Broken);
-                            drop(lease);
-                            acquire = pool.inner.shared.acquire_from(deadline, origin);
-                            continue;
+            match acquire.await {
+                Ok(lease) => {
+                    tracing::debug!(waited = ?lease.waited(), "acquired");
+                    Ok(PooledConnection(lease))
+                }
+                Err(rejection) => {
+                    let error = error(rejection);
+                    match &error {
+                        // Shedding and shutdown are expected under load: keep them quiet.
+                        PoolError::QueueFull { .. } | PoolError::Closed => {
+                            tracing::debug!(error = %error, "acquire refused")
                         }
-                        tracing::debug!(waited = ?lease.waited(), "acquired");
-                        return Ok(PooledConnection {
-                            lease: Some(lease),
-                            pool,
-                        });
+                        _ => tracing::warn!(error = %error, "acquire failed"),
                     }
-                    Err(rejection) => {
-                        let error = pool.error(rejection);
-                        match &error {
-                            // Shedding and shutdown are expected under load: keep them quiet.
-                            PoolError::QueueFull { .. } | PoolError::Closed => {
-                                tracing::debug!(error = %error, "acquire refused")
-                            }
-                            _ => tracing::warn!(error = %error, "acquire failed"),
-                        }
-                        return Err(error);
-                    }
+                    Err(error)
                 }
             }
         }
@@ -132,19 +104,7 @@ impl<M: Manager> Pool<M> {
     /// An idle connection if one is ready and nobody is waiting; never waits, never opens.
     #[track_caller]
     pub fn try_get(&self) -> Option<PooledConnection<M>> {
-        let origin = std::panic::Location::caller();
-        loop {
-            let mut lease = self.inner.shared.try_acquire_from(origin)?;
-            // As in `get_timeout`: a connection known to be dead is closed, not lent.
-            if self.inner.glue.manager.is_broken(&mut lease) == Verdict::Broken {
-                lease.set_verdict(Verdict::Broken);
-                continue;
-            }
-            return Some(PooledConnection {
-                lease: Some(lease),
-                pool: self.clone(),
-            });
-        }
+        self.shared.try_acquire().map(PooledConnection)
     }
 
     /// Close the pool: waiters are rejected, idle connections closed, and borrowed ones
@@ -152,7 +112,7 @@ impl<M: Manager> Pool<M> {
     /// Resolves, once every connection is gone, to the number revoked.
     pub fn close(&self, drain: Duration) -> impl Future<Output = usize> + Send + 'static {
         tracing::info!(drain = ?drain, status = %self.status(), "closing pool");
-        let close = self.inner.shared.close(drain);
+        let close = self.shared.close(drain);
         async move {
             let forced = close.await;
             if forced > 0 {
@@ -166,54 +126,55 @@ impl<M: Manager> Pool<M> {
     }
 
     pub fn is_closed(&self) -> bool {
-        self.inner.shared.is_closing()
+        self.shared.is_closing()
     }
 
     /// The pool's counts now.
     pub fn status(&self) -> Status {
-        self.inner.shared.status()
+        self.shared.status()
     }
 
     /// Counters and histograms since the pool was built.
     pub fn metrics(&self) -> Metrics {
-        Metrics::new(self.inner.shared.status(), &self.inner.shared.stats())
+        Metrics::new(self.shared.status(), &self.shared.stats())
     }
 
     /// The configuration the pool runs with.
     pub fn config(&self) -> Config {
-        self.inner.shared.config()
+        self.shared.config()
     }
 
     pub fn manager(&self) -> &M {
-        &self.inner.glue.manager
+        &self.manager
     }
 
     /// Check the core's and the shell's invariants (tests, debugging).
     pub fn check_invariants(&self) -> Result<(), pool_core::InvariantViolation> {
-        self.inner.shared.check_invariants()
+        self.shared.check_invariants()
     }
+}
 
-    fn error(&self, rejection: Rejection) -> PoolError<M::Error> {
-        match rejection {
-            Rejection::Timeout(report) => {
-                let source = report
-                    .last_connect_error
-                    .as_ref()
-                    .and_then(|e| self.inner.glue.source_of(e));
-                PoolError::Timeout {
-                    waited: report.waited,
-                    last_connect_error: report.last_connect_error,
-                    status: report.status,
-                    source,
-                }
-            }
-            Rejection::QueueFull { max_waiters } => PoolError::QueueFull { max_waiters },
-            Rejection::Closed => PoolError::Closed,
-            Rejection::ConnectFailed(error) => PoolError::Connect {
-                source: self.inner.glue.source_of(&error),
-                error,
-            },
-        }
+/// The adapter's error for a rejection: the core's, with the manager's typed error that
+/// travelled with the connect error.
+fn error<E: std::error::Error + Send + Sync + 'static>(rejection: Rejection) -> PoolError<E> {
+    let source_of = |e: &pool_core::ConnectError| {
+        e.source
+            .clone()
+            .and_then(|source| source.downcast::<E>().ok())
+    };
+    match rejection {
+        Rejection::Timeout(report) => PoolError::Timeout {
+            waited: report.waited,
+            source: report.last_connect_error.as_ref().and_then(source_of),
+            last_connect_error: report.last_connect_error,
+            status: report.status,
+        },
+        Rejection::QueueFull { max_waiters } => PoolError::QueueFull { max_waiters },
+        Rejection::Closed => PoolError::Closed,
+        Rejection::ConnectFailed(error) => PoolError::Connect {
+            source: source_of(&error),
+            error,
+        },
     }
 }
 
@@ -303,20 +264,12 @@ impl<M: Manager> Builder<M> {
             h.write_u64(0x5eed);
             h.finish()
         });
-        let acquire_timeout = self.config.acquire_timeout;
-        let glue = Arc::new(Glue::new(
-            Arc::new(self.manager),
-            handle.clone(),
-            self.on_leak,
-        ));
-        let shared = SharedPool::new(self.config, seed, TokioRuntime(glue.clone()))?;
-        let inner = Arc::new(Inner {
-            shared,
-            glue: glue.clone(),
-            acquire_timeout,
-        });
-        handle.spawn(run_timer(glue, Arc::downgrade(&inner)));
-        Ok(Pool { inner })
+        let manager = Arc::new(self.manager);
+        let runtime = TokioRuntime::new(manager.clone(), handle, self.on_leak);
+        let timer = runtime.timer_starter();
+        let shared = SharedPool::new(self.config, seed, runtime)?;
+        timer.start(shared.downgrade());
+        Ok(Pool { shared, manager })
     }
 }
 
@@ -358,24 +311,14 @@ impl PoolOptions {
 }
 
 /// A borrowed connection. Derefs to it; goes back to the pool when dropped, judged by
-/// [`Manager::is_broken`] (or as broken if dropped during a panic).
-pub struct PooledConnection<M: Manager> {
-    /// `Some` until dropped or detached.
-    lease: Option<Lease<M::Connection>>,
-    pool: Pool<M>,
-}
+/// [`Manager::is_broken`] unless a verdict was set (and as broken if dropped during a
+/// panic).
+pub struct PooledConnection<M: Manager>(Lease<M::Connection>);
 
 impl<M: Manager> PooledConnection<M> {
-    fn lease(&self) -> &Lease<M::Connection> {
-        self.lease.as_ref().expect("a live guard holds its lease")
-    }
-
     /// Take the connection out of the pool for good; its slot is freed at once.
-    pub fn detach(mut self) -> M::Connection {
-        self.lease
-            .take()
-            .expect("a live guard holds its lease")
-            .detach()
+    pub fn detach(self) -> M::Connection {
+        self.0.detach()
     }
 
     /// Close this connection when it is returned instead of lending it again.
@@ -385,54 +328,31 @@ impl<M: Manager> PooledConnection<M> {
 
     /// Override the verdict it is returned with (otherwise `Manager::is_broken` decides).
     pub fn set_verdict(&mut self, verdict: Verdict) {
-        if let Some(lease) = &mut self.lease {
-            lease.set_verdict(verdict);
-        }
+        self.0.set_verdict(verdict);
     }
 
     /// How long `get()` waited for it.
     pub fn waited(&self) -> Duration {
-        self.lease().waited()
-    }
-
-    pub fn pool(&self) -> &Pool<M> {
-        &self.pool
+        self.0.waited()
     }
 }
 
 impl<M: Manager> Deref for PooledConnection<M> {
     type Target = M::Connection;
     fn deref(&self) -> &M::Connection {
-        self.lease()
+        &self.0
     }
 }
 
 impl<M: Manager> DerefMut for PooledConnection<M> {
     fn deref_mut(&mut self) -> &mut M::Connection {
-        self.lease.as_mut().expect("a live guard holds its lease")
-    }
-}
-
-impl<M: Manager> Drop for PooledConnection<M> {
-    fn drop(&mut self) {
-        let Some(mut lease) = self.lease.take() else {
-            return;
-        };
-        // A panic while held: the lease itself returns it as broken. Otherwise an
-        // explicit verdict wins, and the manager judges the rest.
-        if !std::thread::panicking() && lease.verdict() == Verdict::Reusable {
-            let verdict = self.pool.inner.glue.manager.is_broken(&mut lease);
-            lease.set_verdict(verdict);
-        }
-        drop(lease);
+        &mut self.0
     }
 }
 
 impl<M: Manager> fmt::Debug for PooledConnection<M> {
     /// Omits the connection: its `Debug` may show credentials.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PooledConnection")
-            .field("lease", &self.lease)
-            .finish()
+        f.debug_tuple("PooledConnection").field(&self.0).finish()
     }
 }

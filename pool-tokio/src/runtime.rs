@@ -1,13 +1,14 @@
 //! The `Runtime` the shell runs on: tokio tasks for the work, one timer task per pool,
-//! and tokio's clock (so `tokio::time::pause()` drives the pool in tests).
+//! tokio's clock (so `tokio::time::pause()` drives the pool in tests), and the manager's
+//! judgement of a connection.
 
 use std::collections::HashMap;
 use std::panic::Location;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use pool_core::shell::{Runtime, SharedPool, Work};
-use pool_core::{ConnId, ConnectError, ErrorClass, Instant, LeaseId};
+use pool_core::shell::{Runtime, Upkeep, WeakPool, Work};
+use pool_core::{ConnId, ConnectError, Instant, LeaseId, Verdict};
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
@@ -30,74 +31,65 @@ pub struct LeakReport {
     pub origin: Option<&'static Location<'static>>,
 }
 
-/// A failed connect: the core's message (compared by pointer) and the manager's error.
-type LastError<E> = (Arc<str>, Arc<E>);
-
 pub(crate) type LeakHook = Arc<dyn Fn(&LeakReport) + Send + Sync>;
 
-/// State shared by the runtime (inside the shell), the pool handle and the timer task.
-pub(crate) struct Glue<M: Manager> {
+/// The shell's runtime. Owned by the pool; when the pool goes, it tells the timer task to
+/// end.
+pub(crate) struct TokioRuntime<M: Manager> {
     pub(crate) manager: Arc<M>,
     handle: Handle,
     /// Core time zero.
     base: tokio::time::Instant,
-    pub(crate) timer: TimerCell,
+    /// The timer task's deadline and bell, shared with it.
+    timer: Arc<Timer>,
     /// Tasks running an open, check or reset, so a `Close` for their connection can abort
     /// them. Each task removes its own entry before reporting.
-    tasks: Mutex<HashMap<ConnId, AbortHandle>>,
-    /// The last failed connect: the core's message (by pointer) and the manager's error.
-    last_error: Mutex<Option<LastError<M::Error>>>,
+    tasks: Arc<Mutex<HashMap<ConnId, AbortHandle>>>,
     on_leak: Option<LeakHook>,
 }
 
-/// The timer's next deadline, and the bell that wakes it early.
-pub(crate) struct TimerCell {
-    deadline: Mutex<Option<Instant>>,
-    pub(crate) notify: Notify,
+pub(crate) struct TimerStarter {
+    timer: Arc<Timer>,
+    handle: Handle,
 }
 
-impl<M: Manager> Glue<M> {
+impl TimerStarter {
+    pub(crate) fn start<C: Send + 'static>(self, pool: WeakPool<C>) {
+        self.handle.spawn(run_timer(self.timer, pool));
+    }
+}
+
+/// The one timer: when it must next fire, and the bell that wakes its task early.
+#[derive(Default)]
+pub(crate) struct Timer {
+    deadline: Mutex<Option<tokio::time::Instant>>,
+    notify: Notify,
+    /// Set when the pool is gone: the task ends.
+    done: std::sync::atomic::AtomicBool,
+}
+
+impl<M: Manager> TokioRuntime<M> {
     pub(crate) fn new(manager: Arc<M>, handle: Handle, on_leak: Option<LeakHook>) -> Self {
-        Glue {
+        TokioRuntime {
             manager,
             handle,
             base: tokio::time::Instant::now(),
-            timer: TimerCell {
-                deadline: Mutex::new(None),
-                notify: Notify::new(),
-            },
-            tasks: Mutex::new(HashMap::new()),
-            last_error: Mutex::new(None),
+            timer: Arc::default(),
+            tasks: Arc::default(),
             on_leak,
         }
     }
 
-    pub(crate) fn now(&self) -> Instant {
-        let nanos = tokio::time::Instant::now()
-            .saturating_duration_since(self.base)
-            .as_nanos();
-        Instant::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX - 1))
-    }
-
-    /// `None` for a deadline beyond what the clock can represent: never.
-    fn to_tokio(&self, at: Instant) -> Option<tokio::time::Instant> {
-        if at == Instant::NEVER {
-            return None;
-        }
-        self.base.checked_add(Duration::from_nanos(at.as_nanos()))
-    }
-
-    /// The manager's error behind a `ConnectError` the core reported, if it was the last.
-    pub(crate) fn source_of(&self, error: &ConnectError) -> Option<Arc<M::Error>> {
-        let last = lock(&self.last_error);
-        match &*last {
-            Some((message, source)) if Arc::ptr_eq(message, &error.message) => Some(source.clone()),
-            _ => None,
+    /// What starts the timer task, once the pool this runtime runs exists.
+    pub(crate) fn timer_starter(&self) -> TimerStarter {
+        TimerStarter {
+            timer: self.timer.clone(),
+            handle: self.handle.clone(),
         }
     }
 
     /// Spawn `fut` as the task working on `conn`, abortable by a `Close` for it.
-    fn spawn_tracked<F>(self: &Arc<Self>, conn: ConnId, fut: F)
+    fn spawn_tracked<F>(&self, conn: ConnId, fut: F)
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
@@ -108,107 +100,92 @@ impl<M: Manager> Glue<M> {
         tasks.insert(conn, task.abort_handle());
     }
 
-    /// Run a health check or a reset on a connection the pool holds, and report whether
-    /// it may be lent again.
-    fn spawn_upkeep(
-        self: &Arc<Self>,
-        pool: &SharedPool<M::Connection>,
-        conn: ConnId,
-        mut connection: M::Connection,
-        kind: Upkeep,
-    ) {
-        let (pool, g) = (pool.clone(), self.clone());
+    /// Run a health check or a reset on a connection the pool lent for it.
+    fn spawn_upkeep(&self, mut upkeep: Upkeep<M::Connection>, kind: UpkeepKind) {
+        let conn = upkeep.conn();
+        let (manager, tasks) = (self.manager.clone(), self.tasks.clone());
         let span = match kind {
-            Upkeep::Check => tracing::debug_span!("pool.check", conn = conn.get()),
-            Upkeep::Reset => tracing::debug_span!("pool.reset", conn = conn.get()),
+            UpkeepKind::Check => tracing::debug_span!("pool.check", conn = conn.get()),
+            UpkeepKind::Reset => tracing::debug_span!("pool.reset", conn = conn.get()),
         };
         self.spawn_tracked(
             conn,
             async move {
                 let result = match kind {
-                    Upkeep::Check => g.manager.check(&mut connection).await,
-                    Upkeep::Reset => g.manager.reset(&mut connection).await,
+                    UpkeepKind::Check => manager.check(upkeep.connection()).await,
+                    UpkeepKind::Reset => manager.reset(upkeep.connection()).await,
                 };
-                g.finish(conn);
+                lock(&tasks).remove(&conn);
                 if let Err(e) = &result {
                     tracing::info!(error = %error_chain(e), "{} failed", kind.name());
                 }
-                let ok = result.is_ok();
-                match kind {
-                    Upkeep::Check => pool.check_finished(conn, connection, ok),
-                    Upkeep::Reset => pool.reset_finished(conn, connection, ok),
-                }
+                upkeep.finish(result.is_ok());
             }
             .instrument(span),
         );
     }
+}
 
-    fn finish(&self, conn: ConnId) {
-        lock(&self.tasks).remove(&conn);
+impl<M: Manager> Drop for TokioRuntime<M> {
+    fn drop(&mut self) {
+        self.timer
+            .done
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.timer.notify.notify_one();
     }
 }
 
-/// Work on an established connection the pool holds between two loans.
 #[derive(Clone, Copy)]
-enum Upkeep {
+enum UpkeepKind {
     Check,
     Reset,
 }
 
-impl Upkeep {
+impl UpkeepKind {
     fn name(self) -> &'static str {
         match self {
-            Upkeep::Check => "health check",
-            Upkeep::Reset => "reset",
+            UpkeepKind::Check => "health check",
+            UpkeepKind::Reset => "reset",
         }
     }
 }
 
-/// The shell's runtime: a thin handle on [`Glue`].
-pub(crate) struct TokioRuntime<M: Manager>(pub(crate) Arc<Glue<M>>);
-
 impl<M: Manager> Runtime<M::Connection> for TokioRuntime<M> {
     fn now(&self) -> Instant {
-        self.0.now()
+        let nanos = tokio::time::Instant::now()
+            .saturating_duration_since(self.base)
+            .as_nanos();
+        Instant::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX - 1))
     }
 
-    fn execute(&self, pool: &SharedPool<M::Connection>, work: Work<M::Connection>) {
-        let glue = &self.0;
+    fn execute(&self, work: Work<M::Connection>) {
         match work {
-            Work::Open { conn } => {
-                let pool = pool.clone();
-                let g = glue.clone();
+            Work::Open(open) => {
+                let conn = open.conn();
+                let (manager, tasks) = (self.manager.clone(), self.tasks.clone());
                 let span = tracing::debug_span!("pool.connect", conn = conn.get());
-                glue.spawn_tracked(
+                self.spawn_tracked(
                     conn,
                     async move {
                         let started = tokio::time::Instant::now();
-                        let result = g.manager.connect().await;
-                        g.finish(conn);
+                        let result = manager.connect().await;
+                        lock(&tasks).remove(&conn);
                         let result = result.map_err(|e| {
-                            let class = g.manager.classify(&e);
-                            let message: Arc<str> = error_chain(&e).into();
+                            let class = manager.classify(&e);
+                            let message = error_chain(&e);
                             tracing::warn!(class = ?class, error = %message, "connect failed");
-                            *lock(&g.last_error) = Some((message.clone(), Arc::new(e)));
-                            match class {
-                                ErrorClass::Fatal => ConnectError::fatal(message),
-                                ErrorClass::Transient => ConnectError::transient(message),
-                            }
+                            ConnectError::new(class, message).with_source(Arc::new(e))
                         });
                         if result.is_ok() {
                             tracing::debug!(elapsed = ?started.elapsed(), "connected");
                         }
-                        pool.connect_finished(conn, result);
+                        open.finish(result);
                     }
                     .instrument(span),
                 );
             }
-            Work::Check { conn, connection } => {
-                glue.spawn_upkeep(pool, conn, connection, Upkeep::Check)
-            }
-            Work::Reset { conn, connection } => {
-                glue.spawn_upkeep(pool, conn, connection, Upkeep::Reset)
-            }
+            Work::Check(upkeep) => self.spawn_upkeep(upkeep, UpkeepKind::Check),
+            Work::Reset(upkeep) => self.spawn_upkeep(upkeep, UpkeepKind::Reset),
             Work::Close {
                 conn,
                 connection,
@@ -220,14 +197,14 @@ impl<M: Manager> Runtime<M::Connection> for TokioRuntime<M> {
                     held = connection.is_some(),
                     "closing connection"
                 );
-                // An open, check or reset still running for it is abandoned by the core.
-                if let Some(task) = lock(&glue.tasks).remove(&conn) {
+                // An open, check or reset still running for it was abandoned by the core.
+                if let Some(task) = lock(&self.tasks).remove(&conn) {
                     task.abort();
                 }
                 if let Some(connection) = connection {
-                    let g = glue.clone();
-                    glue.handle.spawn(async move {
-                        g.manager.close(connection).await;
+                    let manager = self.manager.clone();
+                    self.handle.spawn(async move {
+                        manager.close(connection).await;
                     });
                 }
             }
@@ -249,7 +226,7 @@ impl<M: Manager> Runtime<M::Connection> for TokioRuntime<M> {
                         "connection held longer than leak_threshold: suspected leak"
                     ),
                 }
-                if let Some(hook) = &glue.on_leak {
+                if let Some(hook) = &self.on_leak {
                     hook(&LeakReport {
                         lease,
                         held,
@@ -263,39 +240,44 @@ impl<M: Manager> Runtime<M::Connection> for TokioRuntime<M> {
         }
     }
 
-    fn arm_timer(&self, _pool: &SharedPool<M::Connection>, at: Instant) {
-        let cell = &self.0.timer;
+    fn arm_timer(&self, at: Instant) {
+        // A deadline beyond what tokio's clock can represent is never.
+        let Some(when) = (at != Instant::NEVER)
+            .then(|| self.base.checked_add(Duration::from_nanos(at.as_nanos())))
+            .flatten()
+        else {
+            return;
+        };
         {
-            let mut deadline = lock(&cell.deadline);
-            if deadline.is_some_and(|d| d <= at) {
+            // Only ever earlier: two inputs on two threads may arm out of order.
+            let mut deadline = lock(&self.timer.deadline);
+            if deadline.is_some_and(|d| d <= when) {
                 return;
             }
-            *deadline = Some(at);
+            *deadline = Some(when);
         }
-        cell.notify.notify_one();
+        self.timer.notify.notify_one();
+    }
+
+    fn judge(&self, connection: &mut M::Connection) -> Verdict {
+        self.manager.is_broken(connection)
     }
 }
 
-/// What the timer task needs to reach the pool without keeping it alive.
-pub(crate) trait Timed: Send + Sync + 'static {
-    fn handle_timeout(&self) -> Option<Instant>;
-}
-
-/// The pool's one timer: sleep until the earliest deadline (woken early when an earlier
-/// one is armed), call `handle_timeout`, repeat. Holds the pool only weakly: it ends once
-/// the last handle is gone.
-pub(crate) async fn run_timer<M: Manager, P: Timed>(glue: Arc<Glue<M>>, pool: Weak<P>) {
-    let cell = &glue.timer;
+/// The pool's one timer: sleep until the deadline the pool last armed (woken early when
+/// it arms an earlier one), then call `handle_timeout`, which arms the next. Holds the
+/// pool only weakly, and ends when the runtime (owned by the pool) is dropped.
+async fn run_timer<C: Send + 'static>(timer: Arc<Timer>, pool: WeakPool<C>) {
     loop {
-        if pool.strong_count() == 0 {
-            return;
-        }
-        let notified = cell.notify.notified();
+        let notified = timer.notify.notified();
         tokio::pin!(notified);
         // Registered before reading the deadline: an arm after the read still wakes us.
         notified.as_mut().enable();
-        let deadline = *lock(&cell.deadline);
-        match deadline.and_then(|at| glue.to_tokio(at)) {
+        if timer.done.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        let deadline = *lock(&timer.deadline);
+        match deadline {
             Some(when) => {
                 tokio::select! {
                     biased;
@@ -308,22 +290,16 @@ pub(crate) async fn run_timer<M: Manager, P: Timed>(glue: Arc<Glue<M>>, pool: We
                 continue;
             }
         }
-        let Some(pool) = pool.upgrade() else { return };
-        let now = glue.now();
         {
-            // Everything due by `now` is handled by this call; later deadlines armed
-            // meanwhile stay.
-            let mut d = lock(&cell.deadline);
+            // This firing handles everything due by now; a later deadline armed in the
+            // meantime stays.
+            let now = tokio::time::Instant::now();
+            let mut d = lock(&timer.deadline);
             if d.is_some_and(|d| d <= now) {
                 *d = None;
             }
         }
-        let next = pool.handle_timeout();
-        if let Some(next) = next {
-            let mut d = lock(&cell.deadline);
-            if d.is_none_or(|d| next < d) {
-                *d = Some(next);
-            }
-        }
+        let Some(pool) = pool.upgrade() else { return };
+        pool.handle_timeout();
     }
 }

@@ -1,9 +1,11 @@
-//! The connection table: every connection the pool knows, in exactly one state.
+//! The connection table: every connection the pool knows, in exactly one state. The idle
+//! list holds the idle connections themselves: the pool is their only keeper.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use crate::config::IdleOrder;
 use crate::id::ConnId;
+use crate::id_map::IdMap;
 use crate::time::Instant;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,11 +38,10 @@ pub(crate) struct Conn {
 }
 
 /// Every live connection, plus the idle list and per-state counts kept in step with it.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Connections {
-    table: BTreeMap<ConnId, Conn>,
+pub(crate) struct Connections<C> {
+    table: IdMap<ConnId, Conn>,
     /// Idle connections in the order they became idle: the front has been idle longest.
-    idle: VecDeque<ConnId>,
+    idle: VecDeque<(ConnId, C)>,
     pub opening: usize,
     pub checking: usize,
     pub resetting: usize,
@@ -51,7 +52,23 @@ pub(crate) struct Connections {
     pub retired: u64,
 }
 
-impl Connections {
+impl<C> Default for Connections<C> {
+    fn default() -> Self {
+        Connections {
+            table: IdMap::default(),
+            idle: VecDeque::new(),
+            opening: 0,
+            checking: 0,
+            resetting: 0,
+            leased: 0,
+            next_id: 0,
+            created: 0,
+            retired: 0,
+        }
+    }
+}
+
+impl<C> Connections<C> {
     pub fn len(&self) -> usize {
         self.table.len()
     }
@@ -68,17 +85,31 @@ impl Connections {
         self.table.get_mut(&id)
     }
 
+    /// Every connection, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (&ConnId, &Conn)> {
         self.table.iter()
     }
 
+    /// The ids of the connections `keep` selects, in id order (the order actions about
+    /// them come out in).
+    pub fn ids_where(&self, keep: impl Fn(&Conn) -> bool) -> Vec<ConnId> {
+        let mut ids: Vec<ConnId> = self
+            .table
+            .iter()
+            .filter(|(_, c)| keep(c))
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
     pub fn idle_ids(&self) -> impl Iterator<Item = ConnId> + '_ {
-        self.idle.iter().copied()
+        self.idle.iter().map(|(id, _)| *id)
     }
 
     /// The connection idle longest.
     pub fn oldest_idle(&self) -> Option<ConnId> {
-        self.idle.front().copied()
+        self.idle.front().map(|(id, _)| *id)
     }
 
     /// A new connection in the opening state.
@@ -102,22 +133,39 @@ impl Connections {
     /// The connection [`Self::pop_idle`] would take.
     pub fn peek_idle(&self, order: IdleOrder) -> Option<ConnId> {
         match order {
-            IdleOrder::Lifo => self.idle.back().copied(),
-            IdleOrder::Fifo => self.idle.front().copied(),
+            IdleOrder::Lifo => self.idle.back(),
+            IdleOrder::Fifo => self.idle.front(),
         }
+        .map(|(id, _)| *id)
+    }
+
+    /// [`Self::peek_idle`]'s connection itself.
+    pub fn peek_idle_mut(&mut self, order: IdleOrder) -> Option<&mut C> {
+        match order {
+            IdleOrder::Lifo => self.idle.back_mut(),
+            IdleOrder::Fifo => self.idle.front_mut(),
+        }
+        .map(|(_, c)| c)
     }
 
     /// Take the next idle connection in `order`. Its state is still `Idle`: the caller
     /// must move it on with [`Self::set`] or [`Self::remove`] at once.
-    pub fn pop_idle(&mut self, order: IdleOrder) -> Option<ConnId> {
+    pub fn pop_idle(&mut self, order: IdleOrder) -> Option<(ConnId, C)> {
         match order {
             IdleOrder::Lifo => self.idle.pop_back(),
             IdleOrder::Fifo => self.idle.pop_front(),
         }
     }
 
-    /// Move a connection to a new state, keeping counts and the idle list in step. A
-    /// connection leaving `Idle` must have been taken with [`Self::pop_idle`].
+    /// File a connection as idle since `since`.
+    pub fn set_idle(&mut self, id: ConnId, since: Instant, connection: C) {
+        self.set(id, State::Idle { since });
+        self.idle.push_back((id, connection));
+    }
+
+    /// Move a connection to a state other than `Idle` (see [`Self::set_idle`]), keeping
+    /// counts in step. A connection leaving `Idle` must have been taken with
+    /// [`Self::pop_idle`].
     pub fn set(&mut self, id: ConnId, state: State) {
         let Some(conn) = self.table.get_mut(&id) else {
             return;
@@ -139,18 +187,17 @@ impl Connections {
             state,
             1,
         );
-        if let State::Idle { .. } = state {
-            self.idle.push_back(id);
-        }
     }
 
-    /// Forget a connection (closed, failed to open, or detached).
-    pub fn remove(&mut self, id: ConnId) -> Option<Conn> {
+    /// Forget a connection (closed, failed to open, or detached), with the connection
+    /// itself if the pool held it (idle).
+    pub fn remove(&mut self, id: ConnId) -> Option<(Conn, Option<C>)> {
         let conn = self.table.remove(&id)?;
         self.retired += 1;
+        let mut connection = None;
         if let State::Idle { .. } = conn.state {
-            if let Some(pos) = self.idle.iter().position(|&i| i == id) {
-                self.idle.remove(pos);
+            if let Some(pos) = self.idle.iter().position(|(i, _)| *i == id) {
+                connection = self.idle.remove(pos).map(|(_, c)| c);
             }
         }
         Self::count(
@@ -161,7 +208,7 @@ impl Connections {
             conn.state,
             -1,
         );
-        Some(conn)
+        Some((conn, connection))
     }
 
     fn count(

@@ -7,27 +7,28 @@ use crate::id::ConnId;
 use super::conns::State;
 use super::{Phase, Pool};
 
-impl Pool {
+impl<C, W> Pool<C, W> {
     /// Restore the pool's rules after any change:
     /// 1. no barging: while anyone waits, idle connections go to waiters in arrival order
-    ///    (a stale one is health-checked first, an expired one closed);
+    ///    (a stale one is health-checked first; an expired or dead one closed);
     /// 2. open connections for unserved demand only (see [`Pool::opens_wanted`]).
     pub(super) fn dispatch(&mut self) {
         if self.phase != Phase::Running {
-            self.rescan_timers = true;
+            self.alarm.stale();
             self.finish_drain();
             return;
         }
         while !self.waiters.is_empty() {
-            let Some(id) = self.conns.pop_idle(self.config.idle_order) else {
+            let Some((id, mut connection)) = self.conns.pop_idle(self.config.idle_order) else {
                 break;
             };
-            match self.idle_verdict(id) {
-                IdleVerdict::Expired => self.close_conn(id, CloseReason::MaxLifetime),
-                IdleVerdict::Stale => self.start_check(id),
-                IdleVerdict::Fresh => {
-                    self.make_available(id);
+            match self.idle_verdict(id, &mut connection) {
+                IdleVerdict::Expired => {
+                    self.close_conn(id, CloseReason::MaxLifetime, Some(connection))
                 }
+                IdleVerdict::Dead => self.close_conn(id, CloseReason::CheckFailed, Some(connection)),
+                IdleVerdict::Stale => self.start_check(id, connection),
+                IdleVerdict::Fresh => self.make_available(id, connection),
             }
         }
         if !self.backoff.blocked(self.now) {
@@ -36,7 +37,7 @@ impl Pool {
             }
         } else {
             // The retry deadline counts only while opens are wanted: rescan.
-            self.rescan_timers = true;
+            self.alarm.stale();
         }
     }
 
@@ -61,73 +62,107 @@ impl Pool {
     fn open(&mut self) {
         let deadline = self.now + self.config.connect_timeout;
         let conn = self.conns.insert_opening(self.now, deadline);
-        self.note_deadline(deadline);
+        self.alarm.note(deadline);
         self.stats.connects_started += 1;
         self.actions.push_back(Action::Open { conn });
     }
 
-    fn start_check(&mut self, id: ConnId) {
+    fn start_check(&mut self, id: ConnId, connection: C) {
         let deadline = self.now + self.config.check_timeout;
         self.conns.set(id, State::Checking { deadline });
-        self.note_deadline(deadline);
+        self.alarm.note(deadline);
         self.stats.checks_started += 1;
-        self.actions.push_back(Action::Check { conn: id });
+        self.actions.push_back(Action::Check {
+            conn: id,
+            connection,
+        });
     }
 
     /// The acquire fast path: the next idle connection, if it can be lent as is.
-    pub(super) fn take_fresh_idle(&mut self) -> Option<Grant> {
-        let id = self.conns.peek_idle(self.config.idle_order)?;
-        if self.idle_verdict(id) != IdleVerdict::Fresh {
-            // The slow path (a queued waiter and dispatch) checks or closes it.
+    pub(super) fn take_fresh_idle(&mut self) -> Option<(Grant, C)> {
+        let order = self.config.idle_order;
+        let (now, check_after_idle) = (self.now, self.config.check_after_idle);
+        let id = self.conns.peek_idle(order)?;
+        let verdict = IdleVerdict::of(self.conns.get(id)?, now, check_after_idle);
+        // Anything but a fresh, live connection takes the slow path (a queued waiter and
+        // dispatch), which checks or closes it.
+        if verdict != IdleVerdict::Fresh {
             return None;
         }
-        self.conns.pop_idle(self.config.idle_order);
+        if !judge_alive(&mut self.judge, self.conns.peek_idle_mut(order)?) {
+            return None;
+        }
+        let (id, connection) = self.conns.pop_idle(order)?;
         let grant = self.lend(id, self.now);
         self.dispatch();
-        Some(grant)
+        Some((grant, connection))
     }
 
     /// A connection became ready (connected, checked, reset or returned): hand it to the
     /// first waiter, or make it idle.
-    pub(super) fn make_available(&mut self, id: ConnId) {
+    pub(super) fn make_available(&mut self, id: ConnId, connection: C) {
         if let Some(c) = self.conns.get_mut(id) {
             c.last_used = self.now;
         }
         if let Some((waiter, w)) = self.waiters.pop_front() {
             let grant = self.lend(id, w.arrived);
-            self.actions.push_back(Action::Grant { waiter, grant });
+            self.actions.push_back(Action::Grant {
+                waiter,
+                token: w.token,
+                grant,
+                connection,
+            });
         } else {
-            self.conns.set(id, State::Idle { since: self.now });
+            self.conns.set_idle(id, self.now, connection);
             // Idle, it may expire; and the pool may now hold more idle connections than
             // min_idle, which starts the oldest one's idle timeout.
             if let Some(expires_at) = self.conns.get(id).map(|c| c.expires_at) {
-                self.note_deadline(expires_at);
+                self.alarm.note(expires_at);
             }
-            if let Some(t) = self.idle_timeout_due() {
-                self.note_deadline(t);
+            if let Some((t, _)) = self.idle_timeout_due() {
+                self.alarm.note(t);
             }
         }
     }
 
-    fn idle_verdict(&self, id: ConnId) -> IdleVerdict {
+    fn idle_verdict(&mut self, id: ConnId, connection: &mut C) -> IdleVerdict {
         let Some(conn) = self.conns.get(id) else {
             return IdleVerdict::Expired;
         };
-        if conn.expires_at <= self.now {
-            return IdleVerdict::Expired;
-        }
-        match self.config.check_after_idle {
-            Some(window) if self.now.saturating_since(conn.last_used) > window => {
-                IdleVerdict::Stale
-            }
-            _ => IdleVerdict::Fresh,
+        match IdleVerdict::of(conn, self.now, self.config.check_after_idle) {
+            IdleVerdict::Fresh if !judge_alive(&mut self.judge, connection) => IdleVerdict::Dead,
+            verdict => verdict,
         }
     }
 }
 
+fn judge_alive<C>(judge: &mut Option<super::Judge<C>>, connection: &mut C) -> bool {
+    judge.as_mut().is_none_or(|judge| judge(connection))
+}
+
+/// What an idle connection needs before it can be lent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum IdleVerdict {
     Fresh,
+    /// Idle past `check_after_idle`: health-check it first.
     Stale,
     Expired,
+    /// The embedder's judge knows it is dead.
+    Dead,
+}
+
+impl IdleVerdict {
+    fn of(
+        conn: &super::conns::Conn,
+        now: crate::time::Instant,
+        check_after_idle: Option<std::time::Duration>,
+    ) -> Self {
+        if conn.expires_at <= now {
+            return IdleVerdict::Expired;
+        }
+        match check_after_idle {
+            Some(window) if now.saturating_since(conn.last_used) > window => IdleVerdict::Stale,
+            _ => IdleVerdict::Fresh,
+        }
+    }
 }

@@ -30,7 +30,7 @@ macro_rules! ensure {
     };
 }
 
-impl Pool {
+impl<C, W> Pool<C, W> {
     pub fn check_invariants(&self) -> Result<(), InvariantViolation> {
         let c = &self.conns;
         let s = &self.stats;

@@ -23,7 +23,7 @@ use std::collections::VecDeque;
 use crate::action::{Action, CloseReason, Grant, Rejection, TimeoutReport};
 use crate::config::{Config, ConfigError};
 use crate::id::{ConnId, LeaseId, WaiterId};
-use crate::input::{ConnectError, InputError, Verdict};
+use crate::input::{ConnectError, InputError, Refused, Verdict};
 use crate::rng::Rng;
 use crate::status::{Stats, Status};
 use crate::time::Instant;
@@ -31,13 +31,15 @@ use crate::time::Instant;
 use backoff::Backoff;
 use conns::{Connections, State};
 pub use invariants::InvariantViolation;
+use timers::Alarm;
+pub use timers::Timer;
 use waiters::Waiters;
 
 /// The outcome of an acquire that was not rejected.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Acquired {
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Acquired<C> {
     /// A connection was free: here it is.
-    Ready(Grant),
+    Ready(Grant, C),
     /// The caller waits; the answer comes later as `Action::Grant` or `Action::Reject`
     /// for this waiter.
     Queued(WaiterId),
@@ -54,32 +56,44 @@ enum Phase {
     Closed,
 }
 
-/// The pool state machine. See the module docs.
-#[derive(Clone, Debug)]
-pub struct Pool {
+/// Whether an idle connection is still alive, judged without I/O just before it is
+/// lent (e.g. a client that already saw its socket close). See [`Pool::set_judge`].
+pub type Judge<C> = Box<dyn FnMut(&mut C) -> bool + Send>;
+
+/// The pool state machine over connections `C`, with a token `W` per waiter. See the
+/// module docs.
+pub struct Pool<C, W = ()> {
     config: Config,
     /// The latest `now` seen; time never goes backwards inside the core.
     now: Instant,
     phase: Phase,
-    conns: Connections,
-    waiters: Waiters,
+    conns: Connections<C>,
+    waiters: Waiters<W>,
     backoff: Backoff,
     next_lease: u64,
     rng: Rng,
-    actions: VecDeque<Action>,
+    actions: VecDeque<Action<C, W>>,
     stats: Stats,
-    /// The earliest deadline that became live since the last [`Pool::poll_timeout_before`]
-    /// (see timers.rs), so the embedder need not rescan every deadline after each input.
-    new_deadline: Option<Instant>,
-    /// Set by inputs whose deadlines are not tracked one by one: rescan at the next call.
-    rescan_timers: bool,
+    alarm: Alarm,
+    judge: Option<Judge<C>>,
 }
 
-impl Pool {
+impl<C, W> std::fmt::Debug for Pool<C, W> {
+    /// Counts only: connections and tokens may not be `Debug`, and may show credentials.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("now", &self.now)
+            .field("phase", &self.phase)
+            .field("status", &self.status())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C, W> Pool<C, W> {
     /// Build a pool. `seed` drives the only randomness (backoff and lifetime jitter): give
     /// the same seed to get the same run. With `min_idle > 0` the first opens are queued
     /// at once.
-    pub fn new(config: Config, now: Instant, seed: u64) -> Result<Pool, ConfigError> {
+    pub fn new(config: Config, now: Instant, seed: u64) -> Result<Self, ConfigError> {
         config.validate()?;
         let mut pool = Pool {
             config,
@@ -92,11 +106,18 @@ impl Pool {
             rng: Rng::new(seed),
             actions: VecDeque::new(),
             stats: Stats::default(),
-            new_deadline: None,
-            rescan_timers: true,
+            alarm: Alarm::default(),
+            judge: None,
         };
         pool.dispatch();
         Ok(pool)
+    }
+
+    /// Judge each idle connection just before it is lent: one the judge calls dead is
+    /// closed (`CheckFailed`) and the waiter keeps its place at the front for the next
+    /// one. Without a judge every idle connection is taken to be alive.
+    pub fn set_judge(&mut self, judge: impl FnMut(&mut C) -> bool + Send + 'static) {
+        self.judge = Some(Box::new(judge));
     }
 
     pub fn config(&self) -> &Config {
@@ -104,7 +125,7 @@ impl Pool {
     }
 
     /// The next thing the embedder must do, if any. Drain after every input.
-    pub fn poll_action(&mut self) -> Option<Action> {
+    pub fn poll_action(&mut self) -> Option<Action<C, W>> {
         self.actions.pop_front()
     }
 
@@ -118,6 +139,11 @@ impl Pool {
             checking: self.conns.checking + self.conns.resetting,
             waiters: self.waiters.len(),
         }
+    }
+
+    /// The tokens of the waiters in the queue, in arrival order (for consistency checks).
+    pub fn waiter_tokens(&self) -> impl Iterator<Item = &W> {
+        self.waiters.tokens()
     }
 
     pub fn stats(&self) -> &Stats {
@@ -147,8 +173,13 @@ impl Pool {
 
     /// Ask for a connection, waiting until `deadline` at the latest. Rejected at once when
     /// the pool is closed, the queue is full, or the last connect failed fatally and
-    /// nothing idle can serve.
-    pub fn acquire(&mut self, now: Instant, deadline: Instant) -> Result<Acquired, Rejection> {
+    /// nothing idle can serve. `token` makes the waiter's token, only if it has to wait.
+    pub fn acquire(
+        &mut self,
+        now: Instant,
+        deadline: Instant,
+        token: impl FnOnce(WaiterId) -> W,
+    ) -> Result<Acquired<C>, Rejection> {
         self.tick(now);
         self.stats.acquires += 1;
         if self.phase != Phase::Running {
@@ -156,8 +187,8 @@ impl Pool {
             return Err(Rejection::Closed);
         }
         if self.waiters.is_empty() {
-            if let Some(grant) = self.take_fresh_idle() {
-                return Ok(Acquired::Ready(grant));
+            if let Some((grant, connection)) = self.take_fresh_idle() {
+                return Ok(Acquired::Ready(grant, connection));
             }
         }
         if let Some(error) = self.backoff.fatal(self.now) {
@@ -174,60 +205,69 @@ impl Pool {
             self.stats.rejected_timeout += 1;
             return Err(self.timeout_rejection(self.now));
         }
-        let id = self.waiters.push(self.now, deadline);
-        self.note_deadline(deadline);
+        let token = token(self.waiters.next_id());
+        let id = self.waiters.push(self.now, deadline, token);
+        self.alarm.note(deadline);
         self.dispatch();
         Ok(Acquired::Queued(id))
     }
 
     /// Take a connection only if one is idle and ready, and nobody is waiting; never
     /// queues, never opens. `None` means "would wait".
-    pub fn try_acquire(&mut self, now: Instant) -> Option<Grant> {
+    pub fn try_acquire(&mut self, now: Instant) -> Option<(Grant, C)> {
         self.tick(now);
         if self.phase != Phase::Running || !self.waiters.is_empty() {
             return None;
         }
-        let grant = self.take_fresh_idle()?;
+        let lent = self.take_fresh_idle()?;
         self.stats.acquires += 1;
-        Some(grant)
+        Some(lent)
     }
 
-    /// The waiter gave up (its future was dropped). Its place in the queue is gone.
-    pub fn cancel(&mut self, now: Instant, waiter: WaiterId) -> Result<(), InputError> {
+    /// The waiter gave up (its future was dropped). Its place in the queue is gone; its
+    /// token comes back.
+    pub fn cancel(&mut self, now: Instant, waiter: WaiterId) -> Result<W, InputError> {
         self.tick(now);
-        self.waiters
+        let w = self
+            .waiters
             .remove(waiter)
             .ok_or(InputError::UnknownWaiter(waiter))?;
         self.stats.cancelled += 1;
-        Ok(())
+        Ok(w.token)
     }
 
-    /// A borrower returns its connection with a verdict on its health.
+    /// A borrower returns its connection with a verdict on its health. A lease the pool
+    /// does not know (released twice, or revoked at the drain deadline) is refused and
+    /// the connection handed back, for the embedder to close.
     pub fn release(
         &mut self,
         now: Instant,
         lease: LeaseId,
+        connection: C,
         verdict: Verdict,
-    ) -> Result<(), InputError> {
+    ) -> Result<(), Refused<C>> {
         self.tick(now);
-        let since = self.leased_since(lease)?;
+        let since = match self.leased_since(lease) {
+            Ok(since) => since,
+            Err(error) => return Err(Refused { error, connection }),
+        };
         let id = lease.conn();
         self.stats.hold.record(self.now.saturating_since(since));
         let expired = self.conns.get(id).is_some_and(|c| c.expires_at <= self.now);
         if self.phase != Phase::Running {
-            self.close_conn(id, CloseReason::PoolClosed);
+            self.close_conn(id, CloseReason::PoolClosed, Some(connection));
         } else if verdict == Verdict::Broken {
-            self.close_conn(id, CloseReason::Broken);
+            self.close_conn(id, CloseReason::Broken, Some(connection));
         } else if expired {
-            self.close_conn(id, CloseReason::MaxLifetime);
+            self.close_conn(id, CloseReason::MaxLifetime, Some(connection));
         } else if verdict == Verdict::NeedsReset {
             let deadline = self.now + self.config.check_timeout;
             self.conns.set(id, State::Resetting { deadline });
-            self.note_deadline(deadline);
+            self.alarm.note(deadline);
             self.stats.resets_started += 1;
-            self.actions.push_back(Action::Reset { conn: id });
+            self.actions.push_back(Action::Reset { conn: id, connection });
         } else {
-            self.make_available(id);
+            self.make_available(id, connection);
         }
         self.dispatch();
         Ok(())
@@ -245,20 +285,24 @@ impl Pool {
         Ok(())
     }
 
-    /// The embedder finished an `Action::Open`.
+    /// The embedder finished an `Action::Open`. A connection opened for an open the pool
+    /// already gave up on (its connect timeout passed) is refused and handed back.
     pub fn connect_finished(
         &mut self,
         now: Instant,
         conn: ConnId,
-        result: Result<(), ConnectError>,
-    ) -> Result<(), InputError> {
+        result: Result<C, ConnectError>,
+    ) -> Result<(), Refused<Option<C>>> {
         self.tick(now);
-        self.rescan_timers = true;
+        self.alarm.stale();
         let Some(State::Opening { started, .. }) = self.conns.get(conn).map(|c| c.state) else {
-            return Err(InputError::UnexpectedConnection(conn));
+            return Err(Refused {
+                error: InputError::UnexpectedConnection(conn),
+                connection: result.ok(),
+            });
         };
         match result {
-            Ok(()) => {
+            Ok(connection) => {
                 self.stats.connects_ok += 1;
                 self.stats
                     .connect
@@ -270,9 +314,9 @@ impl Pool {
                     c.expires_at = expires_at;
                 }
                 if self.phase == Phase::Running {
-                    self.make_available(conn);
+                    self.make_available(conn, connection);
                 } else {
-                    self.close_conn(conn, CloseReason::PoolClosed);
+                    self.close_conn(conn, CloseReason::PoolClosed, Some(connection));
                 }
             }
             Err(error) => {
@@ -284,49 +328,58 @@ impl Pool {
         Ok(())
     }
 
-    /// The embedder finished an `Action::Check`.
+    /// The embedder finished an `Action::Check`. A check the pool already gave up on
+    /// (its timeout passed) is refused and the connection handed back.
     pub fn check_finished(
         &mut self,
         now: Instant,
         conn: ConnId,
+        connection: C,
         healthy: bool,
-    ) -> Result<(), InputError> {
-        self.tick(now);
-        self.rescan_timers = true;
-        if !matches!(
-            self.conns.get(conn).map(|c| c.state),
-            Some(State::Checking { .. })
-        ) {
-            return Err(InputError::UnexpectedConnection(conn));
-        }
-        if healthy {
-            self.make_available(conn);
-        } else {
-            self.close_conn(conn, CloseReason::CheckFailed);
-        }
-        self.dispatch();
-        Ok(())
+    ) -> Result<(), Refused<C>> {
+        self.upkeep_finished(now, conn, connection, healthy, Upkeep::Check)
     }
 
-    /// The embedder finished an `Action::Reset`.
+    /// The embedder finished an `Action::Reset`; refused as [`Pool::check_finished`].
     pub fn reset_finished(
         &mut self,
         now: Instant,
         conn: ConnId,
+        connection: C,
         ok: bool,
-    ) -> Result<(), InputError> {
+    ) -> Result<(), Refused<C>> {
+        self.upkeep_finished(now, conn, connection, ok, Upkeep::Reset)
+    }
+
+    fn upkeep_finished(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        connection: C,
+        ok: bool,
+        kind: Upkeep,
+    ) -> Result<(), Refused<C>> {
         self.tick(now);
-        self.rescan_timers = true;
-        if !matches!(
-            self.conns.get(conn).map(|c| c.state),
-            Some(State::Resetting { .. })
-        ) {
-            return Err(InputError::UnexpectedConnection(conn));
+        self.alarm.stale();
+        let expected = matches!(
+            (kind, self.conns.get(conn).map(|c| c.state)),
+            (Upkeep::Check, Some(State::Checking { .. }))
+                | (Upkeep::Reset, Some(State::Resetting { .. }))
+        );
+        if !expected {
+            return Err(Refused {
+                error: InputError::UnexpectedConnection(conn),
+                connection,
+            });
         }
         if ok {
-            self.make_available(conn);
+            self.make_available(conn, connection);
         } else {
-            self.close_conn(conn, CloseReason::ResetFailed);
+            let reason = match kind {
+                Upkeep::Check => CloseReason::CheckFailed,
+                Upkeep::Reset => CloseReason::ResetFailed,
+            };
+            self.close_conn(conn, reason, Some(connection));
         }
         self.dispatch();
         Ok(())
@@ -337,7 +390,7 @@ impl Pool {
     /// reports the end.
     pub fn close(&mut self, now: Instant, drain_deadline: Instant) -> Result<(), InputError> {
         self.tick(now);
-        self.rescan_timers = true;
+        self.alarm.stale();
         if self.phase != Phase::Running {
             return Err(InputError::AlreadyClosed);
         }
@@ -345,21 +398,12 @@ impl Pool {
             deadline: drain_deadline,
             forced: 0,
         };
-        while let Some((id, _)) = self.waiters.pop_front() {
-            self.stats.rejected_closed += 1;
-            self.actions.push_back(Action::Reject {
-                waiter: id,
-                rejection: Rejection::Closed,
-            });
-        }
-        let not_leased: Vec<ConnId> = self
+        self.reject_all(|| Rejection::Closed);
+        let not_leased = self
             .conns
-            .iter()
-            .filter(|(_, c)| !matches!(c.state, State::Leased { .. }))
-            .map(|(id, _)| *id)
-            .collect();
+            .ids_where(|c| !matches!(c.state, State::Leased { .. }));
         for id in not_leased {
-            self.close_conn(id, CloseReason::PoolClosed);
+            self.close_conn(id, CloseReason::PoolClosed, None);
         }
         if timers::due(drain_deadline, self.now) {
             self.revoke_leases();
@@ -390,7 +434,7 @@ impl Pool {
             },
         );
         if let Some(threshold) = self.config.leak_threshold {
-            self.note_deadline(self.now + threshold);
+            self.alarm.note(self.now + threshold);
         }
         let waited = self.now.saturating_since(arrived);
         self.stats.grants += 1;
@@ -401,10 +445,32 @@ impl Pool {
         }
     }
 
-    fn close_conn(&mut self, conn: ConnId, reason: CloseReason) {
-        if self.conns.remove(conn).is_some() {
+    /// Close a connection. `connection` is the one handed in with the input, if any; an
+    /// idle one is taken from the idle list.
+    fn close_conn(&mut self, conn: ConnId, reason: CloseReason, connection: Option<C>) {
+        if let Some((_, idle)) = self.conns.remove(conn) {
             self.stats.count_close(reason);
-            self.actions.push_back(Action::Close { conn, reason });
+            self.actions.push_back(Action::Close {
+                conn,
+                reason,
+                connection: connection.or(idle),
+            });
+        }
+    }
+
+    /// Answer every waiter with a rejection, in arrival order.
+    fn reject_all(&mut self, rejection: impl Fn() -> Rejection) {
+        while let Some((waiter, w)) = self.waiters.pop_front() {
+            let rejection = rejection();
+            match rejection {
+                Rejection::Closed => self.stats.rejected_closed += 1,
+                _ => self.stats.rejected_connect_failed += 1,
+            }
+            self.actions.push_back(Action::Reject {
+                waiter,
+                token: w.token,
+                rejection,
+            });
         }
     }
 
@@ -414,13 +480,7 @@ impl Pool {
         self.backoff
             .on_failure(self.now, error.clone(), &self.config, &mut self.rng);
         if fatal {
-            while let Some((id, _)) = self.waiters.pop_front() {
-                self.stats.rejected_connect_failed += 1;
-                self.actions.push_back(Action::Reject {
-                    waiter: id,
-                    rejection: Rejection::ConnectFailed(error.clone()),
-                });
-            }
+            self.reject_all(|| Rejection::ConnectFailed(error.clone()));
         }
     }
 
@@ -443,17 +503,14 @@ impl Pool {
     }
 
     fn revoke_leases(&mut self) {
-        let leased: Vec<ConnId> = self
+        let leased = self
             .conns
-            .iter()
-            .filter(|(_, c)| matches!(c.state, State::Leased { .. }))
-            .map(|(id, _)| *id)
-            .collect();
+            .ids_where(|c| matches!(c.state, State::Leased { .. }));
         if let Phase::Draining { forced, .. } = &mut self.phase {
             *forced += leased.len();
         }
         for id in leased {
-            self.close_conn(id, CloseReason::DrainTimeout);
+            self.close_conn(id, CloseReason::DrainTimeout, None);
         }
     }
 
@@ -465,6 +522,13 @@ impl Pool {
             }
         }
     }
+}
+
+/// Work on an established connection between two loans.
+#[derive(Clone, Copy)]
+enum Upkeep {
+    Check,
+    Reset,
 }
 
 #[cfg(test)]

@@ -24,15 +24,17 @@ use super::{Answer, Cell, Effects, Lease, Queued, SharedPool, State};
 /// struct Inline;
 /// impl Runtime<String> for Inline {
 ///     fn now(&self) -> Instant { Instant::ZERO }
-///     fn execute(&self, pool: &SharedPool<String>, work: Work<String>) {
+///     fn execute(&self, work: Work<String>) {
 ///         match work {
-///             Work::Open { conn } => pool.connect_finished(conn, Ok(format!("connection {}", conn.get()))),
-///             Work::Check { conn, connection } => pool.check_finished(conn, connection, true),
-///             Work::Reset { conn, connection } => pool.reset_finished(conn, connection, true),
+///             Work::Open(open) => {
+///                 let connection = format!("connection {}", open.conn().get());
+///                 open.finish(Ok(connection))
+///             }
+///             Work::Check(check) | Work::Reset(check) => check.finish(true),
 ///             _ => {}
 ///         }
 ///     }
-///     fn arm_timer(&self, _: &SharedPool<String>, _: Instant) {}
+///     fn arm_timer(&self, _: Instant) {}
 /// }
 ///
 /// let pool = SharedPool::new(Config::default(), 7, Inline).unwrap();
@@ -110,21 +112,26 @@ impl<C: Send + 'static> Future for Acquire<C> {
                 .expect("an Acquire keeps its pool until done");
             let now = this.asked_at.unwrap_or_else(|| pool.now());
             let (deadline, origin) = (this.deadline, this.origin);
-            let queued = pool.with_state(|st, fx| match st.core.acquire(now, deadline) {
-                Ok(Acquired::Ready(grant)) => Err(Ok(st.lend(grant, origin))),
-                Ok(Acquired::Queued(waiter)) => {
-                    // Queue the cell before routing: the answer may be among these
-                    // actions.
-                    let cell = st.spares.take(cx.waker());
-                    let queued = Queued {
-                        cell: cell.clone(),
-                        origin,
-                    };
-                    st.waiters.insert(waiter, queued);
-                    st.apply(fx);
-                    Ok((waiter, cell))
+            let queued = pool.with_state(now, |st, now, _| {
+                // The cell is made (or reused) only if the waiter has to wait; the core
+                // keeps it in the queue and hands it back with the answer.
+                let mut made = None;
+                let spares = &mut st.spares;
+                let acquired = st.core.acquire(now, deadline, |_| {
+                    let cell = spares.take(cx.waker());
+                    made = Some(cell.clone());
+                    Queued { cell, origin }
+                });
+                match acquired {
+                    Ok(Acquired::Ready(grant, connection)) => {
+                        st.note_origin(grant, origin);
+                        Err(Ok((grant, connection)))
+                    }
+                    Ok(Acquired::Queued(waiter)) => {
+                        Ok((waiter, made.expect("a queued waiter has a cell")))
+                    }
+                    Err(rejection) => Err(Err(rejection)),
                 }
-                Err(rejection) => Err(Err(rejection)),
             });
             this.step = match queued {
                 Ok((waiter, cell)) => Step::Waiting(waiter, cell),
@@ -167,19 +174,18 @@ impl<C: Send + 'static> State<C> {
         // Inside the pool's critical section, so no answer can arrive after this look.
         match cell.abandon() {
             Answer::Waiting(_) => {
-                self.waiters.remove(waiter);
-                let _ = self.core.cancel(now, waiter);
+                if let Ok(queued) = self.core.cancel(now, waiter) {
+                    self.spares.keep(queued.cell);
+                }
             }
             Answer::Granted(grant, connection) => {
                 self.origins.remove(&grant.lease);
-                self.held.insert(grant.conn(), connection);
-                if self
-                    .core
-                    .release(now, grant.lease, Verdict::Reusable)
-                    .is_err()
+                if let Err(refused) =
+                    self.core
+                        .release(now, grant.lease, connection, Verdict::Reusable)
                 {
                     // Revoked at the drain deadline before anyone looked at it.
-                    self.discard(grant.conn(), CloseReason::DrainTimeout, fx);
+                    fx.close(grant.conn(), refused.connection, CloseReason::DrainTimeout);
                 }
             }
             Answer::Rejected(_) | Answer::Taken => {}
@@ -190,7 +196,7 @@ impl<C: Send + 'static> State<C> {
 impl<C: Send + 'static> Drop for Acquire<C> {
     fn drop(&mut self) {
         if let (Step::Waiting(waiter, cell), Some(pool)) = (&self.step, &self.pool) {
-            pool.with_state(|st, fx| st.abandon(pool.now(), *waiter, cell, fx));
+            pool.with_state(pool.now(), |st, now, fx| st.abandon(now, *waiter, cell, fx));
         }
     }
 }

@@ -1,5 +1,5 @@
 //! The lease guard: a borrowed connection that goes back to the pool when dropped, from
-//! any thread, with the borrower's verdict.
+//! any thread, with the borrower's verdict or, without one, the runtime's judgement.
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
@@ -19,7 +19,8 @@ pub struct Lease<C: Send + 'static> {
     grant: Grant,
     /// `Some` until the lease is dropped or detached.
     connection: Option<C>,
-    verdict: Verdict,
+    /// The borrower's verdict, if it stated one; otherwise the runtime judges.
+    verdict: Option<Verdict>,
 }
 
 impl<C: Send + 'static> Lease<C> {
@@ -28,7 +29,7 @@ impl<C: Send + 'static> Lease<C> {
             pool,
             grant,
             connection: Some(connection),
-            verdict: Verdict::Reusable,
+            verdict: None,
         }
     }
 
@@ -41,12 +42,13 @@ impl<C: Send + 'static> Lease<C> {
         self.grant.waited
     }
 
-    /// The verdict the connection is returned with (default `Reusable`).
+    /// Return the connection with this verdict instead of the runtime's judgement.
     pub fn set_verdict(&mut self, verdict: Verdict) {
-        self.verdict = verdict;
+        self.verdict = Some(verdict);
     }
 
-    pub fn verdict(&self) -> Verdict {
+    /// The verdict stated so far, if any.
+    pub fn verdict(&self) -> Option<Verdict> {
         self.verdict
     }
 
@@ -82,7 +84,7 @@ impl<C: Send + 'static> Drop for Lease<C> {
     fn drop(&mut self) {
         if let Some(connection) = self.connection.take() {
             let verdict = if std::thread::panicking() {
-                Verdict::Broken
+                Some(Verdict::Broken)
             } else {
                 self.verdict
             };

@@ -15,12 +15,9 @@
 
 mod acquire;
 mod cell;
-mod held;
-mod id_map;
 mod lease;
 mod list;
 mod runtime;
-mod slots;
 mod sync;
 
 use std::panic::Location;
@@ -29,28 +26,27 @@ use std::time::Duration;
 
 use crate::action::{Action, CloseReason, Grant};
 use crate::config::{Config, ConfigError};
-use crate::id::{ConnId, LeaseId, WaiterId};
-use crate::input::{ConnectError, Verdict};
+use crate::id::{ConnId, LeaseId};
+use crate::input::{ConnectError, Refused, Verdict};
 use crate::pool::Pool;
 use crate::status::{Stats, Status};
 use crate::time::Instant;
 
 pub use acquire::{Acquire, Close};
 use cell::{Answer, Cell, Spares};
-use held::Held;
-use id_map::IdMap;
+use crate::id_map::IdMap;
 pub use lease::Lease;
 use list::InlineList;
-pub use runtime::{Runtime, Work};
-use slots::Slots;
+pub use runtime::{Opening, Runtime, Upkeep, Work};
+use runtime::UpkeepKind;
 use sync::{lock, Arc, Mutex};
 
 /// A pool of `C` shared between threads and tasks. Cheap to clone.
-pub struct SharedPool<C> {
+pub struct SharedPool<C: Send + 'static> {
     shared: Arc<Shared<C>>,
 }
 
-impl<C> Clone for SharedPool<C> {
+impl<C: Send + 'static> Clone for SharedPool<C> {
     fn clone(&self) -> Self {
         SharedPool {
             shared: self.shared.clone(),
@@ -58,29 +54,42 @@ impl<C> Clone for SharedPool<C> {
     }
 }
 
-struct Shared<C> {
-    state: Mutex<State<C>>,
-    runtime: Box<dyn Runtime<C>>,
+/// A handle that does not keep the pool alive: for a runtime's timer, which should end
+/// with the pool. (Not in the model-checking builds: loom's `Arc` has no weak side.)
+#[cfg(not(any(feature = "loom", feature = "shuttle")))]
+pub struct WeakPool<C: Send + 'static> {
+    shared: std::sync::Weak<Shared<C>>,
 }
 
-struct State<C> {
-    core: Pool,
-    /// The connections the pool holds right now: idle ones, and one handed in with an
-    /// input until the core says where it goes.
-    held: Held<C>,
-    /// The cell of every waiter the core has queued and not yet answered.
-    waiters: Slots<Queued<C>>,
+#[cfg(not(any(feature = "loom", feature = "shuttle")))]
+impl<C: Send + 'static> WeakPool<C> {
+    pub fn upgrade(&self) -> Option<SharedPool<C>> {
+        self.shared.upgrade().map(|shared| SharedPool { shared })
+    }
+}
+
+struct Shared<C: Send + 'static> {
+    state: Mutex<State<C>>,
+    /// Plain `std` sharing: the core's judge holds it too. It is not a synchronization
+    /// point the model checkers need to see.
+    runtime: std::sync::Arc<dyn Runtime<C>>,
+    /// Fixed at build time, so `acquire()` need not lock to read it.
+    acquire_timeout: Duration,
+}
+
+struct State<C: Send + 'static> {
+    /// The core holds the idle connections, and the queue with each waiter's cell.
+    core: Pool<C, Queued<C>>,
     spares: Spares<C>,
     /// Where each lease was acquired, for leak reports (only with a leak threshold).
     origins: IdMap<LeaseId, &'static Location<'static>>,
-    /// The deadline the runtime's timer is set for.
-    timer: Option<Instant>,
     /// Set once the core reports `Drained`.
     drained: Option<usize>,
     close_wakers: Vec<Waker>,
 }
 
-/// A waiter the core has queued: where to put its answer, and where it asked from.
+/// A queued waiter's token in the core: where to put its answer, and where it asked
+/// from.
 struct Queued<C> {
     cell: Arc<Cell<C>>,
     origin: &'static Location<'static>,
@@ -89,13 +98,13 @@ struct Queued<C> {
 /// Side effects gathered inside a critical section and run after unlocking. Kept inline:
 /// a typical critical section wakes at most one waiter and hands over at most one piece
 /// of work, and collecting them must not allocate on every acquire and release.
-struct Effects<C> {
+struct Effects<C: Send + 'static> {
     wake: InlineList<Waker, 2>,
     work: InlineList<Work<C>, 1>,
     arm: Option<Instant>,
 }
 
-impl<C> Default for Effects<C> {
+impl<C: Send + 'static> Default for Effects<C> {
     fn default() -> Self {
         Effects {
             wake: InlineList::new(),
@@ -106,27 +115,37 @@ impl<C> Default for Effects<C> {
 }
 
 impl<C: Send + 'static> SharedPool<C> {
-    /// Build a pool run by `runtime`. `seed` drives the core's jitter.
+    /// Build a pool run by `runtime`. `seed` drives the core's jitter. The runtime's
+    /// judge decides at checkout whether an idle connection is still alive.
     pub fn new(config: Config, seed: u64, runtime: impl Runtime<C>) -> Result<Self, ConfigError> {
-        let core = Pool::new(config, runtime.now(), seed)?;
+        let runtime: std::sync::Arc<dyn Runtime<C>> = std::sync::Arc::new(runtime);
+        let acquire_timeout = config.acquire_timeout;
+        let mut core = Pool::new(config, runtime.now(), seed)?;
+        let judge = runtime.clone();
+        core.set_judge(move |connection| judge.judge(connection) != Verdict::Broken);
         let pool = SharedPool {
             shared: Arc::new(Shared {
                 state: Mutex::new(State {
                     core,
-                    held: Held::new(),
-                    waiters: Slots::new(),
                     spares: Spares::new(),
                     origins: IdMap::default(),
-                    timer: None,
                     drained: None,
                     close_wakers: Vec::new(),
                 }),
-                runtime: Box::new(runtime),
+                runtime,
+                acquire_timeout,
             }),
         };
         // min_idle may have asked for opens already.
-        pool.with_state(|_, _| ());
+        pool.with_state(pool.now(), |_, _, _| ());
         Ok(pool)
+    }
+
+    #[cfg(not(any(feature = "loom", feature = "shuttle")))]
+    pub fn downgrade(&self) -> WeakPool<C> {
+        WeakPool {
+            shared: Arc::downgrade(&self.shared),
+        }
     }
 
     pub fn config(&self) -> Config {
@@ -136,14 +155,13 @@ impl<C: Send + 'static> SharedPool<C> {
     /// Wait for a connection for at most the configured `acquire_timeout`.
     #[track_caller]
     pub fn acquire(&self) -> Acquire<C> {
-        let timeout = lock(&self.shared.state).core.config().acquire_timeout;
-        self.acquire_timeout(timeout)
+        self.acquire_timeout(self.shared.acquire_timeout)
     }
 
     /// Wait for a connection for at most `timeout`, covering any connect it waits on.
     #[track_caller]
     pub fn acquire_timeout(&self, timeout: Duration) -> Acquire<C> {
-        let now = self.shared.runtime.now();
+        let now = self.now();
         Acquire::new(self.clone(), now + timeout, Some(now), Location::caller())
     }
 
@@ -153,28 +171,14 @@ impl<C: Send + 'static> SharedPool<C> {
         Acquire::new(self.clone(), deadline, None, Location::caller())
     }
 
-    /// Wait until `deadline`, reporting `origin` as where the lease was acquired (for an
-    /// adapter that retries an acquire on its caller's behalf).
-    pub fn acquire_from(
-        &self,
-        deadline: Instant,
-        origin: &'static Location<'static>,
-    ) -> Acquire<C> {
-        Acquire::new(self.clone(), deadline, None, origin)
-    }
-
     /// A connection if one is idle and nobody waits; never waits, never opens.
     #[track_caller]
     pub fn try_acquire(&self) -> Option<Lease<C>> {
-        self.try_acquire_from(Location::caller())
-    }
-
-    /// [`Self::try_acquire`], reporting `origin` as where the lease was acquired.
-    pub fn try_acquire_from(&self, origin: &'static Location<'static>) -> Option<Lease<C>> {
-        self.with_state(|st, _| {
-            let now = self.shared.runtime.now();
-            let grant = st.core.try_acquire(now)?;
-            Some(st.lend(grant, origin))
+        let origin = Location::caller();
+        self.with_state(self.now(), |st, now, _| {
+            let (grant, connection) = st.core.try_acquire(now)?;
+            st.note_origin(grant, origin);
+            Some((grant, connection))
         })
         .map(|(grant, connection)| Lease::new(self.clone(), grant, connection))
     }
@@ -182,8 +186,7 @@ impl<C: Send + 'static> SharedPool<C> {
     /// Close the pool; see [`Pool::close`]. The returned future resolves to the number of
     /// leases revoked at the drain deadline, once every connection is gone.
     pub fn close(&self, drain_timeout: Duration) -> Close<C> {
-        self.with_state(|st, _| {
-            let now = self.shared.runtime.now();
+        self.with_state(self.now(), |st, now, _| {
             // A second close just waits for the first one's drain.
             let _ = st.core.close(now, now + drain_timeout);
         });
@@ -202,25 +205,12 @@ impl<C: Send + 'static> SharedPool<C> {
         lock(&self.shared.state).core.stats().clone()
     }
 
-    /// Run the core's invariant checks (tests, debugging).
+    /// Run the core's invariant checks, and the shell's own: every waiter the core
+    /// queues is still waiting for its answer (tests, debugging).
     pub fn check_invariants(&self) -> Result<(), crate::InvariantViolation> {
         let st = lock(&self.shared.state);
         st.core.check_invariants()?;
-        let idle = st.core.status().idle;
-        if st.held.len() != idle {
-            return Err(crate::InvariantViolation(format!(
-                "shell holds {} connections but the core has {idle} idle",
-                st.held.len()
-            )));
-        }
-        let queued = st.waiters.values().count();
-        if queued != st.core.status().waiters {
-            return Err(crate::InvariantViolation(format!(
-                "shell has {queued} waiting cells but the core has {} waiters",
-                st.core.status().waiters
-            )));
-        }
-        if let Some(q) = st.waiters.values().find(|q| !q.cell.is_waiting()) {
+        if let Some(q) = st.core.waiter_tokens().find(|q| !q.cell.is_waiting()) {
             return Err(crate::InvariantViolation(format!(
                 "a queued waiter (asked at {}) already holds an answer",
                 q.origin
@@ -229,101 +219,86 @@ impl<C: Send + 'static> SharedPool<C> {
         Ok(())
     }
 
-    // ---- answers from the runtime ------------------------------------------------------
+    /// Act on due deadlines. Called by the runtime's timer; the next deadline is armed
+    /// through [`Runtime::arm_timer`].
+    pub fn handle_timeout(&self) {
+        self.with_state(self.now(), |st, now, _| st.core.handle_timeout(now));
+    }
 
-    pub fn connect_finished(&self, conn: ConnId, result: Result<C, ConnectError>) {
-        self.with_state(|st, fx| {
-            let now = self.shared.runtime.now();
-            match result {
-                Ok(connection) => {
-                    st.held.insert(conn, connection);
-                    if st.core.connect_finished(now, conn, Ok(())).is_err() {
-                        // Abandoned after its connect timeout: nobody wants it.
-                        st.discard(conn, CloseReason::ConnectTimeout, fx);
-                    }
-                }
-                Err(error) => {
-                    let _ = st.core.connect_finished(now, conn, Err(error));
-                }
+    // ---- answers to work, through its completion handles --------------------------------
+
+    fn connect_finished(&self, conn: ConnId, result: Result<C, ConnectError>) {
+        self.with_state(self.now(), |st, now, fx| {
+            if let Err(Refused {
+                connection: Some(connection),
+                ..
+            }) = st.core.connect_finished(now, conn, result)
+            {
+                // Abandoned after its connect timeout: nobody wants it.
+                fx.close(conn, connection, CloseReason::ConnectTimeout);
             }
         })
     }
 
-    pub fn check_finished(&self, conn: ConnId, connection: C, healthy: bool) {
-        self.with_state(|st, fx| {
-            let now = self.shared.runtime.now();
-            st.held.insert(conn, connection);
-            if st.core.check_finished(now, conn, healthy).is_err() {
-                st.discard(conn, CloseReason::CheckTimeout, fx);
+    fn upkeep_finished(&self, conn: ConnId, connection: C, ok: bool, kind: UpkeepKind) {
+        self.with_state(self.now(), |st, now, fx| {
+            let (answer, late) = match kind {
+                UpkeepKind::Check => (
+                    st.core.check_finished(now, conn, connection, ok),
+                    CloseReason::CheckTimeout,
+                ),
+                UpkeepKind::Reset => (
+                    st.core.reset_finished(now, conn, connection, ok),
+                    CloseReason::ResetFailed,
+                ),
+            };
+            if let Err(refused) = answer {
+                fx.close(conn, refused.connection, late);
             }
         })
-    }
-
-    pub fn reset_finished(&self, conn: ConnId, connection: C, ok: bool) {
-        self.with_state(|st, fx| {
-            let now = self.shared.runtime.now();
-            st.held.insert(conn, connection);
-            if st.core.reset_finished(now, conn, ok).is_err() {
-                st.discard(conn, CloseReason::ResetFailed, fx);
-            }
-        })
-    }
-
-    /// Act on due deadlines; returns the next one. Called by the runtime's timer.
-    pub fn handle_timeout(&self) -> Option<Instant> {
-        let mut next = None;
-        self.with_state(|st, _| {
-            let now = self.shared.runtime.now();
-            st.core.handle_timeout(now);
-            st.timer = None;
-            next = st.core.poll_timeout();
-        });
-        next
     }
 
     // ---- plumbing ----------------------------------------------------------------------
 
-    /// One critical section: run `f`, drain the core's actions, then, unlocked, wake
-    /// waiters and hand work to the runtime.
-    fn with_state<R>(&self, f: impl FnOnce(&mut State<C>, &mut Effects<C>) -> R) -> R {
+    /// One critical section at `now`: run `f`, drain the core's actions, then, unlocked,
+    /// wake waiters, hand work to the runtime and move its timer. The clock is read by
+    /// the caller, before locking: one reading per input, never inside the lock.
+    fn with_state<R>(
+        &self,
+        now: Instant,
+        f: impl FnOnce(&mut State<C>, Instant, &mut Effects<C>) -> R,
+    ) -> R {
         let mut fx = Effects::default();
         let result = {
             let mut st = lock(&self.shared.state);
-            let result = f(&mut st, &mut fx);
-            st.apply(&mut fx);
+            let result = f(&mut st, now, &mut fx);
+            st.apply(self, &mut fx);
             result
         };
-        self.run(&mut fx);
+        fx.wake.drain(Waker::wake);
+        let runtime = &self.shared.runtime;
+        fx.work.drain(|work| runtime.execute(work));
+        if let Some(at) = fx.arm {
+            runtime.arm_timer(at);
+        }
         result
     }
 
-    fn run(&self, fx: &mut Effects<C>) {
-        fx.wake.drain(Waker::wake);
-        fx.work
-            .drain(|work| self.shared.runtime.execute(self, work));
-        if let Some(at) = fx.arm.take() {
-            self.shared.runtime.arm_timer(self, at);
-        }
-    }
-
-    /// Give a connection back (from a [`Lease`] or a dropped [`Acquire`]).
-    fn release(&self, lease: LeaseId, connection: C, verdict: Verdict) {
-        // The clock is read before locking, to keep the critical section short.
-        let now = self.now();
-        self.with_state(|st, fx| {
+    /// Give a connection back (from a [`Lease`]). Without a stated verdict, the
+    /// runtime judges it, before locking.
+    fn release(&self, lease: LeaseId, mut connection: C, verdict: Option<Verdict>) {
+        let verdict = verdict.unwrap_or_else(|| self.shared.runtime.judge(&mut connection));
+        self.with_state(self.now(), |st, now, fx| {
             st.origins.remove(&lease);
-            st.held.insert(lease.conn(), connection);
-            match st.core.release(now, lease, verdict) {
-                Ok(()) => {}
+            if let Err(refused) = st.core.release(now, lease, connection, verdict) {
                 // Revoked at the drain deadline while the borrower held it.
-                Err(_) => st.discard(lease.conn(), CloseReason::DrainTimeout, fx),
+                fx.close(lease.conn(), refused.connection, CloseReason::DrainTimeout);
             }
         })
     }
 
     fn detach(&self, lease: LeaseId) {
-        self.with_state(|st, _| {
-            let now = self.shared.runtime.now();
+        self.with_state(self.now(), |st, now, _| {
             st.origins.remove(&lease);
             let _ = st.core.detach(now, lease);
         })
@@ -334,35 +309,55 @@ impl<C: Send + 'static> SharedPool<C> {
     }
 }
 
+impl<C: Send + 'static> Effects<C> {
+    fn close(&mut self, conn: ConnId, connection: C, reason: CloseReason) {
+        self.work.push(Work::Close {
+            conn,
+            connection: Some(connection),
+            reason,
+        });
+    }
+}
+
 impl<C: Send + 'static> State<C> {
-    /// Route every action the core produced, in order.
-    fn apply(&mut self, fx: &mut Effects<C>) {
+    /// Route every action the core produced, in order, and move the timer if needed.
+    fn apply(&mut self, pool: &SharedPool<C>, fx: &mut Effects<C>) {
         while let Some(action) = self.core.poll_action() {
             match action {
-                Action::Open { conn } => fx.work.push(Work::Open { conn }),
-                Action::Check { conn } => {
-                    let connection = self.take(conn);
-                    fx.work.push(Work::Check { conn, connection });
+                Action::Open { conn } => fx.work.push(Work::Open(Opening::new(pool.clone(), conn))),
+                Action::Check { conn, connection } => fx.work.push(Work::Check(Upkeep::new(
+                    pool.clone(),
+                    conn,
+                    UpkeepKind::Check,
+                    connection,
+                ))),
+                Action::Reset { conn, connection } => fx.work.push(Work::Reset(Upkeep::new(
+                    pool.clone(),
+                    conn,
+                    UpkeepKind::Reset,
+                    connection,
+                ))),
+                Action::Close {
+                    conn,
+                    reason,
+                    connection,
+                } => fx.work.push(Work::Close {
+                    conn,
+                    connection,
+                    reason,
+                }),
+                Action::Grant {
+                    token,
+                    grant,
+                    connection,
+                    ..
+                } => {
+                    self.note_origin(grant, token.origin);
+                    self.answer(token, Answer::Granted(grant, connection), fx);
                 }
-                Action::Reset { conn } => {
-                    let connection = self.take(conn);
-                    fx.work.push(Work::Reset { conn, connection });
-                }
-                Action::Close { conn, reason } => {
-                    let connection = self.held.remove(&conn);
-                    fx.work.push(Work::Close {
-                        conn,
-                        connection,
-                        reason,
-                    });
-                }
-                Action::Grant { waiter, grant } => {
-                    let connection = self.take(grant.conn());
-                    self.deliver(waiter, Answer::Granted(grant, connection), fx);
-                }
-                Action::Reject { waiter, rejection } => {
-                    self.deliver(waiter, Answer::Rejected(rejection), fx);
-                }
+                Action::Reject {
+                    token, rejection, ..
+                } => self.answer(token, Answer::Rejected(rejection), fx),
                 Action::LeakSuspected { lease, held } => fx.work.push(Work::LeakSuspected {
                     lease,
                     held,
@@ -377,70 +372,20 @@ impl<C: Send + 'static> State<C> {
                 }
             }
         }
-        // A connection handed in with the input and not routed elsewhere is idle now.
-        self.held.settle();
-        // Rescans every deadline only if one may have become earlier than the timer.
-        let next = self.core.poll_timeout_before(self.timer);
-        debug_assert!(
-            next.is_some()
-                || self
-                    .timer
-                    .is_none_or(|armed| self.core.poll_timeout().is_none_or(|t| t >= armed)),
-            "shell invariant: a deadline earlier than the armed timer went unnoticed"
-        );
-        if let Some(at) = next {
-            if self.timer.is_none_or(|armed| at < armed) {
-                self.timer = Some(at);
-                fx.arm = Some(at);
-            }
-        }
+        fx.arm = self.core.poll_timer();
     }
 
-    /// A connection the core just routed must be one the shell holds: the core only
-    /// checks, resets or grants idle connections and ones handed in with the input.
-    fn take(&mut self, conn: ConnId) -> C {
-        self.held.remove(&conn).unwrap_or_else(|| {
-            panic!("shell invariant: the core routed {conn} but the shell does not hold it")
-        })
-    }
-
-    fn deliver(&mut self, waiter: WaiterId, answer: Answer<C>, fx: &mut Effects<C>) {
-        // The core answers each queued waiter once, and the shell keeps its cell here
-        // until then; the future holds the cell too and picks the answer up.
-        let queued = self
-            .waiters
-            .remove(waiter)
-            .unwrap_or_else(|| panic!("shell invariant: no cell for {waiter:?}"));
-        if let Answer::Granted(grant, _) = &answer {
-            if self.core.config().leak_threshold.is_some() {
-                self.origins.insert(grant.lease, queued.origin);
-            }
-        }
+    fn answer(&mut self, queued: Queued<C>, answer: Answer<C>, fx: &mut Effects<C>) {
         if let Some(waker) = queued.cell.answer(answer) {
             fx.wake.push(waker);
         }
         self.spares.keep(queued.cell);
     }
 
-    /// A connection answered after the core gave up on it: drop it.
-    fn discard(&mut self, conn: ConnId, reason: CloseReason, fx: &mut Effects<C>) {
-        if let Some(connection) = self.held.remove(&conn) {
-            fx.work.push(Work::Close {
-                conn,
-                connection: Some(connection),
-                reason,
-            });
-        }
-    }
-
-    /// The connection for a grant made to the caller; the caller makes the [`Lease`] once
-    /// the lock is released.
-    fn lend(&mut self, grant: Grant, origin: &'static Location<'static>) -> (Grant, C) {
-        let connection = self.take(grant.conn());
+    fn note_origin(&mut self, grant: Grant, origin: &'static Location<'static>) {
         if self.core.config().leak_threshold.is_some() {
             self.origins.insert(grant.lease, origin);
         }
-        (grant, connection)
     }
 }
 

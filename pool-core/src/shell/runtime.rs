@@ -1,34 +1,31 @@
 //! The seam between the shell and whatever runs it: a clock, a way to run the work the
-//! core asks for, and a timer. The shell itself never spawns, sleeps or reads a clock.
+//! core asks for, a timer, and the embedder's judgement of a connection. The shell never
+//! spawns, sleeps or reads a clock itself, and the runtime never needs the pool: work
+//! that expects an answer carries its own completion handle.
 
+use std::fmt;
 use std::panic::Location;
 use std::time::Duration;
 
 use crate::action::CloseReason;
 use crate::id::{ConnId, LeaseId};
+use crate::input::{ConnectError, Verdict};
 use crate::time::Instant;
 
 use super::SharedPool;
 
-/// Work the pool hands to its runtime. Every `Open`, `Check` and `Reset` must be answered
-/// through the matching `SharedPool` method (`connect_finished`, `check_finished`,
-/// `reset_finished`), whatever happens; the core enforces its own timeouts, so a late
-/// answer is harmless.
-pub enum Work<C> {
-    Open {
-        conn: ConnId,
-    },
-    Check {
-        conn: ConnId,
-        connection: C,
-    },
-    Reset {
-        conn: ConnId,
-        connection: C,
-    },
+/// Work the pool hands to its runtime.
+pub enum Work<C: Send + 'static> {
+    /// Open a connection and answer through the handle.
+    Open(Opening<C>),
+    /// Health-check an idle connection before it is lent, and answer.
+    Check(Upkeep<C>),
+    /// Reset a returned connection's session state, and answer.
+    Reset(Upkeep<C>),
     /// Close and drop the connection. `connection` is `None` when the pool does not hold
-    /// it: an open that was abandoned (abort it), or a lease revoked at the drain deadline
-    /// (the borrower still has it; it comes back later as another `Close`).
+    /// it: an open that was abandoned (abort it: its `Opening` is dropped), or a lease
+    /// revoked at the drain deadline (the borrower still has it; it comes back later as
+    /// another `Close`).
     Close {
         conn: ConnId,
         connection: Option<C>,
@@ -42,17 +39,16 @@ pub enum Work<C> {
         origin: Option<&'static Location<'static>>,
     },
     /// The pool is closed and every connection is gone.
-    Drained {
-        forced: usize,
-    },
+    Drained { forced: usize },
 }
 
-impl<C> std::fmt::Debug for Work<C> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl<C: Send + 'static> fmt::Debug for Work<C> {
+    /// Omits connections: their `Debug` may show credentials.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Work::Open { conn } => write!(f, "Open({conn})"),
-            Work::Check { conn, .. } => write!(f, "Check({conn})"),
-            Work::Reset { conn, .. } => write!(f, "Reset({conn})"),
+            Work::Open(o) => write!(f, "Open({})", o.conn),
+            Work::Check(u) => write!(f, "Check({})", u.conn),
+            Work::Reset(u) => write!(f, "Reset({})", u.conn),
             Work::Close {
                 conn,
                 connection,
@@ -67,23 +63,120 @@ impl<C> std::fmt::Debug for Work<C> {
                 lease,
                 held,
                 origin,
-            } => {
-                write!(f, "LeakSuspected({lease}, {held:?}, {origin:?})")
-            }
+            } => write!(f, "LeakSuspected({lease}, {held:?}, {origin:?})"),
             Work::Drained { forced } => write!(f, "Drained(forced: {forced})"),
         }
     }
 }
 
-/// What the embedding runtime provides. Called without the pool's lock held, so an
-/// implementation may call straight back into the pool.
-pub trait Runtime<C>: Send + Sync + 'static {
+/// An open the pool asked for. Answer with [`Opening::finish`]; an `Opening` dropped
+/// unanswered (its task aborted or panicked) reports a transient connect failure, so the
+/// pool never waits for an answer that cannot come.
+pub struct Opening<C: Send + 'static> {
+    pool: Option<SharedPool<C>>,
+    conn: ConnId,
+}
+
+impl<C: Send + 'static> Opening<C> {
+    pub(super) fn new(pool: SharedPool<C>, conn: ConnId) -> Self {
+        Opening {
+            pool: Some(pool),
+            conn,
+        }
+    }
+
+    pub fn conn(&self) -> ConnId {
+        self.conn
+    }
+
+    pub fn finish(mut self, result: Result<C, ConnectError>) {
+        if let Some(pool) = self.pool.take() {
+            pool.connect_finished(self.conn, result);
+        }
+    }
+}
+
+impl<C: Send + 'static> Drop for Opening<C> {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            let error = ConnectError::transient("the connect ended without an answer");
+            pool.connect_finished(self.conn, Err(error));
+        }
+    }
+}
+
+/// A check or reset of a connection the pool lent to its runtime for it. Work on
+/// [`Upkeep::connection`], then answer with [`Upkeep::finish`]; an `Upkeep` dropped
+/// unanswered (its task aborted after the pool gave up on it, or panicked) reports a
+/// failure and gives the connection back to be closed, so it is never lost.
+pub struct Upkeep<C: Send + 'static> {
+    pool: Option<SharedPool<C>>,
+    conn: ConnId,
+    kind: UpkeepKind,
+    connection: Option<C>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum UpkeepKind {
+    Check,
+    Reset,
+}
+
+impl<C: Send + 'static> Upkeep<C> {
+    pub(super) fn new(pool: SharedPool<C>, conn: ConnId, kind: UpkeepKind, connection: C) -> Self {
+        Upkeep {
+            pool: Some(pool),
+            conn,
+            kind,
+            connection: Some(connection),
+        }
+    }
+
+    pub fn conn(&self) -> ConnId {
+        self.conn
+    }
+
+    pub fn connection(&mut self) -> &mut C {
+        self.connection
+            .as_mut()
+            .expect("an unanswered upkeep holds its connection")
+    }
+
+    /// Report whether the connection may be lent again.
+    pub fn finish(mut self, ok: bool) {
+        self.answer(ok);
+    }
+
+    fn answer(&mut self, ok: bool) {
+        if let (Some(pool), Some(connection)) = (self.pool.take(), self.connection.take()) {
+            pool.upkeep_finished(self.conn, connection, ok, self.kind);
+        }
+    }
+}
+
+impl<C: Send + 'static> Drop for Upkeep<C> {
+    fn drop(&mut self) {
+        self.answer(false);
+    }
+}
+
+/// What the embedding runtime provides. Called without the pool's lock held (except
+/// [`Runtime::judge`], which must not call into the pool).
+pub trait Runtime<C: Send + 'static>: Send + Sync + 'static {
     /// The current time on a monotonic clock.
     fn now(&self) -> Instant;
-    /// Run `work` (usually: spawn a task for it) and report back through `pool`.
-    fn execute(&self, pool: &SharedPool<C>, work: Work<C>);
+    /// Run `work` (usually: spawn a task for it).
+    fn execute(&self, work: Work<C>);
     /// The pool's earliest deadline is now `at`, earlier than the timer was set for (or
-    /// the timer was idle): call `pool.handle_timeout()` at `at`, and then again at the
-    /// instant that call returns, until it returns `None`.
-    fn arm_timer(&self, pool: &SharedPool<C>, at: Instant);
+    /// the timer was idle): call [`SharedPool::handle_timeout`] at `at`. The pool arms
+    /// the next deadline itself, through this method, as that call's last step.
+    fn arm_timer(&self, at: Instant);
+    /// Judge a connection without I/O (e.g. a client that already saw its socket close):
+    /// at checkout, where `Broken` closes it and the waiter gets the next one, and at
+    /// return when the borrower stated no verdict. Cheap and synchronous; called inside
+    /// the pool's critical section at checkout.
+    fn judge(&self, connection: &mut C) -> Verdict {
+        let _ = connection;
+        Verdict::Reusable
+    }
 }

@@ -1,7 +1,7 @@
 //! Shell tests with a manual runtime: work queues up until the test runs it, time moves
 //! only when the test says so.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -19,6 +19,8 @@ struct Manual {
     now: AtomicU64,
     work: Mutex<VecDeque<Work<u32>>>,
     armed: Mutex<Vec<Instant>>,
+    /// Connections the judge calls broken.
+    dead: Mutex<HashSet<u32>>,
 }
 
 #[derive(Clone, Default)]
@@ -28,11 +30,18 @@ impl Runtime<u32> for Rt {
     fn now(&self) -> Instant {
         Instant::from_nanos(self.0.now.load(Ordering::SeqCst))
     }
-    fn execute(&self, _: &SharedPool<u32>, work: Work<u32>) {
+    fn execute(&self, work: Work<u32>) {
         self.0.work.lock().unwrap().push_back(work);
     }
-    fn arm_timer(&self, _: &SharedPool<u32>, at: Instant) {
+    fn arm_timer(&self, at: Instant) {
         self.0.armed.lock().unwrap().push(at);
+    }
+    fn judge(&self, connection: &mut u32) -> Verdict {
+        if self.0.dead.lock().unwrap().contains(connection) {
+            Verdict::Broken
+        } else {
+            Verdict::Reusable
+        }
     }
 }
 
@@ -43,19 +52,29 @@ impl Rt {
     fn take(&self) -> Vec<Work<u32>> {
         self.0.work.lock().unwrap().drain(..).collect()
     }
+    /// The one piece of work queued.
+    fn take_one(&self) -> Work<u32> {
+        let mut work = self.take();
+        assert_eq!(work.len(), 1, "{work:?}");
+        work.remove(0)
+    }
     /// Answer every queued open with a connection numbered like its id.
-    fn open_all(&self, pool: &SharedPool<u32>) -> usize {
+    fn open_all(&self) -> usize {
         let mut n = 0;
         for w in self.take() {
             match w {
-                Work::Open { conn } => {
+                Work::Open(open) => {
                     n += 1;
-                    pool.connect_finished(conn, Ok(conn.get() as u32))
+                    let connection = open.conn().get() as u32;
+                    open.finish(Ok(connection))
                 }
                 other => self.0.work.lock().unwrap().push_back(other),
             }
         }
         n
+    }
+    fn kill(&self, connection: u32) {
+        self.0.dead.lock().unwrap().insert(connection);
     }
 }
 
@@ -92,7 +111,7 @@ fn pool_with(config: Config) -> (SharedPool<u32>, Rt) {
 /// Open one connection (an acquire asks for it, then gives up) and lend it out.
 fn lend_one(pool: &SharedPool<u32>, rt: &Rt) -> Lease<u32> {
     let _ = pool.acquire().now_or_never();
-    rt.open_all(pool);
+    rt.open_all();
     pool.try_acquire().expect("the opened connection is idle")
 }
 
@@ -103,7 +122,7 @@ fn a_waiter_is_woken_when_its_connection_opens() {
     let mut acquire = pool.acquire();
     assert!(poll(&mut acquire, &f).is_pending());
     assert!(!f.0.load(Ordering::SeqCst));
-    assert_eq!(rt.open_all(&pool), 1);
+    assert_eq!(rt.open_all(), 1);
     assert!(f.0.load(Ordering::SeqCst), "grant must wake the waiter");
     let Poll::Ready(Ok(lease)) = poll(&mut acquire, &f) else {
         panic!()
@@ -120,7 +139,7 @@ fn a_grant_that_races_a_dropped_acquire_goes_to_the_next_waiter() {
     let (pool, rt) = pool(1);
     let lease = pool.acquire().now_or_never();
     assert!(lease.is_none());
-    rt.open_all(&pool);
+    rt.open_all();
     let held = pool.try_acquire().expect("idle connection");
     let (fa, fb) = (flag(), flag());
     let mut a = pool.acquire();
@@ -200,7 +219,7 @@ fn a_lease_returns_from_another_thread() {
     let (pool, rt) = pool(1);
     let mut a = pool.acquire();
     let _ = poll(&mut a, &flag());
-    rt.open_all(&pool);
+    rt.open_all();
     let Poll::Ready(Ok(lease)) = poll(&mut a, &flag()) else {
         panic!()
     };
@@ -299,13 +318,13 @@ fn a_connection_that_arrives_after_its_connect_timeout_is_closed() {
     });
     let mut a = pool.acquire();
     assert!(poll(&mut a, &flag()).is_pending());
-    let [Work::Open { conn }] = rt.take()[..] else {
+    let Work::Open(open) = rt.take_one() else {
         panic!()
     };
     rt.advance(Duration::from_millis(50));
     pool.handle_timeout();
     rt.take();
-    pool.connect_finished(conn, Ok(9));
+    open.finish(Ok(9));
     let work = rt.take();
     assert!(
         matches!(
@@ -331,7 +350,7 @@ fn a_leak_report_names_where_the_lease_was_acquired() {
     let mut a = pool.acquire();
     let line = line!() - 1;
     let _ = poll(&mut a, &flag());
-    rt.open_all(&pool);
+    rt.open_all();
     let Poll::Ready(Ok(_lease)) = poll(&mut a, &flag()) else {
         panic!()
     };
@@ -400,7 +419,7 @@ fn a_stale_idle_connection_is_checked_then_lent_or_replaced() {
     });
     let mut a = pool.acquire();
     let _ = poll(&mut a, &flag());
-    rt.open_all(&pool);
+    rt.open_all();
     let Poll::Ready(Ok(lease)) = poll(&mut a, &flag()) else {
         panic!()
     };
@@ -413,11 +432,11 @@ fn a_stale_idle_connection_is_checked_then_lent_or_replaced() {
         poll(&mut b, &f).is_pending(),
         "a stale connection is not lent unchecked"
     );
-    let [Work::Check { conn, connection }] = rt.take()[..] else {
+    let Work::Check(mut check) = rt.take_one() else {
         panic!("expected one check")
     };
-    assert_eq!(connection, 0);
-    pool.check_finished(conn, connection, true);
+    assert_eq!(*check.connection(), 0);
+    check.finish(true);
     assert!(f.0.load(Ordering::SeqCst));
     let Poll::Ready(Ok(lease)) = poll(&mut b, &f) else {
         panic!("a healthy check lends the connection")
@@ -429,10 +448,10 @@ fn a_stale_idle_connection_is_checked_then_lent_or_replaced() {
     rt.advance(Duration::from_millis(200));
     let mut c = pool.acquire();
     assert!(poll(&mut c, &flag()).is_pending());
-    let [Work::Check { conn, connection }] = rt.take()[..] else {
+    let Work::Check(check) = rt.take_one() else {
         panic!("expected one check")
     };
-    pool.check_finished(conn, connection, false);
+    check.finish(false);
     let work = rt.take();
     assert!(
         matches!(
@@ -443,7 +462,7 @@ fn a_stale_idle_connection_is_checked_then_lent_or_replaced() {
                     reason: CloseReason::CheckFailed,
                     ..
                 },
-                Work::Open { .. }
+                Work::Open(_)
             ]
         ),
         "{work:?}"
@@ -458,17 +477,17 @@ fn a_returned_connection_that_needs_a_reset_is_reset_then_lent_or_closed() {
     let (pool, rt) = pool(1);
     let mut a = pool.acquire();
     let _ = poll(&mut a, &flag());
-    rt.open_all(&pool);
+    rt.open_all();
     let Poll::Ready(Ok(mut lease)) = poll(&mut a, &flag()) else {
         panic!()
     };
     lease.set_verdict(Verdict::NeedsReset);
     drop(lease);
-    let [Work::Reset { conn, connection }] = rt.take()[..] else {
+    let Work::Reset(reset) = rt.take_one() else {
         panic!("expected one reset")
     };
     assert_eq!(pool.status().idle, 0, "not lendable while it is reset");
-    pool.reset_finished(conn, connection, true);
+    reset.finish(true);
     let lease = pool
         .try_acquire()
         .expect("a reset connection is idle again");
@@ -476,10 +495,10 @@ fn a_returned_connection_that_needs_a_reset_is_reset_then_lent_or_closed() {
     let mut lease = lease;
     lease.set_verdict(Verdict::NeedsReset);
     drop(lease);
-    let [Work::Reset { conn, connection }] = rt.take()[..] else {
+    let Work::Reset(reset) = rt.take_one() else {
         panic!("expected one reset")
     };
-    pool.reset_finished(conn, connection, false);
+    reset.finish(false);
     let work = rt.take();
     assert!(
         matches!(
@@ -537,31 +556,134 @@ fn config_closing_deadline_and_wait_are_reported() {
     assert!(pool.is_closing());
 }
 
-/// `check_invariants` notices a shell that disagrees with its core.
+/// `check_invariants` notices a queued waiter whose cell was answered behind the core's
+/// back.
 #[test]
 fn check_invariants_notices_a_shell_out_of_step_with_the_core() {
     let (pool, rt) = pool(1);
     let _ = pool.acquire().now_or_never();
-    rt.open_all(&pool);
-    pool.check_invariants().unwrap();
-    // A connection the core does not count as idle.
-    lock(&pool.shared.state).held.insert(ConnId(99), 99);
-    lock(&pool.shared.state).held.settle();
-    assert!(pool.check_invariants().is_err());
-    lock(&pool.shared.state).held.remove(&ConnId(99));
+    rt.open_all();
     pool.check_invariants().unwrap();
 
-    // A queued waiter whose cell already holds an answer.
     let held = pool.try_acquire().expect("idle connection");
     let mut a = pool.acquire();
     assert!(poll(&mut a, &flag()).is_pending());
     pool.check_invariants().unwrap();
     {
         let st = lock(&pool.shared.state);
-        let queued = st.waiters.values().next().expect("a is queued");
+        let queued = st.core.waiter_tokens().next().expect("a is queued");
         let _ = queued.cell.answer(Answer::Rejected(Rejection::Closed));
     }
     assert!(pool.check_invariants().is_err());
     // Returning the lease would now answer `a` a second time, which the shell refuses.
     std::mem::forget(held);
+}
+
+/// The runtime's judge at checkout: an idle connection it calls broken is closed before
+/// the waiter is answered, and the waiter gets the next idle one in the same critical
+/// section, keeping its place.
+#[test]
+fn a_connection_judged_dead_at_checkout_is_closed_and_the_waiter_gets_the_next() {
+    let (pool, rt) = pool(2);
+    let mut a = pool.acquire();
+    let mut b = pool.acquire();
+    let _ = (poll(&mut a, &flag()), poll(&mut b, &flag()));
+    assert_eq!(rt.open_all(), 2);
+    let (Poll::Ready(Ok(la)), Poll::Ready(Ok(lb))) = (poll(&mut a, &flag()), poll(&mut b, &flag()))
+    else {
+        panic!()
+    };
+    let (ca, cb) = (*la, *lb);
+    drop(la);
+    drop(lb); // LIFO: `cb` is lent next
+    rt.kill(cb);
+    let lease = pool.try_acquire().map(|l| *l);
+    assert_eq!(lease, None, "try_acquire never lends a dead connection");
+    let f = flag();
+    let mut c = pool.acquire();
+    let Poll::Ready(Ok(lease)) = poll(&mut c, &f) else {
+        panic!("the live idle connection is lent at once")
+    };
+    assert_eq!(*lease, ca);
+    let work = rt.take();
+    assert!(
+        matches!(
+            work[..],
+            [Work::Close {
+                reason: CloseReason::CheckFailed,
+                connection: Some(x),
+                ..
+            }] if x == cb
+        ),
+        "{work:?}"
+    );
+    let stats = pool.stats();
+    assert_eq!(stats.grants, 3, "the refused connection is not counted as a grant");
+    pool.check_invariants().unwrap();
+}
+
+/// Without a verdict from the borrower, the runtime judges a returned connection.
+#[test]
+fn a_returned_connection_is_judged_by_the_runtime_unless_the_borrower_said() {
+    let (pool, rt) = pool(1);
+    let lease = lend_one(&pool, &rt);
+    rt.kill(*lease);
+    drop(lease);
+    let work = rt.take();
+    assert!(
+        matches!(work[..], [Work::Close { reason: CloseReason::Broken, .. }]),
+        "{work:?}"
+    );
+    rt.0.dead.lock().unwrap().clear();
+    let mut lease = lend_one(&pool, &rt);
+    rt.kill(*lease);
+    lease.set_verdict(Verdict::Reusable);
+    drop(lease);
+    assert!(rt.take().is_empty(), "the borrower's verdict wins");
+    assert_eq!(pool.status().idle, 1);
+    pool.check_invariants().unwrap();
+}
+
+/// Work dropped unanswered (its task aborted or panicked) still answers: an open as a
+/// failed connect, a check as failed, giving the connection back to be closed.
+#[test]
+fn work_dropped_unanswered_reports_a_failure_and_loses_nothing() {
+    let (pool, rt) = pool_with(Config {
+        max_size: 1,
+        check_after_idle: Some(Duration::from_millis(100)),
+        ..Config::default()
+    });
+    let mut a = pool.acquire();
+    assert!(poll(&mut a, &flag()).is_pending());
+    drop(rt.take_one()); // the open's task died
+    assert_eq!(pool.stats().connects_failed, 1);
+    assert_eq!(pool.status().total, 0);
+    assert_eq!(pool.status().waiters, 1, "a transient failure keeps the waiter");
+    drop(a);
+
+    let lease = lend_one(&pool, &rt);
+    drop(lease);
+    rt.advance(Duration::from_millis(200));
+    let mut b = pool.acquire();
+    assert!(poll(&mut b, &flag()).is_pending());
+    let Work::Check(check) = rt.take_one() else {
+        panic!("expected a check")
+    };
+    drop(check);
+    let work = rt.take();
+    assert!(
+        matches!(
+            work[..],
+            [
+                Work::Close {
+                    reason: CloseReason::CheckFailed,
+                    connection: Some(_),
+                    ..
+                },
+                Work::Open(_)
+            ]
+        ),
+        "{work:?}"
+    );
+    pool.check_invariants().unwrap();
 }

@@ -1,7 +1,7 @@
 //! The pool's connections at the simulated database: opens (and opens the pool abandons),
 //! checks and resets, closes.
 
-use pool_core::{Action, CloseReason, ConnId, Instant};
+use pool_core::{CloseReason, ConnId, Instant};
 
 use crate::db::{ConnectStart, Health};
 use crate::vtime::ns;
@@ -62,17 +62,16 @@ impl Sim {
             .pool
             .connect_finished(Instant::from_nanos(self.now), conn, outcome);
         self.input_done(h, "connect_finished");
-        if let Err(e) = r {
-            self.fail(format!("connect_finished refused: {e}"));
+        if let Err(refused) = r {
+            self.fail(format!("connect_finished refused: {}", refused.error));
         }
     }
 
     /// `Action::Check` or `Action::Reset`: one round trip, except that a half-open backend
     /// never answers (the pool's check timeout must catch it).
-    pub(super) fn check_or_reset(&mut self, h: usize, conn: ConnId, a: &Action) {
-        let reset = matches!(a, Action::Reset { .. });
+    pub(super) fn check_or_reset(&mut self, h: usize, conn: ConnId, reset: bool) {
         let Some(&b) = self.hosts[h].conns.get(&conn) else {
-            self.fail(format!("{a:?} for {conn}, which is not open"));
+            self.fail(format!("{} for {conn}, which is not open", if reset { "Reset" } else { "Check" }));
             return;
         };
         let rtt = ns(self.db.spec.rtt);
@@ -106,10 +105,10 @@ impl Sim {
         let pool = &mut self.hosts[h].pool;
         // Refused (harmlessly) if the check already timed out.
         if reset {
-            let _ = pool.reset_finished(now, conn, ok);
+            let _ = pool.reset_finished(now, conn, (), ok);
             self.input_done(h, "reset_finished");
         } else {
-            let _ = pool.check_finished(now, conn, ok);
+            let _ = pool.check_finished(now, conn, (), ok);
             self.input_done(h, "check_finished");
         }
     }

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use pool_core::{Action, ConnId, Instant, Pool, Status, WaiterId};
+use pool_core::{Action, ConnId, Instant, Pool, Status};
 
 use crate::db::ConnectStart;
 use crate::vtime::ns;
@@ -12,8 +12,12 @@ use crate::vtime::ns;
 use super::event::Ev;
 use super::Sim;
 
+/// The simulated pool: the database side keeps the connections (`conns`), so the pool's
+/// connection type is `()`; each waiter's token is its request.
+pub(super) type SimPool = Pool<(), usize>;
+
 pub(super) struct Host {
-    pub(super) pool: Pool,
+    pub(super) pool: SimPool,
     /// Pool connection -> database backend, once connected.
     pub(super) conns: BTreeMap<ConnId, u64>,
     /// Connections whose open is in flight, with what the server decided at the start.
@@ -22,7 +26,6 @@ pub(super) struct Host {
     pub(super) aborted: BTreeSet<ConnId>,
     /// Leased connection -> request holding it.
     pub(super) leased: BTreeMap<ConnId, usize>,
-    pub(super) waiters: BTreeMap<WaiterId, usize>,
     pub(super) timer_at: Option<u64>,
     /// A retired serverless instance: no timers run, no new requests.
     pub(super) frozen: bool,
@@ -36,7 +39,7 @@ impl Host {
     /// A retired serverless instance finishes its in-flight requests, then is frozen:
     /// no timers run (idle timeout, min idle, lifetime) and its connections stay open.
     pub(super) fn runs_timers(&self) -> bool {
-        !self.dead && (!self.frozen || !self.waiters.is_empty() || !self.leased.is_empty())
+        !self.dead && (!self.frozen || self.pool.status().waiters != 0 || !self.leased.is_empty())
     }
 }
 
@@ -55,7 +58,6 @@ impl Sim {
             opening: BTreeMap::new(),
             aborted: BTreeSet::new(),
             leased: BTreeMap::new(),
-            waiters: BTreeMap::new(),
             timer_at: None,
             frozen: false,
             dead: false,
@@ -90,13 +92,23 @@ impl Sim {
         }
     }
 
-    fn on_action(&mut self, h: usize, a: Action) {
+    fn on_action(&mut self, h: usize, a: Action<(), usize>) {
         match a {
             Action::Open { conn } => self.open(h, conn),
-            Action::Check { conn } | Action::Reset { conn } => self.check_or_reset(h, conn, &a),
-            Action::Close { conn, reason } => self.conn_closed(h, conn, reason),
-            Action::Grant { waiter, grant } => self.waiter_granted(h, waiter, grant),
-            Action::Reject { waiter, rejection } => self.waiter_rejected(h, waiter, &rejection),
+            Action::Check { conn, .. } => self.check_or_reset(h, conn, false),
+            Action::Reset { conn, .. } => self.check_or_reset(h, conn, true),
+            Action::Close { conn, reason, .. } => self.conn_closed(h, conn, reason),
+            Action::Grant {
+                waiter,
+                token,
+                grant,
+                ..
+            } => self.waiter_granted(waiter, token, grant),
+            Action::Reject {
+                waiter,
+                token,
+                rejection,
+            } => self.waiter_rejected(waiter, token, &rejection),
             Action::LeakSuspected { .. } => self.m.leaks_suspected += 1,
             Action::Drained { forced } => {
                 self.m.drained.push((self.now, forced));

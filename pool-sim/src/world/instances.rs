@@ -61,7 +61,7 @@ impl Sim {
         }
         self.hosts[h].dead = true;
         // Requests still on it end with their instance.
-        let waiting: Vec<usize> = self.hosts[h].waiters.values().copied().collect();
+        let waiting: Vec<usize> = self.hosts[h].pool.waiter_tokens().copied().collect();
         for req in waiting {
             self.m.lost_with_instance += 1;
             self.finish_request(req);

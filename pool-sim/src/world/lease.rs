@@ -101,7 +101,8 @@ impl Sim {
         };
         let r = self.hosts[h]
             .pool
-            .release(Instant::from_nanos(self.now), lease, verdict);
+            .release(Instant::from_nanos(self.now), lease, (), verdict)
+            .map_err(|refused| refused.error);
         self.input_done(h, "release");
         self.pool_took(req, r, "release");
         self.finish_request(req);

@@ -114,7 +114,7 @@ impl Sim {
                 .pool
                 .try_acquire(Instant::from_nanos(self.now));
             self.input_done(h, "try_acquire");
-            if let Some(g) = g {
+            if let Some((g, ())) = g {
                 self.m.try_acquired += 1;
                 self.lease_granted(req, g);
                 return;
@@ -125,15 +125,14 @@ impl Sim {
         self.reqs[req].deadline = deadline;
         let r = self.hosts[h]
             .pool
-            .acquire(Instant::from_nanos(self.now), Instant::from_nanos(deadline));
+            .acquire(Instant::from_nanos(self.now), Instant::from_nanos(deadline), |_| {
+                req
+            });
         let mut ready = None;
         let mut rejected = None;
         match r {
-            Ok(Acquired::Ready(g)) => ready = Some(g),
-            Ok(Acquired::Queued(w)) => {
-                self.reqs[req].stage = Stage::Waiting(w);
-                self.hosts[h].waiters.insert(w, req);
-            }
+            Ok(Acquired::Ready(g, ())) => ready = Some(g),
+            Ok(Acquired::Queued(w)) => self.reqs[req].stage = Stage::Waiting(w),
             Err(e) => rejected = Some(e),
         }
         self.input_done(h, "acquire");
@@ -144,25 +143,26 @@ impl Sim {
         }
     }
 
-    /// The request behind a waiter the pool answered; `None` (a failure) if there is none.
-    fn take_waiter(&mut self, h: usize, waiter: WaiterId, what: &str) -> Option<usize> {
-        let req = self.hosts[h].waiters.remove(&waiter);
-        if req.is_none() {
+    /// The request behind a waiter the pool answered (its token), if it is still waiting
+    /// as that waiter; `None` (a failure) if not: each waiter is answered once.
+    fn answered(&mut self, waiter: WaiterId, req: usize, what: &str) -> Option<usize> {
+        if self.reqs[req].stage != Stage::Waiting(waiter) {
             self.fail(format!("{what} for {waiter:?}, which is not waiting"));
+            return None;
         }
-        req
+        Some(req)
     }
 
     /// `Action::Grant`: a waiter gets its lease.
-    pub(super) fn waiter_granted(&mut self, h: usize, waiter: WaiterId, grant: Grant) {
-        if let Some(req) = self.take_waiter(h, waiter, "Grant") {
+    pub(super) fn waiter_granted(&mut self, waiter: WaiterId, req: usize, grant: Grant) {
+        if let Some(req) = self.answered(waiter, req, "Grant") {
             self.lease_granted(req, grant);
         }
     }
 
     /// `Action::Reject`: a waiter's acquire fails; never after its deadline.
-    pub(super) fn waiter_rejected(&mut self, h: usize, waiter: WaiterId, rejection: &Rejection) {
-        let Some(req) = self.take_waiter(h, waiter, "Reject") else {
+    pub(super) fn waiter_rejected(&mut self, waiter: WaiterId, req: usize, rejection: &Rejection) {
+        let Some(req) = self.answered(waiter, req, "Reject") else {
             return;
         };
         if let Some(late) = self.overdue(req) {
@@ -201,11 +201,12 @@ impl Sim {
             }
             Stage::Waiting(w) => {
                 let h = self.reqs[req].host;
-                self.hosts[h].waiters.remove(&w);
                 let r = self.hosts[h].pool.cancel(Instant::from_nanos(self.now), w);
                 self.input_done(h, "cancel");
-                if let Err(e) = r {
-                    self.fail(format!("cancel of a waiting waiter refused: {e}"));
+                match r {
+                    Ok(token) if token == req => {}
+                    Ok(token) => self.fail(format!("cancel of {w:?} returned request {token}")),
+                    Err(e) => self.fail(format!("cancel of a waiting waiter refused: {e}")),
                 }
                 self.m.cancelled += 1;
                 self.finish_request(req);

@@ -1,17 +1,18 @@
-//! Maps keyed by the core's ids, for the shell's per-connection and per-lease records.
+//! Maps keyed by the pool's ids: the core's connection table, the shell's leak origins.
 //!
 //! The ids are counters the core hands out, never input an attacker picks, so std's
 //! SipHash (DoS resistance, ~20 ns a lookup) buys nothing here; a multiplicative hash of
-//! the counter (FxHash's step) spreads sequential ids just as well. A B-tree, which the
-//! shell used before, cost a node shift on every insert and remove on the hot path.
+//! the counter (FxHash's step) spreads sequential ids just as well. A B-tree cost a node
+//! shift on every insert and remove on the hot path. Iteration order is not id order:
+//! code that acts on several entries sorts them first, so actions come out in id order.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-pub(super) type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+pub(crate) type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 
 #[derive(Default)]
-pub(super) struct IdHasher(u64);
+pub(crate) struct IdHasher(u64);
 
 impl Hasher for IdHasher {
     fn write_u64(&mut self, n: u64) {
