@@ -49,7 +49,7 @@ impl<C> Held<C> {
     }
 }
 
-#[cfg(all(test, not(any(feature = "loom", feature = "shuttle"))))]
+#[cfg(all(test, not(any(loom, shuttle))))]
 mod tests {
     use super::Held;
     use crate::id::ConnId;

@@ -444,5 +444,5 @@ impl<C: Send + 'static> State<C> {
     }
 }
 
-#[cfg(all(test, not(any(feature = "loom", feature = "shuttle"))))]
+#[cfg(all(test, not(any(loom, shuttle))))]
 mod tests;

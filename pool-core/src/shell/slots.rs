@@ -68,7 +68,7 @@ impl<V> Slots<V> {
     }
 }
 
-#[cfg(all(test, not(any(feature = "loom", feature = "shuttle"))))]
+#[cfg(all(test, not(any(loom, shuttle))))]
 mod tests {
     use super::Slots;
     use crate::id::WaiterId;
