@@ -6,6 +6,9 @@
 //! `PREEMPTION_BOUND` and docs/verification.md.
 #![cfg(feature = "loom")]
 
+// pool-core's own source, built with its shell on loom's primitives (verify/loom).
+use pool_core_loom as pool_core;
+
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex as StdMutex;

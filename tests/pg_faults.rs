@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pg_common::*;
-use pool_suite::{Backends, FaultProxy, PgCluster, PgOptions};
+use pg_harness::{Backends, FaultProxy, PgCluster, PgOptions};
 
 /// `pg_ctl restart -m fast` while 50 tasks run queries. Every task is bounded; after the
 /// server is back, every task's queries succeed again within a few seconds, no task

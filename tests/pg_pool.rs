@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pg_common::*;
-use pool_suite::Backends;
+use pg_harness::Backends;
 use pool_tokio::{LeakReport, PoolError};
 use tokio_postgres::error::SqlState;
 

@@ -18,7 +18,7 @@ mod pg_common;
 use std::time::Duration;
 
 use pg_common::*;
-use pool_suite::{Backends, PgBouncer};
+use pg_harness::{Backends, PgBouncer};
 use pool_tokio::ResetMode;
 use tokio_postgres::types::Type;
 

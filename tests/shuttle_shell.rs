@@ -10,6 +10,9 @@
 //! replay it with `SHUTTLE_REPLAY='<schedule>' cargo test --features shuttle <test name>`.
 #![cfg(feature = "shuttle")]
 
+// pool-core's own source, built with its shell on shuttle's primitives (verify/shuttle).
+use pool_core_shuttle as pool_core;
+
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};

@@ -7,7 +7,7 @@ mod pg_common;
 use std::time::Duration;
 
 use pg_common::*;
-use pool_suite::Backends;
+use pg_harness::Backends;
 use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pool_suite::{PgCluster, PgOptions};
+use pg_harness::{PgCluster, PgOptions};
 use pool_tokio::{PgManager, ResetMode};
 use tokio_postgres::{Client, Config, NoTls};
 

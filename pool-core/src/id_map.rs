@@ -30,7 +30,7 @@ impl Hasher for IdHasher {
     }
 }
 
-#[cfg(all(test, not(any(feature = "loom", feature = "shuttle"))))]
+#[cfg(all(test, not(any(loom, shuttle))))]
 mod tests {
     use std::hash::{BuildHasher, BuildHasherDefault};
 

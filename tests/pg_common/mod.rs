@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use pool_suite::{PgAdmin, PgCluster};
+use pg_harness::{PgAdmin, PgCluster};
 use pool_tokio::{Builder, PgManager, Pool};
 use tokio::task::JoinHandle;
 
@@ -177,7 +177,7 @@ pub async fn wait_until(
 
 /// A cluster with room for `max_connections` backends (the test user gets 3 fewer).
 pub fn cluster(max_connections: u32) -> PgCluster {
-    PgCluster::start(pool_suite::PgOptions::default().max_connections(max_connections))
+    PgCluster::start(pg_harness::PgOptions::default().max_connections(max_connections))
         .expect("start PostgreSQL (scripts/install-deps.sh installs it)")
 }
 

@@ -57,7 +57,7 @@ impl<T, const N: usize> IntoIterator for InlineList<T, N> {
     }
 }
 
-#[cfg(all(test, not(any(feature = "loom", feature = "shuttle"))))]
+#[cfg(all(test, not(any(loom, shuttle))))]
 mod tests {
     use super::InlineList;
 

@@ -56,12 +56,12 @@ impl<C: Send + 'static> Clone for SharedPool<C> {
 
 /// A handle that does not keep the pool alive: for a runtime's timer, which should end
 /// with the pool. (Not in the model-checking builds: loom's `Arc` has no weak side.)
-#[cfg(not(any(feature = "loom", feature = "shuttle")))]
+#[cfg(not(any(loom, shuttle)))]
 pub struct WeakPool<C: Send + 'static> {
     shared: std::sync::Weak<Shared<C>>,
 }
 
-#[cfg(not(any(feature = "loom", feature = "shuttle")))]
+#[cfg(not(any(loom, shuttle)))]
 impl<C: Send + 'static> WeakPool<C> {
     pub fn upgrade(&self) -> Option<SharedPool<C>> {
         self.shared.upgrade().map(|shared| SharedPool { shared })
@@ -141,7 +141,7 @@ impl<C: Send + 'static> SharedPool<C> {
         Ok(pool)
     }
 
-    #[cfg(not(any(feature = "loom", feature = "shuttle")))]
+    #[cfg(not(any(loom, shuttle)))]
     pub fn downgrade(&self) -> WeakPool<C> {
         WeakPool {
             shared: Arc::downgrade(&self.shared),
@@ -389,5 +389,5 @@ impl<C: Send + 'static> State<C> {
     }
 }
 
-#[cfg(all(test, not(any(feature = "loom", feature = "shuttle"))))]
+#[cfg(all(test, not(any(loom, shuttle))))]
 mod tests;

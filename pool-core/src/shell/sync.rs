@@ -1,14 +1,18 @@
 //! The shell's only source of synchronization primitives. One switch point, as in tokio's
-//! `loom` facade: std in production, loom for exhaustive interleavings
-//! (`--features loom`), shuttle for randomized schedules (`--features shuttle`).
+//! `loom` facade, on `cfg` names rather than cargo features: std in pool-core, loom under
+//! `cfg(loom)` for exhaustive interleavings, shuttle under `cfg(shuttle)` for randomized
+//! schedules. Only the shadow packages `verify/loom` and `verify/shuttle` set those cfgs
+//! (they compile this same source as `pool_core_loom` / `pool_core_shuttle` for the root's
+//! `cargo test --features loom` / `--features shuttle`), so no feature of any crate can
+//! swap the primitives under pool-core's real users.
 
-#[cfg(feature = "shuttle")]
+#[cfg(shuttle)]
 pub(crate) use shuttle::sync::{Arc, Mutex, MutexGuard};
 
-#[cfg(all(feature = "loom", not(feature = "shuttle")))]
+#[cfg(all(loom, not(shuttle)))]
 pub(crate) use loom::sync::{Arc, Mutex, MutexGuard};
 
-#[cfg(not(any(feature = "loom", feature = "shuttle")))]
+#[cfg(not(any(loom, shuttle)))]
 pub(crate) use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Lock, ignoring poison: every critical section leaves the state consistent before it

@@ -115,7 +115,7 @@ pub(crate) fn run(
     let took = started.elapsed();
     if took > SLOW_COMMAND {
         // Shown with the output of a failing test: explains a slow or timed-out run.
-        eprintln!("pool-suite harness: `{described}` took {took:?}");
+        eprintln!("pg-harness: `{described}` took {took:?}");
     }
     if out.status.success() {
         return Ok(out);

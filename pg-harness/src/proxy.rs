@@ -14,8 +14,8 @@
 //! accept loop and closes every connection.
 //!
 //! ```no_run
-//! # async fn demo(cluster: &pool_suite::PgCluster) -> std::io::Result<()> {
-//! let proxy = pool_suite::FaultProxy::start(cluster.addr()).await?;
+//! # async fn demo(cluster: &pg_harness::PgCluster) -> std::io::Result<()> {
+//! let proxy = pg_harness::FaultProxy::start(cluster.addr()).await?;
 //! let url = cluster.url_on_port(proxy.port());
 //! proxy.blackhole();   // queries through `url` now hang
 //! proxy.resume();      // ... and complete

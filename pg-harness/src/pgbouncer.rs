@@ -237,7 +237,7 @@ struct IniParams<'a> {
 
 fn ini_contents(p: &IniParams<'_>) -> String {
     format!(
-        "; written by pool-suite's test harness
+        "; written by pg-harness
 [databases]
 * = host=127.0.0.1 port={server_port}
 

@@ -1,10 +1,9 @@
-#![cfg(not(any(feature = "loom", feature = "shuttle")))]
 //! Proves the real-PostgreSQL harness works: clusters, limits, auth, restarts, PgBouncer
 //! and the fault-injecting proxy. Each test owns its cluster, so they run in parallel.
 
 use std::time::Duration;
 
-use pool_suite::{Backends, FaultProxy, HarnessError, PgBouncer, PgCluster, PgOptions};
+use pg_harness::{Backends, FaultProxy, HarnessError, PgBouncer, PgCluster, PgOptions};
 use tokio::time::timeout;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, NoTls};

@@ -18,8 +18,8 @@
 //! goes through [`PgAdmin`], which is async.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), pool_suite::HarnessError> {
-//! use pool_suite::{Backends, PgCluster, PgOptions};
+//! # async fn demo() -> Result<(), pg_harness::HarnessError> {
+//! use pg_harness::{Backends, PgCluster, PgOptions};
 //! let cluster = PgCluster::start(PgOptions::default().max_connections(10))?;
 //! let (client, conn) = tokio_postgres::connect(&cluster.url(), tokio_postgres::NoTls).await?;
 //! tokio::spawn(conn);
@@ -258,7 +258,7 @@ impl PgCluster {
 
         dir.write_file(
             &data.join("pg_hba.conf"),
-            "# written by pool-suite's test harness\n\
+            "# written by pg-harness\n\
              local all all trust\n\
              host  all all 127.0.0.1/32 scram-sha-256\n",
             0o600,
@@ -522,7 +522,7 @@ impl PgCluster {
 
 fn harness_conf(i: &Inner) -> String {
     let o = &i.opts;
-    let mut s = String::from("# written by pool-suite's test harness\n");
+    let mut s = String::from("# written by pg-harness\n");
     let mut set = |k: &str, v: String| {
         let _ = writeln!(s, "{k} = {v}");
     };

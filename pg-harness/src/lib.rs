@@ -1,0 +1,28 @@
+//! # pg-harness
+//!
+//! Test support for code that talks to PostgreSQL: the real server, started and thrown away
+//! per test, no mocks. Used by the real-PostgreSQL tests in the repository's `tests/` and by
+//! `pool-bench`; its own tests (`tests/harness.rs`) prove each piece works.
+//!
+//! * [`PgCluster`] — a throwaway PostgreSQL cluster per test (own directory, own
+//!   127.0.0.1 port, low `max_connections`, scram-sha-256 auth), stopped and deleted on drop;
+//!   [`PgCluster::shared_or_start`] uses `DATABASE_URL` instead when it is set.
+//! * [`PgAdmin`] — superuser SQL: count / terminate backends in `pg_stat_activity`.
+//! * [`PgBouncer`] — a real PgBouncer in front of a cluster.
+//! * [`FaultProxy`] — an in-process TCP proxy that can blackhole, reset or refuse
+//!   connections.
+//!
+//! PostgreSQL and PgBouncer must be installed: `scripts/install-deps.sh` (Debian:
+//! `apt-get install -y postgresql pgbouncer`). If they are missing, the harness returns
+//! [`HarnessError::NotInstalled`] naming the package.
+
+mod error;
+pub mod pgbouncer;
+pub mod postgres;
+pub mod proxy;
+mod util;
+
+pub use error::HarnessError;
+pub use pgbouncer::PgBouncer;
+pub use postgres::{Backends, PgAdmin, PgCluster, PgOptions, PgTarget};
+pub use proxy::FaultProxy;
