@@ -18,12 +18,13 @@ enum Timers {
     Ignore,
     /// `poll_timeout()`: a full scan of every deadline.
     Full,
-    /// `poll_timeout_before(armed)`, keeping `armed` as the shell does.
+    /// `poll_timer()`, keeping the timer where it says, as the shell does.
     AsTheShell,
 }
 
 struct Driver {
-    pool: Pool,
+    /// No connection object or waiter token: the core's own bookkeeping alone.
+    pool: Pool<()>,
     now: Tick,
     leases: VecDeque<LeaseId>,
     timers: Timers,
@@ -74,10 +75,8 @@ impl Driver {
                 std::hint::black_box(self.pool.poll_timeout());
             }
             Timers::AsTheShell => {
-                if let Some(at) = self.pool.poll_timeout_before(self.armed) {
-                    if self.armed.is_none_or(|armed| at < armed) {
-                        self.armed = Some(at);
-                    }
+                if let Some(at) = self.pool.poll_timer() {
+                    self.armed = Some(at);
                 }
             }
         }
@@ -86,8 +85,12 @@ impl Driver {
     fn acquire(&mut self) {
         let now = self.tick();
         let deadline = now + Duration::from_secs(3600);
-        match self.pool.acquire(now, deadline).expect("not rejected") {
-            Acquired::Ready(grant) => self.leases.push_back(grant.lease),
+        match self
+            .pool
+            .acquire(now, deadline, |_| ())
+            .expect("not rejected")
+        {
+            Acquired::Ready(grant, ()) => self.leases.push_back(grant.lease),
             Acquired::Queued(_) => {}
         }
         self.drain();
@@ -97,7 +100,7 @@ impl Driver {
         let lease = self.leases.pop_front().expect("a lease to release");
         let now = self.tick();
         self.pool
-            .release(now, lease, Verdict::Reusable)
+            .release(now, lease, (), Verdict::Reusable)
             .expect("valid lease");
         self.drain();
     }
@@ -147,7 +150,7 @@ fn saturated_cycle(d: &mut Driver) {
 pub(crate) fn run(opts: Opts) {
     println!("## pool-core state machine alone (inputs per second, one thread)\n");
     println!(
-        "| scenario | inputs/s (actions drained) | + poll_timeout() after each (full scan) | + poll_timeout_before(armed) after each (what the shell does) |"
+        "| scenario | inputs/s (actions drained) | + poll_timeout() after each (full scan) | + poll_timer() after each (what the shell does) |"
     );
     println!("|---|---|---|---|");
     let d = opts.duration();

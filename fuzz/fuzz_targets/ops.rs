@@ -6,11 +6,19 @@
 //! - no panic (overflow checks are on in fuzz builds), and `check_invariants()` holds;
 //! - every waiter ends with exactly one answer: a grant or a rejection only for a waiter
 //!   that is queued and unanswered (never granted twice, never both granted and rejected,
-//!   nothing for a cancelled waiter); a connection is never lent twice at once;
+//!   nothing for a cancelled waiter), carrying that waiter's token; a connection is never
+//!   lent twice at once;
+//! - every connection is in exactly one place, the pool or the harness: each action and
+//!   refusal that carries one carries the right one, a `Close` hands it back exactly when
+//!   the pool held it, and none is ever dropped unclosed (connections and tokens are
+//!   linear: dropping one the harness has not closed panics);
+//! - the judge: connections marked dead (`Kill`) are never lent from idle;
 //! - inputs that must succeed do (release of a live lease, result for an opening
 //!   connection, ...) and misuse is refused without changing the pool;
-//! - `status().waiters` matches the waiters still owed an answer, and `poll_timeout()` is
-//!   never later than the earliest of their deadlines;
+//! - `waiter_tokens()` lists exactly the waiters still owed an answer, in arrival order,
+//!   and `poll_timeout()` is never later than the earliest of their deadlines (read from
+//!   their tokens); the timer kept as `poll_timer()` says is never later than
+//!   `poll_timeout()`, and `next_timeout()` agrees with `poll_timeout()`;
 //! - after `handle_timeout(now)`: no waiter past its deadline remains, nothing is due at
 //!   `now`, and a second call produces no action.
 //!
@@ -19,13 +27,14 @@
 #![no_main]
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use pool_core::{
-    Acquired, Action, Config, ConnId, ConnectError, IdleOrder, Instant, LeaseId, Pool, Verdict,
-    WaiterId,
+    Acquired, Action, Config, ConnId, ConnectError, IdleOrder, Instant, LeaseId, Pool, Refused,
+    Verdict, WaiterId,
 };
 
 /// A duration drawn from the scales that matter: nanoseconds (ties and off-by-ones),
@@ -138,6 +147,8 @@ enum Op {
     StaleCancel(u8),
     /// A result for a connection that is not waiting for one.
     WrongConn(u8, u8),
+    /// A connection dies wherever it is: from now on the judge calls it dead.
+    Kill(u8),
 }
 
 #[derive(Arbitrary, Debug)]
@@ -153,6 +164,58 @@ fn due(deadline: Instant, now: Instant) -> bool {
     deadline != Instant::NEVER && deadline <= now
 }
 
+/// A connection as the pool holds it: which one, and which object (a stand-in the
+/// harness makes for a misuse is another object for the same id). Linear: it must be
+/// closed by the harness before it is dropped, so a connection the pool loses panics.
+#[derive(Debug)]
+struct FConn {
+    id: ConnId,
+    serial: u64,
+    closed: bool,
+}
+
+impl FConn {
+    fn close(mut self) {
+        self.closed = true;
+    }
+}
+
+impl Drop for FConn {
+    fn drop(&mut self) {
+        if !self.closed && !std::thread::panicking() {
+            panic!(
+                "{} (object {}) dropped without a close",
+                self.id, self.serial
+            );
+        }
+    }
+}
+
+/// A waiter's token: its id and deadline (the harness keeps no queue of its own).
+/// Linear like `FConn`: a token the pool drops instead of handing back panics.
+#[derive(Debug)]
+struct Ticket {
+    id: WaiterId,
+    deadline: Instant,
+    done: bool,
+}
+
+impl Ticket {
+    fn done(mut self) {
+        self.done = true;
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if !self.done && !std::thread::panicking() {
+            panic!("the token of {:?} dropped by the pool", self.id);
+        }
+    }
+}
+
+type FPool = Pool<FConn, Ticket>;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Outcome {
     Granted,
@@ -162,18 +225,25 @@ enum Outcome {
 
 /// The pool plus everything the harness knows from the actions it drained.
 struct Harness {
-    pool: Pool,
+    pool: FPool,
     now: Instant,
-    /// Queued waiters still owed an answer, with their deadlines.
-    pending: BTreeMap<WaiterId, Instant>,
-    /// How each waiter's acquire ended.
+    /// How each waiter's acquire ended. (Those still owed an answer are the pool's
+    /// `waiter_tokens()`.)
     ended: BTreeMap<WaiterId, Outcome>,
-    live: BTreeMap<ConnId, LeaseId>,
+    /// Leased connections, with the borrower's object.
+    live: BTreeMap<ConnId, (LeaseId, FConn)>,
     all_leases: Vec<LeaseId>,
     all_conns: Vec<ConnId>,
     opening: BTreeSet<ConnId>,
-    checking: BTreeSet<ConnId>,
-    resetting: BTreeSet<ConnId>,
+    checking: BTreeMap<ConnId, FConn>,
+    resetting: BTreeMap<ConnId, FConn>,
+    /// Connections the judge calls dead.
+    killed: Arc<Mutex<BTreeSet<ConnId>>>,
+    next_serial: u64,
+    /// The embedder's one timer, kept as `poll_timer` says (None once it fired).
+    armed: Option<Instant>,
+    /// Draining the actions of an acquire: a grant then is of an idle connection.
+    in_acquire: bool,
     drained: bool,
 }
 
@@ -183,28 +253,79 @@ fn pick<T: Copy>(items: impl Iterator<Item = T>, i: u8) -> Option<T> {
 }
 
 impl Harness {
-    fn lend(&mut self, lease: LeaseId) {
+    fn conn(&mut self, id: ConnId) -> FConn {
+        self.next_serial += 1;
+        FConn {
+            id,
+            serial: self.next_serial,
+            closed: false,
+        }
+    }
+
+    /// The harness holds this connection's object (leased, checking or resetting).
+    fn holds(&self, conn: ConnId) -> bool {
+        self.live.contains_key(&conn)
+            || self.checking.contains_key(&conn)
+            || self.resetting.contains_key(&conn)
+    }
+
+    /// `from_idle`: lent from the idle list, so the judge was asked (the fast path of
+    /// acquire and try_acquire, and grants made in an acquire's own dispatch).
+    fn lend(&mut self, lease: LeaseId, connection: FConn, from_idle: bool) {
         let conn = lease.conn();
-        assert!(
-            self.live.insert(conn, lease).is_none(),
-            "{conn} lent while already leased"
-        );
+        assert_eq!(connection.id, conn, "{lease:?} lends another connection");
         assert!(
             !self.opening.contains(&conn)
-                && !self.checking.contains(&conn)
-                && !self.resetting.contains(&conn),
+                && !self.checking.contains_key(&conn)
+                && !self.resetting.contains_key(&conn),
             "{conn} lent while opening, checking or resetting"
+        );
+        assert!(
+            !(from_idle && self.killed.lock().unwrap().contains(&conn)),
+            "{conn} lent from idle while dead"
+        );
+        assert!(
+            self.live.insert(conn, (lease, connection)).is_none(),
+            "{conn} lent while already leased"
         );
         self.all_leases.push(lease);
     }
 
-    fn answer(&mut self, waiter: WaiterId, outcome: Outcome) {
-        assert!(
-            self.pending.remove(&waiter).is_some(),
-            "{outcome:?} for {waiter:?}, which is not waiting (earlier: {:?})",
-            self.ended.get(&waiter)
+    fn answer(&mut self, waiter: WaiterId, token: Ticket, outcome: Outcome) {
+        assert_eq!(
+            token.id, waiter,
+            "{outcome:?} for {waiter:?} with another's token"
         );
-        self.ended.insert(waiter, outcome);
+        assert!(
+            !self.pool.waiter_tokens().any(|t| t.id == waiter),
+            "{outcome:?} for {waiter:?}, which is still queued"
+        );
+        let earlier = self.ended.insert(waiter, outcome);
+        assert!(
+            earlier.is_none(),
+            "{outcome:?} for {waiter:?}, which is not waiting (earlier: {earlier:?})"
+        );
+        token.done();
+    }
+
+    /// A refused input hands back the very object that came in: the harness closes it.
+    fn refused<C>(
+        r: Result<(), Refused<C>>,
+        serial: Option<u64>,
+        back: impl FnOnce(C) -> Option<FConn>,
+    ) {
+        let Err(Refused { connection, .. }) = r else {
+            panic!("a misuse was accepted")
+        };
+        let back = back(connection);
+        assert_eq!(
+            back.as_ref().map(|c| c.serial),
+            serial,
+            "refusal handed back another object"
+        );
+        if let Some(c) = back {
+            c.close();
+        }
     }
 
     fn drain(&mut self) -> usize {
@@ -218,30 +339,64 @@ impl Harness {
                     self.all_conns.push(conn);
                     self.opening.insert(conn);
                 }
-                Action::Check { conn } => {
-                    assert!(!self.live.contains_key(&conn), "checking leased {conn}");
-                    self.checking.insert(conn);
+                Action::Check { conn, connection } => {
+                    assert_eq!(connection.id, conn, "check of {conn} carries another");
+                    assert!(
+                        !self.holds(conn),
+                        "checking {conn}, which the harness holds"
+                    );
+                    self.checking.insert(conn, connection);
                 }
-                Action::Reset { conn } => {
-                    assert!(self.live.remove(&conn).is_none(), "resetting leased {conn}");
-                    self.resetting.insert(conn);
+                Action::Reset { conn, connection } => {
+                    assert_eq!(connection.id, conn, "reset of {conn} carries another");
+                    assert!(
+                        !self.holds(conn),
+                        "resetting {conn}, which the harness holds"
+                    );
+                    self.resetting.insert(conn, connection);
                 }
-                Action::Close { conn, .. } => {
+                Action::Close {
+                    conn, connection, ..
+                } => {
                     assert!(self.all_conns.contains(&conn), "closing unknown {conn}");
-                    self.live.remove(&conn);
-                    self.opening.remove(&conn);
-                    self.checking.remove(&conn);
-                    self.resetting.remove(&conn);
+                    let held = self.live.remove(&conn).map(|(_, c)| c);
+                    let held = held
+                        .or_else(|| self.checking.remove(&conn))
+                        .or_else(|| self.resetting.remove(&conn));
+                    let opening = self.opening.remove(&conn);
+                    match (connection, held) {
+                        // The pool held it (idle, or handed in with this input).
+                        (Some(c), None) => {
+                            assert_eq!(c.id, conn, "close of {conn} carries another");
+                            c.close();
+                        }
+                        // The harness holds it (a check or reset given up on, a lease
+                        // revoked): it closes it itself.
+                        (None, Some(c)) => c.close(),
+                        (None, None) => assert!(
+                            opening,
+                            "close of {conn} without the connection the pool held"
+                        ),
+                        (Some(_), Some(_)) => panic!("close of {conn} hands back a second copy"),
+                    }
                 }
-                Action::Grant { waiter, grant } => {
-                    self.answer(waiter, Outcome::Granted);
-                    self.lend(grant.lease);
+                Action::Grant {
+                    waiter,
+                    token,
+                    grant,
+                    connection,
+                } => {
+                    self.answer(waiter, token, Outcome::Granted);
+                    let from_idle = self.in_acquire;
+                    self.lend(grant.lease, connection, from_idle);
                 }
-                Action::Reject { waiter, .. } => self.answer(waiter, Outcome::Rejected),
+                Action::Reject { waiter, token, .. } => {
+                    self.answer(waiter, token, Outcome::Rejected)
+                }
                 Action::LeakSuspected { lease, .. } => {
                     assert_eq!(
-                        self.live.get(&lease.conn()),
-                        Some(&lease),
+                        self.live.get(&lease.conn()).map(|l| l.0),
+                        Some(lease),
                         "leak of dead lease"
                     )
                 }
@@ -254,31 +409,69 @@ impl Harness {
         n
     }
 
+    /// What an embedder does after each input: keep its one timer where `poll_timer`
+    /// says. It must never be later than the earliest deadline.
+    fn track_timer(&mut self) {
+        if let Some(at) = self.pool.poll_timer() {
+            assert!(
+                self.armed.is_none_or(|armed| at < armed),
+                "poll_timer moved the timer from {:?} to {at:?}, not earlier",
+                self.armed
+            );
+            self.armed = Some(at);
+        }
+        assert_eq!(self.pool.poll_timer(), None, "poll_timer moved twice");
+        let t = self.pool.poll_timeout();
+        assert_eq!(self.pool.next_timeout().map(|(t, _)| t), t, "next_timeout");
+        if let Some(t) = t {
+            assert!(
+                self.armed.is_some_and(|armed| armed <= t),
+                "the timer kept per poll_timer ({:?}) is later than poll_timeout ({t:?})",
+                self.armed
+            );
+        }
+    }
+
     fn check(&self) {
         if let Err(e) = self.pool.check_invariants() {
             panic!("{e}");
         }
         let status = self.pool.status();
-        assert_eq!(status.waiters, self.pending.len(), "waiters owed an answer");
+        let queued: Vec<WaiterId> = self.pool.waiter_tokens().map(|t| t.id).collect();
+        assert_eq!(status.waiters, queued.len(), "waiters owed an answer");
+        assert!(
+            queued.windows(2).all(|w| w[0] < w[1]),
+            "waiter_tokens not in arrival order: {queued:?}"
+        );
+        assert!(
+            queued.iter().all(|w| !self.ended.contains_key(w)),
+            "an answered waiter is still queued"
+        );
         assert_eq!(status.leased, self.live.len(), "live leases");
         assert_eq!(status.opening, self.opening.len(), "opening");
         // A waiter's `NEVER` deadline needs no timer.
-        let finite = self.pending.values().filter(|d| **d != Instant::NEVER);
+        let finite = self
+            .pool
+            .waiter_tokens()
+            .map(|t| t.deadline)
+            .filter(|d| *d != Instant::NEVER);
         if let Some(first) = finite.min() {
             let t = self.pool.poll_timeout();
             assert!(
-                t.is_some_and(|t| t <= *first),
+                t.is_some_and(|t| t <= first),
                 "poll_timeout {t:?} later than a waiter's deadline {first:?}"
             );
         }
     }
 
     fn handle_timeout(&mut self) {
+        // The timer fired.
+        self.armed = None;
         self.pool.handle_timeout(self.now);
         self.drain();
         let now = self.pool.now();
         assert!(
-            self.pending.values().all(|d| !due(*d, now)),
+            self.pool.waiter_tokens().all(|t| !due(t.deadline, now)),
             "a waiter past its deadline remains after handle_timeout({now:?})"
         );
         if let Some(t) = self.pool.poll_timeout() {
@@ -289,6 +482,7 @@ impl Harness {
         }
         self.pool.handle_timeout(self.now);
         assert_eq!(self.drain(), 0, "second handle_timeout produced actions");
+        self.track_timer();
     }
 
     fn step(&mut self, op: Op) {
@@ -296,55 +490,71 @@ impl Harness {
         match op {
             Op::Acquire(wait) => {
                 let deadline = now + wait.get();
-                match self.pool.acquire(now, deadline) {
-                    Ok(Acquired::Ready(g)) => self.lend(g.lease),
+                let mut made = None;
+                let r = self.pool.acquire(now, deadline, |id| {
+                    made = Some(id);
+                    Ticket {
+                        id,
+                        deadline,
+                        done: false,
+                    }
+                });
+                let queued = matches!(r, Ok(Acquired::Queued(_)));
+                match r {
+                    Ok(Acquired::Ready(g, c)) => self.lend(g.lease, c, true),
                     Ok(Acquired::Queued(w)) => {
+                        assert_eq!(made, Some(w), "the token is made with the waiter's id");
                         assert!(!self.ended.contains_key(&w), "{w:?} reused");
                         assert!(!due(deadline, now), "queued with a past deadline");
-                        self.pending.insert(w, deadline);
                     }
                     Err(_) => {}
                 }
+                if !queued {
+                    assert_eq!(made, None, "a token made for a caller that does not wait");
+                }
             }
             Op::TryAcquire => {
-                if let Some(g) = self.pool.try_acquire(now) {
-                    self.lend(g.lease);
+                if let Some((g, c)) = self.pool.try_acquire(now) {
+                    self.lend(g.lease, c, true);
                 }
             }
             Op::Cancel(i) => {
-                if let Some(w) = pick(self.pending.keys().copied(), i) {
-                    self.pool
+                if let Some(w) = pick(self.pool.waiter_tokens().map(|t| t.id), i) {
+                    let token = self
+                        .pool
                         .cancel(now, w)
                         .expect("cancel of a pending waiter");
-                    self.answer(w, Outcome::Cancelled);
+                    self.answer(w, token, Outcome::Cancelled);
                 }
             }
             Op::Release(i, verdict) => {
-                if let Some(lease) = pick(self.live.values().copied(), i) {
+                if let Some(conn) = pick(self.live.keys().copied(), i) {
                     let verdict = match verdict {
                         FVerdict::Reusable => Verdict::Reusable,
                         FVerdict::Broken => Verdict::Broken,
                         FVerdict::NeedsReset => Verdict::NeedsReset,
                     };
-                    self.live.remove(&lease.conn());
+                    let (lease, c) = self.live.remove(&conn).expect("picked");
                     self.pool
-                        .release(now, lease, verdict)
+                        .release(now, lease, c, verdict)
                         .expect("release of a live lease");
                 }
             }
             Op::Detach(i) => {
-                if let Some(lease) = pick(self.live.values().copied(), i) {
-                    self.live.remove(&lease.conn());
+                if let Some(conn) = pick(self.live.keys().copied(), i) {
+                    let (lease, c) = self.live.remove(&conn).expect("picked");
                     self.pool
                         .detach(now, lease)
                         .expect("detach of a live lease");
+                    // Detached: the harness keeps it, and closes it in the end.
+                    c.close();
                 }
             }
             Op::Connect(i, result) => {
                 if let Some(conn) = pick(self.opening.iter().copied(), i) {
                     self.opening.remove(&conn);
                     let r = match result {
-                        ConnectResult::Ok => Ok(()),
+                        ConnectResult::Ok => Ok(self.conn(conn)),
                         ConnectResult::Transient => Err(ConnectError::transient("refused")),
                         ConnectResult::Fatal => Err(ConnectError::fatal("auth failed")),
                     };
@@ -354,18 +564,18 @@ impl Harness {
                 }
             }
             Op::Check(i, healthy) => {
-                if let Some(conn) = pick(self.checking.iter().copied(), i) {
-                    self.checking.remove(&conn);
+                if let Some(conn) = pick(self.checking.keys().copied(), i) {
+                    let c = self.checking.remove(&conn).expect("picked");
                     self.pool
-                        .check_finished(now, conn, healthy)
+                        .check_finished(now, conn, c, healthy)
                         .expect("result for a checking connection");
                 }
             }
             Op::Reset(i, ok) => {
-                if let Some(conn) = pick(self.resetting.iter().copied(), i) {
-                    self.resetting.remove(&conn);
+                if let Some(conn) = pick(self.resetting.keys().copied(), i) {
+                    let c = self.resetting.remove(&conn).expect("picked");
                     self.pool
-                        .reset_finished(now, conn, ok)
+                        .reset_finished(now, conn, c, ok)
                         .expect("result for a resetting connection");
                 }
             }
@@ -390,10 +600,13 @@ impl Harness {
                     .all_leases
                     .iter()
                     .copied()
-                    .filter(|l| self.live.get(&l.conn()) != Some(l));
+                    .filter(|l| self.live.get(&l.conn()).map(|x| x.0) != Some(*l));
                 if let Some(lease) = pick(stale, i) {
                     let before = self.pool.status();
-                    assert!(self.pool.release(now, lease, Verdict::Reusable).is_err());
+                    let c = self.conn(lease.conn());
+                    let serial = c.serial;
+                    let r = self.pool.release(now, lease, c, Verdict::Reusable);
+                    Self::refused(r, Some(serial), Some);
                     assert_eq!(
                         self.pool.status(),
                         before,
@@ -408,39 +621,47 @@ impl Harness {
             }
             Op::WrongConn(kind, i) => {
                 let before = self.pool.status();
-                let r = match kind % 3 {
-                    0 => pick(
-                        self.all_conns
-                            .iter()
-                            .copied()
-                            .filter(|c| !self.opening.contains(c)),
-                        i,
-                    )
-                    .map(|c| self.pool.connect_finished(now, c, Ok(()))),
-                    1 => pick(
-                        self.all_conns
-                            .iter()
-                            .copied()
-                            .filter(|c| !self.checking.contains(c)),
-                        i,
-                    )
-                    .map(|c| self.pool.check_finished(now, c, true)),
-                    _ => pick(
-                        self.all_conns
-                            .iter()
-                            .copied()
-                            .filter(|c| !self.resetting.contains(c)),
-                        i,
-                    )
-                    .map(|c| self.pool.reset_finished(now, c, true)),
+                let not = |set: &dyn Fn(&ConnId) -> bool| {
+                    pick(self.all_conns.iter().copied().filter(|c| !set(c)), i)
                 };
-                if let Some(r) = r {
-                    assert!(r.is_err(), "result for a connection not waiting for one");
+                let target = match kind % 3 {
+                    0 => not(&|c| self.opening.contains(c)),
+                    1 => not(&|c| self.checking.contains_key(c)),
+                    _ => not(&|c| self.resetting.contains_key(c)),
+                };
+                if let Some(target) = target {
+                    let c = self.conn(target);
+                    let serial = Some(c.serial);
+                    match kind % 3 {
+                        0 => Self::refused(
+                            self.pool.connect_finished(now, target, Ok(c)),
+                            serial,
+                            |c| c,
+                        ),
+                        1 => Self::refused(
+                            self.pool.check_finished(now, target, c, true),
+                            serial,
+                            Some,
+                        ),
+                        _ => Self::refused(
+                            self.pool.reset_finished(now, target, c, true),
+                            serial,
+                            Some,
+                        ),
+                    }
                     assert_eq!(self.pool.status(), before, "refused input changed the pool");
                 }
             }
+            Op::Kill(i) => {
+                if let Some(conn) = pick(self.all_conns.iter().copied(), i) {
+                    self.killed.lock().unwrap().insert(conn);
+                }
+            }
         }
+        self.in_acquire = matches!(op, Op::Acquire(_));
         self.drain();
+        self.in_acquire = false;
+        self.track_timer();
         self.check();
     }
 }
@@ -448,21 +669,29 @@ impl Harness {
 fuzz_target!(|input: Input| {
     let config = input.config.to_core();
     let start = Instant::from_nanos(u64::from(input.start) * 1_000);
-    let pool = Pool::new(config, start, input.seed).expect("the harness builds valid configs");
+    let mut pool: FPool =
+        Pool::new(config, start, input.seed).expect("the harness builds valid configs");
+    let killed = Arc::new(Mutex::new(BTreeSet::new()));
+    let dead = Arc::clone(&killed);
+    pool.set_judge(move |c: &mut FConn| !dead.lock().unwrap().contains(&c.id));
     let mut h = Harness {
         pool,
         now: start,
-        pending: BTreeMap::new(),
         ended: BTreeMap::new(),
         live: BTreeMap::new(),
         all_leases: Vec::new(),
         all_conns: Vec::new(),
         opening: BTreeSet::new(),
-        checking: BTreeSet::new(),
-        resetting: BTreeSet::new(),
+        checking: BTreeMap::new(),
+        resetting: BTreeMap::new(),
+        killed,
+        next_serial: 0,
+        armed: None,
+        in_acquire: false,
         drained: false,
     };
     h.drain();
+    h.track_timer();
     h.check();
     for op in input.ops.into_iter().take(256) {
         h.step(op);
@@ -471,34 +700,40 @@ fuzz_target!(|input: Input| {
     // Liveness: past every waiter's deadline, nobody waits. (A deadline of `NEVER` means
     // waiting forever: those waiters give up by cancelling.)
     let forever: Vec<WaiterId> = h
-        .pending
-        .iter()
-        .filter(|(_, d)| **d == Instant::NEVER)
-        .map(|(w, _)| *w)
+        .pool
+        .waiter_tokens()
+        .filter(|t| t.deadline == Instant::NEVER)
+        .map(|t| t.id)
         .collect();
     for w in forever {
-        h.pool.cancel(h.now, w).expect("cancel of a pending waiter");
-        h.answer(w, Outcome::Cancelled);
+        let token = h.pool.cancel(h.now, w).expect("cancel of a pending waiter");
+        h.answer(w, token, Outcome::Cancelled);
     }
-    if let Some(last) = h.pending.values().max().copied() {
+    if let Some(last) = h.pool.waiter_tokens().map(|t| t.deadline).max() {
         h.now = h.now.max(last);
         h.handle_timeout();
         h.check();
     }
-    assert!(h.pending.is_empty(), "waiters remain past their deadlines");
+    assert_eq!(
+        h.pool.status().waiters,
+        0,
+        "waiters remain past their deadlines"
+    );
 
     // Shutdown: once every lease is back, a close leaves nothing behind.
-    let leases: Vec<LeaseId> = h.live.values().copied().collect();
-    for lease in leases {
-        h.live.remove(&lease.conn());
+    let leases: Vec<ConnId> = h.live.keys().copied().collect();
+    for conn in leases {
+        let (lease, c) = h.live.remove(&conn).expect("live");
         h.pool
-            .release(h.now, lease, Verdict::Reusable)
+            .release(h.now, lease, c, Verdict::Reusable)
             .expect("release of a live lease");
         h.drain();
+        h.track_timer();
     }
     if !h.pool.is_closing() {
         h.pool.close(h.now, h.now).expect("first close");
         h.drain();
+        h.track_timer();
     }
     h.handle_timeout();
     h.check();
@@ -512,4 +747,7 @@ fuzz_target!(|input: Input| {
         None,
         "a closed pool still wants a timer"
     );
+    // Every connection is closed; the harness holds none (the checks and resets under way
+    // were given up on by the close, and closed).
+    assert!(h.checking.is_empty() && h.resetting.is_empty() && h.live.is_empty());
 });

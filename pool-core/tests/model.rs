@@ -8,12 +8,21 @@
 //!   same waiter gets a connection, from the same connection, after the same wait; the same
 //!   waiter is rejected with the same kind of rejection (and, for timeouts, the same class
 //!   of last connect error);
-//! - the other effects (open, check, reset, close with its reason, leak report, drained)
-//!   are the same set;
+//! - the other effects (open, check, reset, close with its reason and whether it hands
+//!   the connection back, leak report, drained) are the same set;
+//! - the connections move as the model says: the pool runs over `C = ConnId` (each
+//!   connection is its own id), and every action, return value and refusal that carries
+//!   a connection carries the right one; each waiter's token (its own `WaiterId`) comes
+//!   back exactly with its answer or cancel, and `waiter_tokens()` is the model's queue;
+//! - the judge: some connections are marked dead (`Kill`); the pool's judge calls them
+//!   dead, and the model predicts which lends it prevents and which closes follow;
 //! - the direct return values agree (ready / queued / rejected, input errors);
 //! - `status()` agrees with the model's counts and `check_invariants()` holds;
 //! - liveness: `poll_timeout()` is exactly the model's next deadline (so never later than
-//!   the earliest waiter deadline, and never spurious); after `handle_timeout(now)` nothing
+//!   the earliest waiter deadline, and never spurious), and `next_timeout()` names one of
+//!   the things due then; the timer kept as `poll_timer()` says (moved only earlier, and
+//!   cleared by `handle_timeout`) is never later than `poll_timeout()`, and a second
+//!   `poll_timer()` never moves it; after `handle_timeout(now)` nothing
 //!   is due at `now` any more, and a second `handle_timeout(now)` produces no action;
 //!   at the end of every case, advancing time past every deadline leaves no waiter, and a
 //!   close whose drain deadline has passed ends in `Drained`.
@@ -42,11 +51,12 @@
 //! Run longer: `PROPTEST_CASES=100000 cargo test -p pool-core --test model --release`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pool_core::{
     Acquired, Action, CloseReason, Config, ConnId, ConnectError, ErrorClass, IdleOrder, InputError,
-    Instant, LeaseId, Pool, Rejection, Verdict, WaiterId,
+    Instant, LeaseId, Pool, Refused, Rejection, Timer, Verdict, WaiterId,
 };
 use proptest::prelude::*;
 use proptest::strategy::Union;
@@ -196,7 +206,9 @@ enum Effect {
     Open(u64),
     Check(u64),
     Reset(u64),
-    Close(u64, CloseReason),
+    /// `true` when the close hands the connection back (the pool held it, or it came
+    /// with the input).
+    Close(u64, CloseReason, bool),
     Leak(u64, Duration),
     Drained(usize),
 }
@@ -335,6 +347,10 @@ enum Op {
         what: Misuse,
         i: usize,
     },
+    /// The connection dies where it is: from now on the judge calls it dead. Not an input.
+    Kill {
+        i: usize,
+    },
 }
 
 // ---- the reference model -----------------------------------------------------------------
@@ -366,6 +382,20 @@ struct MConn {
     /// `NEVER` without `max_lifetime`.
     expires_at: u64,
     last_used: u64,
+}
+
+/// What a deadline is for, in the model's terms (`pool_core::Timer` without the backoff).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Due {
+    Waiter(u64),
+    Connect(u64),
+    Check(u64),
+    Reset(u64),
+    /// By lease index.
+    Leak(usize),
+    Lifetime(u64),
+    IdleTimeout(u64),
+    Drain,
 }
 
 #[derive(Clone, Debug)]
@@ -400,6 +430,8 @@ struct Model {
     next_waiter: u64,
     /// Connection of every lease ever granted, in grant order.
     leases: Vec<u64>,
+    /// Connections the judge calls dead.
+    killed: BTreeSet<u64>,
     /// The instant of the last failed connect since the last successful one.
     failed_at: Option<u64>,
     last_error: Option<ErrorClass>,
@@ -421,6 +453,7 @@ impl Model {
             next_conn: 0,
             next_waiter: 0,
             leases: Vec::new(),
+            killed: BTreeSet::new(),
             failed_at: None,
             last_error: None,
             out: StepOut::default(),
@@ -490,10 +523,12 @@ impl Model {
         self.idle.retain(|&i| i != id);
     }
 
-    fn close_conn(&mut self, id: u64, reason: CloseReason) {
-        if self.conns.remove(&id).is_some() {
+    /// `handed`: the input handed the connection in. An idle one the pool holds itself.
+    fn close_conn(&mut self, id: u64, reason: CloseReason, handed: bool) {
+        if let Some(c) = self.conns.remove(&id) {
             self.take_idle(id);
-            self.out.effects.push(Effect::Close(id, reason));
+            let held = handed || matches!(c.state, CState::Idle { .. });
+            self.out.effects.push(Effect::Close(id, reason, held));
         }
     }
 
@@ -553,9 +588,12 @@ impl Model {
             let Some(id) = self.next_idle() else { break };
             self.take_idle(id);
             if self.expired(id) {
-                self.close_conn(id, CloseReason::MaxLifetime);
+                self.close_conn(id, CloseReason::MaxLifetime, false);
             } else if self.stale(id) {
                 self.start_check(id);
+            } else if self.killed.contains(&id) {
+                // The judge's verdict: closed, and the waiter stays at the front.
+                self.close_conn(id, CloseReason::CheckFailed, false);
             } else {
                 self.make_available(id);
             }
@@ -599,7 +637,7 @@ impl Model {
             *forced += leased.len();
         }
         for id in leased {
-            self.close_conn(id, CloseReason::DrainTimeout);
+            self.close_conn(id, CloseReason::DrainTimeout, false);
         }
     }
 
@@ -660,10 +698,10 @@ impl Model {
     }
 
     /// The fast path: the idle connection next in line, if it can be lent as it is (an
-    /// expired or stale one is left for the slow path: queue, then dispatch).
+    /// expired, stale or dead one is left for the slow path: queue, then dispatch).
     fn take_fresh_idle(&mut self) -> Option<u64> {
         let id = self.next_idle()?;
-        if self.expired(id) || self.stale(id) {
+        if self.expired(id) || self.stale(id) || self.killed.contains(&id) {
             return None;
         }
         self.take_idle(id);
@@ -699,11 +737,11 @@ impl Model {
         self.target = Target::Lease(lease);
         self.out.ret = Ret::Input(Ok(()));
         if self.phase != Phase::Running {
-            self.close_conn(id, CloseReason::PoolClosed);
+            self.close_conn(id, CloseReason::PoolClosed, true);
         } else if verdict == Verdict::Broken {
-            self.close_conn(id, CloseReason::Broken);
+            self.close_conn(id, CloseReason::Broken, true);
         } else if self.expired(id) {
-            self.close_conn(id, CloseReason::MaxLifetime);
+            self.close_conn(id, CloseReason::MaxLifetime, true);
         } else if verdict == Verdict::NeedsReset {
             let deadline = self.now + self.cfg.check_timeout;
             self.conns.get_mut(&id).unwrap().state = CState::Resetting { deadline };
@@ -743,7 +781,7 @@ impl Model {
                 if self.phase == Phase::Running {
                     self.make_available(id);
                 } else {
-                    self.close_conn(id, CloseReason::PoolClosed);
+                    self.close_conn(id, CloseReason::PoolClosed, true);
                 }
             }
             ConnectResult::Transient | ConnectResult::Fatal => {
@@ -770,7 +808,7 @@ impl Model {
         if healthy {
             self.make_available(id);
         } else {
-            self.close_conn(id, CloseReason::CheckFailed);
+            self.close_conn(id, CloseReason::CheckFailed, true);
         }
         self.dispatch();
     }
@@ -786,7 +824,7 @@ impl Model {
         if ok {
             self.make_available(id);
         } else {
-            self.close_conn(id, CloseReason::ResetFailed);
+            self.close_conn(id, CloseReason::ResetFailed, true);
         }
         self.dispatch();
     }
@@ -809,7 +847,7 @@ impl Model {
             });
         }
         for id in self.ids_where(|s| !matches!(s, CState::Leased { .. })) {
-            self.close_conn(id, CloseReason::PoolClosed);
+            self.close_conn(id, CloseReason::PoolClosed, false);
         }
         if self.now >= deadline {
             self.revoke_leases();
@@ -839,17 +877,17 @@ impl Model {
             let c = &self.conns[&id];
             match c.state {
                 CState::Opening { deadline } if deadline <= now => {
-                    self.close_conn(id, CloseReason::ConnectTimeout);
+                    self.close_conn(id, CloseReason::ConnectTimeout, false);
                     self.connect_failed(ErrorClass::Transient);
                 }
                 CState::Checking { deadline } if deadline <= now => {
-                    self.close_conn(id, CloseReason::CheckTimeout)
+                    self.close_conn(id, CloseReason::CheckTimeout, false)
                 }
                 CState::Resetting { deadline } if deadline <= now => {
-                    self.close_conn(id, CloseReason::ResetFailed)
+                    self.close_conn(id, CloseReason::ResetFailed, false)
                 }
                 CState::Idle { .. } if c.expires_at <= now => {
-                    self.close_conn(id, CloseReason::MaxLifetime)
+                    self.close_conn(id, CloseReason::MaxLifetime, false)
                 }
                 CState::Leased {
                     since,
@@ -880,7 +918,7 @@ impl Model {
                 if since + t > now {
                     break;
                 }
-                self.close_conn(oldest, CloseReason::IdleTimeout);
+                self.close_conn(oldest, CloseReason::IdleTimeout, false);
             }
         }
         // 4. The drain deadline.
@@ -936,37 +974,54 @@ impl Model {
         }
     }
 
-    /// The earliest instant at which `handle_timeout` has work, without the backoff retry
-    /// (see `retry_pending`).
-    fn next_deadline(&self) -> Option<u64> {
-        let mut all: Vec<u64> = self.waiters.iter().map(|w| w.deadline).collect();
-        for c in self.conns.values() {
+    /// Every pending deadline and what it is for, without the backoff retry (see
+    /// `retry_pending`).
+    fn deadlines(&self) -> Vec<(u64, Due)> {
+        let mut all: Vec<(u64, Due)> = self
+            .waiters
+            .iter()
+            .map(|w| (w.deadline, Due::Waiter(w.id)))
+            .collect();
+        for (&id, c) in &self.conns {
             match c.state {
-                CState::Opening { deadline }
-                | CState::Checking { deadline }
-                | CState::Resetting { deadline } => all.push(deadline),
-                CState::Idle { .. } if c.expires_at != NEVER => all.push(c.expires_at),
+                CState::Opening { deadline } => all.push((deadline, Due::Connect(id))),
+                CState::Checking { deadline } => all.push((deadline, Due::Check(id))),
+                CState::Resetting { deadline } => all.push((deadline, Due::Reset(id))),
+                CState::Idle { .. } if c.expires_at != NEVER => {
+                    all.push((c.expires_at, Due::Lifetime(id)))
+                }
                 CState::Idle { .. } => {}
                 CState::Leased {
                     since,
+                    lease,
                     leak_reported: false,
-                    ..
-                } => all.extend(self.cfg.leak_threshold.map(|t| since + t)),
+                } => all.extend(
+                    self.cfg
+                        .leak_threshold
+                        .map(|t| (since + t, Due::Leak(lease))),
+                ),
                 CState::Leased { .. } => {}
             }
         }
         if let Some(t) = self.cfg.idle_timeout {
             if self.idle.len() > self.cfg.min_idle {
-                let CState::Idle { since } = self.conns[&self.idle[0]].state else {
+                let oldest = self.idle[0];
+                let CState::Idle { since } = self.conns[&oldest].state else {
                     unreachable!()
                 };
-                all.push(since + t);
+                all.push((since + t, Due::IdleTimeout(oldest)));
             }
         }
         if let Phase::Draining { deadline, .. } = self.phase {
-            all.push(deadline);
+            all.push((deadline, Due::Drain));
         }
-        all.into_iter().min()
+        all
+    }
+
+    /// The earliest instant at which `handle_timeout` has work, without the backoff retry
+    /// (see `retry_pending`).
+    fn next_deadline(&self) -> Option<u64> {
+        self.deadlines().into_iter().map(|(t, _)| t).min()
     }
 
     /// Opens are wanted but paused by the backoff: the core's timer names the retry
@@ -981,6 +1036,16 @@ impl Model {
         match *op {
             Op::Tick { by } => {
                 self.clock += by;
+                return;
+            }
+            Op::Kill { i } => {
+                // Any live connection: the judge is asked only about idle ones.
+                let ids: Vec<u64> = self.conns.keys().copied().collect();
+                if !ids.is_empty() {
+                    let id = ids[i % ids.len()];
+                    self.killed.insert(id);
+                    self.target = Target::Conn(id);
+                }
                 return;
             }
             Op::Advance { by } => self.clock += by,
@@ -1006,7 +1071,7 @@ impl Model {
             Op::Advance { .. } | Op::AdvanceToNext | Op::Timer => self.handle_timeout(),
             Op::Close { drain } => self.close(drain),
             Op::Misuse { what, i } => self.misuse(what, i),
-            Op::Tick { .. } => unreachable!(),
+            Op::Tick { .. } | Op::Kill { .. } => unreachable!(),
         }
         let indexed = !matches!(
             op,
@@ -1088,6 +1153,9 @@ impl ReferenceStateMachine for PoolModel {
         if !state.waiters.is_empty() {
             ops.push((2, idx().prop_map(|i| Op::Cancel { i }).boxed()));
         }
+        if !state.conns.is_empty() {
+            ops.push((2, idx().prop_map(|i| Op::Kill { i }).boxed()));
+        }
         if leased > 0 {
             let verdict = prop_oneof![
                 4 => Just(Verdict::Reusable),
@@ -1143,16 +1211,35 @@ impl ReferenceStateMachine for PoolModel {
 
 // ---- the system under test ---------------------------------------------------------------
 
+/// Each connection is its own id, and each waiter's token its own id: every action that
+/// moves one shows which.
+type CorePool = Pool<ConnId, WaiterId>;
+
 struct Sut {
-    pool: Pool,
+    pool: CorePool,
     clock: u64,
-    /// Handles the core gave out, by their number.
+    /// Handles the core gave out, by their number (every one, live or not: a stale cancel
+    /// needs an old one; a live waiter is found by its token in `waiter_tokens()`).
     conns: BTreeMap<u64, ConnId>,
     waiters: BTreeMap<u64, WaiterId>,
     /// Every lease granted, in grant order (the model's lease index).
     leases: Vec<LeaseId>,
-    /// The timer as the shell keeps it with `poll_timeout_before` (None after a timeout).
+    /// The connections the judge calls dead (the model's `killed`).
+    killed: Arc<Mutex<BTreeSet<u64>>>,
+    /// The embedder's one timer, kept as `poll_timer` says (None after a timeout).
     armed: Option<Instant>,
+}
+
+/// The answer to an input that hands in a connection: a refusal must hand back the very
+/// connection that came in.
+fn handed_back<C: PartialEq + std::fmt::Debug>(
+    r: Result<(), Refused<C>>,
+    handed: C,
+) -> Result<(), InputError> {
+    r.map_err(|Refused { error, connection }| {
+        assert_eq!(connection, handed, "{error} handed back another connection");
+        error
+    })
 }
 
 impl Sut {
@@ -1164,7 +1251,8 @@ impl Sut {
         self.leases.push(lease);
     }
 
-    /// Drain the actions into the comparable form.
+    /// Drain the actions into the comparable form, checking each carries the right
+    /// connection and token.
     fn drain(&mut self, out: &mut StepOut) {
         while let Some(action) = self.pool.poll_action() {
             match action {
@@ -1172,12 +1260,33 @@ impl Sut {
                     self.conns.insert(conn.get(), conn);
                     out.effects.push(Effect::Open(conn.get()));
                 }
-                Action::Check { conn } => out.effects.push(Effect::Check(conn.get())),
-                Action::Reset { conn } => out.effects.push(Effect::Reset(conn.get())),
-                Action::Close { conn, reason } => {
-                    out.effects.push(Effect::Close(conn.get(), reason))
+                Action::Check { conn, connection } => {
+                    assert_eq!(connection, conn, "check of {conn:?} carries another");
+                    out.effects.push(Effect::Check(conn.get()))
                 }
-                Action::Grant { waiter, grant } => {
+                Action::Reset { conn, connection } => {
+                    assert_eq!(connection, conn, "reset of {conn:?} carries another");
+                    out.effects.push(Effect::Reset(conn.get()))
+                }
+                Action::Close {
+                    conn,
+                    reason,
+                    connection,
+                } => {
+                    if let Some(c) = connection {
+                        assert_eq!(c, conn, "close of {conn:?} carries another");
+                    }
+                    out.effects
+                        .push(Effect::Close(conn.get(), reason, connection.is_some()))
+                }
+                Action::Grant {
+                    waiter,
+                    token,
+                    grant,
+                    connection,
+                } => {
+                    assert_eq!(token, waiter, "grant to {waiter:?} with another's token");
+                    assert_eq!(connection, grant.conn(), "grant of another connection");
                     self.record_lease(grant.lease);
                     out.answers.push(Answer::Grant {
                         waiter: waiter.get(),
@@ -1185,10 +1294,17 @@ impl Sut {
                         waited: grant.waited,
                     });
                 }
-                Action::Reject { waiter, rejection } => out.answers.push(Answer::Reject {
-                    waiter: waiter.get(),
-                    kind: RejKind::of(&rejection),
-                }),
+                Action::Reject {
+                    waiter,
+                    token,
+                    rejection,
+                } => {
+                    assert_eq!(token, waiter, "reject of {waiter:?} with another's token");
+                    out.answers.push(Answer::Reject {
+                        waiter: waiter.get(),
+                        kind: RejKind::of(&rejection),
+                    })
+                }
                 Action::LeakSuspected { lease, held } => {
                     out.effects.push(Effect::Leak(lease.conn().get(), held))
                 }
@@ -1212,6 +1328,19 @@ impl Sut {
         }
     }
 
+    /// A waiter still queued: found by its token.
+    fn queued_waiter(&self, target: Target) -> WaiterId {
+        match target {
+            Target::Waiter(w) => *self
+                .pool
+                .waiter_tokens()
+                .find(|t| t.get() == w)
+                .unwrap_or_else(|| panic!("waiter {w} is not in waiter_tokens()")),
+            t => panic!("model resolved {t:?}, expected a waiter"),
+        }
+    }
+
+    /// Any waiter ever queued.
     fn waiter(&self, target: Target) -> WaiterId {
         match target {
             Target::Waiter(w) => self.waiters[&w],
@@ -1219,26 +1348,34 @@ impl Sut {
         }
     }
 
-    /// What the shell does after every input: `poll_timeout_before` may skip the rescan
-    /// only when no deadline is earlier than the armed timer.
+    /// What the shell does after every input: keep its one timer where `poll_timer` says.
+    /// That timer must never be later than the earliest deadline.
     fn track_timer(&mut self) {
-        let next = self.pool.poll_timeout_before(self.armed);
-        if let (None, Some(armed)) = (next, self.armed) {
-            let full = self.pool.poll_timeout();
+        if let Some(at) = self.pool.poll_timer() {
             assert!(
-                full.is_none_or(|t| t >= armed),
-                "poll_timeout_before({armed:?}) skipped, but poll_timeout is {full:?}"
+                self.armed.is_none_or(|armed| at < armed),
+                "poll_timer moved the timer from {:?} to {at:?}, not earlier",
+                self.armed
             );
+            self.armed = Some(at);
         }
-        if let Some(at) = next {
-            if self.armed.is_none_or(|armed| at < armed) {
-                self.armed = Some(at);
-            }
+        assert_eq!(
+            self.pool.poll_timer(),
+            None,
+            "poll_timer moved the timer again with no input between"
+        );
+        if let Some(t) = self.pool.poll_timeout() {
+            assert!(
+                self.armed.is_some_and(|armed| armed <= t),
+                "the timer kept per poll_timer ({:?}) is later than poll_timeout ({t:?})",
+                self.armed
+            );
         }
     }
 
     fn handle_timeout_checked(&mut self, out: &mut StepOut) {
         let now = self.now();
+        // The timer fired.
         self.armed = None;
         self.pool.handle_timeout(now);
         self.drain(out);
@@ -1273,27 +1410,42 @@ impl Sut {
             Op::Tick { .. } => {}
             Op::Acquire { wait } => {
                 let deadline = instant(self.clock + wait);
-                out.ret = match self.pool.acquire(now, deadline) {
-                    Ok(Acquired::Ready(grant)) => {
+                let mut made = None;
+                out.ret = match self.pool.acquire(now, deadline, |w| {
+                    made = Some(w);
+                    w
+                }) {
+                    Ok(Acquired::Ready(grant, connection)) => {
                         assert_eq!(grant.waited, Duration::ZERO);
+                        assert_eq!(connection, grant.conn(), "ready with another connection");
                         self.record_lease(grant.lease);
                         Ret::Ready {
                             conn: grant.conn().get(),
                         }
                     }
                     Ok(Acquired::Queued(w)) => {
+                        assert_eq!(made, Some(w), "the token is made with the waiter's id");
                         self.waiters.insert(w.get(), w);
                         Ret::Queued { waiter: w.get() }
                     }
                     Err(r) => Ret::Rejected(RejKind::of(&r)),
                 };
+                if !matches!(out.ret, Ret::Queued { .. }) {
+                    assert_eq!(made, None, "a token made for a caller that does not wait");
+                }
             }
             Op::TryAcquire => {
                 let got = self.pool.try_acquire(now);
-                if let Some(g) = got {
+                if let Some((g, connection)) = got {
+                    assert_eq!(connection, g.conn(), "try_acquire with another connection");
                     self.record_lease(g.lease);
                 }
-                out.ret = Ret::Try(got.map(|g| g.conn().get()));
+                out.ret = Ret::Try(got.map(|(g, _)| g.conn().get()));
+            }
+            Op::Kill { .. } => {
+                if let Target::Conn(id) = target {
+                    self.killed.lock().unwrap().insert(id);
+                }
             }
             _ if target == Target::None
                 && !matches!(
@@ -1303,24 +1455,38 @@ impl Sut {
             {
                 // An index into an empty set: a no-op on both sides.
             }
-            Op::Cancel { .. } => out.ret = input(self.pool.cancel(now, self.waiter(target))),
+            Op::Cancel { .. } => {
+                let w = self.queued_waiter(target);
+                let r = self.pool.cancel(now, w).map(|token| {
+                    assert_eq!(token, w, "cancel of {w:?} handed back another's token")
+                });
+                out.ret = input(r)
+            }
             Op::Release { verdict, .. } => {
-                out.ret = input(self.pool.release(now, self.lease(target), verdict))
+                let lease = self.lease(target);
+                let r = self.pool.release(now, lease, lease.conn(), verdict);
+                out.ret = input(handed_back(r, lease.conn()))
             }
             Op::Detach { .. } => out.ret = input(self.pool.detach(now, self.lease(target))),
             Op::Connect { result, .. } => {
-                let r = match result {
-                    ConnectResult::Ok => Ok(()),
-                    ConnectResult::Transient => Err(ConnectError::transient("refused")),
-                    ConnectResult::Fatal => Err(ConnectError::fatal("bad password")),
+                let conn = self.conn(target);
+                let (r, handed) = match result {
+                    ConnectResult::Ok => (Ok(conn), Some(conn)),
+                    ConnectResult::Transient => (Err(ConnectError::transient("refused")), None),
+                    ConnectResult::Fatal => (Err(ConnectError::fatal("bad password")), None),
                 };
-                out.ret = input(self.pool.connect_finished(now, self.conn(target), r));
+                let r = self.pool.connect_finished(now, conn, r);
+                out.ret = input(handed_back(r, handed));
             }
             Op::Check { healthy, .. } => {
-                out.ret = input(self.pool.check_finished(now, self.conn(target), healthy))
+                let conn = self.conn(target);
+                let r = self.pool.check_finished(now, conn, conn, healthy);
+                out.ret = input(handed_back(r, conn))
             }
             Op::Reset { ok, .. } => {
-                out.ret = input(self.pool.reset_finished(now, self.conn(target), ok))
+                let conn = self.conn(target);
+                let r = self.pool.reset_finished(now, conn, conn, ok);
+                out.ret = input(handed_back(r, conn))
             }
             Op::Advance { .. } | Op::AdvanceToNext | Op::Timer => {
                 self.handle_timeout_checked(&mut out)
@@ -1332,18 +1498,24 @@ impl Sut {
                 let before = self.pool.status();
                 let r = match what {
                     Misuse::StaleRelease => {
-                        self.pool
-                            .release(now, self.lease(target), Verdict::Reusable)
+                        let lease = self.lease(target);
+                        let r = self
+                            .pool
+                            .release(now, lease, lease.conn(), Verdict::Reusable);
+                        handed_back(r, lease.conn())
                     }
-                    Misuse::StaleCancel => self.pool.cancel(now, self.waiter(target)),
+                    Misuse::StaleCancel => self.pool.cancel(now, self.waiter(target)).map(|_| ()),
                     Misuse::ConnectNotOpening => {
-                        self.pool.connect_finished(now, self.conn(target), Ok(()))
+                        let conn = self.conn(target);
+                        handed_back(self.pool.connect_finished(now, conn, Ok(conn)), Some(conn))
                     }
                     Misuse::CheckNotChecking => {
-                        self.pool.check_finished(now, self.conn(target), true)
+                        let conn = self.conn(target);
+                        handed_back(self.pool.check_finished(now, conn, conn, true), conn)
                     }
                     Misuse::ResetNotResetting => {
-                        self.pool.reset_finished(now, self.conn(target), true)
+                        let conn = self.conn(target);
+                        handed_back(self.pool.reset_finished(now, conn, conn, true), conn)
                     }
                 };
                 assert!(r.is_err(), "{what:?} on {target:?} was accepted");
@@ -1364,6 +1536,26 @@ impl Sut {
             "core (left) and model (right) disagree on {op:?} at t={}ms",
             self.clock
         );
+    }
+
+    /// The core's `Timer` in the model's terms (`None` for the backoff retry).
+    fn due_of(&self, timer: Timer) -> Option<Due> {
+        Some(match timer {
+            Timer::Waiter(w) => Due::Waiter(w.get()),
+            Timer::Connect(c) => Due::Connect(c.get()),
+            Timer::Check(c) => Due::Check(c.get()),
+            Timer::Reset(c) => Due::Reset(c.get()),
+            Timer::Leak(lease) => Due::Leak(
+                self.leases
+                    .iter()
+                    .position(|l| *l == lease)
+                    .unwrap_or_else(|| panic!("{lease:?} was never granted")),
+            ),
+            Timer::Lifetime(c) => Due::Lifetime(c.get()),
+            Timer::IdleTimeout(c) => Due::IdleTimeout(c.get()),
+            Timer::Drain => Due::Drain,
+            Timer::Backoff => return None,
+        })
     }
 
     /// The core's observable state agrees with the model, and its own invariants hold.
@@ -1387,6 +1579,9 @@ impl Sut {
             "checking + resetting"
         );
         assert_eq!(s.waiters, m.waiters.len(), "waiters");
+        let tokens: Vec<u64> = self.pool.waiter_tokens().map(|w| w.get()).collect();
+        let queue: Vec<u64> = m.waiters.iter().map(|w| w.id).collect();
+        assert_eq!(tokens, queue, "waiter_tokens (left) vs the model's queue");
         assert_eq!(self.pool.is_closed(), m.phase == Phase::Closed, "closed");
         assert_eq!(self.pool.is_closing(), m.phase != Phase::Running, "closing");
 
@@ -1402,6 +1597,8 @@ impl Sut {
         // ...and is exactly the model's next deadline (or the backoff retry, 1-2 ns after
         // the failure).
         let expected = m.next_deadline().map(instant);
+        let next = self.pool.next_timeout();
+        assert_eq!(next.map(|(t, _)| t), timer, "next_timeout vs poll_timeout");
         if m.retry_pending() {
             let lo = Instant::from_nanos(instant(m.now).as_nanos() + 1);
             let hi = Instant::from_nanos(instant(m.now).as_nanos() + 2);
@@ -1416,7 +1613,30 @@ impl Sut {
                 "poll_timeout (left) vs model's next deadline"
             );
         }
+        // ...and `next_timeout` names one of the things due at that instant.
+        if let Some((t, why)) = next {
+            match self.due_of(why) {
+                None => assert!(
+                    m.retry_pending() && t != expected.unwrap_or(Instant::NEVER),
+                    "next_timeout names the backoff at {t:?}, model: {:?}",
+                    m.deadlines()
+                ),
+                Some(due) => {
+                    let at = instant_ms(t);
+                    assert!(
+                        m.deadlines().contains(&(at, due)),
+                        "next_timeout {next:?} is none of the model's deadlines {:?}",
+                        m.deadlines()
+                    );
+                }
+            }
+        }
     }
+}
+
+/// A model instant back from the core's (whole milliseconds).
+fn instant_ms(t: Instant) -> u64 {
+    t.as_nanos() / 1_000_000
 }
 
 struct PoolTest;
@@ -1426,13 +1646,18 @@ impl StateMachineTest for PoolTest {
     type Reference = PoolModel;
 
     fn init_test(m: &Model) -> Sut {
-        let pool = Pool::new(m.cfg.to_core(), instant(T0), m.cfg.seed).expect("valid config");
+        let mut pool: CorePool =
+            Pool::new(m.cfg.to_core(), instant(T0), m.cfg.seed).expect("valid config");
+        let killed = Arc::new(Mutex::new(BTreeSet::new()));
+        let dead = Arc::clone(&killed);
+        pool.set_judge(move |c: &mut ConnId| !dead.lock().unwrap().contains(&c.get()));
         let mut sut = Sut {
             pool,
             clock: T0,
             conns: BTreeMap::new(),
             waiters: BTreeMap::new(),
             leases: Vec::new(),
+            killed,
             armed: None,
         };
         let mut out = StepOut::default();

@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use pool_core::{Acquired, Action, Config, ConnectError, Instant, Pool};
 
+/// The pool of these replays: no connection or token needs to be told apart.
+type P = Pool<()>;
+
 fn at(ms: u64) -> Instant {
     Instant::from_nanos(ms * 1_000_000)
 }
@@ -26,8 +29,8 @@ fn huge_backoff_does_not_overflow() {
         backoff_max: Duration::MAX,
         ..Config::default()
     };
-    let mut pool = Pool::new(config, at(0), 1).unwrap();
-    let Ok(Acquired::Queued(_)) = pool.acquire(at(0), at(1_000)) else {
+    let mut pool = P::new(config, at(0), 1).unwrap();
+    let Ok(Acquired::Queued(_)) = pool.acquire(at(0), at(1_000), |_| ()) else {
         panic!("expected to wait")
     };
     let Some(Action::Open { conn }) = pool.poll_action() else {
@@ -58,7 +61,7 @@ fn absurd_sizes_are_rejected() {
     };
     let e = config.validate().expect_err("absurd sizes must be refused");
     assert!(["max_size", "min_idle", "max_connecting"].contains(&e.field));
-    assert_eq!(Pool::new(config, at(0), 1).err(), Some(e));
+    assert_eq!(P::new(config, at(0), 1).err(), Some(e));
 }
 
 /// Found by `cargo fuzz run ops`. At `now == Instant::NEVER` (the end of the clock, where
@@ -77,7 +80,7 @@ fn handle_timeout_at_the_end_of_time_is_idempotent() {
         connect_timeout: Duration::MAX,
         ..Config::default()
     };
-    let mut pool = Pool::new(config, at(0), 1).unwrap();
+    let mut pool = P::new(config, at(0), 1).unwrap();
     assert!(matches!(pool.poll_action(), Some(Action::Open { .. })));
     assert_eq!(pool.poll_timeout(), None, "the connect deadline is never");
     pool.handle_timeout(Instant::NEVER);
@@ -106,8 +109,8 @@ fn poll_timeout_does_not_report_a_never_deadline() {
         leak_threshold: None,
         ..Config::default()
     };
-    let mut pool = Pool::new(config, at(0), 1).unwrap();
-    let Ok(Acquired::Queued(_)) = pool.acquire(at(0), Instant::NEVER) else {
+    let mut pool = P::new(config, at(0), 1).unwrap();
+    let Ok(Acquired::Queued(_)) = pool.acquire(at(0), Instant::NEVER, |_| ()) else {
         panic!("expected to wait")
     };
     assert!(matches!(pool.poll_action(), Some(Action::Open { .. })));

@@ -1,10 +1,19 @@
 //! Unit tests: one per policy, driven by a manual clock, each asserting the exact actions.
+//!
+//! The pool runs over `C = ConnId` (each connection is its own id, so an assertion sees
+//! which connection an action moves) and `W = WaiterId` (each waiter's token is the id the
+//! token closure was given, so an assertion sees that the token comes back to its waiter).
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::*;
 use crate::action::Action::{Check, Close, Drained, LeakSuspected, Open, Reject, Reset};
 use crate::config::IdleOrder;
+
+/// The pool under test: connections are their ids, tokens are the waiters' ids.
+type P = Pool<ConnId, WaiterId>;
+type A = Action<ConnId, WaiterId>;
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -28,7 +37,7 @@ fn bare(max_size: usize) -> Config {
 }
 
 struct T {
-    pool: Pool,
+    pool: P,
     now: Instant,
 }
 
@@ -44,14 +53,14 @@ impl T {
         self.now = at(ms_);
     }
 
-    fn actions(&mut self) -> Vec<Action> {
+    fn actions(&mut self) -> Vec<A> {
         self.pool.check_invariants().unwrap();
         std::iter::from_fn(|| self.pool.poll_action()).collect()
     }
 
-    fn acquire(&mut self, timeout_ms: u64) -> Acquired {
+    fn acquire(&mut self, timeout_ms: u64) -> Acquired<ConnId> {
         self.pool
-            .acquire(self.now, self.now + ms(timeout_ms))
+            .acquire(self.now, self.now + ms(timeout_ms), |w| w)
             .unwrap()
     }
 
@@ -64,17 +73,32 @@ impl T {
 
     fn ready(&mut self) -> Grant {
         match self.acquire(1000) {
-            Acquired::Ready(g) => g,
+            Acquired::Ready(g, conn) => {
+                assert_eq!(conn, g.conn(), "the connection is the one leased");
+                g
+            }
             other => panic!("expected a connection, got {other:?}"),
         }
     }
 
-    fn connect_ok(&mut self, conn: ConnId) {
-        self.pool.connect_finished(self.now, conn, Ok(())).unwrap();
+    /// `try_acquire`, checking the connection handed out is the one leased.
+    fn try_ready(&mut self) -> Option<Grant> {
+        let (g, conn) = self.pool.try_acquire(self.now)?;
+        assert_eq!(conn, g.conn(), "the connection is the one leased");
+        Some(g)
     }
 
+    fn connect_ok(&mut self, conn: ConnId) {
+        self.pool
+            .connect_finished(self.now, conn, Ok(conn))
+            .unwrap();
+    }
+
+    /// Return the lease's own connection.
     fn release(&mut self, lease: LeaseId, verdict: Verdict) {
-        self.pool.release(self.now, lease, verdict).unwrap();
+        self.pool
+            .release(self.now, lease, lease.conn(), verdict)
+            .unwrap();
     }
 
     fn timeout(&mut self) {
@@ -91,7 +115,14 @@ impl T {
             let Open { conn } = a else { panic!("{a:?}") };
             self.connect_ok(conn);
             for a in self.actions() {
-                if let Action::Grant { grant, .. } = a {
+                if let Action::Grant {
+                    waiter,
+                    token,
+                    grant,
+                    connection,
+                } = a
+                {
+                    assert_eq!((token, connection), (waiter, grant.conn()));
                     leases.push(grant.lease);
                 }
             }
@@ -103,6 +134,19 @@ impl T {
         assert_eq!(self.actions(), vec![]);
         leases.iter().map(|l| l.conn()).collect()
     }
+
+    /// Let the judge call the connections in `dead` dead; returns the ids it was asked
+    /// about, in order.
+    fn judge(&mut self, dead: &[ConnId]) -> Arc<Mutex<Vec<ConnId>>> {
+        let dead: Vec<ConnId> = dead.to_vec();
+        let asked = Arc::new(Mutex::new(vec![]));
+        let log = Arc::clone(&asked);
+        self.pool.set_judge(move |conn: &mut ConnId| {
+            log.lock().unwrap().push(*conn);
+            !dead.contains(conn)
+        });
+        asked
+    }
 }
 
 fn c(n: u64) -> ConnId {
@@ -113,14 +157,84 @@ fn w(n: u64) -> WaiterId {
     WaiterId(n)
 }
 
-fn grant_of(actions: &[Action], waiter: WaiterId) -> Grant {
+/// A close of `conn` that hands its connection back (the pool held it, or it came with
+/// the input).
+fn close(conn: ConnId, reason: CloseReason) -> A {
+    Close {
+        conn,
+        reason,
+        connection: Some(conn),
+    }
+}
+
+/// A close of `conn` the pool does not hold (an open abandoned, a check or reset given up
+/// on, a lease revoked).
+fn close_absent(conn: ConnId, reason: CloseReason) -> A {
+    Close {
+        conn,
+        reason,
+        connection: None,
+    }
+}
+
+fn check(conn: ConnId) -> A {
+    Check {
+        conn,
+        connection: conn,
+    }
+}
+
+fn reset(conn: ConnId) -> A {
+    Reset {
+        conn,
+        connection: conn,
+    }
+}
+
+fn reject(waiter: WaiterId, rejection: Rejection) -> A {
+    Reject {
+        waiter,
+        token: waiter,
+        rejection,
+    }
+}
+
+fn grant(waiter: WaiterId, lease: LeaseId, waited: Duration) -> A {
+    Action::Grant {
+        waiter,
+        token: waiter,
+        grant: Grant { lease, waited },
+        connection: lease.conn(),
+    }
+}
+
+/// The grant to `waiter`, checking it carries the waiter's token and the leased
+/// connection.
+fn grant_of(actions: &[A], waiter: WaiterId) -> Grant {
     actions
         .iter()
         .find_map(|a| match a {
-            Action::Grant { waiter: x, grant } if *x == waiter => Some(*grant),
+            Action::Grant {
+                waiter: x,
+                token,
+                grant,
+                connection,
+            } if *x == waiter => {
+                assert_eq!(*token, waiter, "the token of another waiter");
+                assert_eq!(*connection, grant.conn(), "a connection not leased");
+                Some(*grant)
+            }
             _ => None,
         })
         .unwrap_or_else(|| panic!("no grant for {waiter:?} in {actions:?}"))
+}
+
+/// The error and the connection a refused input handed back.
+fn refused<C>(r: Result<(), Refused<C>>) -> (InputError, C) {
+    match r {
+        Ok(()) => panic!("accepted"),
+        Err(Refused { error, connection }) => (error, connection),
+    }
 }
 
 #[test]
@@ -132,16 +246,7 @@ fn first_acquire_opens_and_the_connect_is_granted_to_the_waiter() {
     t.to(5);
     t.connect_ok(c(0));
     let lease = LeaseId { conn: c(0), seq: 0 };
-    assert_eq!(
-        t.actions(),
-        vec![Action::Grant {
-            waiter: w(0),
-            grant: Grant {
-                lease,
-                waited: ms(5)
-            }
-        }]
-    );
+    assert_eq!(t.actions(), vec![grant(w(0), lease, ms(5))]);
     assert_eq!(t.pool.status().leased, 1);
     t.release(lease, Verdict::Reusable);
     assert_eq!(t.actions(), vec![]);
@@ -217,7 +322,9 @@ fn queue_beyond_max_waiters_is_shed_at_once() {
     t.queued(1000);
     t.queued(1000);
     assert_eq!(
-        t.pool.acquire(t.now, at(1000)),
+        t.pool.acquire(t.now, at(1000), |_| panic!(
+            "a rejected acquire makes no token"
+        )),
         Err(Rejection::QueueFull { max_waiters: 2 })
     );
     assert_eq!(t.pool.stats().rejected_queue_full, 1);
@@ -249,12 +356,13 @@ fn a_waiter_past_its_deadline_is_rejected_with_the_last_connect_error_and_counts
     let acts = t.actions();
     let [Reject {
         waiter: rejected,
+        token,
         rejection: Rejection::Timeout(report),
     }] = &acts[..]
     else {
         panic!("{acts:?}")
     };
-    assert_eq!(*rejected, waiter);
+    assert_eq!((*rejected, *token), (waiter, waiter));
     assert_eq!(report.waited, ms(100));
     assert_eq!(
         report.last_connect_error,
@@ -293,7 +401,10 @@ fn spike_opens_at_most_max_connecting_and_returns_serve_the_rest() {
     let mut opens = vec![];
     for _ in 0..50 {
         match t.acquire(30_000) {
-            Acquired::Ready(g) => leases.push(g.lease),
+            Acquired::Ready(g, conn) => {
+                assert_eq!(conn, g.conn());
+                leases.push(g.lease)
+            }
             Acquired::Queued(_) => {}
         }
     }
@@ -313,7 +424,10 @@ fn spike_opens_at_most_max_connecting_and_returns_serve_the_rest() {
         t.release(lease, Verdict::Reusable);
         for a in t.actions() {
             match a {
-                Action::Grant { grant, .. } => {
+                Action::Grant {
+                    grant, connection, ..
+                } => {
+                    assert_eq!(connection, grant.conn());
                     served += 1;
                     leases.insert(0, grant.lease);
                 }
@@ -354,7 +468,11 @@ fn opens_are_capped_by_max_size_and_unserved_demand() {
     assert_eq!(t.actions().len(), 2, "one open per unserved waiter");
     let w = t.queued(1000);
     assert_eq!(t.actions(), vec![Open { conn: c(2) }]);
-    t.pool.cancel(t.now, w).unwrap();
+    assert_eq!(
+        t.pool.cancel(t.now, w),
+        Ok(w),
+        "cancel hands the token back"
+    );
     t.queued(1000);
     assert_eq!(
         t.actions(),
@@ -366,8 +484,8 @@ fn opens_are_capped_by_max_size_and_unserved_demand() {
 #[test]
 fn transient_failures_back_off_exponentially_with_seeded_jitter() {
     let run = |seed| {
-        let mut pool = Pool::new(bare(1), Instant::ZERO, seed).unwrap();
-        pool.acquire(Instant::ZERO, at(100_000)).unwrap();
+        let mut pool: Pool<()> = Pool::new(bare(1), Instant::ZERO, seed).unwrap();
+        pool.acquire(Instant::ZERO, at(100_000), |_| ()).unwrap();
         let mut now = Instant::ZERO;
         let mut delays = vec![];
         for attempt in 0..6u32 {
@@ -453,25 +571,20 @@ fn a_fatal_connect_error_rejects_waiters_at_once_and_fails_fast_until_retry() {
     assert_eq!(
         t.actions(),
         vec![
-            Reject {
-                waiter: a,
-                rejection: Rejection::ConnectFailed(auth.clone())
-            },
-            Reject {
-                waiter: b,
-                rejection: Rejection::ConnectFailed(auth.clone())
-            },
+            reject(a, Rejection::ConnectFailed(auth.clone())),
+            reject(b, Rejection::ConnectFailed(auth.clone())),
         ]
     );
     // While the retry time has not come, an acquire fails at once with the same error.
     assert_eq!(
-        t.pool.acquire(t.now, at(30_000)),
+        t.pool
+            .acquire(t.now, at(30_000), |_| panic!("rejected: no token")),
         Err(Rejection::ConnectFailed(auth.clone()))
     );
     // The other connect still under way succeeds: the pool works again.
     t.connect_ok(c(1));
     assert_eq!(t.pool.status().idle, 1);
-    assert!(matches!(t.acquire(100), Acquired::Ready(_)));
+    assert_eq!(t.ready().conn(), c(1));
 }
 
 #[test]
@@ -513,10 +626,7 @@ fn idle_timeout_shrinks_the_pool_to_min_idle_and_no_further() {
     t.timeout();
     assert_eq!(
         t.actions(),
-        vec![Close {
-            conn: leases[0].conn(),
-            reason: CloseReason::IdleTimeout
-        }]
+        vec![close(leases[0].conn(), CloseReason::IdleTimeout)]
     );
     t.to(5000);
     t.timeout();
@@ -550,22 +660,18 @@ fn max_lifetime_is_jittered_and_enforced_when_idle_and_on_return() {
     t.timeout();
     let closes = t.actions();
     assert_eq!(closes.len(), 19);
-    assert!(closes.iter().all(|a| matches!(
-        a,
-        Close {
-            reason: CloseReason::MaxLifetime,
-            ..
-        }
-    )));
+    // Each idle connection, handed back with its close.
+    assert_eq!(
+        closes,
+        conns
+            .iter()
+            .filter(|id| **id != g.conn())
+            .map(|id| close(*id, CloseReason::MaxLifetime))
+            .collect::<Vec<_>>()
+    );
     // The leased one closes when it comes back.
     t.release(g.lease, Verdict::Reusable);
-    assert_eq!(
-        t.actions(),
-        vec![Close {
-            conn: g.conn(),
-            reason: CloseReason::MaxLifetime
-        }]
-    );
+    assert_eq!(t.actions(), vec![close(g.conn(), CloseReason::MaxLifetime)]);
     assert_eq!(t.pool.stats().closes(CloseReason::MaxLifetime), 20);
 }
 
@@ -582,27 +688,21 @@ fn checkout_checks_only_connections_idle_past_the_bypass_window() {
     t.release(g.lease, Verdict::Reusable);
     t.to(901);
     let waiter = t.queued(1000);
-    assert_eq!(t.actions(), vec![Check { conn: c(0) }]);
+    assert_eq!(t.actions(), vec![check(c(0))]);
     assert_eq!(t.pool.status().checking, 1);
     t.to(903);
-    t.pool.check_finished(t.now, c(0), true).unwrap();
+    t.pool.check_finished(t.now, c(0), c(0), true).unwrap();
     let g = grant_of(&t.actions(), waiter);
     assert_eq!(g.waited, ms(2));
     t.release(g.lease, Verdict::Reusable);
     // A failed check closes the connection and opens a replacement for the waiter.
     t.to(2000);
     let waiter = t.queued(1000);
-    assert_eq!(t.actions(), vec![Check { conn: c(0) }]);
-    t.pool.check_finished(t.now, c(0), false).unwrap();
+    assert_eq!(t.actions(), vec![check(c(0))]);
+    t.pool.check_finished(t.now, c(0), c(0), false).unwrap();
     assert_eq!(
         t.actions(),
-        vec![
-            Close {
-                conn: c(0),
-                reason: CloseReason::CheckFailed
-            },
-            Open { conn: c(1) }
-        ]
+        vec![close(c(0), CloseReason::CheckFailed), Open { conn: c(1) }]
     );
     t.connect_ok(c(1));
     grant_of(&t.actions(), waiter);
@@ -618,25 +718,31 @@ fn a_check_that_does_not_answer_is_evicted_at_check_timeout() {
     t.warm(1);
     t.to(1000);
     let waiter = t.queued(5000);
-    assert_eq!(t.actions(), vec![Check { conn: c(0) }]);
+    assert_eq!(t.actions(), vec![check(c(0))]);
     assert_eq!(t.pool.poll_timeout(), Some(at(1050)));
+    assert_eq!(
+        t.pool.next_timeout(),
+        Some((at(1050), Timer::Check(c(0)))),
+        "the check's deadline is before the waiter's"
+    );
     t.to(1050);
     t.timeout();
+    // The connection is still with the embedder, checking: the close cannot carry it.
     assert_eq!(
         t.actions(),
         vec![
-            Close {
-                conn: c(0),
-                reason: CloseReason::CheckTimeout
-            },
+            close_absent(c(0), CloseReason::CheckTimeout),
             Open { conn: c(1) }
         ]
     );
-    // The late answer is refused and changes nothing.
+    // The late answer is refused, hands the connection back, and changes nothing.
+    let before = (t.pool.status(), t.pool.stats().clone());
     assert_eq!(
-        t.pool.check_finished(t.now, c(0), true),
-        Err(InputError::UnexpectedConnection(c(0)))
+        refused(t.pool.check_finished(t.now, c(0), c(0), true)),
+        (InputError::UnexpectedConnection(c(0)), c(0))
     );
+    assert_eq!((t.pool.status(), t.pool.stats().clone()), before);
+    assert_eq!(t.actions(), vec![]);
     t.connect_ok(c(1));
     grant_of(&t.actions(), waiter);
 }
@@ -650,32 +756,20 @@ fn verdicts_broken_and_needs_reset() {
     t.release(g.lease, Verdict::Broken);
     assert_eq!(
         t.actions(),
-        vec![
-            Close {
-                conn: c(0),
-                reason: CloseReason::Broken
-            },
-            Open { conn: c(1) }
-        ],
+        vec![close(c(0), CloseReason::Broken), Open { conn: c(1) }],
         "broken frees capacity at once and a replacement is opened for the waiter"
     );
     t.connect_ok(c(1));
     let g = grant_of(&t.actions(), waiter);
     let waiter = t.queued(1000);
     t.release(g.lease, Verdict::NeedsReset);
-    assert_eq!(t.actions(), vec![Reset { conn: c(1) }]);
-    t.pool.reset_finished(t.now, c(1), true).unwrap();
+    assert_eq!(t.actions(), vec![reset(c(1))]);
+    t.pool.reset_finished(t.now, c(1), c(1), true).unwrap();
     let g = grant_of(&t.actions(), waiter);
     t.release(g.lease, Verdict::NeedsReset);
-    assert_eq!(t.actions(), vec![Reset { conn: c(1) }]);
-    t.pool.reset_finished(t.now, c(1), false).unwrap();
-    assert_eq!(
-        t.actions(),
-        vec![Close {
-            conn: c(1),
-            reason: CloseReason::ResetFailed
-        }]
-    );
+    assert_eq!(t.actions(), vec![reset(c(1))]);
+    t.pool.reset_finished(t.now, c(1), c(1), false).unwrap();
+    assert_eq!(t.actions(), vec![close(c(1), CloseReason::ResetFailed)]);
     assert_eq!(t.pool.status().total, 0);
 }
 
@@ -714,24 +808,24 @@ fn close_rejects_waiters_closes_idle_and_waits_for_leases_until_the_drain_deadli
     let _ = t.ready();
     let waiter = t.queued(1000);
     let opening = {
-        t.pool.release(t.now, a.lease, Verdict::Reusable).unwrap();
+        t.pool
+            .release(t.now, a.lease, a.conn(), Verdict::Reusable)
+            .unwrap();
         grant_of(&t.actions(), waiter)
     };
     let waiter = t.queued(1000);
     t.release(opening.lease, Verdict::Reusable);
-    grant_of(&t.actions(), waiter);
+    let held = grant_of(&t.actions(), waiter);
     let waiter = t.queued(1000);
     t.actions();
     t.to(10);
     t.pool.close(t.now, at(1010)).unwrap();
+    assert_eq!(t.actions(), vec![reject(waiter, Rejection::Closed)]);
     assert_eq!(
-        t.actions(),
-        vec![Reject {
-            waiter,
-            rejection: Rejection::Closed
-        }]
+        t.pool
+            .acquire(t.now, at(100), |_| panic!("rejected: no token")),
+        Err(Rejection::Closed)
     );
-    assert_eq!(t.pool.acquire(t.now, at(100)), Err(Rejection::Closed));
     assert_eq!(
         t.pool.stats().rejected_closed,
         2,
@@ -743,14 +837,9 @@ fn close_rejects_waiters_closes_idle_and_waits_for_leases_until_the_drain_deadli
     );
     // A lease returned while draining is closed.
     t.release(b.lease, Verdict::Reusable);
-    assert_eq!(
-        t.actions(),
-        vec![Close {
-            conn: b.conn(),
-            reason: CloseReason::PoolClosed
-        }]
-    );
+    assert_eq!(t.actions(), vec![close(b.conn(), CloseReason::PoolClosed)]);
     assert_eq!(t.pool.poll_timeout(), Some(at(1010)));
+    assert_eq!(t.pool.next_timeout(), Some((at(1010), Timer::Drain)));
     t.to(1010);
     t.timeout();
     let acts = t.actions();
@@ -759,6 +848,7 @@ fn close_rejects_waiters_closes_idle_and_waits_for_leases_until_the_drain_deadli
         acts[0],
         Close {
             reason: CloseReason::DrainTimeout,
+            connection: None,
             ..
         }
     ));
@@ -766,10 +856,20 @@ fn close_rejects_waiters_closes_idle_and_waits_for_leases_until_the_drain_deadli
         acts[1],
         Close {
             reason: CloseReason::DrainTimeout,
+            connection: None,
             ..
         }
     ));
     assert_eq!(acts[2], Drained { forced: 2 });
+    // The borrower of a revoked lease still has its connection: returning it is refused
+    // and hands it back, to be closed by the embedder.
+    assert_eq!(
+        refused(
+            t.pool
+                .release(t.now, held.lease, held.conn(), Verdict::Reusable)
+        ),
+        (InputError::UnknownLease(held.lease), held.conn())
+    );
     assert!(t.pool.is_closed());
     assert_eq!(t.pool.poll_timeout(), None);
 }
@@ -782,14 +882,8 @@ fn close_of_an_idle_pool_drains_at_once() {
     assert_eq!(
         t.actions(),
         vec![
-            Close {
-                conn: c(0),
-                reason: CloseReason::PoolClosed
-            },
-            Close {
-                conn: c(1),
-                reason: CloseReason::PoolClosed
-            },
+            close(c(0), CloseReason::PoolClosed),
+            close(c(1), CloseReason::PoolClosed),
             Drained { forced: 0 }
         ]
     );
@@ -802,9 +896,11 @@ fn misuse_is_refused_and_leaves_state_unchanged() {
     let g = t.ready();
     t.release(g.lease, Verdict::Reusable);
     let before = (t.pool.status(), t.pool.stats().clone());
+    // Each refusal hands back the connection that came with the input (here c(5), a
+    // stand-in the pool never saw, so a swap with the pool's own would show).
     assert_eq!(
-        t.pool.release(t.now, g.lease, Verdict::Reusable),
-        Err(InputError::UnknownLease(g.lease))
+        refused(t.pool.release(t.now, g.lease, c(5), Verdict::Reusable)),
+        (InputError::UnknownLease(g.lease), c(5))
     );
     assert_eq!(
         t.pool.detach(t.now, g.lease),
@@ -815,20 +911,27 @@ fn misuse_is_refused_and_leaves_state_unchanged() {
         Err(InputError::UnknownWaiter(w(99)))
     );
     assert_eq!(
-        t.pool.connect_finished(t.now, c(0), Ok(())),
-        Err(InputError::UnexpectedConnection(c(0)))
+        refused(t.pool.connect_finished(t.now, c(0), Ok(c(5)))),
+        (InputError::UnexpectedConnection(c(0)), Some(c(5)))
     );
     assert_eq!(
-        t.pool.connect_finished(t.now, c(77), Ok(())),
-        Err(InputError::UnexpectedConnection(c(77)))
+        refused(t.pool.connect_finished(t.now, c(77), Ok(c(5)))),
+        (InputError::UnexpectedConnection(c(77)), Some(c(5)))
     );
     assert_eq!(
-        t.pool.check_finished(t.now, c(0), true),
-        Err(InputError::UnexpectedConnection(c(0)))
+        refused(
+            t.pool
+                .connect_finished(t.now, c(77), Err(ConnectError::transient("refused")))
+        ),
+        (InputError::UnexpectedConnection(c(77)), None)
     );
     assert_eq!(
-        t.pool.reset_finished(t.now, c(0), true),
-        Err(InputError::UnexpectedConnection(c(0)))
+        refused(t.pool.check_finished(t.now, c(0), c(5), true)),
+        (InputError::UnexpectedConnection(c(0)), c(5))
+    );
+    assert_eq!(
+        refused(t.pool.reset_finished(t.now, c(0), c(5), true)),
+        (InputError::UnexpectedConnection(c(0)), c(5))
     );
     assert_eq!((t.pool.status(), t.pool.stats().clone()), before);
     assert_eq!(t.actions(), vec![]);
@@ -836,10 +939,13 @@ fn misuse_is_refused_and_leaves_state_unchanged() {
     let again = t.ready();
     assert_eq!(again.conn(), g.conn());
     assert_eq!(
-        t.pool.release(t.now, g.lease, Verdict::Broken),
-        Err(InputError::UnknownLease(g.lease))
+        refused(t.pool.release(t.now, g.lease, c(5), Verdict::Broken)),
+        (InputError::UnknownLease(g.lease), c(5))
     );
     assert_eq!(t.pool.status().leased, 1);
+    // The idle connection stayed where it was: the next lend hands out c(0), not c(5).
+    t.release(again.lease, Verdict::Reusable);
+    assert_eq!(t.ready().conn(), c(0));
 }
 
 #[test]
@@ -854,15 +960,13 @@ fn a_connect_past_connect_timeout_is_abandoned_and_counts_as_a_failure() {
     t.timeout();
     assert_eq!(
         t.actions(),
-        vec![Close {
-            conn: c(0),
-            reason: CloseReason::ConnectTimeout
-        }]
+        vec![close_absent(c(0), CloseReason::ConnectTimeout)]
     );
     assert_eq!(t.pool.stats().connects_failed, 1);
+    // The connection that arrives late comes back, for the embedder to close.
     assert_eq!(
-        t.pool.connect_finished(t.now, c(0), Ok(())),
-        Err(InputError::UnexpectedConnection(c(0)))
+        refused(t.pool.connect_finished(t.now, c(0), Ok(c(0)))),
+        (InputError::UnexpectedConnection(c(0)), Some(c(0)))
     );
     let retry = t.pool.poll_timeout().unwrap();
     t.now = retry;
@@ -898,7 +1002,7 @@ fn detach_frees_capacity_and_cancel_leaves_the_queue() {
     let g = t.ready();
     let waiter = t.queued(1000);
     let other = t.queued(1000);
-    t.pool.cancel(t.now, waiter).unwrap();
+    assert_eq!(t.pool.cancel(t.now, waiter), Ok(waiter));
     t.pool.detach(t.now, g.lease).unwrap();
     assert_eq!(t.actions(), vec![Open { conn: c(1) }]);
     assert_eq!(t.pool.stats().detached, 1);
@@ -912,7 +1016,7 @@ fn try_acquire_never_queues_or_opens_and_respects_waiters() {
     assert_eq!(t.pool.try_acquire(t.now), None);
     assert_eq!(t.actions(), vec![]);
     t.warm(1);
-    let g = t.pool.try_acquire(t.now).unwrap();
+    let g = t.try_ready().unwrap();
     assert_eq!(t.pool.try_acquire(t.now), None);
     let waiter = t.queued(1000);
     t.release(g.lease, Verdict::Reusable);
@@ -937,7 +1041,9 @@ fn time_never_goes_backwards() {
 fn an_acquire_with_a_past_deadline_is_rejected_not_queued() {
     let mut t = T::new(bare(1));
     t.to(10);
-    let r = t.pool.acquire(t.now, at(10));
+    let r = t
+        .pool
+        .acquire(t.now, at(10), |_| panic!("rejected: no token"));
     assert!(matches!(r, Err(Rejection::Timeout(_))), "{r:?}");
     assert_eq!(t.pool.status().waiters, 0);
     assert_eq!(t.actions(), vec![]);
@@ -945,7 +1051,7 @@ fn an_acquire_with_a_past_deadline_is_rejected_not_queued() {
 
 #[test]
 fn new_rejects_invalid_config_with_the_field_name() {
-    let err = Pool::new(
+    let err = P::new(
         Config {
             max_size: 0,
             ..Config::default()
@@ -959,7 +1065,7 @@ fn new_rejects_invalid_config_with_the_field_name() {
         max_size: 3,
         ..Config::default()
     };
-    let pool = Pool::new(config.clone(), Instant::ZERO, 0).unwrap();
+    let pool = P::new(config.clone(), Instant::ZERO, 0).unwrap();
     assert_eq!(pool.config(), &config);
 }
 
@@ -967,7 +1073,7 @@ fn new_rejects_invalid_config_with_the_field_name() {
 /// pool one rule at a time and expect each to be reported.
 #[test]
 fn check_invariants_reports_each_kind_of_corruption() {
-    fn healthy() -> (Pool, LeaseId) {
+    fn healthy() -> (P, LeaseId) {
         let mut t = T::new(bare(4));
         t.warm(2);
         let a = t.ready();
@@ -978,7 +1084,7 @@ fn check_invariants_reports_each_kind_of_corruption() {
         assert_eq!((s.leased, s.opening, s.waiters, s.idle), (2, 1, 1, 0));
         (t.pool, a.lease)
     }
-    type Corruption = (&'static str, fn(&mut Pool, LeaseId));
+    type Corruption = (&'static str, fn(&mut P, LeaseId));
     let corruptions: Vec<Corruption> = vec![
         ("leased counter", |p, _| p.conns.leased += 1),
         ("opening counter", |p, _| p.conns.opening -= 1),
@@ -993,12 +1099,7 @@ fn check_invariants_reports_each_kind_of_corruption() {
         ("max_connecting", |p, _| p.config.max_connecting = 0),
         ("max_waiters", |p, _| p.config.max_waiters = 0),
         ("barging", |p, lease| {
-            p.conns.set(
-                lease.conn(),
-                State::Idle {
-                    since: Instant::ZERO,
-                },
-            )
+            p.conns.set_idle(lease.conn(), Instant::ZERO, lease.conn())
         }),
         ("draining with waiters", |p, _| {
             p.phase = Phase::Draining {
@@ -1025,10 +1126,10 @@ fn stats_count_every_outcome() {
         ..bare(1)
     });
     t.warm(1); // 1 acquire queued, 1 connect, 1 grant
-    let g = t.pool.try_acquire(t.now).unwrap(); // try: 1 acquire, 1 grant
+    let g = t.try_ready().unwrap(); // try: 1 acquire, 1 grant
     let w = t.queued(50);
     assert!(matches!(
-        t.pool.acquire(t.now, at(50)),
+        t.pool.acquire(t.now, at(50), |w| w),
         Err(Rejection::QueueFull { .. })
     ));
     t.pool.cancel(t.now, w).unwrap();
@@ -1038,7 +1139,7 @@ fn stats_count_every_outcome() {
     t.to(100);
     t.timeout(); // the lease is suspected of leaking
     t.release(g.lease, Verdict::NeedsReset);
-    t.pool.reset_finished(t.now, c(0), true).unwrap();
+    t.pool.reset_finished(t.now, c(0), c(0), true).unwrap();
     let g = t.ready();
     t.pool.detach(t.now, g.lease).unwrap();
     t.queued(1000);
@@ -1050,7 +1151,7 @@ fn stats_count_every_outcome() {
         .connect_finished(t.now, *conn, Err(ConnectError::fatal("bad password")))
         .unwrap();
     t.pool.close(t.now, t.now).unwrap();
-    assert!(t.pool.acquire(t.now, at(5000)).is_err());
+    assert!(t.pool.acquire(t.now, at(5000), |w| w).is_err());
     let s = t.pool.stats();
     let counted = (
         s.acquires,
@@ -1070,4 +1171,344 @@ fn stats_count_every_outcome() {
         (3, 3, 1)
     );
     t.pool.check_invariants().unwrap();
+}
+
+// ---- the judge: an idle connection known dead is never lent ----------------------------
+
+/// The acquire fast path asks the judge about the connection next in line; a dead one
+/// sends the caller to the queue, where dispatch closes it (`CheckFailed`) and hands the
+/// next idle connection to the waiter, in the same input.
+#[test]
+fn a_dead_idle_connection_is_closed_and_the_waiter_gets_the_next_idle_one() {
+    let mut t = T::new(bare(2));
+    assert_eq!(t.warm(2), vec![c(0), c(1)]);
+    let asked = t.judge(&[c(1)]);
+    t.to(7);
+    // LIFO: c(1) is next in line, and dead.
+    assert_eq!(t.queued(1000), w(2));
+    assert_eq!(
+        t.actions(),
+        vec![
+            close(c(1), CloseReason::CheckFailed),
+            grant(w(2), LeaseId { conn: c(0), seq: 2 }, ms(0)),
+        ]
+    );
+    // Asked about c(1) on the fast path and again in dispatch; never about a connection
+    // that was not next in line.
+    let asked = asked.lock().unwrap().clone();
+    assert_eq!(asked.last(), Some(&c(0)), "{asked:?}");
+    assert!(
+        asked[..asked.len() - 1].iter().all(|x| *x == c(1)),
+        "{asked:?}"
+    );
+    let s = t.pool.stats();
+    assert_eq!(s.closes(CloseReason::CheckFailed), 1, "counted once");
+    assert_eq!((s.checks_started, s.acquires, s.grants), (0, 3, 3));
+    let st = t.pool.status();
+    assert_eq!((st.total, st.idle, st.leased, st.waiters), (1, 0, 1, 0));
+}
+
+/// When every idle connection is dead, each is closed and opens replace them; the
+/// waiter at the front keeps its place: the first connection to arrive is its, even if
+/// it was opened for a later waiter.
+#[test]
+fn dead_idle_connections_are_closed_and_the_front_waiter_keeps_its_place_for_new_opens() {
+    let mut t = T::new(bare(2));
+    t.warm(2);
+    t.judge(&[c(0), c(1)]);
+    t.to(5);
+    let first = t.queued(1000);
+    assert_eq!(
+        t.actions(),
+        vec![
+            close(c(1), CloseReason::CheckFailed),
+            close(c(0), CloseReason::CheckFailed),
+            Open { conn: c(2) },
+        ]
+    );
+    let second = t.queued(1000);
+    assert_eq!(t.actions(), vec![Open { conn: c(3) }]);
+    t.to(8);
+    t.connect_ok(c(3));
+    assert_eq!(
+        t.actions(),
+        vec![grant(first, LeaseId { conn: c(3), seq: 2 }, ms(3))]
+    );
+    t.connect_ok(c(2));
+    assert_eq!(
+        t.actions(),
+        vec![grant(second, LeaseId { conn: c(2), seq: 3 }, ms(3))]
+    );
+    let s = t.pool.stats();
+    assert_eq!(s.closes(CloseReason::CheckFailed), 2);
+    assert_eq!((s.checks_started, s.acquires, s.grants), (0, 4, 4));
+}
+
+/// `try_acquire` never queues, so it cannot reach dispatch: with the connection next in
+/// line dead it answers "would wait", closes nothing and leaves the dead connection idle
+/// (even when a live one is idle behind it). The next acquire that queues closes it.
+#[test]
+fn try_acquire_with_a_dead_idle_connection_returns_none_and_closes_nothing() {
+    let mut t = T::new(bare(2));
+    t.warm(2);
+    let asked = t.judge(&[c(1)]);
+    let before = (t.pool.status(), t.pool.stats().clone());
+    assert_eq!(t.pool.try_acquire(t.now), None);
+    assert_eq!(t.actions(), vec![]);
+    assert_eq!((t.pool.status(), t.pool.stats().clone()), before);
+    assert_eq!(
+        *asked.lock().unwrap(),
+        vec![c(1)],
+        "only the one next in line"
+    );
+    let waiter = t.queued(1000);
+    assert_eq!(
+        t.actions(),
+        vec![
+            close(c(1), CloseReason::CheckFailed),
+            grant(waiter, LeaseId { conn: c(0), seq: 2 }, ms(0)),
+        ]
+    );
+}
+
+/// The judge speaks for idle connections that are about to be lent as they are, and for
+/// nothing else: a stale one is health-checked instead, an expired one closed for its
+/// lifetime, and a connection that reaches a waiter straight from a release, a check or
+/// a connect is lent on its own evidence.
+#[test]
+fn the_judge_is_asked_only_about_fresh_idle_connections() {
+    // Stale: checked, not judged; the check's answer stands.
+    let mut t = T::new(Config {
+        check_after_idle: Some(ms(500)),
+        ..bare(1)
+    });
+    t.warm(1);
+    let asked = t.judge(&[c(0)]);
+    t.to(1000);
+    let waiter = t.queued(1000);
+    assert_eq!(t.actions(), vec![check(c(0))]);
+    t.pool.check_finished(t.now, c(0), c(0), true).unwrap();
+    assert_eq!(
+        t.actions(),
+        vec![grant(waiter, LeaseId { conn: c(0), seq: 1 }, ms(0))]
+    );
+    assert_eq!(*asked.lock().unwrap(), vec![]);
+
+    // Returned straight to a waiter: the borrower's verdict stands.
+    let mut t = T::new(bare(1));
+    t.warm(1);
+    let g = t.ready();
+    let asked = t.judge(&[c(0)]);
+    let waiter = t.queued(1000);
+    t.release(g.lease, Verdict::Reusable);
+    assert_eq!(
+        t.actions(),
+        vec![grant(waiter, LeaseId { conn: c(0), seq: 2 }, ms(0))]
+    );
+    assert_eq!(*asked.lock().unwrap(), vec![]);
+
+    // Expired: closed for its lifetime, not as dead.
+    let mut t = T::new(Config {
+        max_lifetime: Some(ms(100)),
+        lifetime_jitter_permille: 0,
+        ..bare(1)
+    });
+    t.warm(1);
+    let asked = t.judge(&[c(0)]);
+    t.to(100);
+    t.queued(1000);
+    assert_eq!(
+        t.actions(),
+        vec![close(c(0), CloseReason::MaxLifetime), Open { conn: c(1) }]
+    );
+    assert_eq!(*asked.lock().unwrap(), vec![]);
+    assert_eq!(t.pool.stats().closes(CloseReason::CheckFailed), 0);
+}
+
+// ---- tokens, timers ----------------------------------------------------------------------
+
+/// The token closure runs only for a caller that queues, with the waiter's id; the token
+/// comes back exactly once, with the answer or the cancel; `waiter_tokens` lists the
+/// queue in arrival order.
+#[test]
+fn tokens_are_made_only_for_waiters_and_come_back_with_their_answer() {
+    let mut pool: Pool<ConnId, String> = Pool::new(bare(1), at(0), 1).unwrap();
+    let queue = |pool: &mut Pool<ConnId, String>, name: &str, expect: WaiterId| {
+        let r = pool.acquire(at(0), at(1000), |id| {
+            assert_eq!(id, expect, "the token is made with the waiter's id");
+            name.to_string()
+        });
+        assert_eq!(r, Ok(Acquired::Queued(expect)));
+    };
+    let tokens = |pool: &Pool<ConnId, String>| pool.waiter_tokens().cloned().collect::<Vec<_>>();
+    queue(&mut pool, "a", w(0));
+    assert_eq!(pool.poll_action(), Some(Open { conn: c(0) }));
+    queue(&mut pool, "b", w(1));
+    queue(&mut pool, "c", w(2));
+    assert_eq!(pool.poll_action(), None);
+    assert_eq!(tokens(&pool), ["a", "b", "c"]);
+    assert_eq!(pool.cancel(at(0), w(1)), Ok("b".to_string()));
+    assert_eq!(
+        pool.cancel(at(0), w(1)),
+        Err(InputError::UnknownWaiter(w(1)))
+    );
+    assert_eq!(tokens(&pool), ["a", "c"]);
+    pool.connect_finished(at(2), c(0), Ok(c(0))).unwrap();
+    let lease = LeaseId { conn: c(0), seq: 0 };
+    assert_eq!(
+        pool.poll_action(),
+        Some(Action::Grant {
+            waiter: w(0),
+            token: "a".to_string(),
+            grant: Grant {
+                lease,
+                waited: ms(2)
+            },
+            connection: c(0),
+        })
+    );
+    assert_eq!(tokens(&pool), ["c"]);
+    pool.release(at(3), lease, c(0), Verdict::Reusable).unwrap();
+    let lease = LeaseId { conn: c(0), seq: 1 };
+    assert_eq!(
+        pool.poll_action(),
+        Some(Action::Grant {
+            waiter: w(2),
+            token: "c".to_string(),
+            grant: Grant {
+                lease,
+                waited: ms(3)
+            },
+            connection: c(0),
+        })
+    );
+    assert_eq!(pool.poll_action(), None);
+    assert_eq!(tokens(&pool), Vec::<String>::new());
+    // Served at once: no token is made.
+    pool.release(at(4), lease, c(0), Verdict::Reusable).unwrap();
+    let r = pool.acquire(at(4), at(1000), |_| {
+        panic!("made a token for a ready acquire")
+    });
+    let Ok(Acquired::Ready(g, conn)) = r else {
+        panic!("{r:?}")
+    };
+    assert_eq!((g.lease, conn), (LeaseId { conn: c(0), seq: 2 }, c(0)));
+    // A close rejects the queue, each waiter with its token.
+    queue(&mut pool, "d", w(3));
+    pool.close(at(5), at(100)).unwrap();
+    assert_eq!(
+        pool.poll_action(),
+        Some(Reject {
+            waiter: w(3),
+            token: "d".to_string(),
+            rejection: Rejection::Closed
+        })
+    );
+    assert_eq!(pool.poll_action(), None);
+}
+
+/// `poll_timer` moves the embedder's timer only when a deadline is earlier than the one
+/// it was last given, and after `handle_timeout` (the timer fired) names the next one.
+#[test]
+fn poll_timer_moves_the_timer_only_earlier_and_after_it_fired() {
+    let mut t = T::new(Config {
+        connect_timeout: ms(10_000),
+        ..bare(2)
+    });
+    assert_eq!(t.pool.poll_timer(), None, "nothing to time");
+    let first = t.queued(1000);
+    assert_eq!(t.actions(), vec![Open { conn: c(0) }]);
+    assert_eq!(t.pool.poll_timer(), Some(at(1000)), "the first deadline");
+    assert_eq!(t.pool.poll_timer(), None, "nothing changed");
+    t.to(100);
+    let early = t.queued(500);
+    assert_eq!(t.actions(), vec![Open { conn: c(1) }]);
+    assert_eq!(t.pool.poll_timer(), Some(at(600)), "an earlier deadline");
+    t.queued(2000);
+    t.actions();
+    assert_eq!(
+        t.pool.poll_timer(),
+        None,
+        "a later deadline: the timer stays"
+    );
+    // A deadline that goes away leaves the timer early, which is harmless.
+    assert_eq!(t.pool.cancel(t.now, early), Ok(early));
+    assert_eq!(t.pool.poll_timer(), None);
+    assert_eq!(t.pool.poll_timeout(), Some(at(1000)));
+    t.to(600);
+    t.timeout();
+    assert_eq!(t.actions(), vec![]);
+    assert_eq!(
+        t.pool.poll_timer(),
+        Some(at(1000)),
+        "fired: the next deadline"
+    );
+    t.to(700);
+    t.connect_ok(c(0));
+    grant_of(&t.actions(), first);
+    // The earliest deadline now is the third waiter's (2100), later than the timer.
+    assert_eq!(t.pool.poll_timeout(), Some(at(2100)));
+    assert_eq!(t.pool.poll_timer(), None);
+}
+
+/// `next_timeout` names what the earliest deadline is for, and agrees with
+/// `poll_timeout`.
+#[test]
+fn next_timeout_names_what_the_deadline_is_for() {
+    let mut t = T::new(Config {
+        min_idle: 1,
+        connect_timeout: ms(300),
+        check_timeout: ms(50),
+        idle_timeout: Some(ms(5_000)),
+        max_lifetime: Some(ms(10_000)),
+        lifetime_jitter_permille: 0,
+        leak_threshold: Some(ms(2_000)),
+        ..bare(3)
+    });
+    let next = |t: &mut T| {
+        let next = t.pool.next_timeout();
+        assert_eq!(next.map(|(at, _)| at), t.pool.poll_timeout());
+        next
+    };
+    assert_eq!(t.actions(), vec![Open { conn: c(0) }]);
+    assert_eq!(next(&mut t), Some((at(300), Timer::Connect(c(0)))));
+    let a = t.queued(100);
+    assert_eq!(t.actions(), vec![Open { conn: c(1) }]);
+    assert_eq!(next(&mut t), Some((at(100), Timer::Waiter(a))));
+    t.pool.cancel(t.now, a).unwrap();
+    assert_eq!(next(&mut t), Some((at(300), Timer::Connect(c(0)))));
+    t.to(10);
+    t.connect_ok(c(0));
+    assert_eq!(next(&mut t), Some((at(300), Timer::Connect(c(1)))));
+    t.pool
+        .connect_finished(t.now, c(1), Err(ConnectError::transient("refused")))
+        .unwrap();
+    // No open is wanted (min_idle is met): the retry needs no timer.
+    assert_eq!(next(&mut t), Some((at(10_010), Timer::Lifetime(c(0)))));
+    assert_eq!(t.actions(), vec![]);
+    // Leasing it leaves min_idle unmet: an open is wanted, after the backoff.
+    let g = t.ready();
+    let Some((retry, Timer::Backoff)) = next(&mut t) else {
+        panic!("{:?}", t.pool.next_timeout())
+    };
+    assert!(retry > at(10) && retry <= at(20), "{retry:?}");
+    t.now = retry;
+    t.timeout();
+    assert_eq!(t.actions(), vec![Open { conn: c(2) }]);
+    assert_eq!(next(&mut t), Some((retry + ms(300), Timer::Connect(c(2)))));
+    t.connect_ok(c(2));
+    assert_eq!(next(&mut t), Some((at(2_010), Timer::Leak(g.lease))));
+    t.to(30);
+    t.release(g.lease, Verdict::NeedsReset);
+    assert_eq!(t.actions(), vec![reset(c(0))]);
+    assert_eq!(next(&mut t), Some((at(80), Timer::Reset(c(0)))));
+    t.pool.reset_finished(t.now, c(0), c(0), true).unwrap();
+    // Two idle, min_idle one: the one idle longest (c(2), since the retry) times out.
+    assert_eq!(
+        next(&mut t),
+        Some((retry + ms(5_000), Timer::IdleTimeout(c(2))))
+    );
+    t.pool.close(t.now, at(40)).unwrap();
+    t.actions();
+    assert_eq!(next(&mut t), None, "nothing left to drain");
 }
