@@ -697,13 +697,30 @@ impl Model {
         Ret::Queued { waiter: id }
     }
 
-    /// The fast path: the idle connection next in line, if it can be lent as it is (an
-    /// expired, stale or dead one is left for the slow path: queue, then dispatch).
+    /// The fast path: the idle connection next in line, if it can be lent as it is. A
+    /// dead one is closed here and the next looked at; an expired or stale one is left
+    /// for the slow path (queue, then dispatch).
     fn take_fresh_idle(&mut self) -> Option<u64> {
-        let id = self.next_idle()?;
-        if self.expired(id) || self.stale(id) || self.killed.contains(&id) {
+        let mut closed = false;
+        let id = loop {
+            let Some(id) = self.next_idle() else {
+                break None;
+            };
+            if self.expired(id) || self.stale(id) {
+                break None;
+            }
+            if !self.killed.contains(&id) {
+                break Some(id);
+            }
+            self.close_conn(id, CloseReason::CheckFailed, false);
+            closed = true;
+        };
+        let Some(id) = id else {
+            if closed {
+                self.dispatch();
+            }
             return None;
-        }
+        };
         self.take_idle(id);
         self.lend(id);
         self.dispatch();

@@ -26,7 +26,9 @@ impl<C, W> Pool<C, W> {
                 IdleVerdict::Expired => {
                     self.close_conn(id, CloseReason::MaxLifetime, Some(connection))
                 }
-                IdleVerdict::Dead => self.close_conn(id, CloseReason::CheckFailed, Some(connection)),
+                IdleVerdict::Dead => {
+                    self.close_conn(id, CloseReason::CheckFailed, Some(connection))
+                }
                 IdleVerdict::Stale => self.start_check(id, connection),
                 IdleVerdict::Fresh => self.make_available(id, connection),
             }
@@ -78,18 +80,33 @@ impl<C, W> Pool<C, W> {
         });
     }
 
-    /// The acquire fast path: the next idle connection, if it can be lent as is.
+    /// The acquire fast path: the next idle connection, if it can be lent as is. One the
+    /// judge knows is dead needs no I/O to deal with: it is closed here and the next one
+    /// looked at. Anything else that is not fresh takes the slow path (a queued waiter
+    /// and dispatch), which checks or closes it.
     pub(super) fn take_fresh_idle(&mut self) -> Option<(Grant, C)> {
         let order = self.config.idle_order;
-        let (now, check_after_idle) = (self.now, self.config.check_after_idle);
-        let id = self.conns.peek_idle(order)?;
-        let verdict = IdleVerdict::of(self.conns.get(id)?, now, check_after_idle);
-        // Anything but a fresh, live connection takes the slow path (a queued waiter and
-        // dispatch), which checks or closes it.
-        if verdict != IdleVerdict::Fresh {
-            return None;
-        }
-        if !judge_alive(&mut self.judge, self.conns.peek_idle_mut(order)?) {
+        let mut closed = false;
+        let alive = loop {
+            let Some(id) = self.conns.peek_idle(order) else {
+                break false;
+            };
+            let conn = self.conns.get(id)?;
+            if IdleVerdict::of(conn, self.now, self.config.check_after_idle) != IdleVerdict::Fresh {
+                break false;
+            }
+            if judge_alive(&mut self.judge, self.conns.peek_idle_mut(order)?) {
+                break true;
+            }
+            let (id, connection) = self.conns.pop_idle(order)?;
+            self.close_conn(id, CloseReason::CheckFailed, Some(connection));
+            closed = true;
+        };
+        if !alive {
+            if closed {
+                // What was closed may be wanted back (min_idle).
+                self.dispatch();
+            }
             return None;
         }
         let (id, connection) = self.conns.pop_idle(order)?;

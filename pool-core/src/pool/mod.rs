@@ -265,7 +265,10 @@ impl<C, W> Pool<C, W> {
             self.conns.set(id, State::Resetting { deadline });
             self.alarm.note(deadline);
             self.stats.resets_started += 1;
-            self.actions.push_back(Action::Reset { conn: id, connection });
+            self.actions.push_back(Action::Reset {
+                conn: id,
+                connection,
+            });
         } else {
             self.make_available(id, connection);
         }

@@ -1184,23 +1184,12 @@ fn a_dead_idle_connection_is_closed_and_the_waiter_gets_the_next_idle_one() {
     assert_eq!(t.warm(2), vec![c(0), c(1)]);
     let asked = t.judge(&[c(1)]);
     t.to(7);
-    // LIFO: c(1) is next in line, and dead.
-    assert_eq!(t.queued(1000), w(2));
-    assert_eq!(
-        t.actions(),
-        vec![
-            close(c(1), CloseReason::CheckFailed),
-            grant(w(2), LeaseId { conn: c(0), seq: 2 }, ms(0)),
-        ]
-    );
-    // Asked about c(1) on the fast path and again in dispatch; never about a connection
-    // that was not next in line.
-    let asked = asked.lock().unwrap().clone();
-    assert_eq!(asked.last(), Some(&c(0)), "{asked:?}");
-    assert!(
-        asked[..asked.len() - 1].iter().all(|x| *x == c(1)),
-        "{asked:?}"
-    );
+    // LIFO: c(1) is next in line, and dead: the fast path closes it (no I/O needed) and
+    // lends the next one at once.
+    assert_eq!(t.ready().lease, LeaseId { conn: c(0), seq: 2 });
+    assert_eq!(t.actions(), vec![close(c(1), CloseReason::CheckFailed)]);
+    // Each connection judged once, in line order.
+    assert_eq!(*asked.lock().unwrap(), vec![c(1), c(0)]);
     let s = t.pool.stats();
     assert_eq!(s.closes(CloseReason::CheckFailed), 1, "counted once");
     assert_eq!((s.checks_started, s.acquires, s.grants), (0, 3, 3));
@@ -1244,31 +1233,23 @@ fn dead_idle_connections_are_closed_and_the_front_waiter_keeps_its_place_for_new
     assert_eq!((s.checks_started, s.acquires, s.grants), (0, 4, 4));
 }
 
-/// `try_acquire` never queues, so it cannot reach dispatch: with the connection next in
-/// line dead it answers "would wait", closes nothing and leaves the dead connection idle
-/// (even when a live one is idle behind it). The next acquire that queues closes it.
+/// `try_acquire` closes a dead idle connection (no I/O needed) and lends the live one
+/// behind it; with only dead ones idle it closes them and answers "would wait".
 #[test]
-fn try_acquire_with_a_dead_idle_connection_returns_none_and_closes_nothing() {
+fn try_acquire_closes_dead_idle_connections_and_lends_a_live_one() {
     let mut t = T::new(bare(2));
     t.warm(2);
     let asked = t.judge(&[c(1)]);
-    let before = (t.pool.status(), t.pool.stats().clone());
+    let g = t.try_ready().expect("c(0) is alive");
+    assert_eq!(g.lease, LeaseId { conn: c(0), seq: 2 });
+    assert_eq!(t.actions(), vec![close(c(1), CloseReason::CheckFailed)]);
+    assert_eq!(*asked.lock().unwrap(), vec![c(1), c(0)]);
+    t.release(g.lease, Verdict::Reusable);
+    t.judge(&[c(0)]);
     assert_eq!(t.pool.try_acquire(t.now), None);
-    assert_eq!(t.actions(), vec![]);
-    assert_eq!((t.pool.status(), t.pool.stats().clone()), before);
-    assert_eq!(
-        *asked.lock().unwrap(),
-        vec![c(1)],
-        "only the one next in line"
-    );
-    let waiter = t.queued(1000);
-    assert_eq!(
-        t.actions(),
-        vec![
-            close(c(1), CloseReason::CheckFailed),
-            grant(waiter, LeaseId { conn: c(0), seq: 2 }, ms(0)),
-        ]
-    );
+    assert_eq!(t.actions(), vec![close(c(0), CloseReason::CheckFailed)]);
+    let st = t.pool.status();
+    assert_eq!((st.total, st.idle, st.leased), (0, 0, 0));
 }
 
 /// The judge speaks for idle connections that are about to be lent as they are, and for

@@ -71,7 +71,10 @@ impl Alarm {
 }
 
 /// A connection's own next deadline, if it has one.
-fn conn_deadline_at(conn: &super::conns::Conn, leak_threshold: Option<Duration>) -> Option<Instant> {
+fn conn_deadline_at(
+    conn: &super::conns::Conn,
+    leak_threshold: Option<Duration>,
+) -> Option<Instant> {
     match conn.state {
         State::Opening { deadline, .. }
         | State::Checking { deadline }
@@ -207,10 +210,7 @@ impl<C, W> Pool<C, W> {
                         .push_back(Action::LeakSuspected { lease, held });
                 }
             }
-            Timer::Waiter(_)
-            | Timer::IdleTimeout(_)
-            | Timer::Backoff
-            | Timer::Drain => {}
+            Timer::Waiter(_) | Timer::IdleTimeout(_) | Timer::Backoff | Timer::Drain => {}
         }
     }
 

@@ -32,13 +32,13 @@ use crate::pool::Pool;
 use crate::status::{Stats, Status};
 use crate::time::Instant;
 
+use crate::id_map::IdMap;
 pub use acquire::{Acquire, Close};
 use cell::{Answer, Cell, Spares};
-use crate::id_map::IdMap;
 pub use lease::Lease;
 use list::InlineList;
-pub use runtime::{Opening, Runtime, Upkeep, Work};
 use runtime::UpkeepKind;
+pub use runtime::{Opening, Runtime, Upkeep, Work};
 use sync::{lock, Arc, Mutex};
 
 /// A pool of `C` shared between threads and tasks. Cheap to clone.

@@ -185,8 +185,9 @@ fn a_cell_is_reused_only_after_its_waiter_let_go() {
     // `a` and `b` have let go of their cells: `c` queues in a reused one and is answered.
     let made = lock(&pool.shared.state).spares.made;
     assert_eq!(
-        made, 3,
-        "one cell each for the first acquire, a and b: a's was still held when b queued"
+        made, 2,
+        "a reuses the cell of lend_one's cancelled acquire; b needs a new one: a's was still \
+         held when b queued"
     );
     let mut c = pool.acquire();
     assert!(poll(&mut c, &fc).is_pending());
@@ -597,8 +598,6 @@ fn a_connection_judged_dead_at_checkout_is_closed_and_the_waiter_gets_the_next()
     drop(la);
     drop(lb); // LIFO: `cb` is lent next
     rt.kill(cb);
-    let lease = pool.try_acquire().map(|l| *l);
-    assert_eq!(lease, None, "try_acquire never lends a dead connection");
     let f = flag();
     let mut c = pool.acquire();
     let Poll::Ready(Ok(lease)) = poll(&mut c, &f) else {
@@ -618,7 +617,10 @@ fn a_connection_judged_dead_at_checkout_is_closed_and_the_waiter_gets_the_next()
         "{work:?}"
     );
     let stats = pool.stats();
-    assert_eq!(stats.grants, 3, "the refused connection is not counted as a grant");
+    assert_eq!(
+        stats.grants, 3,
+        "the refused connection is not counted as a grant"
+    );
     pool.check_invariants().unwrap();
 }
 
@@ -631,7 +633,13 @@ fn a_returned_connection_is_judged_by_the_runtime_unless_the_borrower_said() {
     drop(lease);
     let work = rt.take();
     assert!(
-        matches!(work[..], [Work::Close { reason: CloseReason::Broken, .. }]),
+        matches!(
+            work[..],
+            [Work::Close {
+                reason: CloseReason::Broken,
+                ..
+            }]
+        ),
         "{work:?}"
     );
     rt.0.dead.lock().unwrap().clear();
@@ -658,8 +666,13 @@ fn work_dropped_unanswered_reports_a_failure_and_loses_nothing() {
     drop(rt.take_one()); // the open's task died
     assert_eq!(pool.stats().connects_failed, 1);
     assert_eq!(pool.status().total, 0);
-    assert_eq!(pool.status().waiters, 1, "a transient failure keeps the waiter");
+    assert_eq!(
+        pool.status().waiters,
+        1,
+        "a transient failure keeps the waiter"
+    );
     drop(a);
+    rt.advance(Duration::from_secs(1)); // past the connect retry's backoff
 
     let lease = lend_one(&pool, &rt);
     drop(lease);

@@ -71,7 +71,10 @@ impl Sim {
     /// never answers (the pool's check timeout must catch it).
     pub(super) fn check_or_reset(&mut self, h: usize, conn: ConnId, reset: bool) {
         let Some(&b) = self.hosts[h].conns.get(&conn) else {
-            self.fail(format!("{} for {conn}, which is not open", if reset { "Reset" } else { "Check" }));
+            self.fail(format!(
+                "{} for {conn}, which is not open",
+                if reset { "Reset" } else { "Check" }
+            ));
             return;
         };
         let rtt = ns(self.db.spec.rtt);

@@ -123,11 +123,11 @@ impl Sim {
         // The deadline counts from the request's start at the pool.
         let deadline = self.now + ns(self.acquire_timeout(self.reqs[req].probe));
         self.reqs[req].deadline = deadline;
-        let r = self.hosts[h]
-            .pool
-            .acquire(Instant::from_nanos(self.now), Instant::from_nanos(deadline), |_| {
-                req
-            });
+        let r = self.hosts[h].pool.acquire(
+            Instant::from_nanos(self.now),
+            Instant::from_nanos(deadline),
+            |_| req,
+        );
         let mut ready = None;
         let mut rejected = None;
         match r {
