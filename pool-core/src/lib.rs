@@ -10,6 +10,7 @@
 //! adapter runs in production. See `docs/architecture.md`.
 
 mod action;
+mod close_reason;
 mod config;
 mod id;
 mod input;
@@ -19,7 +20,8 @@ pub mod shell;
 mod status;
 mod time;
 
-pub use action::{Action, CloseReason, Grant, Rejection, TimeoutReport};
+pub use action::{Action, Grant, Rejection, TimeoutReport};
+pub use close_reason::CloseReason;
 pub use config::{Config, ConfigError, IdleOrder, MAX_SIZE_LIMIT};
 pub use id::{ConnId, LeaseId, WaiterId};
 pub use input::{ConnectError, ErrorClass, InputError, Verdict};

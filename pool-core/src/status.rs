@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::action::CloseReason;
+use crate::close_reason::CloseReason;
 
 /// The pool's counts at one instant.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
