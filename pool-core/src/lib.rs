@@ -12,6 +12,8 @@
 mod action;
 mod close_reason;
 mod config;
+#[cfg(feature = "arbitrary")]
+pub mod fuzz;
 mod id;
 mod input;
 mod pool;
@@ -22,7 +24,7 @@ mod time;
 
 pub use action::{Action, Grant, Rejection, TimeoutReport};
 pub use close_reason::CloseReason;
-pub use config::{Config, ConfigError, IdleOrder, MAX_SIZE_LIMIT};
+pub use config::{Config, ConfigError, ConfigOverrides, IdleOrder, MAX_SIZE_LIMIT};
 pub use id::{ConnId, LeaseId, WaiterId};
 pub use input::{ConnectError, ErrorClass, InputError, Verdict};
 pub use pool::{Acquired, InvariantViolation, Pool};
