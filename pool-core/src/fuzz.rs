@@ -60,7 +60,11 @@ impl Field for Duration {
 
 impl Field for Option<Duration> {
     fn draw(u: &mut Unstructured<'_>) -> Result<Self> {
-        Ok(if u.arbitrary()? { Some(duration(u)?) } else { None })
+        Ok(if u.arbitrary()? {
+            Some(duration(u)?)
+        } else {
+            None
+        })
     }
 }
 
