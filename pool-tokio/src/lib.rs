@@ -35,10 +35,11 @@ mod runtime;
 pub use builder::Builder;
 pub use error::{BuildError, PoolError};
 pub use manager::Manager;
-pub use metrics::{HistogramSnapshot, Metrics};
+pub use metrics::Metrics;
 pub use pool::{Pool, PooledConnection};
 pub use pool_core::{
-    Config, ConfigError, ConfigOverrides, ConnectError, ErrorClass, IdleOrder, Status, Verdict,
+    CloseReason, Config, ConfigError, ConfigOverrides, ConnectError, ErrorClass, Histogram,
+    IdleOrder, Stats, Status, Verdict,
 };
 pub use runtime::LeakReport;
 
