@@ -3,6 +3,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use IdleOrder::Lifo;
+
 /// Which idle connection a checkout takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
@@ -25,8 +27,12 @@ pub enum IdleOrder {
 ///
 /// so other crates can generate their own views of the options (the tokio adapter's
 /// builder setters, say) with the same docs. `Duration` and `IdleOrder` must be in scope
-/// where the callback expands. In this crate it generates [`Config`], its `Default`,
-/// [`Config::FIELDS`] and [`ConfigOverrides`].
+/// where the callback expands; a callback that evaluates the defaults also needs this
+/// module's `secs`, `millis` and `IdleOrder::Lifo` (the defaults are written with them,
+/// not `Duration::from_secs`: paths written in a macro's body stringify as
+/// `Duration :: from_secs`). Other crates read the values from `Config::default()`. In
+/// this crate the list generates [`Config`], its `Default`, [`Config::FIELDS`] and
+/// [`ConfigOverrides`].
 ///
 /// ```
 /// macro_rules! names {
@@ -63,45 +69,45 @@ macro_rules! config_fields {
             /// Default total time an acquire may wait, covering any connect it waits on.
             /// Used by the shell and adapters to turn "now" into a deadline. The default is
             /// every peer's.
-            acquire_timeout: Duration = Duration::from_secs(30),
+            acquire_timeout: Duration = secs(30),
             /// Longest a connect may take before it is abandoned and counted as a transient
             /// failure. Loopback takes milliseconds, a cold serverless database a few
             /// seconds.
-            connect_timeout: Duration = Duration::from_secs(10),
+            connect_timeout: Duration = secs(10),
             /// Longest a health check or a reset may take before the connection is closed.
             /// The default is HikariCP's `validationTimeout`.
-            check_timeout: Duration = Duration::from_secs(5),
+            check_timeout: Duration = secs(5),
             /// Check a connection on checkout only if it sat idle longer than this; `None`
             /// never checks. The default is HikariCP's bypass window: a connection used
             /// moments ago is almost surely alive, and checking it would cost a round trip
             /// per checkout.
-            check_after_idle: Option<Duration> = Some(Duration::from_millis(500)),
+            check_after_idle: Option<Duration> = Some(millis(500)),
             /// Close connections idle this long, down to `min_idle`; `None` keeps them. The
             /// default is HikariCP's.
-            idle_timeout: Option<Duration> = Some(Duration::from_secs(600)),
+            idle_timeout: Option<Duration> = Some(secs(600)),
             /// Close connections this old (when idle, or when returned); `None` keeps them.
             /// The default is HikariCP's: below typical server, proxy and NAT limits, and it
             /// lets the pool pick up DNS and failover changes.
-            max_lifetime: Option<Duration> = Some(Duration::from_secs(1800)),
+            max_lifetime: Option<Duration> = Some(secs(1800)),
             /// Each connection's lifetime is shortened by a random part of this fraction, in
             /// per-mille, so connections opened together do not expire together. The
             /// default is HikariCP's variance, 2.5 %.
             lifetime_jitter_permille: u16 = 25,
             /// Report a lease held longer than this as a suspected leak; `None` disables it.
             /// A pooled connection held for minutes is almost always a bug.
-            leak_threshold: Option<Duration> = Some(Duration::from_secs(300)),
+            leak_threshold: Option<Duration> = Some(secs(300)),
             /// First retry delay after a failed connect; it doubles per consecutive failure,
             /// with jitter. The default is HikariCP's and sqlx's: a restart is often over in
             /// a second.
-            backoff_base: Duration = Duration::from_millis(10),
+            backoff_base: Duration = millis(10),
             /// Cap on the retry delay. The default is below HikariCP's 5 s: a refused
             /// connect costs a restarting server almost nothing, while every second of
             /// backoff after it is back is a second of outage (`pool-sim run db-restart`: a
             /// 5 s cap adds ~4 s). With `max_connecting` 2, a pool still makes at most a few
             /// attempts per second.
-            backoff_max: Duration = Duration::from_secs(1),
+            backoff_max: Duration = secs(1),
             /// Idle connections handed out most- or least-recently-used first.
-            idle_order: IdleOrder = IdleOrder::Lifo,
+            idle_order: IdleOrder = Lifo,
         }
     };
 }
@@ -124,6 +130,15 @@ macro_rules! __config_fields_with_defaults {
             )*
         }
     };
+}
+
+/// The names the defaults in [`config_fields!`] are written with.
+const fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+const fn millis(n: u64) -> Duration {
+    Duration::from_millis(n)
 }
 
 macro_rules! define_config {
