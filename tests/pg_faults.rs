@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use pg_common::*;
 use pg_harness::{Backends, FaultProxy, PgCluster, PgOptions};
+use pool_tokio::CloseReason;
 
 /// `pg_ctl restart -m fast` while 50 tasks run queries. Every task is bounded; after the
 /// server is back, every task's queries succeed again within a few seconds, no task
@@ -72,7 +73,7 @@ async fn full_restart_under_load_recovers_every_task() {
         .collect();
 
     wait_until(&pool, Duration::from_secs(30), "warm-up", |p| {
-        p.metrics().grants >= 200
+        p.metrics().stats.grants >= 200
     })
     .await;
     let restart_began = Instant::now();
@@ -123,7 +124,8 @@ async fn full_restart_under_load_recovers_every_task() {
         .expect("invariants after the restart");
     let m = pool.metrics();
     assert!(
-        failures_during > 0 || m.closes["check_failed"] + m.closes["broken"] > 0,
+        failures_during > 0
+            || m.stats.closes(CloseReason::CheckFailed) + m.stats.closes(CloseReason::Broken) > 0,
         "the restart went unnoticed; did it happen? {m:?}"
     );
     assert!(
@@ -193,19 +195,19 @@ async fn fewer_server_slots_than_max_size_no_connect_storm() {
     assert!(served >= 20, "requests were served: {served}");
     assert!(peak as usize <= slots, "server saw {peak} backends");
     assert!(
-        m.connects_failed >= 1,
+        m.stats.connects_failed >= 1,
         "the server never refused a connect: the test did not reach its limit: {m:?}"
     );
-    assert!(m.connects_ok >= 2, "{m:?}");
+    assert!(m.stats.connects_ok >= 2, "{m:?}");
     // Backoff from 10 ms doubling to 1 s: a few dozen attempts over the window at most.
     // Without backoff, refused connects (about a millisecond each on loopback) would
     // number in the thousands.
     let secs = elapsed.as_secs_f64().ceil() as u64;
     let bound = 10 + 10 * secs;
     assert!(
-        m.connects_started <= bound,
+        m.stats.connects_started <= bound,
         "connect storm: {} connects in {elapsed:?} (bound {bound}); {m:?}",
-        m.connects_started
+        m.stats.connects_started
     );
     pool.check_invariants().expect("invariants");
 }
@@ -266,10 +268,11 @@ async fn half_open_connection_is_evicted_by_the_check_timeout() {
     );
     let m = pool.metrics();
     assert_eq!(
-        m.closes["check_timeout"], 1,
+        m.stats.closes(CloseReason::CheckTimeout),
+        1,
         "the half-open connection was evicted by its check: {m:?}"
     );
-    assert!(m.checks_started >= 1, "{m:?}");
+    assert!(m.stats.checks_started >= 1, "{m:?}");
     pool.check_invariants().expect("invariants");
 
     proxy.resume();

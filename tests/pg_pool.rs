@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use pg_common::*;
 use pg_harness::Backends;
-use pool_tokio::{LeakReport, PoolError};
+use pool_tokio::{CloseReason, LeakReport, PoolError};
 use tokio_postgres::error::SqlState;
 
 /// Scheduling slack on top of a deadline: generous, the machine may be shared and busy.
@@ -73,9 +73,9 @@ async fn never_more_server_connections_than_max_size() {
     );
     assert!(max_total <= MAX, "status().total reached {max_total}");
     let m = pool.metrics();
-    assert_eq!(m.grants, 1000);
+    assert_eq!(m.stats.grants, 1000);
     assert!(
-        m.connects_started <= MAX as u64,
+        m.stats.connects_started <= MAX as u64,
         "no connection was lost, so no reconnects: {m:?}"
     );
     pool.check_invariants().expect("invariants");
@@ -143,8 +143,11 @@ async fn waiters_are_served_in_arrival_order_and_deadlines_hold() {
     }
     assert_eq!(*order.lock().unwrap(), (0..WAITERS).collect::<Vec<_>>());
     let m = pool.metrics();
-    assert_eq!(m.rejected_timeout, 1);
-    assert_eq!(m.connects_ok, 1, "max_size 1: one connection served all");
+    assert_eq!(m.stats.rejected_timeout, 1);
+    assert_eq!(
+        m.stats.connects_ok, 1,
+        "max_size 1: one connection served all"
+    );
     pool.check_invariants().expect("invariants");
 }
 
@@ -187,7 +190,7 @@ async fn server_down_at_start_fails_by_the_deadline_naming_the_refusal() {
         other => panic!("expected a timeout carrying the connect error, got {other:?}"),
     }
     assert!(text.to_lowercase().contains("refused"), "{text}");
-    assert!(pool.metrics().connects_failed >= 1);
+    assert!(pool.metrics().stats.connects_failed >= 1);
 
     // One caller waits (with a long deadline) while the server is still down; nothing
     // else touches the pool. The pool's own backoff timer must retry the connect once
@@ -307,7 +310,7 @@ async fn terminated_idle_connections_are_replaced() {
     }
     assert_eq!(admin.count(&Backends::app(app)).await.unwrap(), 3);
     let m = pool.metrics();
-    assert_eq!(m.closes["check_failed"], 3, "{m:?}");
+    assert_eq!(m.stats.closes(CloseReason::CheckFailed), 3, "{m:?}");
     drop(clients);
     pool.check_invariants().expect("invariants");
 }
@@ -399,7 +402,7 @@ async fn with_checks_off_a_dead_idle_connection_is_discarded_after_its_error() {
         .unwrap();
     assert_eq!(select(&c, 3).await.expect("a fresh connection"), 3);
     assert_eq!(admin.count(&Backends::app(app)).await.unwrap(), 1);
-    assert_eq!(pool.metrics().connects_ok, 2);
+    assert_eq!(pool.metrics().stats.connects_ok, 2);
     pool.check_invariants().expect("invariants");
 }
 
@@ -439,7 +442,11 @@ async fn terminated_leased_connection_errors_then_is_discarded() {
     );
     drop(client);
     let m = pool.metrics();
-    assert_eq!(m.closes["broken"], 1, "returned as broken: {m:?}");
+    assert_eq!(
+        m.stats.closes(CloseReason::Broken),
+        1,
+        "returned as broken: {m:?}"
+    );
     assert_eq!(pool.status().total, 0, "{}", pool.status());
 
     let client = pool.get().await.expect("the pool recovers");
@@ -447,7 +454,7 @@ async fn terminated_leased_connection_errors_then_is_discarded() {
     let pid_after = admin.pids(&Backends::app(app)).await.unwrap();
     assert_eq!(pid_after.len(), 1);
     assert_ne!(pid_after, pid_before, "a new backend");
-    assert_eq!(pool.metrics().connects_ok, 2);
+    assert_eq!(pool.metrics().stats.connects_ok, 2);
     pool.check_invariants().expect("invariants");
 }
 
@@ -555,7 +562,10 @@ async fn cancellation_storm_leaks_nothing() {
         .unwrap_or_else(|e| panic!("pg_stat_activity disagrees with {status}: {e}"));
     assert!(peak <= MAX as i64, "server saw {peak} backends");
     let m = pool.metrics();
-    assert!(m.cancelled > 1000, "the storm cancelled waiters: {m:?}");
+    assert!(
+        m.stats.cancelled > 1000,
+        "the storm cancelled waiters: {m:?}"
+    );
     assert!(served > 0, "the load made progress");
     eprintln!("storm: {completed} of {STORM} completed, load served {served}; {m:?}");
 
@@ -604,7 +614,8 @@ async fn a_panicking_borrower_leaves_the_pool_consistent() {
     pool.check_invariants().expect("invariants after a panic");
     let m = pool.metrics();
     assert_eq!(
-        m.closes["broken"], 1,
+        m.stats.closes(CloseReason::Broken),
+        1,
         "a panicking borrower's connection is closed: {m:?}"
     );
     admin
@@ -676,7 +687,7 @@ async fn close_under_load_honours_the_drain_deadline() {
         })
         .collect();
     wait_until(&pool, Duration::from_secs(20), "load running", |p| {
-        p.metrics().grants >= 12 && p.status().waiters > 0
+        p.metrics().stats.grants >= 12 && p.status().waiters > 0
     })
     .await;
 
@@ -742,6 +753,6 @@ async fn leak_report_names_the_source_line() {
     let origin = report.origin.expect("the get() call site");
     assert_eq!(origin.file(), file!());
     assert_eq!(origin.line(), line);
-    assert_eq!(pool.metrics().leaks_suspected, 1);
+    assert_eq!(pool.metrics().stats.leaks_suspected, 1);
     drop(held);
 }

@@ -78,8 +78,8 @@ async fn serverless_instances_share_pgbouncer_in_transaction_mode() {
     }
     for pool in &pools {
         let m = pool.metrics();
-        assert_eq!(m.grants, 80);
-        assert!(m.connects_ok <= 2, "{m:?}");
+        assert_eq!(m.stats.grants, 80);
+        assert!(m.stats.connects_ok <= 2, "{m:?}");
     }
     let servers = cluster
         .admin()

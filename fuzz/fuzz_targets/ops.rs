@@ -33,82 +33,49 @@ use std::time::Duration;
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use pool_core::{
-    Acquired, Action, Config, ConnId, ConnectError, IdleOrder, Instant, LeaseId, Pool, Refused,
-    Verdict, WaiterId,
+    Acquired, Action, Config, ConnId, ConnectError, Instant, LeaseId, Pool, Refused, Verdict,
+    WaiterId,
 };
 
 /// A duration drawn from the scales that matter: nanoseconds (ties and off-by-ones),
-/// milliseconds (ordinary timeouts), seconds, and the extremes (overflow).
-#[derive(Arbitrary, Clone, Copy, Debug)]
-enum Dur {
-    Nanos(u8),
-    Millis(u8),
-    Secs(u16),
-    Huge,
-    Max,
+/// milliseconds (ordinary timeouts), seconds, and the extremes (overflow); the same draw
+/// as the durations in the configuration (`pool_core::fuzz`).
+#[derive(Clone, Copy, Debug)]
+struct Dur(Duration);
+
+impl<'a> Arbitrary<'a> for Dur {
+    fn arbitrary(u: &mut arbitrary::Unstructured<'a>) -> arbitrary::Result<Self> {
+        pool_core::fuzz::duration(u).map(Dur)
+    }
 }
 
 impl Dur {
     fn get(self) -> Duration {
-        match self {
-            Dur::Nanos(n) => Duration::from_nanos(n.into()),
-            Dur::Millis(n) => Duration::from_millis(n.into()),
-            Dur::Secs(n) => Duration::from_secs(n.into()),
-            Dur::Huge => Duration::from_nanos(u64::MAX),
-            Dur::Max => Duration::MAX,
-        }
-    }
-
-    /// For config fields that must not be zero.
-    fn nonzero(self) -> Duration {
-        self.get().max(Duration::from_nanos(1))
+        self.0
     }
 }
 
-#[derive(Arbitrary, Debug)]
-struct FuzzConfig {
-    max_size: u8,
-    min_idle: u8,
-    max_connecting: u8,
-    max_waiters: u8,
-    connect_timeout: Dur,
-    check_timeout: Dur,
-    check_after_idle: Option<Dur>,
-    idle_timeout: Option<Dur>,
-    max_lifetime: Option<Dur>,
-    lifetime_jitter_permille: u16,
-    leak_threshold: Option<Dur>,
-    backoff_base: Dur,
-    backoff_extra: Dur,
-    fifo: bool,
-}
-
-impl FuzzConfig {
-    /// Always a valid configuration: the `config` target covers invalid ones.
-    fn to_core(&self) -> Config {
-        let max_size = 1 + usize::from(self.max_size % 8);
-        let backoff_base = self.backoff_base.nonzero();
-        Config {
-            max_size,
-            min_idle: usize::from(self.min_idle) % (max_size + 1),
-            max_connecting: 1 + usize::from(self.max_connecting % 4),
-            max_waiters: usize::from(self.max_waiters % 12),
-            acquire_timeout: Duration::from_secs(30),
-            connect_timeout: self.connect_timeout.nonzero(),
-            check_timeout: self.check_timeout.nonzero(),
-            check_after_idle: self.check_after_idle.map(Dur::get),
-            idle_timeout: self.idle_timeout.map(Dur::nonzero),
-            max_lifetime: self.max_lifetime.map(Dur::nonzero),
-            lifetime_jitter_permille: self.lifetime_jitter_permille % 501,
-            leak_threshold: self.leak_threshold.map(Dur::nonzero),
-            backoff_base,
-            backoff_max: backoff_base.saturating_add(self.backoff_extra.get()),
-            idle_order: if self.fifo {
-                IdleOrder::Fifo
-            } else {
-                IdleOrder::Lifo
-            },
-        }
+/// Bound an arbitrary configuration to one the harness can use: valid (the `config`
+/// target covers invalid ones) and small, so connections run out and waiters queue.
+fn usable(config: Config) -> Config {
+    let nonzero = |d: Duration| d.max(Duration::from_nanos(1));
+    let max_size = 1 + config.max_size % 8;
+    let backoff_base = nonzero(config.backoff_base);
+    Config {
+        max_size,
+        min_idle: config.min_idle % (max_size + 1),
+        max_connecting: 1 + config.max_connecting % 4,
+        max_waiters: config.max_waiters % 12,
+        acquire_timeout: nonzero(config.acquire_timeout),
+        connect_timeout: nonzero(config.connect_timeout),
+        check_timeout: nonzero(config.check_timeout),
+        idle_timeout: config.idle_timeout.map(nonzero),
+        max_lifetime: config.max_lifetime.map(nonzero),
+        lifetime_jitter_permille: config.lifetime_jitter_permille % 501,
+        leak_threshold: config.leak_threshold.map(nonzero),
+        backoff_base,
+        backoff_max: config.backoff_max.max(backoff_base),
+        ..config
     }
 }
 
@@ -153,7 +120,7 @@ enum Op {
 
 #[derive(Arbitrary, Debug)]
 struct Input {
-    config: FuzzConfig,
+    config: Config,
     start: u32,
     seed: u64,
     ops: Vec<Op>,
@@ -667,7 +634,7 @@ impl Harness {
 }
 
 fuzz_target!(|input: Input| {
-    let config = input.config.to_core();
+    let config = usable(input.config);
     let start = Instant::from_nanos(u64::from(input.start) * 1_000);
     let mut pool: FPool =
         Pool::new(config, start, input.seed).expect("the harness builds valid configs");

@@ -3,8 +3,11 @@
 use std::fmt;
 use std::time::Duration;
 
+use IdleOrder::Lifo;
+
 /// Which idle connection a checkout takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum IdleOrder {
     /// Most recently returned first. The default: a few hot connections serve the load and
     /// the rest stay idle long enough for `idle_timeout` to shrink the pool.
@@ -14,87 +17,184 @@ pub enum IdleOrder {
     Fifo,
 }
 
-/// How the pool behaves. Build with `Config::default()` and change what you need; the pool
-/// validates it when it is built.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Config {
-    /// Most connections the pool holds, in any state but closed. Default 10: HikariCP's
-    /// default, and `cores * 2 + spindles` for a small database server. A pool is a
-    /// throttle on the database, not a booster; see docs/guides/pool-sizing.md.
-    pub max_size: usize,
-    /// Idle connections kept warm in the background (HikariCP's `minimumIdle`). Default 0:
-    /// the pool opens connections on demand and shrinks to nothing when unused, which is
-    /// what a serverless or rarely-used service wants; raise it to hide connect latency.
-    pub min_idle: usize,
-    /// Most connections being opened at once. Default 2: opening is slow (handshake, auth,
-    /// a forked backend), and under a spike a returned connection usually serves a waiter
-    /// long before a new one is ready; HikariCP opens one at a time for this reason.
-    pub max_connecting: usize,
-    /// Most acquires allowed to wait; beyond it an acquire is rejected at once (load
-    /// shedding). Default 10,000: at ten connections and millisecond queries that queue is
-    /// already seconds long, and rejecting fast beats timing out slowly.
-    pub max_waiters: usize,
-    /// Default total time an acquire may wait, covering any connect it waits on. Used by
-    /// the shell and adapters to turn "now" into a deadline. Default 30 s, as every peer.
-    pub acquire_timeout: Duration,
-    /// Longest a connect may take before it is abandoned and counted as a transient
-    /// failure. Default 10 s: loopback takes milliseconds, a cold serverless database a few
-    /// seconds.
-    pub connect_timeout: Duration,
-    /// Longest a health check or a reset may take before the connection is closed.
-    /// Default 5 s (HikariCP's `validationTimeout`).
-    pub check_timeout: Duration,
-    /// Check a connection on checkout only if it sat idle longer than this; `None` never
-    /// checks. Default 500 ms (HikariCP's bypass window): a connection used moments ago is
-    /// almost surely alive, and checking it would cost a round trip per checkout.
-    pub check_after_idle: Option<Duration>,
-    /// Close connections idle this long, down to `min_idle`; `None` keeps them. Default
-    /// 10 min (HikariCP).
-    pub idle_timeout: Option<Duration>,
-    /// Close connections this old (when idle, or when returned); `None` keeps them.
-    /// Default 30 min (HikariCP): below typical server, proxy and NAT limits, and it lets
-    /// the pool pick up DNS and failover changes.
-    pub max_lifetime: Option<Duration>,
-    /// Each connection's lifetime is shortened by a random part of this fraction, in
-    /// per-mille, so connections opened together do not expire together. Default 25 (2.5 %,
-    /// HikariCP's variance).
-    pub lifetime_jitter_permille: u16,
-    /// Report a lease held longer than this as a suspected leak; `None` disables it.
-    /// Default 5 min: a pooled connection held that long is almost always a bug.
-    pub leak_threshold: Option<Duration>,
-    /// First retry delay after a failed connect; it doubles per consecutive failure, with
-    /// jitter. Default 10 ms (HikariCP, sqlx): a restart is often over in a second.
-    pub backoff_base: Duration,
-    /// Cap on the retry delay. Default 1 s, below HikariCP's 5 s: a refused connect costs
-    /// a restarting server almost nothing, while every second of backoff after it is back
-    /// is a second of outage (`pool-sim run db-restart`: a 5 s cap adds ~4 s). With
-    /// `max_connecting` 2, a pool still makes at most a few attempts per second.
-    pub backoff_max: Duration,
-    /// Idle connections handed out most- or least-recently-used first. Default LIFO.
-    pub idle_order: IdleOrder,
+/// The list every description of the options is generated from: each option's name,
+/// type, doc and default, once. It calls `callback!` with the list, each option as
+///
+/// ```text
+/// /// doc lines, ending with a generated "Default: `expr`." line
+/// name: Type = default_expr,
+/// ```
+///
+/// so other crates can generate their own views of the options (the tokio adapter's
+/// builder setters, say) with the same docs. `Duration` and `IdleOrder` must be in scope
+/// where the callback expands; a callback that evaluates the defaults also needs this
+/// module's `secs`, `millis` and `IdleOrder::Lifo` (the defaults are written with them,
+/// not `Duration::from_secs`: paths written in a macro's body stringify as
+/// `Duration :: from_secs`). Other crates read the values from `Config::default()`. In
+/// this crate the list generates [`Config`], its `Default`, [`Config::FIELDS`] and
+/// [`ConfigOverrides`].
+///
+/// ```
+/// macro_rules! names {
+///     ($($(#[doc = $doc:expr])* $name:ident: $ty:ty = $default:expr,)*) => {
+///         [$(stringify!($name)),*]
+///     };
+/// }
+/// assert_eq!(pool_core::config_fields!(names)[0], "max_size");
+/// ```
+#[macro_export]
+macro_rules! config_fields {
+    ($($callback:ident)::+) => {
+        $crate::__config_fields_with_defaults! {
+            $($callback)::+;
+
+            /// Most connections the pool holds, in any state but closed. HikariCP's
+            /// default, and `cores * 2 + spindles` for a small database server. A pool is a
+            /// throttle on the database, not a booster; see docs/guides/pool-sizing.md.
+            max_size: usize = 10,
+            /// Idle connections kept warm in the background (HikariCP's `minimumIdle`). By
+            /// default none: the pool opens connections on demand and shrinks to nothing
+            /// when unused, which is what a serverless or rarely-used service wants; raise
+            /// it to hide connect latency.
+            min_idle: usize = 0,
+            /// Most connections being opened at once. Small, because opening is slow
+            /// (handshake, auth, a forked backend), and under a spike a returned connection
+            /// usually serves a waiter long before a new one is ready; HikariCP opens one at
+            /// a time for this reason.
+            max_connecting: usize = 2,
+            /// Most acquires allowed to wait; beyond it an acquire is rejected at once (load
+            /// shedding). At the default size and millisecond queries the default queue is
+            /// already seconds long, and rejecting fast beats timing out slowly.
+            max_waiters: usize = 10_000,
+            /// Default total time an acquire may wait, covering any connect it waits on.
+            /// Used by the shell and adapters to turn "now" into a deadline. The default is
+            /// every peer's.
+            acquire_timeout: Duration = secs(30),
+            /// Longest a connect may take before it is abandoned and counted as a transient
+            /// failure. Loopback takes milliseconds, a cold serverless database a few
+            /// seconds.
+            connect_timeout: Duration = secs(10),
+            /// Longest a health check or a reset may take before the connection is closed.
+            /// The default is HikariCP's `validationTimeout`.
+            check_timeout: Duration = secs(5),
+            /// Check a connection on checkout only if it sat idle longer than this; `None`
+            /// never checks. The default is HikariCP's bypass window: a connection used
+            /// moments ago is almost surely alive, and checking it would cost a round trip
+            /// per checkout.
+            check_after_idle: Option<Duration> = Some(millis(500)),
+            /// Close connections idle this long, down to `min_idle`; `None` keeps them. The
+            /// default is HikariCP's.
+            idle_timeout: Option<Duration> = Some(secs(600)),
+            /// Close connections this old (when idle, or when returned); `None` keeps them.
+            /// The default is HikariCP's: below typical server, proxy and NAT limits, and it
+            /// lets the pool pick up DNS and failover changes.
+            max_lifetime: Option<Duration> = Some(secs(1800)),
+            /// Each connection's lifetime is shortened by a random part of this fraction, in
+            /// per-mille, so connections opened together do not expire together. The
+            /// default is HikariCP's variance, 2.5 %.
+            lifetime_jitter_permille: u16 = 25,
+            /// Report a lease held longer than this as a suspected leak; `None` disables it.
+            /// A pooled connection held for minutes is almost always a bug.
+            leak_threshold: Option<Duration> = Some(secs(300)),
+            /// First retry delay after a failed connect; it doubles per consecutive failure,
+            /// with jitter. The default is HikariCP's and sqlx's: a restart is often over in
+            /// a second.
+            backoff_base: Duration = millis(10),
+            /// Cap on the retry delay. The default is below HikariCP's 5 s: a refused
+            /// connect costs a restarting server almost nothing, while every second of
+            /// backoff after it is back is a second of outage (`pool-sim run db-restart`: a
+            /// 5 s cap adds ~4 s). With `max_connecting` 2, a pool still makes at most a few
+            /// attempts per second.
+            backoff_max: Duration = secs(1),
+            /// Idle connections handed out most- or least-recently-used first.
+            idle_order: IdleOrder = Lifo,
+        }
+    };
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            max_size: 10,
-            min_idle: 0,
-            max_connecting: 2,
-            max_waiters: 10_000,
-            acquire_timeout: Duration::from_secs(30),
-            connect_timeout: Duration::from_secs(10),
-            check_timeout: Duration::from_secs(5),
-            check_after_idle: Some(Duration::from_millis(500)),
-            idle_timeout: Some(Duration::from_secs(600)),
-            max_lifetime: Some(Duration::from_secs(1800)),
-            lifetime_jitter_permille: 25,
-            leak_threshold: Some(Duration::from_secs(300)),
-            backoff_base: Duration::from_millis(10),
-            backoff_max: Duration::from_secs(1),
-            idle_order: IdleOrder::Lifo,
+/// The second step of [`config_fields!`]: appends each option's generated "Default" line
+/// to its doc, then calls the callback. Not for direct use.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __config_fields_with_defaults {
+    (
+        $($callback:ident)::+;
+        $($(#[doc = $doc:expr])* $name:ident: $ty:ty = $default:expr,)*
+    ) => {
+        $($callback)::+! {
+            $(
+                $(#[doc = $doc])*
+                #[doc = ""]
+                #[doc = concat!("Default: `", stringify!($default), "`.")]
+                $name: $ty = $default,
+            )*
         }
-    }
+    };
 }
+
+/// The names the defaults in [`config_fields!`] are written with.
+const fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+const fn millis(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+macro_rules! define_config {
+    ($($(#[doc = $doc:expr])* $name:ident: $ty:ty = $default:expr,)*) => {
+        /// How the pool behaves. Build with `Config::default()` and change what you need;
+        /// the pool validates it when it is built.
+        ///
+        /// With the `arbitrary` feature, `Config` implements `arbitrary::Arbitrary` for
+        /// fuzzing; the values it draws favour the scales that matter (see the `fuzz` module),
+        /// and need not be valid.
+        #[derive(Clone, Debug, PartialEq, Eq)]
+        #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+        pub struct Config {
+            $(
+                $(#[doc = $doc])*
+                #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::fuzz::field))]
+                pub $name: $ty,
+            )*
+        }
+
+        impl Default for Config {
+            fn default() -> Self {
+                Config { $($name: $default,)* }
+            }
+        }
+
+        impl Config {
+            /// Every option's name, in declaration order: what a [`ConfigError`] names.
+            pub const FIELDS: &'static [&'static str] = &[$(stringify!($name)),*];
+        }
+
+        /// Some of the options, each `None` unless set: what a connection URL states (see
+        /// `pool_tokio::PgManager::from_url`). [`ConfigOverrides::apply`] writes the ones
+        /// that are set over a [`Config`].
+        #[derive(Clone, Debug, Default, PartialEq, Eq)]
+        pub struct ConfigOverrides {
+            $(
+                #[doc = concat!("Overrides [`Config::", stringify!($name), "`].")]
+                pub $name: Option<$ty>,
+            )*
+        }
+
+        impl ConfigOverrides {
+            /// Write the options that are set over `config`; leave the rest.
+            pub fn apply(&self, config: &mut Config) {
+                $(
+                    if let Some(value) = self.$name {
+                        config.$name = value;
+                    }
+                )*
+            }
+        }
+    };
+}
+
+config_fields!(define_config);
 
 /// The largest `max_size` accepted: PostgreSQL's own ceiling on `max_connections`. A
 /// larger value is a typo, and the pool would try to honour it.
@@ -193,12 +293,60 @@ mod tests {
     use super::*;
 
     fn field_of(c: Config) -> &'static str {
-        c.validate().unwrap_err().field
+        let field = c.validate().unwrap_err().field;
+        assert!(Config::FIELDS.contains(&field), "{field}");
+        field
     }
 
     #[test]
     fn defaults_are_valid() {
         Config::default().validate().unwrap();
+    }
+
+    /// The defaults documented (and generated) from the list are `Config::default()`'s,
+    /// field by field, and `FIELDS` names each field once, in order.
+    #[test]
+    fn the_list_states_the_defaults_and_names() {
+        macro_rules! check {
+            ($($(#[doc = $doc:expr])* $name:ident: $ty:ty = $default:expr,)*) => {{
+                let d = Config::default();
+                $(
+                    let value: $ty = $default;
+                    assert_eq!(d.$name, value, stringify!($name));
+                    let doc = [$($doc),*].concat();
+                    assert!(
+                        doc.ends_with(&format!("Default: `{}`.", stringify!($default))),
+                        "{doc}"
+                    );
+                )*
+                assert_eq!(Config::FIELDS, [$(stringify!($name)),*]);
+            }};
+        }
+        config_fields!(check);
+        assert_eq!(Config::FIELDS.len(), 15);
+        assert_eq!(Config::default().backoff_max, Duration::from_secs(1));
+    }
+
+    /// Only the options that are set are applied.
+    #[test]
+    fn overrides_apply_only_what_is_set() {
+        let mut config = Config::default();
+        ConfigOverrides::default().apply(&mut config);
+        assert_eq!(config, Config::default());
+        ConfigOverrides {
+            max_size: Some(3),
+            idle_timeout: Some(None),
+            ..ConfigOverrides::default()
+        }
+        .apply(&mut config);
+        assert_eq!(
+            config,
+            Config {
+                max_size: 3,
+                idle_timeout: None,
+                ..Config::default()
+            }
+        );
     }
 
     #[test]

@@ -10,7 +10,10 @@
 //! adapter runs in production. See `docs/architecture.md`.
 
 mod action;
+mod close_reason;
 mod config;
+#[cfg(feature = "arbitrary")]
+pub mod fuzz;
 mod id;
 mod id_map;
 mod input;
@@ -20,8 +23,9 @@ pub mod shell;
 mod status;
 mod time;
 
-pub use action::{Action, CloseReason, Grant, Rejection, TimeoutReport};
-pub use config::{Config, ConfigError, IdleOrder, MAX_SIZE_LIMIT};
+pub use action::{Action, Grant, Rejection, TimeoutReport};
+pub use close_reason::CloseReason;
+pub use config::{Config, ConfigError, ConfigOverrides, IdleOrder, MAX_SIZE_LIMIT};
 pub use id::{ConnId, LeaseId, WaiterId};
 pub use input::{ConnectError, ErrorClass, InputError, Refused, Verdict};
 pub use pool::{Acquired, InvariantViolation, Judge, Pool, Timer};

@@ -4,10 +4,11 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::action::CloseReason;
+use crate::close_reason::CloseReason;
 
 /// The pool's counts at one instant.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Status {
     pub max_size: usize,
     /// Connections counted against `max_size`: opening + idle + checking + leased.
@@ -60,7 +61,7 @@ impl Default for Histogram {
 
 impl Histogram {
     pub fn record(&mut self, d: Duration) {
-        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let nanos = nanos(d);
         let bucket = (u64::BITS - nanos.leading_zeros()) as usize;
         self.buckets[bucket] += 1;
         self.count += 1;
@@ -146,8 +147,11 @@ impl fmt::Debug for Histogram {
     }
 }
 
-/// Cumulative counters since the pool was built.
+/// Cumulative counters since the pool was built. With the `serde` feature it serializes
+/// with `closes` as a map from each [`CloseReason::as_str`] to its count, and each
+/// histogram as its summary (see `Histogram`'s `Serialize`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Stats {
     pub acquires: u64,
     pub grants: u64,
@@ -163,6 +167,7 @@ pub struct Stats {
     pub resets_started: u64,
     pub detached: u64,
     pub leaks_suspected: u64,
+    #[cfg_attr(feature = "serde", serde(serialize_with = "closes_by_name"))]
     closes: [u64; CloseReason::ALL.len()],
     /// Time from acquire to grant.
     pub wait: Histogram,
@@ -183,6 +188,42 @@ impl Stats {
 
     pub(crate) fn count_close(&mut self, reason: CloseReason) {
         self.closes[reason.index()] += 1;
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The closes per reason, by name, in name order.
+#[cfg(feature = "serde")]
+fn closes_by_name<S: serde::Serializer>(
+    closes: &[u64; CloseReason::ALL.len()],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    let by_name: std::collections::BTreeMap<&str, u64> = CloseReason::ALL
+        .iter()
+        .map(|r| (r.as_str(), closes[r.index()]))
+        .collect();
+    s.collect_map(by_name)
+}
+
+#[cfg(feature = "serde")]
+impl serde::Serialize for Histogram {
+    /// Its summary: `count`, `mean_ns`, `p50_ns`, `p90_ns`, `p99_ns`, `max_ns`, and
+    /// `buckets`, the non-empty buckets as `(upper bound in ns, count)`.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut h = s.serialize_struct("Histogram", 7)?;
+        h.serialize_field("count", &self.count)?;
+        h.serialize_field("mean_ns", &nanos(self.mean()))?;
+        h.serialize_field("p50_ns", &nanos(self.quantile(0.5)))?;
+        h.serialize_field("p90_ns", &nanos(self.quantile(0.9)))?;
+        h.serialize_field("p99_ns", &nanos(self.quantile(0.99)))?;
+        h.serialize_field("max_ns", &self.max_nanos)?;
+        let buckets: Vec<(u64, u64)> = self.buckets().map(|(d, n)| (nanos(d), n)).collect();
+        h.serialize_field("buckets", &buckets)?;
+        h.end()
     }
 }
 

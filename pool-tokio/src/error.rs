@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pool_core::{ConfigError, ConnectError, Status};
+use pool_core::{ConfigError, ConnectError, Rejection, Status, TimeoutReport};
 
 /// Why `get()` returned no connection.
 #[derive(Debug)]
@@ -34,33 +34,33 @@ impl<E> PoolError<E> {
     pub fn is_timeout(&self) -> bool {
         matches!(self, PoolError::Timeout { .. })
     }
-}
 
-impl<E> fmt::Display for PoolError<E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    /// The core's rejection this error reports, without the manager's `source` error.
+    pub fn rejection(&self) -> Rejection {
         match self {
             PoolError::Timeout {
                 waited,
                 last_connect_error,
                 status,
                 ..
-            } => {
-                write!(
-                    f,
-                    "timed out after {waited:?} waiting for a connection ({status})"
-                )?;
-                if let Some(e) = last_connect_error {
-                    write!(f, "; last connect error: {e}")?;
-                }
-                Ok(())
-            }
-            PoolError::QueueFull { max_waiters } => write!(
-                f,
-                "pool queue is full ({max_waiters} waiters); request shed"
-            ),
-            PoolError::Closed => f.write_str("pool is closed"),
-            PoolError::Connect { error, .. } => write!(f, "cannot connect: {error}"),
+            } => Rejection::Timeout(Box::new(TimeoutReport {
+                waited: *waited,
+                last_connect_error: last_connect_error.clone(),
+                status: *status,
+            })),
+            PoolError::QueueFull { max_waiters } => Rejection::QueueFull {
+                max_waiters: *max_waiters,
+            },
+            PoolError::Closed => Rejection::Closed,
+            PoolError::Connect { error, .. } => Rejection::ConnectFailed(error.clone()),
         }
+    }
+}
+
+impl<E> fmt::Display for PoolError<E> {
+    /// The core's text for the rejection: the manager's own error is the `source`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.rejection(), f)
     }
 }
 
@@ -127,4 +127,65 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
         cause = c.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each error reports the core's rejection, and so its text.
+    #[test]
+    fn each_error_is_the_cores_rejection() {
+        let refused = ConnectError::transient("connection refused");
+        let status = Status {
+            max_size: 2,
+            ..Status::default()
+        };
+        let waited = Duration::from_secs(3);
+        let source = Some(Arc::new(std::io::Error::other("the manager's own")));
+        let cases: [(PoolError<std::io::Error>, Rejection); 5] = [
+            (
+                PoolError::Timeout {
+                    waited,
+                    last_connect_error: Some(refused.clone()),
+                    status,
+                    source: source.clone(),
+                },
+                Rejection::Timeout(Box::new(TimeoutReport {
+                    waited,
+                    last_connect_error: Some(refused.clone()),
+                    status,
+                })),
+            ),
+            (
+                PoolError::Timeout {
+                    waited,
+                    last_connect_error: None,
+                    status,
+                    source: None,
+                },
+                Rejection::Timeout(Box::new(TimeoutReport {
+                    waited,
+                    last_connect_error: None,
+                    status,
+                })),
+            ),
+            (
+                PoolError::QueueFull { max_waiters: 7 },
+                Rejection::QueueFull { max_waiters: 7 },
+            ),
+            (PoolError::Closed, Rejection::Closed),
+            (
+                PoolError::Connect {
+                    error: refused.clone(),
+                    source,
+                },
+                Rejection::ConnectFailed(refused),
+            ),
+        ];
+        for (error, rejection) in cases {
+            assert_eq!(error.rejection(), rejection);
+            assert_eq!(error.to_string(), rejection.to_string());
+        }
+    }
 }

@@ -23,6 +23,7 @@
 //! # Ok(()) }
 //! ```
 
+mod builder;
 mod error;
 mod manager;
 mod metrics;
@@ -31,11 +32,15 @@ mod pool;
 pub mod postgres;
 mod runtime;
 
+pub use builder::Builder;
 pub use error::{BuildError, PoolError};
 pub use manager::Manager;
-pub use metrics::{HistogramSnapshot, Metrics};
-pub use pool::{Builder, Pool, PoolOptions, PooledConnection};
-pub use pool_core::{Config, ConfigError, ConnectError, ErrorClass, IdleOrder, Status, Verdict};
+pub use metrics::Metrics;
+pub use pool::{Pool, PooledConnection};
+pub use pool_core::{
+    CloseReason, Config, ConfigError, ConfigOverrides, ConnectError, ErrorClass, Histogram,
+    IdleOrder, Stats, Status, Verdict,
+};
 pub use runtime::LeakReport;
 
 #[cfg(feature = "postgres")]

@@ -1,27 +1,26 @@
-//! The pool handle, its builder and the connection guard.
+//! The pool handle and the connection guard.
 
 use std::fmt;
 use std::future::Future;
-use std::hash::{BuildHasher, Hasher};
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::time::Duration;
 
 use pool_core::shell::{Lease, SharedPool};
-use pool_core::{Config, IdleOrder, Rejection, Status, Verdict};
+use pool_core::{Config, Rejection, Status, Verdict};
 use tracing::Instrument;
 
-use crate::error::{BuildError, PoolError};
+use crate::builder::Builder;
+use crate::error::PoolError;
 use crate::manager::Manager;
 use crate::metrics::Metrics;
-use crate::runtime::{LeakHook, LeakReport, TokioRuntime};
 
 /// A pool of `M::Connection`s. Cheap to clone; every clone is the same pool. When the
 /// last handle and the last borrowed connection are gone, the timer task ends and idle
 /// connections are dropped.
 pub struct Pool<M: Manager> {
-    shared: SharedPool<M::Connection>,
-    manager: Arc<M>,
+    pub(crate) shared: SharedPool<M::Connection>,
+    pub(crate) manager: Arc<M>,
 }
 
 impl<M: Manager> Clone for Pool<M> {
@@ -44,12 +43,7 @@ impl<M: Manager> fmt::Debug for Pool<M> {
 impl<M: Manager> Pool<M> {
     /// Start configuring a pool of connections opened by `manager`.
     pub fn builder(manager: M) -> Builder<M> {
-        Builder {
-            manager,
-            config: Config::default(),
-            seed: None,
-            on_leak: None,
-        }
+        Builder::new(manager)
     }
 
     /// Wait for a connection, for at most the pool's `acquire_timeout`, counted from this
@@ -175,138 +169,6 @@ fn error<E: std::error::Error + Send + Sync + 'static>(rejection: Rejection) -> 
             source: source_of(&error),
             error,
         },
-    }
-}
-
-/// Configures a [`Pool`]. Every option defaults to `pool_core::Config::default()`.
-pub struct Builder<M: Manager> {
-    manager: M,
-    config: Config,
-    seed: Option<u64>,
-    on_leak: Option<LeakHook>,
-}
-
-macro_rules! setters {
-    ($($(#[$doc:meta])* $name:ident: $ty:ty),* $(,)?) => {
-        $(
-            $(#[$doc])*
-            pub fn $name(mut self, value: $ty) -> Self {
-                self.config.$name = value;
-                self
-            }
-        )*
-    };
-}
-
-impl<M: Manager> Builder<M> {
-    setters! {
-        /// Most connections, in any state. Default 10.
-        max_size: usize,
-        /// Idle connections kept open in the background. Default 0.
-        min_idle: usize,
-        /// Most connects at once. Default 2.
-        max_connecting: usize,
-        /// Most callers waiting; more are rejected with `QueueFull`. Default 10,000.
-        max_waiters: usize,
-        /// How long `get()` waits. Default 30 s.
-        acquire_timeout: Duration,
-        /// How long a connect may take. Default 10 s.
-        connect_timeout: Duration,
-        /// How long a check or reset may take. Default 5 s.
-        check_timeout: Duration,
-        /// Check connections idle longer than this on checkout; `None`: never. Default 500 ms.
-        check_after_idle: Option<Duration>,
-        /// Close connections idle this long (down to `min_idle`). Default 10 min.
-        idle_timeout: Option<Duration>,
-        /// Close connections this old. Default 30 min.
-        max_lifetime: Option<Duration>,
-        /// Report connections held longer than this. Default 5 min.
-        leak_threshold: Option<Duration>,
-        /// First connect retry delay (doubles per failure). Default 10 ms.
-        backoff_base: Duration,
-        /// Longest connect retry delay. Default 5 s.
-        backoff_max: Duration,
-        /// Which idle connection goes out first. Default LIFO.
-        idle_order: IdleOrder,
-    }
-
-    /// Replace the whole configuration.
-    pub fn config(mut self, config: Config) -> Self {
-        self.config = config;
-        self
-    }
-
-    /// Apply the options parsed from a connection URL (only those it set).
-    pub fn options(mut self, options: PoolOptions) -> Self {
-        options.apply(&mut self.config);
-        self
-    }
-
-    /// Seed for the lifetime and backoff jitter (default: random).
-    pub fn seed(mut self, seed: u64) -> Self {
-        self.seed = Some(seed);
-        self
-    }
-
-    /// Also call `hook` for every suspected leak (besides the `tracing` warning).
-    pub fn on_leak(mut self, hook: impl Fn(&LeakReport) + Send + Sync + 'static) -> Self {
-        self.on_leak = Some(Arc::new(hook));
-        self
-    }
-
-    /// Build the pool and start its timer task. Must run inside a tokio runtime; the
-    /// pool's tasks run on that runtime.
-    pub fn build(self) -> Result<Pool<M>, BuildError> {
-        self.config.validate()?;
-        let handle = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
-        let seed = self.seed.unwrap_or_else(|| {
-            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-            h.write_u64(0x5eed);
-            h.finish()
-        });
-        let manager = Arc::new(self.manager);
-        let runtime = TokioRuntime::new(manager.clone(), handle, self.on_leak);
-        let timer = runtime.timer_starter();
-        let shared = SharedPool::new(self.config, seed, runtime)?;
-        timer.start(shared.downgrade());
-        Ok(Pool { shared, manager })
-    }
-}
-
-/// Pool options as a connection URL states them (see `PgManager::from_url`). `None`
-/// leaves the builder's value.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PoolOptions {
-    pub max_size: Option<usize>,
-    pub min_idle: Option<usize>,
-    pub acquire_timeout: Option<Duration>,
-    pub connect_timeout: Option<Duration>,
-    /// `Some(None)`: never close idle connections.
-    pub idle_timeout: Option<Option<Duration>>,
-    /// `Some(None)`: no lifetime limit.
-    pub max_lifetime: Option<Option<Duration>>,
-}
-
-impl PoolOptions {
-    pub fn apply(&self, config: &mut Config) {
-        if let Some(v) = self.max_size {
-            config.max_size = v;
-        }
-        if let Some(v) = self.min_idle {
-            config.min_idle = v;
-        }
-        if let Some(v) = self.acquire_timeout {
-            config.acquire_timeout = v;
-        }
-        if let Some(v) = self.connect_timeout {
-            config.connect_timeout = v;
-        }
-        if let Some(v) = self.idle_timeout {
-            config.idle_timeout = v;
-        }
-        if let Some(v) = self.max_lifetime {
-            config.max_lifetime = v;
-        }
     }
 }
 

@@ -28,13 +28,12 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use pool_core::{ErrorClass, Verdict};
+use pool_core::{ConfigOverrides, ErrorClass, Verdict};
 use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, NoTls};
 
 use crate::manager::Manager;
-use crate::pool::PoolOptions;
 
 /// How a returned connection is cleaned before its next borrower; see the module docs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -90,7 +89,7 @@ impl PgManager {
     /// `verify-full` mean `require` too; without the feature they are an error),
     /// `application_name`. Any other parameter, a repeated one or a malformed value is
     /// an error naming it. No error ever contains the password.
-    pub fn from_url(url: &str) -> Result<(PgManager, PoolOptions), UrlError> {
+    pub fn from_url(url: &str) -> Result<(PgManager, ConfigOverrides), UrlError> {
         let password = raw_password(url);
         let redact = |text: String| redact(text, password.as_deref());
         let (base, query) = match url.split_once('?') {
@@ -102,7 +101,7 @@ impl PgManager {
         }
         let mut config = Config::from_str(base)
             .map_err(|e| UrlError::Invalid(redact(crate::error::error_chain(&e))))?;
-        let mut options = PoolOptions::default();
+        let mut options = ConfigOverrides::default();
         let mut seen: Vec<String> = Vec::new();
         for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -462,7 +461,7 @@ mod tests {
     #[test]
     fn without_parameters_nothing_is_overridden() {
         let (_, o) = PgManager::from_url("postgres://app@localhost/db").unwrap();
-        assert_eq!(o, PoolOptions::default());
+        assert_eq!(o, ConfigOverrides::default());
     }
 
     #[test]

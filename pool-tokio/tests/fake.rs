@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pool_tokio::{ErrorClass, Manager, Pool, PoolError, Verdict};
+use pool_tokio::{CloseReason, ErrorClass, Manager, Pool, PoolError, Verdict};
 
 #[derive(Debug, Clone)]
 struct FakeError {
@@ -273,7 +273,7 @@ async fn detach_frees_capacity() {
         .expect("the detached slot is free again");
     assert_eq!(c2.id, 1);
     assert_eq!(knobs.connects.load(SeqCst), 2);
-    assert_eq!(pool.metrics().detached, 1);
+    assert_eq!(pool.metrics().stats.detached, 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -331,7 +331,7 @@ async fn a_panicking_holder_returns_its_connection_as_broken() {
     assert!(task.await.unwrap_err().is_panic());
     settle().await;
     let m = pool.metrics();
-    assert_eq!(m.closes["broken"], 1, "{m:?}");
+    assert_eq!(m.stats.closes(CloseReason::Broken), 1, "{m:?}");
     assert_eq!(knobs.closes.load(SeqCst), 1, "the manager closed it");
     assert_eq!(pool.status().leased, 0);
     // The next borrower gets a fresh connection.
@@ -353,7 +353,7 @@ async fn is_broken_and_reset_verdicts_are_honoured() {
     c.broken = true;
     drop(c);
     settle().await;
-    assert_eq!(pool.metrics().closes["broken"], 1);
+    assert_eq!(pool.metrics().stats.closes(CloseReason::Broken), 1);
     assert_eq!(pool.get().await.unwrap().id, 1);
 }
 
@@ -512,10 +512,13 @@ async fn metrics_count_waits_and_holds() {
     tokio::time::sleep(Duration::from_millis(5)).await;
     drop(c);
     let m = pool.metrics();
-    assert_eq!((m.acquires, m.grants, m.connects_ok), (1, 1, 1));
-    assert_eq!(m.hold.count, 1);
-    assert_eq!(m.hold.max_ns, 5_000_000);
-    assert_eq!(m.wait.count, 1);
+    assert_eq!(
+        (m.stats.acquires, m.stats.grants, m.stats.connects_ok),
+        (1, 1, 1)
+    );
+    assert_eq!(m.stats.hold.count(), 1);
+    assert_eq!(m.stats.hold.max(), Duration::from_millis(5));
+    assert_eq!(m.stats.wait.count(), 1);
     #[cfg(feature = "serde")]
     {
         let json = serde_json::to_string(&m).unwrap();
@@ -544,7 +547,7 @@ async fn many_tasks_on_a_multi_thread_runtime() {
     assert_eq!((s.leased, s.waiters), (0, 0));
     assert!(s.total <= 4);
     pool.check_invariants().unwrap();
-    assert_eq!(pool.metrics().grants, 64 * 50);
+    assert_eq!(pool.metrics().stats.grants, 64 * 50);
 }
 
 #[tokio::test(start_paused = true)]
@@ -554,7 +557,7 @@ async fn mark_broken_overrides_the_managers_verdict() {
     c.mark_broken();
     drop(c);
     settle().await;
-    assert_eq!(pool.metrics().closes["broken"], 1);
+    assert_eq!(pool.metrics().stats.closes(CloseReason::Broken), 1);
     assert_eq!(knobs.closes.load(SeqCst), 1);
     assert_eq!(pool.get().await.unwrap().id, 1);
 }
@@ -575,7 +578,7 @@ async fn a_failed_checkout_check_replaces_the_connection() {
     let c = pool.get().await.unwrap();
     assert_eq!(knobs.checks.load(SeqCst), 1);
     assert_eq!(c.id, 1, "the dead connection was replaced");
-    assert_eq!(pool.metrics().closes["check_failed"], 1);
+    assert_eq!(pool.metrics().stats.closes(CloseReason::CheckFailed), 1);
 }
 
 /// A `tracing` writer into a shared buffer.
