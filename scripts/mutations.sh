@@ -30,6 +30,10 @@ suites_for() {
         "unit: cargo test -p pool-core --lib" \
         "proptest model: cargo test -p pool-core --test model" \
         "pool-sim swarm: cargo run --release -p pool-sim -- swarm --seeds 500" ;;
+    lend-dead-at-checkout) printf '%s\n' \
+        "unit: cargo test -p pool-core --lib" \
+        "proptest model: cargo test -p pool-core --test model" \
+        "shuttle: cargo test --features shuttle --test shuttle_shell" ;;
     open-past-max-size) printf '%s\n' \
         "unit: cargo test -p pool-core --lib" \
         "proptest model: cargo test -p pool-core --test model" ;;

@@ -23,7 +23,7 @@ struct Input {
 fuzz_target!(|input: Input| {
     let config = input.config;
     let now = Instant::from_nanos(input.now);
-    match Pool::new(config.clone(), now, input.seed) {
+    match Pool::<(), ()>::new(config.clone(), now, input.seed) {
         Err(e) => {
             assert!(Config::FIELDS.contains(&e.field), "unknown field in {e:?}");
             assert!(!e.problem.is_empty(), "no reason given: {e:?}");
