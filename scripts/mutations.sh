@@ -32,8 +32,7 @@ suites_for() {
         "pool-sim swarm: cargo run --release -p pool-sim -- swarm --seeds 500" ;;
     lend-dead-at-checkout) printf '%s\n' \
         "unit: cargo test -p pool-core --lib" \
-        "proptest model: cargo test -p pool-core --test model" \
-        "shuttle: cargo test --features shuttle --test shuttle_shell" ;;
+        "proptest model: cargo test -p pool-core --test model" ;;
     open-past-max-size) printf '%s\n' \
         "unit: cargo test -p pool-core --lib" \
         "proptest model: cargo test -p pool-core --test model" ;;

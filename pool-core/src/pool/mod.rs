@@ -73,7 +73,8 @@ pub struct Pool<C, W = ()> {
     next_lease: u64,
     rng: Rng,
     actions: VecDeque<Action<C, W>>,
-    stats: Stats,
+    /// Boxed: its histograms make it kilobytes, and the pool is moved into place whole.
+    stats: Box<Stats>,
     alarm: Alarm,
     judge: Option<Judge<C>>,
 }
@@ -105,7 +106,7 @@ impl<C, W> Pool<C, W> {
             next_lease: 0,
             rng: Rng::new(seed),
             actions: VecDeque::new(),
-            stats: Stats::default(),
+            stats: Box::default(),
             alarm: Alarm::default(),
             judge: None,
         };
