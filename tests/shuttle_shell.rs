@@ -44,9 +44,34 @@ fn run(name: &str, f: impl Fn() + Send + Sync + 'static) {
     shuttle::check_pct(move || g(), iterations(), 3);
 }
 
-/// Connects, checks and resets run as their own tasks and fail now and then.
+/// Connects, checks and resets run as their own tasks and fail now and then. The tasks
+/// are kept, so a schedule ends only once every piece of work has answered: a completion
+/// handle dropped by shuttle's teardown, outside any task, could not reach the pool.
 struct Rt {
     now: Arc<AtomicU64>,
+    work: Arc<std::sync::Mutex<Vec<shuttle::future::JoinHandle<()>>>>,
+}
+
+impl Rt {
+    fn spawn(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
+        // Spawn before locking: spawning is a scheduling point, and a task switched out
+        // while holding this (std) lock would block the others for real.
+        let handle = spawn(work);
+        self.work.lock().unwrap().push(handle);
+    }
+}
+
+/// Wait for every piece of work the runtime was given, including work the answers give.
+fn drain(work: &std::sync::Mutex<Vec<shuttle::future::JoinHandle<()>>>) {
+    loop {
+        let handles = std::mem::take(&mut *work.lock().unwrap());
+        if handles.is_empty() {
+            return;
+        }
+        for h in handles {
+            block_on(h).unwrap();
+        }
+    }
 }
 
 impl Runtime<u64> for Rt {
@@ -57,7 +82,7 @@ impl Runtime<u64> for Rt {
     fn execute(&self, work: Work<u64>) {
         match work {
             Work::Open(open) => {
-                spawn(async move {
+                self.spawn(async move {
                     yield_now().await;
                     let result = match thread_rng().gen_range(0..10) {
                         0 => Err(ConnectError::transient("connection refused")),
@@ -70,7 +95,7 @@ impl Runtime<u64> for Rt {
                 });
             }
             Work::Check(upkeep) | Work::Reset(upkeep) => {
-                spawn(async move {
+                self.spawn(async move {
                     yield_now().await;
                     let ok = thread_rng().gen_bool(0.8);
                     upkeep.finish(ok);
@@ -156,7 +181,12 @@ async fn client(pool: SharedPool<u64>, ops: usize) {
 
 fn scenario(tasks: usize, max_size: usize, with_close: bool) {
     let now = Arc::new(AtomicU64::new(0));
-    let pool = SharedPool::new(config(max_size), 7, Rt { now: now.clone() }).unwrap();
+    let work = Arc::default();
+    let rt = Rt {
+        now: now.clone(),
+        work: Arc::clone(&work),
+    };
+    let pool = SharedPool::new(config(max_size), 7, rt).unwrap();
     let done = Arc::new(AtomicUsize::new(0));
     let mut handles = Vec::new();
     for _ in 0..tasks {
@@ -195,6 +225,7 @@ fn scenario(tasks: usize, max_size: usize, with_close: bool) {
         block_on(h).unwrap();
     }
     block_on(ticker).unwrap();
+    drain(&work);
     pool.check_invariants().unwrap();
     let s = pool.status();
     assert_eq!(
@@ -219,6 +250,7 @@ fn scenario(tasks: usize, max_size: usize, with_close: bool) {
         now.fetch_add(100_000_000, Ordering::SeqCst);
         pool.handle_timeout();
         block_on(closer).unwrap();
+        drain(&work);
         pool.check_invariants().unwrap();
         assert_eq!(pool.status().total, 0);
     }

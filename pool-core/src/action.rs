@@ -3,8 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-// `pub(crate)`: the pool and shell modules still name it as `crate::action::CloseReason`.
-pub(crate) use crate::close_reason::CloseReason;
+use crate::close_reason::CloseReason;
 use crate::id::{ConnId, LeaseId, WaiterId};
 use crate::input::ConnectError;
 use crate::status::Status;

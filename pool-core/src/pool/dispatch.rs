@@ -1,7 +1,8 @@
 //! Who gets a connection, and when to open one. Every input ends with `dispatch`, so
 //! these rules are applied in exactly one place.
 
-use crate::action::{Action, CloseReason, Grant};
+use crate::action::{Action, Grant};
+use crate::close_reason::CloseReason;
 use crate::id::ConnId;
 
 use super::conns::State;

@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use crate::action::CloseReason;
+use crate::close_reason::CloseReason;
 
 use super::conns::State;
 use super::{Phase, Pool};

@@ -20,7 +20,8 @@ pub(crate) mod waiters;
 
 use std::collections::VecDeque;
 
-use crate::action::{Action, CloseReason, Grant, Rejection, TimeoutReport};
+use crate::action::{Action, Grant, Rejection, TimeoutReport};
+use crate::close_reason::CloseReason;
 use crate::config::{Config, ConfigError};
 use crate::id::{ConnId, LeaseId, WaiterId};
 use crate::input::{ConnectError, InputError, Refused, Verdict};

@@ -5,7 +5,8 @@
 
 use std::time::Duration;
 
-use crate::action::{Action, CloseReason};
+use crate::action::Action;
+use crate::close_reason::CloseReason;
 use crate::id::{ConnId, LeaseId, WaiterId};
 use crate::input::ConnectError;
 use crate::time::Instant;

@@ -5,7 +5,8 @@ use std::panic::Location;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use crate::action::{CloseReason, Grant, Rejection};
+use crate::action::{Grant, Rejection};
+use crate::close_reason::CloseReason;
 use crate::id::WaiterId;
 use crate::input::Verdict;
 use crate::pool::Acquired;

@@ -24,7 +24,8 @@ use std::panic::Location;
 use std::task::Waker;
 use std::time::Duration;
 
-use crate::action::{Action, CloseReason, Grant};
+use crate::action::{Action, Grant};
+use crate::close_reason::CloseReason;
 use crate::config::{Config, ConfigError};
 use crate::id::{ConnId, LeaseId};
 use crate::input::{ConnectError, Refused, Verdict};

@@ -7,7 +7,7 @@ use std::fmt;
 use std::panic::Location;
 use std::time::Duration;
 
-use crate::action::CloseReason;
+use crate::close_reason::CloseReason;
 use crate::id::{ConnId, LeaseId};
 use crate::input::{ConnectError, Verdict};
 use crate::time::Instant;
