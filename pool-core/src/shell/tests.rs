@@ -743,7 +743,7 @@ fn evict_all_closes_idle_now_and_a_held_lease_when_it_comes_back() {
     assert_eq!(pool.status().idle, 1);
     assert_eq!(pool.stats().closes(CloseReason::Evicted), 2);
     pool.check_invariants().unwrap();
-    let _ = pool.close(Duration::ZERO);
+    drop(pool.close(Duration::ZERO));
     assert_eq!(pool.evict_all(), Err(InputError::AlreadyClosed));
 }
 
