@@ -16,6 +16,10 @@
 //!   back exactly with its answer or cancel, and `waiter_tokens()` is the model's queue;
 //! - the judge: some connections are marked dead (`Kill`); the pool's judge calls them
 //!   dead, and the model predicts which lends it prevents and which closes follow;
+//! - `resize` and `evict_all`: the model predicts which idle connections a shrink sheds,
+//!   which returning or finishing connections are closed `Resized` or `Evicted` instead of
+//!   lent, and which opens start (none while over `max_size`; evicted connections in
+//!   flight are no supply); a refused `resize` names the same field and changes nothing;
 //! - the direct return values agree (ready / queued / rejected, input errors);
 //! - `status()` agrees with the model's counts and `check_invariants()` holds;
 //! - liveness: `poll_timeout()` is exactly the model's next deadline (so never later than
