@@ -36,6 +36,12 @@ suites_for() {
     open-past-max-size) printf '%s\n' \
         "unit: cargo test -p pool-core --lib" \
         "proptest model: cargo test -p pool-core --test model" ;;
+    lend-after-evict) printf '%s\n' \
+        "unit: cargo test -p pool-core --lib" \
+        "proptest model: cargo test -p pool-core --test model" ;;
+    keep-idle-past-shrink) printf '%s\n' \
+        "unit: cargo test -p pool-core --lib" \
+        "proptest model: cargo test -p pool-core --test model" ;;
     *) echo "unknown patch $1" >&2; return 1 ;;
     esac
 }

@@ -756,3 +756,71 @@ async fn leak_report_names_the_source_line() {
     assert_eq!(pool.metrics().stats.leaks_suspected, 1);
     drop(held);
 }
+
+/// The server's process id for this connection's backend.
+async fn backend_pid(client: &tokio_postgres::Client) -> i32 {
+    client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .expect("pg_backend_pid()")
+        .get(0)
+}
+
+/// `evict_all` while a connection is in use (credential rotation, failover): the idle
+/// backends leave `pg_stat_activity` at once, the one in use when it is returned, and
+/// borrowers from then on get new backends (other `pg_backend_pid()`s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evict_all_replaces_idle_backends_now_and_a_used_one_on_return() {
+    let _watchdog = watchdog(
+        "evict_all_replaces_idle_backends_now_and_a_used_one_on_return",
+        Duration::from_secs(120),
+    );
+    let cluster = cluster(10);
+    let app = "pool-evict";
+    let admin = cluster.admin();
+    let pool = pool_with(&url_for(&cluster.url(), app, ""), |b| b.max_size(4));
+    let held = pool.get().await.unwrap();
+    let a = pool.get().await.unwrap();
+    let b = pool.get().await.unwrap();
+    let held_pid = backend_pid(&held).await;
+    let mut old = vec![held_pid, backend_pid(&a).await, backend_pid(&b).await];
+    old.sort_unstable();
+    drop((a, b));
+    wait_until(&pool, Duration::from_secs(5), "two idle", |p| {
+        p.status().idle == 2
+    })
+    .await;
+    let mut pids = admin.pids(&Backends::app(app)).await.unwrap();
+    pids.sort_unstable();
+    assert_eq!(pids, old);
+
+    pool.evict_all().expect("evict_all on a running pool");
+    admin
+        .wait_for_count(&Backends::app(app), 1, Duration::from_secs(10))
+        .await
+        .expect("the idle backends leave at once");
+    assert_eq!(admin.pids(&Backends::app(app)).await.unwrap(), [held_pid]);
+    assert_eq!(pool.status().total, 1, "{}", pool.status());
+    // The connection in use keeps working until it is returned.
+    assert_eq!(select(&held, 1).await.unwrap(), 1);
+
+    let fresh = within(Duration::from_secs(10), "get after evict_all", pool.get())
+        .await
+        .unwrap();
+    let fresh_pid = backend_pid(&fresh).await;
+    assert!(!old.contains(&fresh_pid), "a new backend: {fresh_pid}");
+    drop(held);
+    admin
+        .wait_for_count(&Backends::app(app), 1, Duration::from_secs(10))
+        .await
+        .expect("the used backend leaves when returned");
+    assert_eq!(admin.pids(&Backends::app(app)).await.unwrap(), [fresh_pid]);
+    drop(fresh);
+    // Connections opened after the eviction are kept and lent again.
+    let again = pool.get().await.unwrap();
+    assert_eq!(backend_pid(&again).await, fresh_pid);
+    let m = pool.metrics();
+    assert_eq!(m.stats.closes(CloseReason::Evicted), 3, "{m:?}");
+    assert_eq!(m.stats.connects_ok, 4, "{m:?}");
+    pool.check_invariants().expect("invariants");
+}

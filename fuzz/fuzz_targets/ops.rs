@@ -13,6 +13,9 @@
 //!   the pool held it, and none is ever dropped unclosed (connections and tokens are
 //!   linear: dropping one the harness has not closed panics);
 //! - the judge: connections marked dead (`Kill`) are never lent from idle;
+//! - `evict_all`: a connection live at an eviction is never lent again; `resize`: refused
+//!   exactly for 0, sizes above `MAX_SIZE_LIMIT` and below `min_idle` (unchanged pool),
+//!   and no step that opens leaves the pool above `max_size`;
 //! - inputs that must succeed do (release of a live lease, result for an opening
 //!   connection, ...) and misuse is refused without changing the pool;
 //! - `waiter_tokens()` lists exactly the waiters still owed an answer, in arrival order,
@@ -116,6 +119,9 @@ enum Op {
     WrongConn(u8, u8),
     /// A connection dies wherever it is: from now on the judge calls it dead.
     Kill(u8),
+    /// `resize` to `n % 12`, or above `MAX_SIZE_LIMIT` for 255.
+    Resize(u8),
+    EvictAll,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -212,6 +218,10 @@ struct Harness {
     /// Draining the actions of an acquire: a grant then is of an idle connection.
     in_acquire: bool,
     drained: bool,
+    /// Connections live at an `evict_all`: never lent again.
+    evicted: BTreeSet<ConnId>,
+    /// `Open`s drained in the current step.
+    opened: usize,
 }
 
 fn pick<T: Copy>(items: impl Iterator<Item = T>, i: u8) -> Option<T> {
@@ -251,6 +261,7 @@ impl Harness {
             !(from_idle && self.killed.lock().unwrap().contains(&conn)),
             "{conn} lent from idle while dead"
         );
+        assert!(!self.evicted.contains(&conn), "{conn} lent after evict_all");
         assert!(
             self.live.insert(conn, (lease, connection)).is_none(),
             "{conn} lent while already leased"
@@ -305,6 +316,7 @@ impl Harness {
                     assert!(!self.all_conns.contains(&conn), "{conn} opened twice");
                     self.all_conns.push(conn);
                     self.opening.insert(conn);
+                    self.opened += 1;
                 }
                 Action::Check { conn, connection } => {
                     assert_eq!(connection.id, conn, "check of {conn} carries another");
@@ -624,10 +636,60 @@ impl Harness {
                     self.killed.lock().unwrap().insert(conn);
                 }
             }
+            Op::Resize(n) => {
+                let size = if n == 255 {
+                    pool_core::MAX_SIZE_LIMIT + 1
+                } else {
+                    usize::from(n % 12)
+                };
+                let before = self.pool.status();
+                let invalid = size == 0
+                    || size > pool_core::MAX_SIZE_LIMIT
+                    || size < self.pool.config().min_idle;
+                let r = self.pool.resize(now, size);
+                assert_eq!(r.is_err(), invalid, "resize({size}): {r:?}");
+                if invalid {
+                    assert_eq!(
+                        self.pool.status(),
+                        before,
+                        "refused resize changed the pool"
+                    );
+                } else {
+                    assert_eq!(self.pool.config().max_size, size);
+                }
+            }
+            Op::EvictAll => {
+                let closing = self.pool.is_closing();
+                let before = self.pool.status();
+                let r = self.pool.evict_all(now);
+                assert_eq!(r.is_err(), closing, "evict_all: {r:?}");
+                if closing {
+                    assert_eq!(
+                        self.pool.status(),
+                        before,
+                        "refused evict_all changed the pool"
+                    );
+                } else {
+                    // Every connection opened so far is closed or evicted (the opens
+                    // this input makes are drained after).
+                    self.evicted.extend(self.all_conns.iter().copied());
+                }
+            }
         }
         self.in_acquire = matches!(op, Op::Acquire(_));
+        self.opened = 0;
         self.drain();
         self.in_acquire = false;
+        if self.opened > 0 {
+            let s = self.pool.status();
+            assert!(
+                s.total <= s.max_size,
+                "opened {} and holds {} over max_size {}",
+                self.opened,
+                s.total,
+                s.max_size
+            );
+        }
         self.track_timer();
         self.check();
     }
@@ -656,6 +718,8 @@ fuzz_target!(|input: Input| {
         armed: None,
         in_acquire: false,
         drained: false,
+        evicted: BTreeSet::new(),
+        opened: 0,
     };
     h.drain();
     h.track_timer();

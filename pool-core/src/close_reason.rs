@@ -21,10 +21,16 @@ pub enum CloseReason {
     PoolClosed,
     /// Still leased at the drain deadline; the lease was revoked.
     DrainTimeout,
+    /// Opened before an `evict_all`: closed when idle, or when it next came back (or
+    /// finished opening, its check or its reset) instead of being lent.
+    Evicted,
+    /// Became ready while the pool held more connections than a smaller `max_size`
+    /// given to `resize`; closed instead of being lent or filed idle.
+    Resized,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 9] = [
+    pub const ALL: [CloseReason; 11] = [
         CloseReason::Broken,
         CloseReason::CheckFailed,
         CloseReason::CheckTimeout,
@@ -34,6 +40,8 @@ impl CloseReason {
         CloseReason::ConnectTimeout,
         CloseReason::PoolClosed,
         CloseReason::DrainTimeout,
+        CloseReason::Evicted,
+        CloseReason::Resized,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -47,6 +55,8 @@ impl CloseReason {
             CloseReason::ConnectTimeout => "connect_timeout",
             CloseReason::PoolClosed => "pool_closed",
             CloseReason::DrainTimeout => "drain_timeout",
+            CloseReason::Evicted => "evicted",
+            CloseReason::Resized => "resized",
         }
     }
 
@@ -74,7 +84,9 @@ mod tests {
                 "max_lifetime",
                 "connect_timeout",
                 "pool_closed",
-                "drain_timeout"
+                "drain_timeout",
+                "evicted",
+                "resized"
             ]
         );
         for (i, r) in CloseReason::ALL.iter().enumerate() {

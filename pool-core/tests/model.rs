@@ -16,6 +16,10 @@
 //!   back exactly with its answer or cancel, and `waiter_tokens()` is the model's queue;
 //! - the judge: some connections are marked dead (`Kill`); the pool's judge calls them
 //!   dead, and the model predicts which lends it prevents and which closes follow;
+//! - `resize` and `evict_all`: the model predicts which idle connections a shrink sheds,
+//!   which returning or finishing connections are closed `Resized` or `Evicted` instead of
+//!   lent, and which opens start (none while over `max_size`; evicted connections in
+//!   flight are no supply); a refused `resize` names the same field and changes nothing;
 //! - the direct return values agree (ready / queued / rejected, input errors);
 //! - `status()` agrees with the model's counts and `check_invariants()` holds;
 //! - liveness: `poll_timeout()` is exactly the model's next deadline (so never later than
@@ -226,6 +230,8 @@ enum Ret {
     Rejected(RejKind),
     Try(Option<u64>),
     Input(Result<(), ErrKind>),
+    /// `resize`: the field a refusal names.
+    Resize(Result<(), &'static str>),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -351,6 +357,12 @@ enum Op {
     Kill {
         i: usize,
     },
+    /// `resize(now, max_size)`; 0 and sizes below `min_idle` are refused.
+    Resize {
+        max_size: usize,
+    },
+    /// `evict_all(now)`.
+    EvictAll,
 }
 
 // ---- the reference model -----------------------------------------------------------------
@@ -382,6 +394,9 @@ struct MConn {
     /// `NEVER` without `max_lifetime`.
     expires_at: u64,
     last_used: u64,
+    /// The eviction generation it was opened in; below the model's `generation`:
+    /// evicted.
+    generation: u64,
 }
 
 /// What a deadline is for, in the model's terms (`pool_core::Timer` without the backoff).
@@ -432,6 +447,8 @@ struct Model {
     leases: Vec<u64>,
     /// Connections the judge calls dead.
     killed: BTreeSet<u64>,
+    /// Bumped by every `evict_all`.
+    generation: u64,
     /// The instant of the last failed connect since the last successful one.
     failed_at: Option<u64>,
     last_error: Option<ErrorClass>,
@@ -454,6 +471,7 @@ impl Model {
             next_waiter: 0,
             leases: Vec::new(),
             killed: BTreeSet::new(),
+            generation: 0,
             failed_at: None,
             last_error: None,
             out: StepOut::default(),
@@ -542,8 +560,25 @@ impl Model {
         };
     }
 
-    /// A connection is ready: the first waiter gets it, else it goes idle.
+    /// Why a connection becoming ready is closed instead: opened before the last
+    /// `evict_all`, or the pool is over a `max_size` that `resize` shrank.
+    fn retire_reason(&self, id: u64) -> Option<CloseReason> {
+        if self.conns[&id].generation < self.generation {
+            Some(CloseReason::Evicted)
+        } else if self.conns.len() > self.cfg.max_size {
+            Some(CloseReason::Resized)
+        } else {
+            None
+        }
+    }
+
+    /// A connection is ready: closed if evicted or the pool is over its size; else the
+    /// first waiter gets it, else it goes idle.
     fn make_available(&mut self, id: u64) {
+        if let Some(reason) = self.retire_reason(id) {
+            self.close_conn(id, reason, true);
+            return;
+        }
         self.conns.get_mut(&id).unwrap().last_used = self.now;
         if self.waiters.is_empty() {
             self.conns.get_mut(&id).unwrap().state = CState::Idle { since: self.now };
@@ -560,19 +595,25 @@ impl Model {
     }
 
     /// Opens wanted: unmet demand (waiters plus the `min_idle` deficit) minus what is on
-    /// its way (opening, checking, resetting), within `max_size` and `max_connecting`.
+    /// its way (opening, checking, resetting, and not evicted), within `max_size` (none
+    /// while over it) and `max_connecting`.
     fn opens_wanted(&self) -> usize {
         if self.phase != Phase::Running {
             return 0;
         }
         let demand = self.waiters.len() + self.cfg.min_idle.saturating_sub(self.idle.len());
-        let under_way = self.count(|s| {
-            matches!(
-                s,
-                CState::Opening { .. } | CState::Checking { .. } | CState::Resetting { .. }
-            )
-        });
-        let room = self.cfg.max_size - self.conns.len();
+        let under_way = self
+            .conns
+            .values()
+            .filter(|c| {
+                c.generation == self.generation
+                    && matches!(
+                        c.state,
+                        CState::Opening { .. } | CState::Checking { .. } | CState::Resetting { .. }
+                    )
+            })
+            .count();
+        let room = self.cfg.max_size.saturating_sub(self.conns.len());
         let slots = self.cfg.max_connecting - self.opening();
         demand.saturating_sub(under_way).min(room).min(slots)
     }
@@ -583,6 +624,10 @@ impl Model {
         if self.phase != Phase::Running {
             self.finish_drain();
             return;
+        }
+        // Over a shrunk max_size: idle connections go, idle longest first.
+        while self.conns.len() > self.cfg.max_size && !self.idle.is_empty() {
+            self.close_conn(self.idle[0], CloseReason::Resized, false);
         }
         while !self.waiters.is_empty() {
             let Some(id) = self.next_idle() else { break };
@@ -609,6 +654,7 @@ impl Model {
                         state: CState::Opening { deadline },
                         expires_at: NEVER,
                         last_used: self.now,
+                        generation: self.generation,
                     },
                 );
                 self.out.effects.push(Effect::Open(id));
@@ -757,6 +803,8 @@ impl Model {
             self.close_conn(id, CloseReason::PoolClosed, true);
         } else if verdict == Verdict::Broken {
             self.close_conn(id, CloseReason::Broken, true);
+        } else if let Some(reason) = self.retire_reason(id) {
+            self.close_conn(id, reason, true);
         } else if self.expired(id) {
             self.close_conn(id, CloseReason::MaxLifetime, true);
         } else if verdict == Verdict::NeedsReset {
@@ -870,6 +918,33 @@ impl Model {
             self.revoke_leases();
         }
         self.finish_drain();
+    }
+
+    fn resize(&mut self, max_size: usize) {
+        if max_size == 0 {
+            self.out.ret = Ret::Resize(Err("max_size"));
+            return;
+        }
+        if max_size < self.cfg.min_idle {
+            self.out.ret = Ret::Resize(Err("min_idle"));
+            return;
+        }
+        self.out.ret = Ret::Resize(Ok(()));
+        self.cfg.max_size = max_size;
+        self.dispatch();
+    }
+
+    fn evict_all(&mut self) {
+        if self.phase != Phase::Running {
+            self.out.ret = Ret::Input(Err(ErrKind::AlreadyClosed));
+            return;
+        }
+        self.out.ret = Ret::Input(Ok(()));
+        self.generation += 1;
+        for id in self.idle.clone() {
+            self.close_conn(id, CloseReason::Evicted, false);
+        }
+        self.dispatch();
     }
 
     fn handle_timeout(&mut self) {
@@ -1088,6 +1163,8 @@ impl Model {
             Op::Advance { .. } | Op::AdvanceToNext | Op::Timer => self.handle_timeout(),
             Op::Close { drain } => self.close(drain),
             Op::Misuse { what, i } => self.misuse(what, i),
+            Op::Resize { max_size } => self.resize(max_size),
+            Op::EvictAll => self.evict_all(),
             Op::Tick { .. } | Op::Kill { .. } => unreachable!(),
         }
         let indexed = !matches!(
@@ -1098,6 +1175,8 @@ impl Model {
                 | Op::AdvanceToNext
                 | Op::Timer
                 | Op::Close { .. }
+                | Op::Resize { .. }
+                | Op::EvictAll
         );
         if indexed && self.target == Target::None {
             // An index into an empty set: no input reached the core, so its `now` stays.
@@ -1167,6 +1246,13 @@ impl ReferenceStateMachine for PoolModel {
                     .boxed(),
             ),
         ];
+        ops.push((
+            1,
+            prop_oneof![1 => Just(0usize), 8 => 1..=5usize]
+                .prop_map(|max_size| Op::Resize { max_size })
+                .boxed(),
+        ));
+        ops.push((1, Just(Op::EvictAll).boxed()));
         if !state.waiters.is_empty() {
             ops.push((2, idx().prop_map(|i| Op::Cancel { i }).boxed()));
         }
@@ -1467,7 +1553,12 @@ impl Sut {
             _ if target == Target::None
                 && !matches!(
                     op,
-                    Op::Advance { .. } | Op::AdvanceToNext | Op::Timer | Op::Close { .. }
+                    Op::Advance { .. }
+                        | Op::AdvanceToNext
+                        | Op::Timer
+                        | Op::Close { .. }
+                        | Op::Resize { .. }
+                        | Op::EvictAll
                 ) =>
             {
                 // An index into an empty set: a no-op on both sides.
@@ -1510,6 +1601,30 @@ impl Sut {
             }
             Op::Close { drain } => {
                 out.ret = input(self.pool.close(now, instant(self.clock + drain)))
+            }
+            Op::Resize { max_size } => {
+                let before = self.pool.status();
+                let r = self.pool.resize(now, max_size).map_err(|e| e.field);
+                if r.is_err() {
+                    assert_eq!(
+                        self.pool.status(),
+                        before,
+                        "a refused resize changed the pool"
+                    );
+                }
+                out.ret = Ret::Resize(r);
+            }
+            Op::EvictAll => {
+                let before = self.pool.status();
+                let r = self.pool.evict_all(now);
+                if r.is_err() {
+                    assert_eq!(
+                        self.pool.status(),
+                        before,
+                        "a refused evict_all changed the pool"
+                    );
+                }
+                out.ret = input(r);
             }
             Op::Misuse { what, .. } => {
                 let before = self.pool.status();
@@ -1583,6 +1698,7 @@ impl Sut {
         let s = self.pool.status();
         let count = |f: fn(&CState) -> bool| m.conns.values().filter(|c| f(&c.state)).count();
         assert_eq!(s.total, m.conns.len(), "total");
+        assert_eq!(s.max_size, m.cfg.max_size, "max_size");
         assert_eq!(s.idle, m.idle.len(), "idle");
         assert_eq!(
             s.leased,

@@ -48,7 +48,10 @@ mod tests {
         assert_eq!(json["idle"], 2);
         assert_eq!(json["grants"], 3);
         assert_eq!(json["closes"]["broken"], 0);
-        assert_eq!(json["closes"].as_object().unwrap().len(), 9);
+        assert_eq!(
+            json["closes"].as_object().unwrap().len(),
+            pool_core::CloseReason::ALL.len()
+        );
         assert_eq!(json["wait"]["count"], 1);
         assert_eq!(json["wait"]["p99_ns"], 100);
         assert_eq!(json["wait"]["buckets"][0], serde_json::json!([127, 1]));

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pool_core::shell::{Lease, SharedPool};
-use pool_core::{Config, Rejection, Status, Verdict};
+use pool_core::{Config, ConfigError, Rejection, Status, Verdict};
 use tracing::Instrument;
 
 use crate::builder::Builder;
@@ -117,6 +117,29 @@ impl<M: Manager> Pool<M> {
             }
             forced
         }
+    }
+
+    /// Change `max_size` while running; every other option stays. Refused (and nothing
+    /// changes) for 0, above `MAX_SIZE_LIMIT`, or below `min_idle`. Growing opens for
+    /// waiters at once. Shrinking closes idle connections now; borrowed ones, and ones
+    /// being opened, checked or reset, are closed when they come back or finish while
+    /// the pool is still over the new size, and no connection is opened until it fits.
+    pub fn resize(&self, max_size: usize) -> Result<(), ConfigError> {
+        let from = self.status().max_size;
+        self.shared.resize(max_size)?;
+        tracing::info!(from, to = max_size, "pool resized");
+        Ok(())
+    }
+
+    /// Soft-evict every connection open now, e.g. after a credential rotation or a
+    /// failover: idle connections are closed at once, borrowed ones when they are
+    /// returned, and ones being opened, checked or reset when that finishes, instead of
+    /// being lent. Borrowers from now on get connections opened after this call.
+    /// `PoolError::Closed` once the pool is closing.
+    pub fn evict_all(&self) -> Result<(), PoolError<M::Error>> {
+        self.shared.evict_all().map_err(|_| PoolError::Closed)?;
+        tracing::info!(status = %self.status(), "evicted every connection");
+        Ok(())
     }
 
     pub fn is_closed(&self) -> bool {

@@ -665,3 +665,68 @@ async fn huge_timeouts_mean_never() {
     drop(held);
     assert!(waiting.await.unwrap().is_ok());
 }
+
+#[tokio::test(start_paused = true)]
+async fn evict_all_closes_idle_now_and_borrowed_ones_when_returned() {
+    let (pool, knobs) = pool_of(3);
+    let held = pool.get().await.unwrap();
+    let idle = pool.get().await.unwrap();
+    assert_eq!((held.id, idle.id), (0, 1));
+    drop(idle);
+    settle().await;
+    pool.evict_all().unwrap();
+    settle().await;
+    assert_eq!(
+        knobs.closes.load(SeqCst),
+        1,
+        "the idle one is closed at once"
+    );
+    assert_eq!(pool.status().idle, 0);
+    // New borrowers get new connections while the evicted one is still out.
+    let fresh = pool.get().await.unwrap();
+    assert_eq!(fresh.id, 2);
+    drop(held);
+    settle().await;
+    assert_eq!(
+        knobs.closes.load(SeqCst),
+        2,
+        "the borrowed one when returned"
+    );
+    drop(fresh);
+    settle().await;
+    assert_eq!(pool.get().await.unwrap().id, 2, "new connections are kept");
+    assert_eq!(pool.metrics().stats.closes(CloseReason::Evicted), 2);
+    pool.check_invariants().unwrap();
+    let _ = pool.close(Duration::ZERO).await;
+    assert!(matches!(pool.evict_all(), Err(PoolError::Closed)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn resize_grows_for_waiters_and_shrinks_as_connections_return() {
+    let (pool, knobs) = pool_of(1);
+    let first = pool.get().await.unwrap();
+    let p = pool.clone();
+    let waiting = tokio::spawn(async move { p.get().await.map(|c| c.id) });
+    settle().await;
+    assert_eq!(pool.status().waiters, 1);
+    pool.resize(2).unwrap();
+    assert_eq!(
+        waiting.await.unwrap().unwrap(),
+        1,
+        "a new open for the waiter"
+    );
+    assert_eq!(pool.config().max_size, 2);
+    let err = pool.resize(0).unwrap_err();
+    assert_eq!(err.field, "max_size");
+    pool.resize(1).unwrap();
+    settle().await;
+    // Connection 1 went idle when the waiter dropped it: closed at once.
+    assert_eq!(knobs.closes.load(SeqCst), 1);
+    assert_eq!(pool.status().total, 1);
+    drop(first);
+    settle().await;
+    let s = pool.status();
+    assert_eq!((s.total, s.idle, s.max_size), (1, 1, 1));
+    assert_eq!(pool.metrics().stats.closes(CloseReason::Resized), 1);
+    pool.check_invariants().unwrap();
+}

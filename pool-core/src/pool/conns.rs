@@ -35,6 +35,9 @@ pub(crate) struct Conn {
     /// When the connection last came back (or was opened); for the checkout check.
     pub last_used: Instant,
     pub state: State,
+    /// The eviction generation it was opened in; older than [`Connections::generation`]
+    /// means evicted: never lent or filed idle again.
+    pub generation: u64,
 }
 
 /// Every live connection, plus the idle list and per-state counts kept in step with it.
@@ -50,6 +53,11 @@ pub(crate) struct Connections<C> {
     /// Ids ever handed out and connections ever removed: `created - retired == len()`.
     pub created: u64,
     pub retired: u64,
+    /// The eviction generation: bumped by every `evict_all`.
+    pub generation: u64,
+    /// Evicted connections still opening, being checked or being reset: they will be
+    /// closed when they finish, so they are no supply for waiters.
+    pub doomed: usize,
 }
 
 impl<C> Default for Connections<C> {
@@ -64,6 +72,8 @@ impl<C> Default for Connections<C> {
             next_id: 0,
             created: 0,
             retired: 0,
+            generation: 0,
+            doomed: 0,
         }
     }
 }
@@ -125,9 +135,22 @@ impl<C> Connections<C> {
                 expires_at: Instant::NEVER,
                 last_used: started,
                 state: State::Opening { started, deadline },
+                generation: self.generation,
             },
         );
         id
+    }
+
+    /// Start a new eviction generation: every connection now live is evicted. The caller
+    /// closes the idle ones; those in flight become doomed.
+    pub fn evict(&mut self) {
+        self.generation += 1;
+        self.doomed = self.opening + self.checking + self.resetting;
+    }
+
+    /// Opened before the last `evict`.
+    pub fn is_evicted(&self, id: ConnId) -> bool {
+        self.get(id).is_some_and(|c| c.generation < self.generation)
     }
 
     /// The connection [`Self::pop_idle`] would take.
@@ -194,6 +217,9 @@ impl<C> Connections<C> {
     pub fn remove(&mut self, id: ConnId) -> Option<(Conn, Option<C>)> {
         let conn = self.table.remove(&id)?;
         self.retired += 1;
+        if conn.generation < self.generation && in_flight(conn.state) {
+            self.doomed -= 1;
+        }
         let mut connection = None;
         if let State::Idle { .. } = conn.state {
             if let Some(pos) = self.idle.iter().position(|(i, _)| *i == id) {
@@ -228,4 +254,12 @@ impl<C> Connections<C> {
         };
         *slot = slot.wrapping_add_signed(delta);
     }
+}
+
+/// Opening, being checked or being reset: on its way to becoming ready.
+pub(crate) fn in_flight(state: State) -> bool {
+    matches!(
+        state,
+        State::Opening { .. } | State::Checking { .. } | State::Resetting { .. }
+    )
 }

@@ -17,7 +17,16 @@ impl<C, W> Pool<C, W> {
         if self.phase != Phase::Running {
             self.alarm.stale();
             self.finish_drain();
+            self.settle_over();
             return;
+        }
+        // 0. After a shrink: shed idle connections, idle longest first, until the pool
+        //    fits. (Connections in use or in flight are closed as they come back.)
+        while self.conns.len() > self.config.max_size {
+            let Some(id) = self.conns.oldest_idle() else {
+                break;
+            };
+            self.close_conn(id, CloseReason::Resized, None);
         }
         while !self.waiters.is_empty() {
             let Some((id, mut connection)) = self.conns.pop_idle(self.config.idle_order) else {
@@ -42,6 +51,13 @@ impl<C, W> Pool<C, W> {
             // The retry deadline counts only while opens are wanted: rescan.
             self.alarm.stale();
         }
+        self.settle_over();
+    }
+
+    /// `over` only falls: to what still exceeds `max_size`.
+    fn settle_over(&mut self) {
+        let excess = self.conns.len().saturating_sub(self.config.max_size);
+        self.over = self.over.min(excess);
     }
 
     /// Connection elision (HikariCP's lesson from its spike test): open only for demand
@@ -56,8 +72,11 @@ impl<C, W> Pool<C, W> {
         }
         let demand =
             self.waiters.len() + self.config.min_idle.saturating_sub(self.conns.idle_len());
-        let under_way = self.conns.opening + self.conns.checking + self.conns.resetting;
-        let room = self.config.max_size - self.conns.len();
+        // Evicted connections in flight will be closed when they finish: no supply.
+        let under_way =
+            self.conns.opening + self.conns.checking + self.conns.resetting - self.conns.doomed;
+        // Zero while a shrink left the pool over `max_size`.
+        let room = self.config.max_size.saturating_sub(self.conns.len());
         let slots = self.config.max_connecting - self.conns.opening;
         demand.saturating_sub(under_way).min(room).min(slots)
     }
@@ -119,6 +138,10 @@ impl<C, W> Pool<C, W> {
     /// A connection became ready (connected, checked, reset or returned): hand it to the
     /// first waiter, or make it idle.
     pub(super) fn make_available(&mut self, id: ConnId, connection: C) {
+        if let Some(reason) = self.retire_reason(id) {
+            self.close_conn(id, reason, Some(connection));
+            return;
+        }
         if let Some(c) = self.conns.get_mut(id) {
             c.last_used = self.now;
         }

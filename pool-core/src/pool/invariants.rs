@@ -92,12 +92,50 @@ impl<C, W> Pool<C, W> {
             s.connects_started
         );
 
-        // Bounds: capacity, connect concurrency, queue length.
+        // Bounds: capacity, connect concurrency, queue length. After a shrink the pool may
+        // hold more than `max_size` until the excess drains: `over` (set by `resize`, only
+        // falling after) says by how much at most; while over, nothing is idle (shed at
+        // once) and so nothing can be lent from idle.
         ensure!(
-            c.len() <= cfg.max_size,
-            "size {} exceeds max_size {}",
+            c.len() <= cfg.max_size + self.over,
+            "size {} exceeds max_size {} + over {}",
+            c.len(),
+            cfg.max_size,
+            self.over
+        );
+        ensure!(
+            c.len() <= cfg.max_size || c.idle_len() == 0 || self.phase != Phase::Running,
+            "{} idle while size {} exceeds max_size {}",
+            c.idle_len(),
             c.len(),
             cfg.max_size
+        );
+
+        // Eviction: no connection older than the eviction generation is idle; the doomed
+        // count is exactly the evicted ones still in flight.
+        let mut doomed = 0;
+        for (id, conn) in c.iter() {
+            if conn.generation < c.generation {
+                ensure!(
+                    !matches!(conn.state, State::Idle { .. }),
+                    "{id} is evicted but idle"
+                );
+                if super::conns::in_flight(conn.state) {
+                    doomed += 1;
+                }
+            } else {
+                ensure!(
+                    conn.generation == c.generation,
+                    "{id} has generation {} beyond the pool's {}",
+                    conn.generation,
+                    c.generation
+                );
+            }
+        }
+        ensure!(
+            doomed == c.doomed,
+            "{doomed} evicted connections in flight, but doomed says {}",
+            c.doomed
         );
         ensure!(
             c.opening <= cfg.max_connecting,

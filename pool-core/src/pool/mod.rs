@@ -78,6 +78,9 @@ pub struct Pool<C, W = ()> {
     stats: Box<Stats>,
     alarm: Alarm,
     judge: Option<Judge<C>>,
+    /// How many live connections exceed `max_size` after a `resize` shrank it: only falls
+    /// (as they close), so `live <= max_size + over` and no open starts while over.
+    over: usize,
 }
 
 impl<C, W> std::fmt::Debug for Pool<C, W> {
@@ -110,6 +113,7 @@ impl<C, W> Pool<C, W> {
             stats: Box::default(),
             alarm: Alarm::default(),
             judge: None,
+            over: 0,
         };
         pool.dispatch();
         Ok(pool)
@@ -260,6 +264,8 @@ impl<C, W> Pool<C, W> {
             self.close_conn(id, CloseReason::PoolClosed, Some(connection));
         } else if verdict == Verdict::Broken {
             self.close_conn(id, CloseReason::Broken, Some(connection));
+        } else if let Some(reason) = self.retire_reason(id) {
+            self.close_conn(id, reason, Some(connection));
         } else if expired {
             self.close_conn(id, CloseReason::MaxLifetime, Some(connection));
         } else if verdict == Verdict::NeedsReset {
@@ -417,7 +423,64 @@ impl<C, W> Pool<C, W> {
         Ok(())
     }
 
+    /// Change `max_size` at run time; every other option stays. Refused, with the state
+    /// as it was, when the new size is invalid as [`Config::validate`] says (0, above
+    /// `MAX_SIZE_LIMIT`, or below `min_idle`). Growing lets waiters get new opens at once.
+    /// Shrinking closes idle connections (`Resized`, idle longest first) until the pool
+    /// fits; connections in use, opening, being checked or reset stay counted and are
+    /// closed (`Resized`) when they come back or finish while the pool is still over.
+    /// No open starts until it fits. Allowed while closing (it changes nothing then but
+    /// the reported `max_size`).
+    pub fn resize(&mut self, now: Instant, max_size: usize) -> Result<(), ConfigError> {
+        self.tick(now);
+        let config = Config {
+            max_size,
+            ..self.config.clone()
+        };
+        config.validate()?;
+        self.config = config;
+        self.over = self.conns.len().saturating_sub(max_size);
+        self.alarm.stale();
+        self.dispatch();
+        Ok(())
+    }
+
+    /// Soft-evict every connection now live (credential rotation, failover): idle ones
+    /// are closed now (`Evicted`); one in use is closed when returned; one opening, being
+    /// checked or being reset is closed when that finishes, instead of being lent or
+    /// filed idle, and is not counted as on its way to a waiter (new opens start at once
+    /// for the waiters). Connections opened from now on are not affected. Refused after
+    /// `close`.
+    pub fn evict_all(&mut self, now: Instant) -> Result<(), InputError> {
+        self.tick(now);
+        if self.phase != Phase::Running {
+            return Err(InputError::AlreadyClosed);
+        }
+        self.conns.evict();
+        let idle = self
+            .conns
+            .ids_where(|c| matches!(c.state, State::Idle { .. }));
+        for id in idle {
+            self.close_conn(id, CloseReason::Evicted, None);
+        }
+        self.alarm.stale();
+        self.dispatch();
+        Ok(())
+    }
+
     // ---- helpers shared by the inputs --------------------------------------------------
+
+    /// Why a connection that is becoming ready must be closed instead: it was evicted, or
+    /// the pool holds more than `max_size` after a shrink.
+    fn retire_reason(&self, id: ConnId) -> Option<CloseReason> {
+        if self.conns.is_evicted(id) {
+            Some(CloseReason::Evicted)
+        } else if self.conns.len() > self.config.max_size {
+            Some(CloseReason::Resized)
+        } else {
+            None
+        }
+    }
 
     /// The grant time of a live lease, or the misuse error.
     fn leased_since(&self, lease: LeaseId) -> Result<Instant, InputError> {

@@ -1096,6 +1096,17 @@ fn check_invariants_reports_each_kind_of_corruption() {
         ("connects started", |p, _| p.stats.connects_started += 1),
         ("lease never issued", |p, _| p.next_lease = 0),
         ("max_size", |p, _| p.config.max_size = 2),
+        ("over shrunk", |p, _| {
+            p.config.max_size = 2;
+            p.over = 0;
+        }),
+        ("doomed count", |p, _| p.conns.doomed += 1),
+        ("generation from the future", |p, lease| {
+            p.conns.get_mut(lease.conn()).unwrap().generation = 1
+        }),
+        ("evicted but in flight, uncounted", |p, _| {
+            p.conns.generation = 1
+        }),
         ("max_connecting", |p, _| p.config.max_connecting = 0),
         ("max_waiters", |p, _| p.config.max_waiters = 0),
         ("barging", |p, lease| {
@@ -1492,4 +1503,183 @@ fn next_timeout_names_what_the_deadline_is_for() {
     t.pool.close(t.now, at(40)).unwrap();
     t.actions();
     assert_eq!(next(&mut t), None, "nothing left to drain");
+}
+
+// ---- resize and evict_all ------------------------------------------------------------------
+
+#[test]
+fn resize_up_opens_for_waiters_at_once() {
+    let mut t = T::new(Config {
+        max_connecting: 4,
+        ..bare(1)
+    });
+    let first = t.queued(1000);
+    let second = t.queued(1000);
+    let third = t.queued(1000);
+    assert_eq!(t.actions(), vec![Open { conn: c(0) }]);
+    t.pool.resize(t.now, 3).unwrap();
+    assert_eq!(t.pool.status().max_size, 3);
+    assert_eq!(t.actions(), vec![Open { conn: c(1) }, Open { conn: c(2) }]);
+    t.to(5);
+    t.connect_ok(c(2));
+    t.connect_ok(c(0));
+    t.connect_ok(c(1));
+    let acts = t.actions();
+    assert_eq!(grant_of(&acts, first).conn(), c(2));
+    assert_eq!(grant_of(&acts, second).conn(), c(0));
+    assert_eq!(grant_of(&acts, third).conn(), c(1));
+}
+
+#[test]
+fn resize_down_sheds_idle_at_once_and_closes_the_rest_as_they_come_back() {
+    let mut t = T::new(bare(4));
+    t.warm(4);
+    // LIFO: the last two to go idle are lent; c0 and c1 stay idle, c0 idle longest.
+    let a = t.ready();
+    let b = t.ready();
+    assert_eq!((a.conn(), b.conn()), (c(3), c(2)));
+    t.to(1);
+    t.pool.resize(t.now, 1).unwrap();
+    assert_eq!(
+        t.actions(),
+        vec![
+            close(c(0), CloseReason::Resized),
+            close(c(1), CloseReason::Resized)
+        ]
+    );
+    let s = t.pool.status();
+    assert_eq!((s.total, s.max_size, s.idle, s.leased), (2, 1, 0, 2));
+    // Over the new size: a waiter gets no open, and a return is closed, not lent.
+    let waiter = t.queued(1000);
+    assert_eq!(t.actions(), vec![]);
+    t.release(a.lease, Verdict::Reusable);
+    assert_eq!(t.actions(), vec![close(c(3), CloseReason::Resized)]);
+    // Now it fits: the next return goes to the waiter.
+    t.release(b.lease, Verdict::NeedsReset);
+    assert_eq!(t.actions(), vec![reset(c(2))]);
+    t.pool.reset_finished(t.now, c(2), c(2), true).unwrap();
+    assert_eq!(grant_of(&t.actions(), waiter).conn(), c(2));
+    assert_eq!(t.pool.stats().closes(CloseReason::Resized), 3);
+}
+
+#[test]
+fn resize_down_closes_opens_that_finish_while_over() {
+    let mut t = T::new(bare(2));
+    let first = t.queued(1000);
+    let second = t.queued(1000);
+    assert_eq!(t.actions(), vec![Open { conn: c(0) }, Open { conn: c(1) }]);
+    t.pool.resize(t.now, 1).unwrap();
+    assert_eq!(t.actions(), vec![]);
+    t.connect_ok(c(0));
+    assert_eq!(t.actions(), vec![close(c(0), CloseReason::Resized)]);
+    t.connect_ok(c(1));
+    let g = grant_of(&t.actions(), first);
+    assert_eq!(g.conn(), c(1));
+    // The second waiter waits for the one connection the pool may now hold.
+    t.release(g.lease, Verdict::Broken);
+    assert_eq!(
+        t.actions(),
+        vec![close(c(1), CloseReason::Broken), Open { conn: c(2) }]
+    );
+    t.connect_ok(c(2));
+    assert_eq!(grant_of(&t.actions(), second).conn(), c(2));
+}
+
+#[test]
+fn resize_refuses_invalid_sizes_and_changes_nothing() {
+    let mut t = T::new(Config {
+        min_idle: 2,
+        max_connecting: 2,
+        ..bare(3)
+    });
+    assert_eq!(t.actions(), vec![Open { conn: c(0) }, Open { conn: c(1) }]);
+    let before = t.pool.status();
+    let limit = crate::config::MAX_SIZE_LIMIT;
+    for (size, field) in [(0, "max_size"), (limit + 1, "max_size"), (1, "min_idle")] {
+        let err = t.pool.resize(t.now, size).unwrap_err();
+        assert_eq!(err.field, field, "{size}");
+        assert_eq!(t.pool.status(), before);
+        assert_eq!(t.pool.config().max_size, 3);
+        assert_eq!(t.actions(), vec![]);
+    }
+    t.pool.resize(t.now, 2).unwrap();
+    assert_eq!(t.pool.config().max_size, 2);
+}
+
+#[test]
+fn evict_all_closes_idle_now_and_a_lease_when_it_comes_back() {
+    let mut t = T::new(bare(4));
+    t.warm(3);
+    let held = t.ready();
+    let reset_later = t.ready();
+    assert_eq!((held.conn(), reset_later.conn()), (c(2), c(1)));
+    t.to(1);
+    t.pool.evict_all(t.now).unwrap();
+    assert_eq!(t.actions(), vec![close(c(0), CloseReason::Evicted)]);
+    // A new borrower gets a new connection.
+    let waiter = t.queued(1000);
+    assert_eq!(t.actions(), vec![Open { conn: c(3) }]);
+    // Evicted leases are closed when returned, whatever the verdict; not lent, not reset.
+    t.release(held.lease, Verdict::Reusable);
+    assert_eq!(t.actions(), vec![close(c(2), CloseReason::Evicted)]);
+    t.release(reset_later.lease, Verdict::NeedsReset);
+    assert_eq!(t.actions(), vec![close(c(1), CloseReason::Evicted)]);
+    t.connect_ok(c(3));
+    let g = grant_of(&t.actions(), waiter);
+    assert_eq!(g.conn(), c(3));
+    // Connections opened after the eviction are lent and kept as usual.
+    t.release(g.lease, Verdict::Reusable);
+    assert_eq!(t.actions(), vec![]);
+    assert_eq!(t.ready().conn(), c(3));
+    assert_eq!(t.pool.stats().closes(CloseReason::Evicted), 3);
+}
+
+#[test]
+fn evict_all_closes_opens_checks_and_resets_when_they_finish_and_opens_for_waiters() {
+    let mut t = T::new(Config {
+        check_after_idle: Some(ms(10)),
+        ..bare(6)
+    });
+    t.warm(2);
+    let b = t.ready();
+    assert_eq!(b.conn(), c(1));
+    t.to(20);
+    // c0 sat idle past the window: the waiter's checkout check starts.
+    let waiter = t.queued(1000);
+    assert_eq!(t.actions(), vec![check(c(0))]);
+    t.release(b.lease, Verdict::NeedsReset);
+    assert_eq!(t.actions(), vec![reset(c(1))]);
+    // One more waiter: no open, the check and the reset count as on their way.
+    let second = t.queued(1000);
+    assert_eq!(t.actions(), vec![]);
+    t.pool.evict_all(t.now).unwrap();
+    // Nothing evicted in flight is supply: two new opens for the two waiters.
+    assert_eq!(t.actions(), vec![Open { conn: c(2) }, Open { conn: c(3) }]);
+    // Evicted again while those open: two more (evicted connections still count against
+    // max_size until they are closed).
+    t.pool.evict_all(t.now).unwrap();
+    assert_eq!(t.actions(), vec![Open { conn: c(4) }, Open { conn: c(5) }]);
+    t.pool.check_finished(t.now, c(0), c(0), true).unwrap();
+    assert_eq!(t.actions(), vec![close(c(0), CloseReason::Evicted)]);
+    t.pool.reset_finished(t.now, c(1), c(1), true).unwrap();
+    assert_eq!(t.actions(), vec![close(c(1), CloseReason::Evicted)]);
+    t.connect_ok(c(2));
+    assert_eq!(t.actions(), vec![close(c(2), CloseReason::Evicted)]);
+    t.connect_ok(c(5));
+    assert_eq!(grant_of(&t.actions(), waiter).conn(), c(5));
+    t.connect_ok(c(3));
+    assert_eq!(t.actions(), vec![close(c(3), CloseReason::Evicted)]);
+    t.connect_ok(c(4));
+    assert_eq!(grant_of(&t.actions(), second).conn(), c(4));
+    assert_eq!(t.pool.stats().closes(CloseReason::Evicted), 4);
+}
+
+#[test]
+fn evict_all_after_close_is_refused() {
+    let mut t = T::new(bare(2));
+    t.warm(1);
+    t.pool.close(t.now, at(100)).unwrap();
+    t.actions();
+    assert_eq!(t.pool.evict_all(t.now), Err(InputError::AlreadyClosed));
+    assert_eq!(t.actions(), vec![]);
 }

@@ -28,7 +28,7 @@ use crate::action::{Action, Grant};
 use crate::close_reason::CloseReason;
 use crate::config::{Config, ConfigError};
 use crate::id::{ConnId, LeaseId};
-use crate::input::{ConnectError, Refused, Verdict};
+use crate::input::{ConnectError, InputError, Refused, Verdict};
 use crate::pool::Pool;
 use crate::status::{Stats, Status};
 use crate::time::Instant;
@@ -192,6 +192,20 @@ impl<C: Send + 'static> SharedPool<C> {
             let _ = st.core.close(now, now + drain_timeout);
         });
         Close::new(self.clone())
+    }
+
+    /// Change `max_size` at run time; see [`Pool::resize`]. Growing serves waiters with
+    /// new opens at once; shrinking closes idle connections now and the rest as they come
+    /// back, until the pool fits.
+    pub fn resize(&self, max_size: usize) -> Result<(), ConfigError> {
+        self.with_state(self.now(), |st, now, _| st.core.resize(now, max_size))
+    }
+
+    /// Soft-evict every connection now live (credential rotation, failover); see
+    /// [`Pool::evict_all`]. Idle ones are closed now, leased ones when returned, ones
+    /// being opened, checked or reset when that finishes. Refused after `close`.
+    pub fn evict_all(&self) -> Result<(), InputError> {
+        self.with_state(self.now(), |st, now, _| st.core.evict_all(now))
     }
 
     pub fn is_closing(&self) -> bool {

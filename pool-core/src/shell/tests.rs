@@ -700,3 +700,75 @@ fn work_dropped_unanswered_reports_a_failure_and_loses_nothing() {
     );
     pool.check_invariants().unwrap();
 }
+
+/// The closes queued, as (connection, reason); other work stays queued.
+fn closes(rt: &Rt) -> Vec<(u32, CloseReason)> {
+    let mut closes = vec![];
+    for w in rt.take() {
+        match w {
+            Work::Close {
+                connection: Some(c),
+                reason,
+                ..
+            } => closes.push((c, reason)),
+            other => rt.0.work.lock().unwrap().push_back(other),
+        }
+    }
+    closes
+}
+
+#[test]
+fn evict_all_closes_idle_now_and_a_held_lease_when_it_comes_back() {
+    let (pool, rt) = pool(3);
+    let held = lend_one(&pool, &rt);
+    let idle = lend_one(&pool, &rt);
+    drop(idle);
+    assert_eq!((*held, pool.status().idle), (0, 1));
+    pool.evict_all().unwrap();
+    assert_eq!(closes(&rt), vec![(1, CloseReason::Evicted)]);
+    assert_eq!(pool.status().idle, 0);
+    // A new borrower gets a new connection.
+    let mut acquire = pool.acquire();
+    let f = flag();
+    assert!(poll(&mut acquire, &f).is_pending());
+    assert_eq!(rt.open_all(), 1);
+    let Poll::Ready(Ok(fresh)) = poll(&mut acquire, &f) else {
+        panic!()
+    };
+    assert_eq!(*fresh, 2);
+    drop(held);
+    assert_eq!(closes(&rt), vec![(0, CloseReason::Evicted)]);
+    drop(fresh);
+    assert_eq!(closes(&rt), vec![]);
+    assert_eq!(pool.status().idle, 1);
+    assert_eq!(pool.stats().closes(CloseReason::Evicted), 2);
+    pool.check_invariants().unwrap();
+    drop(pool.close(Duration::ZERO));
+    assert_eq!(pool.evict_all(), Err(InputError::AlreadyClosed));
+}
+
+#[test]
+fn resize_grows_for_a_waiter_at_once_and_shrinks_as_leases_return() {
+    let (pool, rt) = pool(1);
+    let held = lend_one(&pool, &rt);
+    let f = flag();
+    let mut acquire = pool.acquire();
+    assert!(poll(&mut acquire, &f).is_pending());
+    assert!(rt.take().is_empty(), "no room for an open");
+    pool.resize(2).unwrap();
+    assert_eq!(rt.open_all(), 1);
+    let Poll::Ready(Ok(second)) = poll(&mut acquire, &f) else {
+        panic!()
+    };
+    assert_eq!(pool.status().max_size, 2);
+    assert_eq!(pool.resize(0).unwrap_err().field, "max_size");
+    assert_eq!(pool.status().max_size, 2);
+    pool.resize(1).unwrap();
+    drop(held);
+    assert_eq!(closes(&rt), vec![(0, CloseReason::Resized)]);
+    drop(second);
+    assert_eq!(closes(&rt), vec![]);
+    let s = pool.status();
+    assert_eq!((s.total, s.idle, s.max_size), (1, 1, 1));
+    pool.check_invariants().unwrap();
+}
