@@ -25,6 +25,7 @@
 
 mod builder;
 mod error;
+mod hooks;
 mod manager;
 mod metrics;
 mod pool;
@@ -32,14 +33,15 @@ mod pool;
 pub mod postgres;
 mod runtime;
 
-pub use builder::Builder;
+pub use builder::{Builder, DEFAULT_NAME};
 pub use error::{BuildError, PoolError};
-pub use manager::Manager;
+pub use hooks::{BoxFuture, Extensions};
+pub use manager::{Manager, Target};
 pub use metrics::Metrics;
-pub use pool::{Pool, PooledConnection};
+pub use pool::{Health, Pool, PooledConnection};
 pub use pool_core::{
-    CloseReason, Config, ConfigError, ConfigOverrides, ConnectError, ErrorClass, Histogram,
-    IdleOrder, Stats, Status, Verdict,
+    CloseReason, Config, ConfigError, ConfigOverrides, ConnId, ConnectError, ErrorClass, Histogram,
+    HumanDuration, IdleOrder, Stats, Status, Verdict,
 };
 pub use runtime::LeakReport;
 
