@@ -92,7 +92,9 @@ impl<M: Manager> Builder<M> {
     }
 
     /// Judge an idle connection just before it is lent: `false` closes it (counted as
-    /// `check_failed`) and the waiter gets the next one (or a new one). Runs after
+    /// `check_failed`) and the waiter gets the next one (or a new one). Only idle
+    /// connections are judged: one handed straight from its return (or its reset) to a
+    /// waiting caller was just judged by [`Builder::after_release`]. Runs after
     /// [`Manager::is_broken`] says it is not broken, **inside the pool's critical
     /// section**: it must be synchronous and cheap (no I/O, no locks the pool's users
     /// might hold); for a round trip, use `check_after_idle` and [`Manager::check`]. A
