@@ -70,7 +70,7 @@ pub struct HumanDuration(pub Duration);
 impl fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let nanos = self.0.as_nanos();
-        if nanos % 1_000_000_000 == 0 {
+        if self.0.subsec_nanos() == 0 {
             return write!(f, "{}s", self.0.as_secs());
         }
         let (scale, unit) = match nanos {
