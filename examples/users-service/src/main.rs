@@ -31,6 +31,9 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Registered now, so a signal that arrives while the database is awaited or the
+    // table created is not lost (nor fatal).
+    let mut signal = Box::pin(shutdown_signal());
     let pool = match users_service::pool_from_url(&url) {
         Ok(pool) => pool,
         Err(e) => {
@@ -38,7 +41,11 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Err(reason) = users_service::wait_for_database(&pool, wait).await {
+    let waited = tokio::select! {
+        waited = users_service::wait_for_database(&pool, wait) => waited,
+        signal = &mut signal => Err(format!("{signal} while waiting for the database")),
+    };
+    if let Err(reason) = waited {
         tracing::error!("giving up: {reason}");
         pool.close(Duration::ZERO).await;
         return ExitCode::FAILURE;
@@ -54,8 +61,8 @@ async fn main() -> ExitCode {
         Ok(local) => tracing::info!("listening on http://{local}"),
         Err(_) => tracing::info!("listening on http://{addr}"),
     }
-    let shutdown = async {
-        let signal = shutdown_signal().await;
+    let shutdown = async move {
+        let signal = signal.await;
         tracing::info!("{signal}: shutting down");
     };
     let served = users_service::serve_until(listener, pool.clone(), shutdown).await;
@@ -73,25 +80,32 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Ctrl-C, or SIGTERM (what an orchestrator sends) on Unix; the signal's name.
-async fn shutdown_signal() -> &'static str {
+/// Ctrl-C, or SIGTERM (what an orchestrator sends) on Unix; resolves to the signal's
+/// name. The handlers are registered when this is called, not when it is first polled.
+fn shutdown_signal() -> impl std::future::Future<Output = &'static str> + Send + 'static {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => tokio::select! {
-                _ = tokio::signal::ctrl_c() => "ctrl-c",
-                _ = term.recv() => "SIGTERM",
-            },
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                "ctrl-c"
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        async move {
+            match (interrupt, terminate) {
+                (Ok(mut interrupt), Ok(mut terminate)) => tokio::select! {
+                    _ = interrupt.recv() => "ctrl-c",
+                    _ = terminate.recv() => "SIGTERM",
+                },
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    "ctrl-c"
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
-        "ctrl-c"
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+            "ctrl-c"
+        }
     }
 }
