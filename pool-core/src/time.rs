@@ -75,8 +75,9 @@ impl fmt::Display for HumanDuration {
         }
         let (scale, unit) = match nanos {
             0..=999 => return write!(f, "{nanos}ns"),
-            1_000..=999_999 => (1e3, "µs"),
-            1_000_000..=999_999_999 => (1e6, "ms"),
+            // What would round up to 1000 of a unit is 1.0 of the next.
+            1_000..=999_499 => (1e3, "µs"),
+            999_500..=999_499_999 => (1e6, "ms"),
             _ => (1e9, "s"),
         };
         let value = nanos as f64 / scale;
@@ -114,6 +115,9 @@ mod tests {
             (Duration::from_micros(40), "40µs"),
             (Duration::from_nanos(1_500), "1.5µs"),
             (Duration::from_nanos(12), "12ns"),
+            (Duration::from_micros(999_700), "1.0s"),
+            (Duration::from_nanos(999_700), "1.0ms"),
+            (Duration::from_nanos(999_400), "999µs"),
         ];
         for (d, text) in cases {
             assert_eq!(HumanDuration(d).to_string(), text, "{d:?}");
