@@ -9,7 +9,13 @@
 //! - runs **one** timer task per pool that sleeps until the core's next deadline, woken
 //!   early when an earlier one is armed; it holds the pool weakly and ends with it;
 //! - maps tokio's clock to core time (nanoseconds since the pool was built), so
-//!   `tokio::time::pause()` drives the pool in tests.
+//!   `tokio::time::pause()` drives the pool in tests;
+//! - runs the [`Builder`]'s hooks (`after_connect`, `before_acquire`, `after_release`,
+//!   `on_create`, `on_close`) and keeps each connection's [`Extensions`];
+//! - reports: [`Pool::health`] for readiness probes, OpenTelemetry's fields on its
+//!   `pool.get`/`pool.connect` spans, and with the `metrics` feature OpenTelemetry's
+//!   `db.client.connection.*` series through the `metrics` facade (see the crate's
+//!   README).
 //!
 //! ```no_run
 //! # #[cfg(feature = "postgres")]
