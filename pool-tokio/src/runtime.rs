@@ -42,8 +42,8 @@ pub(crate) struct PoolInfo {
 }
 
 impl PoolInfo {
-    /// A span named `name` carrying the pool's name and OpenTelemetry's database fields.
-    /// Its fields are only evaluated when a subscriber wants the span.
+    /// The `pool.connect` span for `conn`, carrying the pool's name and OpenTelemetry's
+    /// database fields (evaluated only when a subscriber wants the span).
     pub(crate) fn connect_span(&self, conn: ConnId) -> tracing::Span {
         let t = &self.target;
         tracing::debug_span!(
@@ -56,6 +56,7 @@ impl PoolInfo {
         )
     }
 
+    /// The `pool.get` span, with the same fields.
     pub(crate) fn get_span(&self) -> tracing::Span {
         let t = &self.target;
         tracing::debug_span!(
