@@ -149,7 +149,7 @@ async fn users_service_over_http() {
 
     // Metrics: the pool's snapshot as JSON.
     let metrics: Value = http
-        .get(format!("{base}/metrics"))
+        .get(format!("{base}/metrics.json"))
         .send()
         .await
         .unwrap()
@@ -165,6 +165,124 @@ async fn users_service_over_http() {
         "{metrics}"
     );
 
+    // Metrics for Prometheus: OpenTelemetry's connection-pool series, labelled with the
+    // pool's name, parsed as a Prometheus server would.
+    let response = http.get(format!("{base}/metrics")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let text = response.text().await.unwrap();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .expect("valid Prometheus text");
+    let ours = |name: &str| -> Vec<&prometheus_parse::Sample> {
+        scrape
+            .samples
+            .iter()
+            .filter(|s| {
+                s.metric == name
+                    && s.labels.get("db_client_connection_pool_name") == Some("users-service")
+            })
+            .collect()
+    };
+    let gauge = |name: &str, state: Option<&str>| -> f64 {
+        let samples = ours(name);
+        let sample = samples
+            .iter()
+            .find(|s| s.labels.get("db_client_connection_state") == state)
+            .unwrap_or_else(|| panic!("no {name} {state:?} in:\n{text}"));
+        match sample.value {
+            prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            ref other => panic!("{name}: {other:?}"),
+        }
+    };
+    let idle = gauge("db_client_connection_count", Some("idle"));
+    let used = gauge("db_client_connection_count", Some("used"));
+    assert!(idle + used >= 1.0 && idle + used <= 3.0, "{idle} + {used}");
+    assert_eq!(gauge("db_client_connection_max", None), 3.0);
+    assert_eq!(gauge("db_client_connection_idle_min", None), 0.0);
+    assert_eq!(gauge("db_client_connection_pending_requests", None), 0.0);
+    assert_eq!(gauge("db_client_connection_timeouts", None), 0.0);
+    for (name, at_least) in [
+        ("db_client_connection_create_time", 1),
+        ("db_client_connection_wait_time", 26),
+        ("db_client_connection_use_time", 25),
+    ] {
+        let samples = ours(name);
+        let histogram = samples
+            .iter()
+            .find_map(|s| match &s.value {
+                prometheus_parse::Value::Histogram(buckets) => Some(buckets),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no {name} histogram in:\n{text}"));
+        let total = histogram
+            .iter()
+            .find(|b| b.less_than.is_infinite())
+            .expect("a +Inf bucket")
+            .count;
+        assert!(total >= f64::from(at_least), "{name}: {total} in:\n{text}");
+        assert!(
+            histogram
+                .iter()
+                .all(|b| b.less_than.is_infinite() || b.less_than <= 30.0),
+            "{name}: buckets in seconds"
+        );
+    }
+
+    // Ready while the database serves.
+    let health = http.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert_eq!(health.json::<Value>().await.unwrap()["status"], "ready");
+
     server.abort();
     let _ = server.await;
+}
+
+/// Against a database that is not there: `/healthz` answers 503 naming the refused
+/// connect, and the start-up wait gives up after its bound with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_service_without_a_database() {
+    let _watchdog = watchdog("users_service_without_a_database", Duration::from_secs(60));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgresql://app:hunter2@127.0.0.1:{port}/app?sslmode=disable&min_idle=1");
+    // Its own name: the process's metrics recorder is shared with the other test.
+    let pool = users_service::pool_named(&url, "users-service-down").unwrap();
+    let started = std::time::Instant::now();
+    let reason = users_service::wait_for_database(&pool, Duration::from_secs(1))
+        .await
+        .expect_err("no database");
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert!(reason.contains("not reachable within 1s"), "{reason}");
+    assert!(reason.to_lowercase().contains("refused"), "{reason}");
+    assert!(!reason.contains("hunter2"), "{reason}");
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, users_service::app(pool)).await });
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .no_proxy()
+        .build()
+        .unwrap();
+    let health = http
+        .get(format!("http://{addr}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 503);
+    let body: Value = health.json().await.unwrap();
+    let error = body["error"].as_str().unwrap();
+    assert!(error.starts_with("not ready"), "{error}");
+    assert!(error.contains("last connect error"), "{error}");
+    assert!(error.to_lowercase().contains("refused"), "{error}");
+    assert!(!error.contains("hunter2"), "{error}");
+    server.abort();
 }

@@ -7,6 +7,7 @@ use crate::close_reason::CloseReason;
 use crate::id::{ConnId, LeaseId, WaiterId};
 use crate::input::ConnectError;
 use crate::status::Status;
+use crate::time::HumanDuration;
 
 /// `C` is the connection: the pool holds idle ones and hands them out with the action
 /// that moves them. `W` is the embedder's token for a waiter, handed back with its answer.
@@ -95,8 +96,9 @@ impl fmt::Display for Rejection {
             Rejection::Timeout(r) => {
                 write!(
                     f,
-                    "timed out after {:?} waiting for a connection ({})",
-                    r.waited, r.status
+                    "timed out after {} waiting for a connection ({})",
+                    HumanDuration(r.waited),
+                    r.status
                 )?;
                 if let Some(e) = &r.last_connect_error {
                     write!(f, "; last connect error: {e}")?;
@@ -116,3 +118,23 @@ impl fmt::Display for Rejection {
 }
 
 impl std::error::Error for Rejection {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The wait is measured on a real clock: the message rounds it as people read it.
+    #[test]
+    fn a_timeout_names_its_wait_as_people_read_it() {
+        let rejection = Rejection::Timeout(Box::new(TimeoutReport {
+            waited: Duration::from_nanos(2_000_123_456),
+            last_connect_error: None,
+            status: Status::default(),
+        }));
+        let text = rejection.to_string();
+        assert!(
+            text.starts_with("timed out after 2.0s waiting for a connection"),
+            "{text}"
+        );
+    }
+}

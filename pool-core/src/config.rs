@@ -279,8 +279,9 @@ impl Config {
             return invalid(
                 "backoff_max",
                 format!(
-                    "({:?}) must be at least backoff_base ({:?})",
-                    self.backoff_max, self.backoff_base
+                    "({}) must be at least backoff_base ({})",
+                    crate::time::HumanDuration(self.backoff_max),
+                    crate::time::HumanDuration(self.backoff_base)
                 ),
             );
         }

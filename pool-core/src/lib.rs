@@ -30,4 +30,4 @@ pub use id::{ConnId, LeaseId, WaiterId};
 pub use input::{ConnectError, ErrorClass, InputError, Refused, Verdict};
 pub use pool::{Acquired, InvariantViolation, Judge, Pool, Timer};
 pub use status::{Histogram, Stats, Status};
-pub use time::Instant;
+pub use time::{HumanDuration, Instant};

@@ -60,9 +60,69 @@ impl fmt::Debug for Instant {
     }
 }
 
+/// A duration as people read it in messages: `20s`, `2.5s`, `150ms`, `2.5ms`, `40µs`,
+/// `12ns`: whole units from ten of them up, one decimal below, the largest unit that
+/// gives at least one. Whole seconds print without a decimal (`2s`). `Debug` prints
+/// nanosecond precision (`2.000123456s`), which nobody reads in a log line.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let nanos = self.0.as_nanos();
+        if self.0.subsec_nanos() == 0 {
+            return write!(f, "{}s", self.0.as_secs());
+        }
+        let (scale, unit) = match nanos {
+            0..=999 => return write!(f, "{nanos}ns"),
+            // What would round up to 1000 of a unit is 1.0 of the next.
+            1_000..=999_499 => (1e3, "µs"),
+            999_500..=999_499_999 => (1e6, "ms"),
+            _ => (1e9, "s"),
+        };
+        let value = nanos as f64 / scale;
+        match value {
+            v if v >= 9.95 => write!(f, "{v:.0}{unit}"),
+            v => write!(f, "{v:.1}{unit}"),
+        }
+    }
+}
+
+impl fmt::Debug for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_print_as_people_read_them() {
+        let cases = [
+            (Duration::ZERO, "0s"),
+            (Duration::from_secs(20), "20s"),
+            (Duration::from_secs(2), "2s"),
+            (Duration::from_nanos(2_000_123_456), "2.0s"),
+            (Duration::from_millis(2_500), "2.5s"),
+            (Duration::from_millis(20_400), "20s"),
+            (Duration::from_millis(9_960), "10s"),
+            (Duration::from_secs(3_600), "3600s"),
+            (Duration::from_millis(150), "150ms"),
+            (Duration::from_nanos(150_400_001), "150ms"),
+            (Duration::from_micros(2_500), "2.5ms"),
+            (Duration::from_micros(40), "40µs"),
+            (Duration::from_nanos(1_500), "1.5µs"),
+            (Duration::from_nanos(12), "12ns"),
+            (Duration::from_micros(999_700), "1.0s"),
+            (Duration::from_nanos(999_700), "1.0ms"),
+            (Duration::from_nanos(999_400), "999µs"),
+        ];
+        for (d, text) in cases {
+            assert_eq!(HumanDuration(d).to_string(), text, "{d:?}");
+        }
+    }
 
     #[test]
     fn adding_saturates_at_never() {

@@ -9,7 +9,13 @@
 //! - runs **one** timer task per pool that sleeps until the core's next deadline, woken
 //!   early when an earlier one is armed; it holds the pool weakly and ends with it;
 //! - maps tokio's clock to core time (nanoseconds since the pool was built), so
-//!   `tokio::time::pause()` drives the pool in tests.
+//!   `tokio::time::pause()` drives the pool in tests;
+//! - runs the [`Builder`]'s hooks (`after_connect`, `before_acquire`, `after_release`,
+//!   `on_create`, `on_close`) and keeps each connection's [`Extensions`];
+//! - reports: [`Pool::health`] for readiness probes, OpenTelemetry's fields on its
+//!   `pool.get`/`pool.connect` spans, and with the `metrics` feature OpenTelemetry's
+//!   `db.client.connection.*` series through the `metrics` facade (see the crate's
+//!   README).
 //!
 //! ```no_run
 //! # #[cfg(feature = "postgres")]
@@ -25,6 +31,7 @@
 
 mod builder;
 mod error;
+mod hooks;
 mod manager;
 mod metrics;
 mod pool;
@@ -32,14 +39,15 @@ mod pool;
 pub mod postgres;
 mod runtime;
 
-pub use builder::Builder;
+pub use builder::{Builder, DEFAULT_NAME};
 pub use error::{BuildError, PoolError};
-pub use manager::Manager;
+pub use hooks::{BoxFuture, Extensions};
+pub use manager::{Manager, Target};
 pub use metrics::Metrics;
-pub use pool::{Pool, PooledConnection};
+pub use pool::{Health, Pool, PooledConnection};
 pub use pool_core::{
-    CloseReason, Config, ConfigError, ConfigOverrides, ConnectError, ErrorClass, Histogram,
-    IdleOrder, Stats, Status, Verdict,
+    CloseReason, Config, ConfigError, ConfigOverrides, ConnId, ConnectError, ErrorClass, Histogram,
+    HumanDuration, IdleOrder, Stats, Status, Verdict,
 };
 pub use runtime::LeakReport;
 

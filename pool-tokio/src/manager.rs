@@ -47,4 +47,21 @@ pub trait Manager: Send + Sync + 'static {
     fn close(&self, connection: Self::Connection) -> impl Future<Output = ()> + Send {
         async move { drop(connection) }
     }
+
+    /// What it connects to, named on the pool's `pool.get` and `pool.connect` spans
+    /// (OpenTelemetry's `db.system.name`, `server.address`, `server.port`). Default:
+    /// nothing known.
+    fn target(&self) -> Target {
+        Target::default()
+    }
+}
+
+/// What a manager connects to, for spans: see [`Manager::target`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Target {
+    /// OpenTelemetry's `db.system.name`, e.g. `postgresql`.
+    pub system: Option<&'static str>,
+    /// The server's host name, IP address or Unix socket path (never credentials).
+    pub address: Option<String>,
+    pub port: Option<u16>,
 }

@@ -7,27 +7,37 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pool_core::shell::{Lease, SharedPool};
-use pool_core::{Config, ConfigError, Rejection, Status, Verdict};
+use pool_core::{Config, ConfigError, ConnectError, HumanDuration, Rejection, Status, Verdict};
 use tracing::Instrument;
 
 use crate::builder::Builder;
 use crate::error::PoolError;
+use crate::hooks::{Conn, Extensions};
 use crate::manager::Manager;
 use crate::metrics::Metrics;
+use crate::runtime::PoolInfo;
 
 /// A pool of `M::Connection`s. Cheap to clone; every clone is the same pool. When the
 /// last handle and the last borrowed connection are gone, the timer task ends and idle
 /// connections are dropped.
 pub struct Pool<M: Manager> {
-    pub(crate) shared: SharedPool<M::Connection>,
+    pub(crate) shared: SharedPool<Conn<M::Connection>>,
+    pub(crate) inner: Arc<PoolInner<M>>,
+}
+
+/// What every handle of one pool shares besides the core.
+pub(crate) struct PoolInner<M> {
     pub(crate) manager: Arc<M>,
+    pub(crate) info: Arc<PoolInfo>,
+    #[cfg(feature = "metrics")]
+    pub(crate) exporter: crate::metrics::Exporter,
 }
 
 impl<M: Manager> Clone for Pool<M> {
     fn clone(&self) -> Self {
         Pool {
             shared: self.shared.clone(),
-            manager: self.manager.clone(),
+            inner: self.inner.clone(),
         }
     }
 }
@@ -35,8 +45,45 @@ impl<M: Manager> Clone for Pool<M> {
 impl<M: Manager> fmt::Debug for Pool<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pool")
+            .field("name", &self.name())
             .field("status", &self.status())
             .finish_non_exhaustive()
+    }
+}
+
+/// What a readiness probe needs: [`Pool::health`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Health {
+    /// The pool's counts now.
+    pub status: Status,
+    /// `close()` was called.
+    pub closed: bool,
+    /// The last connect error since the last successful connect (a success clears it),
+    /// and how long ago it happened.
+    pub last_connect_error: Option<(ConnectError, Duration)>,
+}
+
+impl Health {
+    /// Whether the pool can serve: not closed, and either no connect has failed since
+    /// the last one that succeeded, or it still holds open connections.
+    pub fn can_serve(&self) -> bool {
+        let s = &self.status;
+        !self.closed && (self.last_connect_error.is_none() || s.idle + s.leased + s.checking > 0)
+    }
+}
+
+impl fmt::Display for Health {
+    /// `ready (size 2/10: ...)`, or `not ready (...): last connect error 2.0s ago: ...`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.can_serve(), self.closed) {
+            (true, _) => write!(f, "ready ({})", self.status)?,
+            (false, true) => write!(f, "not ready: pool is closed ({})", self.status)?,
+            (false, false) => write!(f, "not ready ({})", self.status)?,
+        }
+        if let Some((e, ago)) = &self.last_connect_error {
+            write!(f, "; last connect error {} ago: {e}", HumanDuration(*ago))?;
+        }
+        Ok(())
     }
 }
 
@@ -54,7 +101,7 @@ impl<M: Manager> Pool<M> {
         &self,
     ) -> impl Future<Output = Result<PooledConnection<M>, PoolError<M::Error>>> + Send + 'static
     {
-        Self::wait(self.shared.acquire())
+        Self::wait(self.shared.acquire(), &self.inner.info)
     }
 
     /// Wait for a connection for at most `timeout`, counted from this call, covering any
@@ -65,19 +112,20 @@ impl<M: Manager> Pool<M> {
         timeout: Duration,
     ) -> impl Future<Output = Result<PooledConnection<M>, PoolError<M::Error>>> + Send + 'static
     {
-        Self::wait(self.shared.acquire_timeout(timeout))
+        Self::wait(self.shared.acquire_timeout(timeout), &self.inner.info)
     }
 
     fn wait(
-        acquire: pool_core::shell::Acquire<M::Connection>,
+        acquire: pool_core::shell::Acquire<Conn<M::Connection>>,
+        info: &PoolInfo,
     ) -> impl Future<Output = Result<PooledConnection<M>, PoolError<M::Error>>> + Send + 'static
     {
-        let span = tracing::debug_span!("pool.get");
+        let span = info.get_span();
         async move {
             match acquire.await {
                 Ok(lease) => {
-                    tracing::debug!(waited = ?lease.waited(), "acquired");
-                    Ok(PooledConnection(lease))
+                    tracing::debug!(waited = %HumanDuration(lease.waited()), "acquired");
+                    Ok(PooledConnection::new(lease))
                 }
                 Err(rejection) => {
                     let error = error(rejection);
@@ -98,14 +146,19 @@ impl<M: Manager> Pool<M> {
     /// An idle connection if one is ready and nobody is waiting; never waits, never opens.
     #[track_caller]
     pub fn try_get(&self) -> Option<PooledConnection<M>> {
-        self.shared.try_acquire().map(PooledConnection)
+        self.shared.try_acquire().map(PooledConnection::new)
     }
 
     /// Close the pool: waiters are rejected, idle connections closed, and borrowed ones
     /// closed as they come back, until `drain` has passed; then the rest are revoked.
     /// Resolves, once every connection is gone, to the number revoked.
     pub fn close(&self, drain: Duration) -> impl Future<Output = usize> + Send + 'static {
-        tracing::info!(drain = ?drain, status = %self.status(), "closing pool");
+        tracing::info!(
+            pool = self.name(),
+            drain = %HumanDuration(drain),
+            status = %self.status(),
+            "closing pool"
+        );
         let close = self.shared.close(drain);
         async move {
             let forced = close.await;
@@ -156,13 +209,37 @@ impl<M: Manager> Pool<M> {
         Metrics::new(self.shared.status(), &self.shared.stats())
     }
 
+    /// Whether the pool can serve, with the last connect error and how long ago it
+    /// happened: for a readiness probe (`/healthz`). One lock, no I/O.
+    pub fn health(&self) -> Health {
+        let (status, last_connect_error) = self.shared.health();
+        Health {
+            status,
+            closed: self.shared.is_closing(),
+            last_connect_error,
+        }
+    }
+
+    /// The pool's name ([`Builder::name`]).
+    pub fn name(&self) -> &str {
+        &self.inner.info.name
+    }
+
+    /// Record the pool's gauges, counters and histograms through the `metrics` facade
+    /// now (feature `metrics`); call it before rendering a scrape to export fresh
+    /// values. The pool also records every `metrics_interval`.
+    #[cfg(feature = "metrics")]
+    pub fn record_metrics(&self) {
+        crate::metrics::record(self);
+    }
+
     /// The configuration the pool runs with.
     pub fn config(&self) -> Config {
         self.shared.config()
     }
 
     pub fn manager(&self) -> &M {
-        &self.manager
+        &self.inner.manager
     }
 
     /// Check the core's and the shell's invariants (tests, debugging).
@@ -196,14 +273,29 @@ fn error<E: std::error::Error + Send + Sync + 'static>(rejection: Rejection) -> 
 }
 
 /// A borrowed connection. Derefs to it; goes back to the pool when dropped, judged by
-/// [`Manager::is_broken`] unless a verdict was set (and as broken if dropped during a
-/// panic).
-pub struct PooledConnection<M: Manager>(Lease<M::Connection>);
+/// [`Manager::is_broken`] and the `after_release` hook unless a verdict was set (and as
+/// broken if dropped during a panic).
+pub struct PooledConnection<M: Manager>(Lease<Conn<M::Connection>>);
 
 impl<M: Manager> PooledConnection<M> {
-    /// Take the connection out of the pool for good; its slot is freed at once.
+    fn new(mut lease: Lease<Conn<M::Connection>>) -> Self {
+        lease.lent = true;
+        PooledConnection(lease)
+    }
+
+    /// Take the connection out of the pool for good; its slot is freed at once. Its
+    /// [`Extensions`] are dropped.
     pub fn detach(self) -> M::Connection {
-        self.0.detach()
+        self.0.detach().conn
+    }
+
+    /// This connection's user state: created empty with the connection, dropped with it.
+    pub fn extensions(&self) -> &Extensions {
+        &self.0.extensions
+    }
+
+    pub fn extensions_mut(&mut self) -> &mut Extensions {
+        &mut self.0.extensions
     }
 
     /// Close this connection when it is returned instead of lending it again.
@@ -213,6 +305,8 @@ impl<M: Manager> PooledConnection<M> {
 
     /// Override the verdict it is returned with (otherwise `Manager::is_broken` decides).
     pub fn set_verdict(&mut self, verdict: Verdict) {
+        // A stated verdict skips the judgement at return, which would clear this.
+        self.0.lent = false;
         self.0.set_verdict(verdict);
     }
 
@@ -225,13 +319,13 @@ impl<M: Manager> PooledConnection<M> {
 impl<M: Manager> Deref for PooledConnection<M> {
     type Target = M::Connection;
     fn deref(&self) -> &M::Connection {
-        &self.0
+        &self.0.conn
     }
 }
 
 impl<M: Manager> DerefMut for PooledConnection<M> {
     fn deref_mut(&mut self) -> &mut M::Connection {
-        &mut self.0
+        &mut self.0.conn
     }
 }
 

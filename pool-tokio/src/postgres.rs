@@ -33,7 +33,7 @@ use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, NoTls};
 
-use crate::manager::Manager;
+use crate::manager::{Manager, Target};
 
 /// How a returned connection is cleaned before its next borrower; see the module docs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -52,6 +52,8 @@ pub enum ResetMode {
 pub struct PgManager {
     config: Config,
     reset: ResetMode,
+    /// SQL run once on every new connection (`PgManager::init_sql`).
+    init_sql: Option<std::sync::Arc<str>>,
     /// The TLS connector for `sslmode=prefer|require` (feature `rustls`).
     #[cfg(feature = "rustls")]
     tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
@@ -67,6 +69,7 @@ impl PgManager {
         PgManager {
             config,
             reset: ResetMode::default(),
+            init_sql: None,
             #[cfg(feature = "rustls")]
             tls: Some(default_tls()),
         }
@@ -194,6 +197,32 @@ impl PgManager {
     pub fn config(&self) -> &Config {
         &self.config
     }
+
+    /// Change the tokio-postgres configuration (e.g. `options`, `target_session_attrs`,
+    /// `keepalives_idle`), keeping the pool options [`PgManager::from_url`] returned.
+    pub fn configure(mut self, f: impl FnOnce(&mut Config)) -> Self {
+        f(&mut self.config);
+        self
+    }
+
+    /// Run `sql` (one or more statements, e.g. `SET search_path TO app;
+    /// SET statement_timeout = '5s'`) once on every new connection, before it is lent.
+    /// An error fails that connect (classified like any connect error).
+    pub fn init_sql(mut self, sql: impl Into<String>) -> Self {
+        self.init_sql = Some(sql.into().into());
+        self
+    }
+}
+
+/// Run the manager's init SQL, if any, on a new client.
+async fn run_init_sql(
+    sql: &Option<std::sync::Arc<str>>,
+    client: &Client,
+) -> Result<(), tokio_postgres::Error> {
+    match sql {
+        Some(sql) => client.batch_execute(sql).await,
+        None => Ok(()),
+    }
 }
 
 impl fmt::Debug for PgManager {
@@ -208,6 +237,7 @@ impl fmt::Debug for PgManager {
             .field("application_name", &c.get_application_name())
             .field("ssl_mode", &c.get_ssl_mode())
             .field("reset", &self.reset)
+            .field("init_sql", &self.init_sql)
             .field("tls", &cfg!(feature = "rustls"))
             .finish()
     }
@@ -223,11 +253,13 @@ impl Manager for PgManager {
             if self.config.get_ssl_mode() != SslMode::Disable {
                 let (client, connection) = self.config.connect(tls.clone()).await?;
                 spawn_connection(connection);
+                run_init_sql(&self.init_sql, &client).await?;
                 return Ok(client);
             }
         }
         let (client, connection) = self.config.connect(NoTls).await?;
         spawn_connection(connection);
+        run_init_sql(&self.init_sql, &client).await?;
         Ok(client)
     }
 
@@ -249,6 +281,21 @@ impl Manager for PgManager {
                 client.batch_execute("ROLLBACK").await?;
                 client.batch_execute("DISCARD ALL").await
             }
+        }
+    }
+
+    /// `postgresql`, the first host and port.
+    fn target(&self) -> Target {
+        use tokio_postgres::config::Host;
+        let address = self.config.get_hosts().first().map(|host| match host {
+            Host::Tcp(name) => name.clone(),
+            #[cfg(unix)]
+            Host::Unix(path) => path.display().to_string(),
+        });
+        Target {
+            system: Some("postgresql"),
+            address,
+            port: Some(self.config.get_ports().first().copied().unwrap_or(5432)),
         }
     }
 

@@ -8,14 +8,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use pool_core::shell::{Runtime, Upkeep, WeakPool, Work};
-use pool_core::{ConnId, ConnectError, Instant, LeaseId, Verdict};
+use pool_core::{ConnId, ConnectError, ErrorClass, HumanDuration, Instant, LeaseId, Verdict};
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use tracing::Instrument;
 
 use crate::error::error_chain;
-use crate::manager::Manager;
+use crate::hooks::{catch_panic, worse, Conn, Hooks};
+use crate::manager::{Manager, Target};
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -33,10 +34,47 @@ pub struct LeakReport {
 
 pub(crate) type LeakHook = Arc<dyn Fn(&LeakReport) + Send + Sync>;
 
+/// The pool's name and what it connects to, for spans, metrics and logs.
+#[derive(Debug)]
+pub(crate) struct PoolInfo {
+    pub(crate) name: String,
+    pub(crate) target: Target,
+}
+
+impl PoolInfo {
+    /// The `pool.connect` span for `conn`, carrying the pool's name and OpenTelemetry's
+    /// database fields (evaluated only when a subscriber wants the span).
+    pub(crate) fn connect_span(&self, conn: ConnId) -> tracing::Span {
+        let t = &self.target;
+        tracing::debug_span!(
+            "pool.connect",
+            conn = conn.get(),
+            db.system.name = t.system,
+            server.address = t.address.as_deref(),
+            server.port = t.port,
+            db.client.connection.pool.name = self.name.as_str(),
+        )
+    }
+
+    /// The `pool.get` span, with the same fields.
+    pub(crate) fn get_span(&self) -> tracing::Span {
+        let t = &self.target;
+        tracing::debug_span!(
+            "pool.get",
+            db.system.name = t.system,
+            server.address = t.address.as_deref(),
+            server.port = t.port,
+            db.client.connection.pool.name = self.name.as_str(),
+        )
+    }
+}
+
 /// The shell's runtime. Owned by the pool; when the pool goes, it tells the timer task to
 /// end.
 pub(crate) struct TokioRuntime<M: Manager> {
     pub(crate) manager: Arc<M>,
+    pub(crate) hooks: Arc<Hooks<M>>,
+    pub(crate) info: Arc<PoolInfo>,
     handle: Handle,
     /// Core time zero.
     base: tokio::time::Instant,
@@ -69,9 +107,17 @@ pub(crate) struct Timer {
 }
 
 impl<M: Manager> TokioRuntime<M> {
-    pub(crate) fn new(manager: Arc<M>, handle: Handle, on_leak: Option<LeakHook>) -> Self {
+    pub(crate) fn new(
+        manager: Arc<M>,
+        hooks: Arc<Hooks<M>>,
+        info: Arc<PoolInfo>,
+        handle: Handle,
+        on_leak: Option<LeakHook>,
+    ) -> Self {
         TokioRuntime {
             manager,
+            hooks,
+            info,
             handle,
             base: tokio::time::Instant::now(),
             timer: Arc::default(),
@@ -101,7 +147,7 @@ impl<M: Manager> TokioRuntime<M> {
     }
 
     /// Run a health check or a reset on a connection the pool lent for it.
-    fn spawn_upkeep(&self, mut upkeep: Upkeep<M::Connection>, kind: UpkeepKind) {
+    fn spawn_upkeep(&self, mut upkeep: Upkeep<Conn<M::Connection>>, kind: UpkeepKind) {
         let conn = upkeep.conn();
         let (manager, tasks) = (self.manager.clone(), self.tasks.clone());
         let span = match kind {
@@ -112,8 +158,8 @@ impl<M: Manager> TokioRuntime<M> {
             conn,
             async move {
                 let result = match kind {
-                    UpkeepKind::Check => manager.check(upkeep.connection()).await,
-                    UpkeepKind::Reset => manager.reset(upkeep.connection()).await,
+                    UpkeepKind::Check => manager.check(&mut upkeep.connection().conn).await,
+                    UpkeepKind::Reset => manager.reset(&mut upkeep.connection().conn).await,
                 };
                 lock(&tasks).remove(&conn);
                 if let Err(e) = &result {
@@ -150,7 +196,7 @@ impl UpkeepKind {
     }
 }
 
-impl<M: Manager> Runtime<M::Connection> for TokioRuntime<M> {
+impl<M: Manager> Runtime<Conn<M::Connection>> for TokioRuntime<M> {
     fn now(&self) -> Instant {
         let nanos = tokio::time::Instant::now()
             .saturating_duration_since(self.base)
@@ -158,26 +204,27 @@ impl<M: Manager> Runtime<M::Connection> for TokioRuntime<M> {
         Instant::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX - 1))
     }
 
-    fn execute(&self, work: Work<M::Connection>) {
+    fn execute(&self, work: Work<Conn<M::Connection>>) {
         match work {
             Work::Open(open) => {
                 let conn = open.conn();
-                let (manager, tasks) = (self.manager.clone(), self.tasks.clone());
-                let span = tracing::debug_span!("pool.connect", conn = conn.get());
+                let (manager, hooks, tasks) =
+                    (self.manager.clone(), self.hooks.clone(), self.tasks.clone());
+                let span = self.info.connect_span(conn);
                 self.spawn_tracked(
                     conn,
                     async move {
                         let started = tokio::time::Instant::now();
-                        let result = manager.connect().await;
+                        let result = connect(&*manager, &hooks).await;
                         lock(&tasks).remove(&conn);
-                        let result = result.map_err(|e| {
-                            let class = manager.classify(&e);
-                            let message = error_chain(&e);
-                            tracing::warn!(class = ?class, error = %message, "connect failed");
-                            ConnectError::new(class, message).with_source(Arc::new(e))
-                        });
-                        if result.is_ok() {
-                            tracing::debug!(elapsed = ?started.elapsed(), "connected");
+                        match &result {
+                            Ok(_) => {
+                                tracing::debug!(elapsed = %HumanDuration(started.elapsed()), "connected");
+                                hooks.on_create(conn);
+                            }
+                            Err(e) => {
+                                tracing::warn!(class = ?e.class, error = %e.message, "connect failed")
+                            }
                         }
                         open.finish(result);
                     }
@@ -202,9 +249,10 @@ impl<M: Manager> Runtime<M::Connection> for TokioRuntime<M> {
                     task.abort();
                 }
                 if let Some(connection) = connection {
+                    self.hooks.on_close(conn, reason);
                     let manager = self.manager.clone();
                     self.handle.spawn(async move {
-                        manager.close(connection).await;
+                        manager.close(connection.conn).await;
                     });
                 }
             }
@@ -216,13 +264,13 @@ impl<M: Manager> Runtime<M::Connection> for TokioRuntime<M> {
                 match origin {
                     Some(at) => tracing::warn!(
                         lease = %lease,
-                        held = ?held,
+                        held = %HumanDuration(held),
                         origin = %at,
                         "connection held longer than leak_threshold: suspected leak (acquired at {at})"
                     ),
                     None => tracing::warn!(
                         lease = %lease,
-                        held = ?held,
+                        held = %HumanDuration(held),
                         "connection held longer than leak_threshold: suspected leak"
                     ),
                 }
@@ -259,9 +307,51 @@ impl<M: Manager> Runtime<M::Connection> for TokioRuntime<M> {
         self.timer.notify.notify_one();
     }
 
-    fn judge(&self, connection: &mut M::Connection) -> Verdict {
-        self.manager.is_broken(connection)
+    /// The one judgement, at checkout and at return: the manager's `is_broken`, then
+    /// `before_acquire` (checkout) or `after_release` (return). Which one it is, the
+    /// connection says: a lent one is coming back.
+    fn judge(&self, connection: &mut Conn<M::Connection>) -> Verdict {
+        let verdict = self.manager.is_broken(&mut connection.conn);
+        if std::mem::take(&mut connection.lent) {
+            if verdict == Verdict::Broken {
+                return verdict;
+            }
+            worse(verdict, self.hooks.after_release(connection))
+        } else if verdict != Verdict::Broken && !self.hooks.before_acquire(connection) {
+            Verdict::Broken
+        } else {
+            verdict
+        }
     }
+}
+
+/// Open a connection and run `after_connect` on it. A hook that fails or panics fails the
+/// connect (its error classified by the manager; a panic is transient) and the connection
+/// is closed.
+async fn connect<M: Manager>(
+    manager: &M,
+    hooks: &Hooks<M>,
+) -> Result<Conn<M::Connection>, ConnectError> {
+    let failed = |e: M::Error| {
+        ConnectError::new(manager.classify(&e), error_chain(&e)).with_source(Arc::new(e))
+    };
+    let mut conn = Conn::new(manager.connect().await.map_err(failed)?);
+    let Some(after_connect) = &hooks.after_connect else {
+        return Ok(conn);
+    };
+    let error = match catch_panic(after_connect(&mut conn.conn, &mut conn.extensions)).await {
+        Ok(Ok(())) => return Ok(conn),
+        Ok(Err(e)) => {
+            let e = failed(e);
+            ConnectError {
+                message: format!("after_connect: {}", e.message).into(),
+                ..e
+            }
+        }
+        Err(()) => ConnectError::new(ErrorClass::Transient, "after_connect: the hook panicked"),
+    };
+    manager.close(conn.conn).await;
+    Err(error)
 }
 
 /// The pool's one timer: sleep until the deadline the pool last armed (woken early when

@@ -125,6 +125,14 @@ impl Manager for Fake {
         self.knobs.closes.fetch_add(1, SeqCst);
         let _ = c;
     }
+
+    fn target(&self) -> pool_tokio::Target {
+        pool_tokio::Target {
+            system: Some("fakedb"),
+            address: Some("fake-host".into()),
+            port: Some(7),
+        }
+    }
 }
 
 fn fake() -> (Fake, Arc<Knobs>) {
@@ -729,4 +737,425 @@ async fn resize_grows_for_waiters_and_shrinks_as_connections_return() {
     assert_eq!((s.total, s.idle, s.max_size), (1, 1, 1));
     assert_eq!(pool.metrics().stats.closes(CloseReason::Resized), 1);
     pool.check_invariants().unwrap();
+}
+
+// ---- hooks -----------------------------------------------------------------------------
+
+/// What a hook saw, in order.
+type Log = Arc<Mutex<Vec<String>>>;
+
+fn log_of(log: &Log) -> Vec<String> {
+    log.lock().unwrap().clone()
+}
+
+/// A statement-cache stand-in kept in a connection's extensions.
+#[derive(Debug, PartialEq)]
+struct Setup(usize);
+
+/// `after_connect` runs once per new connection, before anyone borrows it, and what it
+/// stores in the connection's extensions the borrowers see.
+#[tokio::test(start_paused = true)]
+async fn after_connect_sets_up_each_new_connection_once() {
+    let (m, knobs) = fake();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let r = runs.clone();
+    let pool = Pool::builder(m)
+        .max_size(2)
+        .after_connect(move |conn, ext| {
+            let r = r.clone();
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                r.fetch_add(1, SeqCst);
+                ext.insert(Setup(conn.id));
+                Ok(())
+            })
+        })
+        .build()
+        .unwrap();
+    let a = pool.get().await.unwrap();
+    assert_eq!(a.extensions().get::<Setup>(), Some(&Setup(a.id)));
+    let b = pool.get().await.unwrap();
+    assert_eq!(b.extensions().get::<Setup>(), Some(&Setup(b.id)));
+    drop((a, b));
+    for _ in 0..5 {
+        let c = pool.get().await.unwrap();
+        assert!(c.extensions().get::<Setup>().is_some());
+    }
+    assert_eq!(runs.load(SeqCst), 2, "once per connection, not per borrow");
+    assert_eq!(knobs.connects.load(SeqCst), 2);
+}
+
+/// An `after_connect` error is a failed connect, classified by the manager: a fatal one
+/// fails the waiter at once with the hook's error, and the connection is closed.
+#[tokio::test(start_paused = true)]
+async fn an_after_connect_error_is_a_failed_connect_and_closes_the_connection() {
+    let (m, knobs) = fake();
+    let pool = Pool::builder(m)
+        .after_connect(|_, _| {
+            Box::pin(async {
+                Err(FakeError {
+                    message: "permission denied for schema app".into(),
+                    fatal: true,
+                })
+            })
+        })
+        .build()
+        .unwrap();
+    let err = pool.get().await.map(|_| ()).unwrap_err();
+    match &err {
+        PoolError::Connect { error, source } => {
+            assert_eq!(
+                &*error.message,
+                "after_connect: permission denied for schema app"
+            );
+            assert!(error.is_fatal());
+            assert!(source.is_some(), "the hook's own error travels with it");
+        }
+        other => panic!("expected a connect error, got {other}"),
+    }
+    settle().await;
+    assert_eq!(knobs.closes.load(SeqCst), 1, "the connection was closed");
+    assert_eq!(pool.status().total, 0);
+}
+
+/// A panicking `after_connect` is a transient failed connect: the connection is closed
+/// and the waiter gets an answer (here: its timeout, naming the panic).
+#[tokio::test(start_paused = true)]
+async fn a_panicking_after_connect_closes_the_connection_and_answers_the_waiter() {
+    let (m, knobs) = fake();
+    let pool = Pool::builder(m)
+        .after_connect(|_, _| Box::pin(async { panic!("hook bug") }))
+        .build()
+        .unwrap();
+    let err = pool
+        .get_timeout(Duration::from_secs(1))
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert!(
+        err.to_string().contains("after_connect: the hook panicked"),
+        "{err}"
+    );
+    settle().await;
+    let connects = knobs.connects.load(SeqCst);
+    assert!(connects >= 1);
+    assert_eq!(
+        knobs.closes.load(SeqCst),
+        connects,
+        "every connection closed"
+    );
+    pool.check_invariants().unwrap();
+}
+
+/// `before_acquire` judges an idle connection at checkout: `false` closes it and the
+/// waiter gets another; a panic counts as `false`.
+#[tokio::test(start_paused = true)]
+async fn before_acquire_can_refuse_an_idle_connection() {
+    let (m, knobs) = fake();
+    let log: Log = Log::default();
+    let l = log.clone();
+    let pool = Pool::builder(m)
+        .max_size(1)
+        .before_acquire(move |conn, ext| {
+            l.lock().unwrap().push(format!("check {}", conn.id));
+            match ext.get::<&str>() {
+                Some(&"stale") => false,
+                Some(&"panic") => panic!("hook bug"),
+                _ => true,
+            }
+        })
+        .build()
+        .unwrap();
+    // A fresh connection goes straight to its waiter: nothing idle to judge.
+    let mut c = pool.get().await.unwrap();
+    assert_eq!(c.id, 0);
+    drop(c);
+    let mut c2 = pool.get().await.unwrap();
+    assert_eq!(c2.id, 0, "judged and kept");
+    c2.extensions_mut().insert("stale");
+    drop(c2);
+    c = pool.get().await.unwrap();
+    assert_eq!(c.id, 1, "the stale one was closed, a new one opened");
+    c.extensions_mut().insert("panic");
+    drop(c);
+    let c = pool.get().await.unwrap();
+    assert_eq!(c.id, 2, "a panicking hook closes the connection");
+    drop(c);
+    settle().await;
+    assert_eq!(
+        log_of(&log),
+        ["check 0", "check 0", "check 1"],
+        "judged at each checkout of an idle connection"
+    );
+    assert_eq!(pool.metrics().stats.closes(CloseReason::CheckFailed), 2);
+    assert_eq!(knobs.closes.load(SeqCst), 2);
+    pool.check_invariants().unwrap();
+}
+
+/// `after_release` judges a returned connection (the worse of its verdict and the
+/// manager's wins); it is skipped when the borrower stated a verdict; a panic is
+/// `Broken`.
+#[tokio::test(start_paused = true)]
+async fn after_release_verdicts_are_honoured() {
+    let (m, knobs) = fake();
+    let verdict = Arc::new(Mutex::new(Verdict::Reusable));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (v, n) = (verdict.clone(), calls.clone());
+    let pool = Pool::builder(m)
+        .max_size(1)
+        .after_release(move |_, _| {
+            n.fetch_add(1, SeqCst);
+            let v = *v.lock().unwrap();
+            if v == Verdict::Broken {
+                panic!("hook bug: panics count as broken")
+            }
+            v
+        })
+        .build()
+        .unwrap();
+    drop(pool.get().await.unwrap());
+    settle().await;
+    assert_eq!((calls.load(SeqCst), knobs.resets.load(SeqCst)), (1, 0));
+    *verdict.lock().unwrap() = Verdict::NeedsReset;
+    drop(pool.get().await.unwrap());
+    settle().await;
+    assert_eq!((calls.load(SeqCst), knobs.resets.load(SeqCst)), (2, 1));
+    // A stated verdict skips the hook.
+    let mut c = pool.get().await.unwrap();
+    c.set_verdict(Verdict::Reusable);
+    drop(c);
+    settle().await;
+    assert_eq!((calls.load(SeqCst), knobs.resets.load(SeqCst)), (2, 1));
+    // The manager's Broken wins over the hook's NeedsReset (and skips it).
+    let mut c = pool.get().await.unwrap();
+    assert_eq!(c.id, 0);
+    c.broken = true;
+    drop(c);
+    settle().await;
+    assert_eq!(calls.load(SeqCst), 2);
+    // A panicking hook: the connection is closed, the next borrower gets a new one.
+    *verdict.lock().unwrap() = Verdict::Broken;
+    let c = pool.get().await.unwrap();
+    assert_eq!(c.id, 1);
+    drop(c);
+    settle().await;
+    assert_eq!(calls.load(SeqCst), 3);
+    assert_eq!(pool.metrics().stats.closes(CloseReason::Broken), 2);
+    let c = pool.get().await.unwrap();
+    assert_eq!(c.id, 2);
+    drop(c);
+    pool.check_invariants().unwrap();
+}
+
+/// `on_create` and `on_close` count connections as Prisma's onCreate/onDelete do: every
+/// connection created is reported closed once, with its reason.
+#[tokio::test(start_paused = true)]
+async fn on_create_and_on_close_report_every_connection_once() {
+    let (m, knobs) = fake();
+    let log: Log = Log::default();
+    let (created, closed) = (log.clone(), log.clone());
+    let pool = Pool::builder(m)
+        .max_size(3)
+        .on_create(move |conn| created.lock().unwrap().push(format!("create {conn}")))
+        .on_close(move |conn, reason| {
+            closed
+                .lock()
+                .unwrap()
+                .push(format!("close {conn} {}", reason.as_str()))
+        })
+        .build()
+        .unwrap();
+    let mut a = pool.get().await.unwrap();
+    let b = pool.get().await.unwrap();
+    let c = pool.get().await.unwrap();
+    a.mark_broken();
+    drop(a);
+    drop(b);
+    let _detached = c.detach();
+    assert_eq!(pool.close(Duration::from_secs(1)).await, 0);
+    settle().await;
+    let log = log_of(&log);
+    let names = |prefix: &str| log.iter().filter(|l| l.starts_with(prefix)).count();
+    assert_eq!(names("create"), 3, "{log:?}");
+    assert_eq!(
+        names("close"),
+        2,
+        "the detached one is no longer the pool's: {log:?}"
+    );
+    assert!(log.iter().any(|l| l.ends_with(" broken")), "{log:?}");
+    assert!(log.iter().any(|l| l.ends_with(" pool_closed")), "{log:?}");
+    assert_eq!(knobs.closes.load(SeqCst), 2);
+}
+
+/// A panicking `on_create`/`on_close` is logged and otherwise ignored: the connection
+/// is still lent and still closed.
+#[tokio::test(start_paused = true)]
+async fn panicking_counter_hooks_change_nothing() {
+    let (m, knobs) = fake();
+    let pool = Pool::builder(m)
+        .on_create(|_| panic!("on_create bug"))
+        .on_close(|_, _| panic!("on_close bug"))
+        .build()
+        .unwrap();
+    let mut c = pool.get().await.unwrap();
+    c.mark_broken();
+    drop(c);
+    settle().await;
+    assert_eq!(knobs.closes.load(SeqCst), 1);
+    assert_eq!(pool.status().total, 0);
+}
+
+/// Extensions live and die with their connection: the next borrower of the same
+/// connection sees what the last one stored; a new connection starts empty.
+#[tokio::test(start_paused = true)]
+async fn extensions_live_and_die_with_the_connection() {
+    let (pool, _) = pool_of(1);
+    let mut c = pool.get().await.unwrap();
+    assert!(c.extensions().is_empty());
+    *c.extensions_mut().get_or_insert_with(|| 0u32) += 1;
+    drop(c);
+    let mut c = pool.get().await.unwrap();
+    *c.extensions_mut().get_or_insert_with(|| 0u32) += 1;
+    assert_eq!(c.extensions().get::<u32>(), Some(&2));
+    c.mark_broken();
+    drop(c);
+    let c = pool.get().await.unwrap();
+    assert_eq!(c.id, 1);
+    assert!(c.extensions().is_empty(), "a new connection starts empty");
+}
+
+// ---- name, health, spans, metrics --------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn health_reports_the_last_connect_error_and_how_long_ago() {
+    let (m, knobs) = fake();
+    let pool = Pool::builder(m).name("users").build().unwrap();
+    assert_eq!(pool.name(), "users");
+    assert!(pool.health().can_serve(), "{}", pool.health());
+    *knobs.always_fail.lock().unwrap() = Some(FakeError {
+        message: "connection refused (fake)".into(),
+        fatal: false,
+    });
+    let _ = pool
+        .get_timeout(Duration::from_millis(100))
+        .await
+        .map(|_| ());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let health = pool.health();
+    assert!(!health.can_serve(), "{health}");
+    let (error, ago) = health.last_connect_error.clone().unwrap();
+    assert_eq!(&*error.message, "connection refused (fake)");
+    assert!(
+        ago >= Duration::from_secs(1) && ago <= Duration::from_secs(3),
+        "{ago:?}"
+    );
+    let text = health.to_string();
+    assert!(text.starts_with("not ready ("), "{text}");
+    assert!(text.contains("ago: connection refused (fake)"), "{text}");
+    *knobs.always_fail.lock().unwrap() = None;
+    drop(pool.get().await.unwrap());
+    let health = pool.health();
+    assert!(health.can_serve(), "{health}");
+    assert_eq!(health.last_connect_error, None);
+    assert!(health.to_string().starts_with("ready (size 1/"), "{health}");
+    pool.close(Duration::ZERO).await;
+    assert!(!pool.health().can_serve());
+}
+
+/// The `pool.get` and `pool.connect` spans carry the pool's name and what the manager
+/// connects to, under OpenTelemetry's field names.
+#[tokio::test(start_paused = true)]
+async fn spans_carry_the_pool_name_and_the_server() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::DEBUG)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let (m, _) = fake();
+    let pool = Pool::builder(m).name("orders").build().unwrap();
+    drop(pool.get().await.unwrap());
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    for (span, event) in [("pool.get{", "acquired"), ("pool.connect{", "connected")] {
+        let line = log
+            .lines()
+            .find(|l| l.contains(span) && l.contains(event))
+            .unwrap_or_else(|| panic!("no {event} in {span}:\n{log}"));
+        for field in [
+            "db.system.name=\"fakedb\"",
+            "server.address=\"fake-host\"",
+            "server.port=7",
+            "db.client.connection.pool.name=\"orders\"",
+        ] {
+            assert!(line.contains(field), "{field} in {line}");
+        }
+    }
+}
+
+/// The `metrics` feature records OpenTelemetry's connection-pool series, labelled with
+/// the pool's name, when asked (and every `metrics_interval`).
+#[cfg(feature = "metrics")]
+#[tokio::test(start_paused = true)]
+async fn metrics_are_recorded_under_the_otel_names() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let (m, _) = fake();
+    let pool = Pool::builder(m)
+        .name("billing")
+        .max_size(1)
+        .min_idle(1)
+        .metrics_interval(None)
+        .build()
+        .unwrap();
+    let held = pool.get().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let timed_out = pool.get_timeout(Duration::from_millis(5)).await.map(|_| ());
+    assert!(timed_out.unwrap_err().is_timeout());
+    drop(held);
+    let _other = pool.get().await.unwrap();
+    metrics::with_local_recorder(&recorder, || pool.record_metrics());
+    // A second recording adds nothing to the histograms.
+    metrics::with_local_recorder(&recorder, || pool.record_metrics());
+    let mut seen = std::collections::BTreeMap::new();
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        let key = key.key();
+        let mut labels: Vec<String> = key
+            .labels()
+            .map(|l| format!("{}={}", l.key(), l.value()))
+            .collect();
+        labels.sort();
+        assert!(
+            labels.contains(&"db.client.connection.pool.name=billing".to_string()),
+            "{key:?}"
+        );
+        let state = labels
+            .iter()
+            .find_map(|l| l.strip_prefix("db.client.connection.state="))
+            .map(|s| format!("[{s}]"))
+            .unwrap_or_default();
+        let value = match value {
+            DebugValue::Gauge(g) => g.into_inner(),
+            DebugValue::Counter(c) => c as f64,
+            DebugValue::Histogram(h) => h.len() as f64,
+        };
+        seen.insert(format!("{}{state}", key.name()), value);
+    }
+    let expect = [
+        ("db.client.connection.count[idle]", 0.0),
+        ("db.client.connection.count[used]", 1.0),
+        ("db.client.connection.max", 1.0),
+        ("db.client.connection.idle.min", 1.0),
+        ("db.client.connection.pending_requests", 0.0),
+        ("db.client.connection.timeouts", 1.0),
+        ("db.client.connection.create_time", 1.0),
+        ("db.client.connection.wait_time", 2.0),
+        ("db.client.connection.use_time", 1.0),
+    ];
+    for (name, value) in expect {
+        assert_eq!(seen.get(name), Some(&value), "{name}: {seen:?}");
+    }
 }

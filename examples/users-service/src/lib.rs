@@ -1,13 +1,15 @@
 //! # users-service
 //!
 //! A small HTTP service that embeds the pool: users stored in PostgreSQL, read back by id,
-//! and the pool's metrics as JSON.
+//! the pool's metrics for Prometheus, and a readiness probe.
 //!
 //! | route | answer |
 //! |---|---|
 //! | `POST /users` with `{"name": .., "email": ..}` | `201` and the stored user (with its `id`); `400` with a reason for bad JSON or a missing/invalid field; `409` if the email is taken |
 //! | `GET /users/{id}` | `200` and the user; `404` if there is none; `400` for a non-numeric id |
-//! | `GET /metrics` | `200` and the pool's [`pool_tokio::Metrics`] snapshot |
+//! | `GET /metrics` | `200` and Prometheus text: the pool's OpenTelemetry-named series (`db_client_connection_count{db_client_connection_pool_name="users-service",db_client_connection_state="idle"}`, `..._wait_time_bucket`, ...), recorded by pool-tokio's `metrics` feature and rendered by `metrics-exporter-prometheus` |
+//! | `GET /metrics.json` | `200` and the pool's [`pool_tokio::Metrics`] snapshot as JSON |
+//! | `GET /healthz` | `200` `{"status": "ready", ..}` when the pool can serve; `503` `{"error": ..}` naming the last connect error and how long ago it was otherwise |
 //!
 //! Every error body is `{"error": "<reason>"}`. A pool that cannot hand out a connection
 //! in time answers `503` (the pool's message says why: its status and the last connect
@@ -25,6 +27,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use pool_tokio::{PgManager, Pool, PoolError};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -46,12 +49,21 @@ pub const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS users (
     email text NOT NULL UNIQUE
 )";
 
+/// The pool's name in metrics, spans and logs.
+pub const POOL_NAME: &str = "users-service";
+
 /// A pool configured from a connection URL (`DATABASE_URL`), whose query parameters
 /// (`connection_limit`, `pool_timeout`, `application_name`, ...) set the pool options.
 /// Must be called inside a tokio runtime.
 pub fn pool_from_url(url: &str) -> Result<PgPool, Box<dyn StdError + Send + Sync>> {
+    pool_named(url, POOL_NAME)
+}
+
+/// [`pool_from_url`] with another pool name (two pools in one process, e.g. tests).
+pub fn pool_named(url: &str, name: &str) -> Result<PgPool, Box<dyn StdError + Send + Sync>> {
     let (manager, options) = PgManager::from_url(url)?;
     let pool = Pool::builder(manager)
+        .name(name)
         // A web request should not wait 30 s for a connection: fail fast with 503.
         .acquire_timeout(Duration::from_secs(5))
         .options(options)
@@ -66,13 +78,69 @@ pub async fn init_schema(pool: &PgPool) -> Result<(), Box<dyn StdError + Send + 
     Ok(())
 }
 
+/// The process's Prometheus recorder, installed as the `metrics` facade's global
+/// recorder on first use (the pool records through that facade). The `*_time` series
+/// (seconds) are exported as histograms with these buckets.
+pub fn prometheus() -> PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Suffix("_time".into()),
+                    &[
+                        0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0,
+                    ],
+                )
+                .expect("buckets are not empty")
+                .install_recorder()
+                .expect("no other metrics recorder is installed")
+        })
+        .clone()
+}
+
+/// What the handlers share.
+#[derive(Clone)]
+struct AppState {
+    pool: PgPool,
+    prometheus: PrometheusHandle,
+}
+
 /// The service's routes over `pool`.
 pub fn app(pool: PgPool) -> Router {
+    let prometheus = prometheus();
     Router::new()
         .route("/users", post(create_user))
         .route("/users/{id}", get(get_user))
         .route("/metrics", get(metrics))
-        .with_state(pool)
+        .route("/metrics.json", get(metrics_json))
+        .route("/healthz", get(healthz))
+        .with_state(AppState { pool, prometheus })
+}
+
+/// At startup: wait for the database, at most `bound`, retrying a first `get()` (each
+/// failure is logged). A fatal error (wrong password, unknown database) ends the wait
+/// at once. The error names why the database could not be reached.
+pub async fn wait_for_database(pool: &PgPool, bound: Duration) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + bound;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let error = match pool.get_timeout(left.min(Duration::from_secs(5))).await {
+            Ok(_) => return Ok(()),
+            Err(e @ PoolError::Connect { .. }) => {
+                return Err(format!("the database refuses this service: {e}"))
+            }
+            Err(e) => e,
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "the database was not reachable within {}: {error}",
+                pool_tokio::HumanDuration(bound)
+            ));
+        }
+        tracing::warn!(error = %error, "waiting for the database");
+        tokio::time::sleep(Duration::from_millis(250).min(left)).await;
+    }
 }
 
 /// Create the table, then serve [`app`] on `listener` until the process ends.
@@ -224,7 +292,10 @@ fn user_from_row(row: &tokio_postgres::Row) -> Result<User, tokio_postgres::Erro
 
 /// `POST /users`. The body is parsed by hand (not with `Json<T>`) so every rejection,
 /// whatever the content type, is a 400 with a reason in the same JSON shape.
-async fn create_user(State(pool): State<PgPool>, body: Bytes) -> Result<Response, ApiError> {
+async fn create_user(
+    State(AppState { pool, .. }): State<AppState>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let new = NewUser::parse(&body).map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, r))?;
     let client = pool.get().await?;
     // `query_typed`: one round trip with an unnamed statement, so this also works behind
@@ -259,7 +330,7 @@ async fn create_user(State(pool): State<PgPool>, body: Bytes) -> Result<Response
 
 /// `GET /users/{id}`.
 async fn get_user(
-    State(pool): State<PgPool>,
+    State(AppState { pool, .. }): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<User>, ApiError> {
     let id: i64 = id.parse().map_err(|_| {
@@ -284,9 +355,29 @@ async fn get_user(
     }
 }
 
-/// `GET /metrics`.
-async fn metrics(State(pool): State<PgPool>) -> Json<pool_tokio::Metrics> {
-    Json(pool.metrics())
+/// `GET /metrics`: the pool records its series now, then the exporter renders them.
+async fn metrics(State(state): State<AppState>) -> Response {
+    state.pool.record_metrics();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.prometheus.render(),
+    )
+        .into_response()
+}
+
+/// `GET /metrics.json`.
+async fn metrics_json(State(state): State<AppState>) -> Json<pool_tokio::Metrics> {
+    Json(state.pool.metrics())
+}
+
+/// `GET /healthz`: a readiness probe.
+async fn healthz(State(state): State<AppState>) -> Response {
+    let health = state.pool.health();
+    if health.can_serve() {
+        Json(json!({ "status": "ready", "pool": health.status.to_string() })).into_response()
+    } else {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, health.to_string()).into_response()
+    }
 }
 
 #[cfg(test)]

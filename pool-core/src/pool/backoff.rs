@@ -16,6 +16,8 @@ pub(crate) struct Backoff {
     retry_at: Instant,
     /// Reported in timeout rejections; cleared by a successful connect.
     last_error: Option<ConnectError>,
+    /// When `last_error` happened.
+    failed_at: Instant,
 }
 
 impl Backoff {
@@ -43,6 +45,7 @@ impl Backoff {
         let delay = Duration::from_nanos(half.saturating_add(rng.up_to(half)));
         self.retry_at = now + delay;
         self.last_error = Some(error);
+        self.failed_at = now;
         delay
     }
 
@@ -57,6 +60,11 @@ impl Backoff {
 
     pub fn last_error(&self) -> Option<&ConnectError> {
         self.last_error.as_ref()
+    }
+
+    /// The last connect error since the last successful connect, and when it happened.
+    pub fn last_failure(&self) -> Option<(&ConnectError, Instant)> {
+        self.last_error.as_ref().map(|e| (e, self.failed_at))
     }
 
     /// The fatal error in force: the last connect failed fatally and its retry time has

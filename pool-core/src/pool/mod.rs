@@ -156,6 +156,12 @@ impl<C, W> Pool<C, W> {
         &self.stats
     }
 
+    /// The last connect error since the last successful connect (cleared by one), and
+    /// when it happened: what a readiness probe reports.
+    pub fn last_connect_error(&self) -> Option<(&ConnectError, Instant)> {
+        self.backoff.last_failure()
+    }
+
     /// The latest time the core has seen.
     pub fn now(&self) -> Instant {
         self.now

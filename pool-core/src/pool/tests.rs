@@ -1683,3 +1683,24 @@ fn evict_all_after_close_is_refused() {
     assert_eq!(t.pool.evict_all(t.now), Err(InputError::AlreadyClosed));
     assert_eq!(t.actions(), vec![]);
 }
+
+/// A readiness probe reads the last connect error and when it happened, until a connect
+/// succeeds.
+#[test]
+fn the_last_connect_error_is_kept_with_its_time_until_a_connect_succeeds() {
+    let mut t = T::new(bare(2));
+    assert_eq!(t.pool.last_connect_error(), None);
+    let _waiter = t.queued(1_000);
+    assert_eq!(t.actions(), vec![Open { conn: c(0) }]);
+    t.to(10);
+    let refused = ConnectError::transient("connection refused");
+    t.pool
+        .connect_finished(t.now, c(0), Err(refused.clone()))
+        .unwrap();
+    assert_eq!(t.pool.last_connect_error(), Some((&refused, at(10))));
+    t.to(500);
+    t.timeout();
+    let _ = t.actions();
+    t.pool.connect_finished(t.now, c(1), Ok(c(1))).unwrap();
+    assert_eq!(t.pool.last_connect_error(), None);
+}

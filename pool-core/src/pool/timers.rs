@@ -188,7 +188,10 @@ impl<C, W> Pool<C, W> {
         match why {
             Timer::Connect(id) => {
                 self.close_conn(id, CloseReason::ConnectTimeout, None);
-                let message = format!("connect timed out after {:?}", self.config.connect_timeout);
+                let message = format!(
+                    "connect timed out after {}",
+                    crate::time::HumanDuration(self.config.connect_timeout)
+                );
                 self.connect_failed(ConnectError::transient(message));
             }
             Timer::Check(id) => self.close_conn(id, CloseReason::CheckTimeout, None),

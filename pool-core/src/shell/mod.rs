@@ -220,6 +220,18 @@ impl<C: Send + 'static> SharedPool<C> {
         lock(&self.shared.state).core.stats().clone()
     }
 
+    /// The pool's counts, and the last connect error since the last successful connect
+    /// with how long ago it happened, read in one critical section (a readiness probe).
+    pub fn health(&self) -> (Status, Option<(ConnectError, Duration)>) {
+        let now = self.now();
+        let st = lock(&self.shared.state);
+        let failure = st
+            .core
+            .last_connect_error()
+            .map(|(e, at)| (e.clone(), now.saturating_since(at)));
+        (st.core.status(), failure)
+    }
+
     /// Run the core's invariant checks, and the shell's own: every waiter the core
     /// queues is still waiting for its answer (tests, debugging).
     pub fn check_invariants(&self) -> Result<(), crate::InvariantViolation> {
