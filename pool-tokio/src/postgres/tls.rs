@@ -224,9 +224,10 @@ impl TlsSettings {
                 provider: provider.clone(),
                 mode: self.mode,
                 roots_from: String::new(),
+                pinned: Vec::new(),
             }),
             Verification::Chain | Verification::ChainAndHostName => {
-                let (roots, roots_from) = self.roots()?;
+                let (roots, roots_from, pinned) = self.roots()?;
                 let roots = Arc::new(roots);
                 let check = if verification == Verification::Chain {
                     Check::Chain(roots)
@@ -242,6 +243,7 @@ impl TlsSettings {
                     provider: provider.clone(),
                     mode: self.mode,
                     roots_from,
+                    pinned,
                 })
             }
         };
@@ -279,12 +281,16 @@ impl TlsSettings {
         Ok(Some(config))
     }
 
-    /// The trusted roots and a description of where they came from (for errors).
-    fn roots(&self) -> Result<(RootCertStore, String), TlsError> {
+    /// The trusted roots, a description of where they came from (for errors), and the
+    /// certificates of the `sslrootcert` file (a server presenting one of them as its own
+    /// certificate is trusted, as OpenSSL trusts a self-signed certificate given as root).
+    fn roots(&self) -> Result<(RootCertStore, String, Vec<CertificateDer<'static>>), TlsError> {
+        let mut pinned = Vec::new();
         let mut roots = RootCertStore::empty();
         let from = match &self.root_cert {
             Some(RootCerts::File(path)) => {
                 let certs = read_certs(path).map_err(|r| tls_error("sslrootcert", r))?;
+                pinned.clone_from(&certs);
                 let (added, _) = roots.add_parsable_certificates(certs);
                 if added == 0 {
                     return Err(tls_error(
@@ -320,7 +326,7 @@ impl TlsSettings {
                 "the Mozilla and operating system roots (no sslrootcert given)".to_string()
             }
         };
-        Ok((roots, from))
+        Ok((roots, from, pinned))
     }
 }
 
@@ -356,6 +362,8 @@ struct Verifier {
     provider: Arc<CryptoProvider>,
     mode: SslMode,
     roots_from: String,
+    /// The certificates of the `sslrootcert` file.
+    pinned: Vec<CertificateDer<'static>>,
 }
 
 impl fmt::Debug for Verifier {
@@ -368,7 +376,8 @@ impl fmt::Debug for Verifier {
 }
 
 /// A certificate error with what was checked and against what, so the message says why.
-#[derive(Debug)]
+/// (Returned as `rustls::Error::Other`: rustls shows a `CertificateError::Other` with
+/// `Debug`, which would bury the explanation in type names.)
 struct Explained {
     error: rustls::Error,
     mode: SslMode,
@@ -387,6 +396,12 @@ impl fmt::Display for Explained {
     }
 }
 
+impl fmt::Debug for Explained {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
 impl std::error::Error for Explained {}
 
 impl Verifier {
@@ -396,13 +411,13 @@ impl Verifier {
             rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             ) => error,
-            rustls::Error::InvalidCertificate(_) => rustls::Error::InvalidCertificate(
-                CertificateError::Other(rustls::OtherError(Arc::new(Explained {
+            rustls::Error::InvalidCertificate(_) => {
+                rustls::Error::Other(rustls::OtherError(Arc::new(Explained {
                     error,
                     mode: self.mode,
                     roots_from: self.roots_from.clone(),
-                }))),
-            ),
+                })))
+            }
             other => other,
         }
     }
@@ -417,6 +432,24 @@ impl ServerCertVerifier for Verifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        // A self-signed server certificate given as the root (Debian's snakeoil, a
+        // self-hosted server): webpki refuses a CA certificate as the end entity
+        // (`CaUsedAsEndEntity`) even when it is the trust anchor, OpenSSL (libpq) accepts
+        // it. Trust it as given; verify-full still checks the name. Its validity period is
+        // not checked on this path.
+        if !matches!(self.check, Check::Nothing)
+            && intermediates.is_empty()
+            && self
+                .pinned
+                .iter()
+                .any(|c| c.as_ref() == end_entity.as_ref())
+        {
+            if matches!(self.check, Check::Full(_)) {
+                let cert = ParsedCertificate::try_from(end_entity)?;
+                rustls::client::verify_server_name(&cert, server_name)?;
+            }
+            return Ok(ServerCertVerified::assertion());
+        }
         match &self.check {
             Check::Nothing => Ok(ServerCertVerified::assertion()),
             Check::Chain(roots) => {
