@@ -1,0 +1,76 @@
+#![cfg(not(any(feature = "loom", feature = "shuttle")))]
+//! Connection URL keys against a real PostgreSQL: what the server sees for the keys that
+//! reach it (Prisma's `schema`, libpq's `options`, `host=` for a Unix socket,
+//! `fallback_application_name`, `target_session_attrs`).
+
+mod pg_common;
+
+use std::time::Duration;
+
+use pg_common::*;
+use pg_harness::PgCluster;
+
+async fn show(client: &tokio_postgres::Client, setting: &str) -> String {
+    let rows = client
+        .simple_query(&format!("SHOW {setting}"))
+        .await
+        .unwrap_or_else(|e| panic!("SHOW {setting}: {}", pg_message(&e)));
+    rows.iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .expect("one row")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_reach_the_server_as_meant() {
+    let _watchdog = watchdog("keys_reach_the_server_as_meant", Duration::from_secs(120));
+    let cluster = PgCluster::start_async(pg_harness::PgOptions::default())
+        .await
+        .expect("start PostgreSQL");
+    let o = cluster.options();
+
+    // Prisma's schema (a name that needs quoting) after libpq's own options; over TCP.
+    let url = format!(
+        "{}?sslmode=disable&options=-c%20work_mem%3D3MB&schema=My%20Schema\
+         &fallback_application_name=fallback&target_session_attrs=read-write\
+         &pool_timeout=0&connection_limit=2",
+        cluster.url()
+    );
+    let pool = pool_with(&url, |b| b);
+    assert!(pool.config().acquire_timeout > Duration::from_secs(365 * 24 * 3600));
+    let client = within(Duration::from_secs(30), "get", pool.get())
+        .await
+        .expect("get");
+    assert_eq!(show(&client, "search_path").await, "\"My Schema\"");
+    assert_eq!(show(&client, "work_mem").await, "3MB");
+    assert_eq!(show(&client, "application_name").await, "fallback");
+    drop(client);
+    pool.close(Duration::from_secs(5)).await;
+
+    // host= names the Unix socket directory (the harness trusts local connections).
+    let socket = cluster.socket_dir().display().to_string();
+    let url = format!(
+        "postgresql://{}@/{}?host={}&port={}&schema=public&application_name=over-socket",
+        o.user,
+        o.database,
+        socket.replace('/', "%2F"),
+        cluster.port()
+    );
+    let pool = pool_with(&url, |b| b);
+    let client = within(Duration::from_secs(30), "get over the socket", pool.get())
+        .await
+        .expect("get over the socket");
+    assert_eq!(show(&client, "search_path").await, "\"public\"");
+    let row = client
+        .query_one(
+            "SELECT client_addr IS NULL FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(row.get::<_, bool>(0), "connected over TCP, not the socket");
+    drop(client);
+    pool.close(Duration::from_secs(5)).await;
+}
