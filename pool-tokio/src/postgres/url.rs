@@ -1172,4 +1172,13 @@ mod tests {
             }
         }
     }
+
+    /// docs/connection-urls.md lists every key `from_url` knows.
+    #[test]
+    fn the_documentation_lists_every_key() {
+        let doc = include_str!("../../../docs/connection-urls.md");
+        for (key, ..) in KEYS {
+            assert!(doc.contains(&format!("`{key}`")), "{key} is not in the doc");
+        }
+    }
 }
