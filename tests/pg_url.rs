@@ -46,7 +46,30 @@ async fn keys_reach_the_server_as_meant() {
     assert_eq!(show(&client, "search_path").await, "\"My Schema\"");
     assert_eq!(show(&client, "work_mem").await, "3MB");
     assert_eq!(show(&client, "application_name").await, "fallback");
+    // pool_timeout=0: a waiter waits (it neither fails at once nor times out) until a
+    // connection comes back.
+    let other = within(Duration::from_secs(30), "second get", pool.get())
+        .await
+        .expect("second get");
+    let waiter = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.get().await.map(drop) }
+    });
+    wait_until(&pool, Duration::from_secs(10), "a waiter queued", |p| {
+        p.status().waiters == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !waiter.is_finished(),
+        "the waiter ended without a connection"
+    );
     drop(client);
+    within(Duration::from_secs(10), "the waiter", waiter)
+        .await
+        .expect("waiter task")
+        .expect("the waiter gets the returned connection");
+    drop(other);
     pool.close(Duration::from_secs(5)).await;
 
     // host= names the Unix socket directory (the harness trusts local connections).
