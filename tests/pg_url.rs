@@ -8,7 +8,8 @@ mod pg_common;
 use std::time::Duration;
 
 use pg_common::*;
-use pg_harness::PgCluster;
+use pg_harness::{PgBouncer, PgCluster};
+use pool_tokio::Manager;
 
 async fn show(client: &tokio_postgres::Client, setting: &str) -> String {
     let rows = client
@@ -96,4 +97,41 @@ async fn keys_reach_the_server_as_meant() {
     assert!(row.get::<_, bool>(0), "connected over TCP, not the socket");
     drop(client);
     pool.close(Duration::from_secs(5)).await;
+}
+
+/// The URL Prisma users carry to PgBouncer in transaction mode works as pasted: `schema`
+/// `public` is not sent (PgBouncer refuses the `options` startup parameter, which this
+/// test also shows), and the manager knows it is behind PgBouncer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prisma_url_through_pgbouncer() {
+    let _watchdog = watchdog("a_prisma_url_through_pgbouncer", Duration::from_secs(120));
+    let cluster = cluster(20);
+    let bouncer = PgBouncer::start(&cluster, "transaction", 2).expect("start pgbouncer");
+    let prisma = "?schema=public&pgbouncer=true&connection_limit=1&statement_cache_size=0\
+                  &pool_timeout=0&sslmode=disable";
+    let pool = pool_with(&format!("{}{prisma}", bouncer.url()), |b| b);
+    assert!(pool.manager().pgbouncer());
+    assert_eq!(pool.config().max_size, 1);
+    let client = within(Duration::from_secs(30), "get through PgBouncer", pool.get())
+        .await
+        .expect("get through PgBouncer");
+    assert_eq!(select(&client, 5).await.expect("select"), 5);
+    drop(client);
+    pool.close(Duration::from_secs(5)).await;
+
+    // What sending the schema would do: PgBouncer refuses the connection.
+    let (manager, _) = pool_tokio::PgManager::from_url(&format!(
+        "{}?schema=public&sslmode=disable",
+        bouncer.url()
+    ))
+    .unwrap();
+    let e = within(
+        Duration::from_secs(30),
+        "connect with options",
+        manager.connect(),
+    )
+    .await
+    .expect_err("PgBouncer accepted the options startup parameter");
+    let text = pg_message(&e);
+    assert!(text.contains("options"), "{text}");
 }
