@@ -614,7 +614,7 @@ fn driver_param(
     driver_name: &str,
     value: &str,
 ) -> Result<(), UrlError> {
-    // With a placeholder host, as tokio-postgres needs one for some checks.
+    // Alone, so that its error is about this key only.
     if let Err(e) = Config::from_str(&format!("{driver_name}={}", quote(value))) {
         let reason = crate::error::error_chain(&e);
         return Err(bad(name, format!("tokio-postgres refused it ({reason})")));
