@@ -31,9 +31,12 @@ bash scripts/install-deps.sh
 step "format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
-# Every feature at once: the loom and shuttle suites (and pool-tokio's TLS and serde). The
+# Every feature at once: the loom and shuttle suites (and pool-tokio's serde). The
 # model-checked builds of pool-core are their own packages (verify/), so this is safe.
 cargo clippy --workspace --all-targets --all-features -- -D warnings
+# pool-tokio without its default `postgres` feature (the pool alone: no tokio-postgres, no
+# TLS) must keep building and passing its own tests.
+cargo clippy -p pool-tokio --all-targets --no-default-features -- -D warnings
 # The injected-bug patches (scripts/mutations.sh) must keep applying to the code they
 # break; a stale one would silently stop showing anything.
 for patch in docs/mutations/*.patch; do
@@ -42,6 +45,7 @@ done
 
 step "workspace tests (unit, model, simulator, tokio adapter, real PostgreSQL)"
 counted cargo test --workspace
+counted cargo test -p pool-tokio --no-default-features
 
 step "loom: exhaustive interleavings of the shell"
 counted cargo test --features loom

@@ -69,6 +69,33 @@ pub struct PgOptions {
     /// Extra `postgresql.conf` settings, e.g. `("idle_session_timeout", "'1s'")`; values
     /// are written verbatim.
     pub extra_conf: Vec<(String, String)>,
+    /// TLS for the server (`ssl = on` with these files); none by default.
+    pub tls: Option<PgTls>,
+    /// The `pg_hba.conf` lines for TCP connections (default
+    /// `host all all 127.0.0.1/32 scram-sha-256`); the harness's own `local all all trust`
+    /// line always comes first. E.g. `hostssl all all 127.0.0.1/32 scram-sha-256` for a
+    /// TLS-only server, `hostssl all some_user 127.0.0.1/32 cert` for client certificates.
+    pub hba: Vec<String>,
+}
+
+/// A server certificate and key (PEM text), and optionally the CA whose client
+/// certificates the server trusts (`ssl_ca_file`, for `cert` authentication).
+#[derive(Clone)]
+pub struct PgTls {
+    /// `ssl_cert_file`'s contents: the server certificate (and any intermediates).
+    pub cert_pem: String,
+    /// `ssl_key_file`'s contents: the unencrypted private key.
+    pub key_pem: String,
+    /// `ssl_ca_file`'s contents, if any.
+    pub ca_pem: Option<String>,
+}
+
+impl std::fmt::Debug for PgTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgTls")
+            .field("ca", &self.ca_pem.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for PgOptions {
@@ -80,6 +107,8 @@ impl Default for PgOptions {
             password: "pool_test_pw".into(),
             database: "pool_test".into(),
             extra_conf: Vec::new(),
+            tls: None,
+            hba: vec!["host all all 127.0.0.1/32 scram-sha-256".into()],
         }
     }
 }
@@ -100,6 +129,18 @@ impl PgOptions {
     /// Adds a `postgresql.conf` line `name = value` (value verbatim, quote strings yourself).
     pub fn setting(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.extra_conf.push((name.into(), value.into()));
+        self
+    }
+
+    /// Turns TLS on with this certificate and key (and client CA).
+    pub fn tls(mut self, tls: PgTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Replaces the `pg_hba.conf` lines for TCP connections.
+    pub fn hba<S: Into<String>>(mut self, lines: impl IntoIterator<Item = S>) -> Self {
+        self.hba = lines.into_iter().map(Into::into).collect();
         self
     }
 }
@@ -256,14 +297,21 @@ impl PgCluster {
         util::run(initdb, String::new)?;
         let _ = std::fs::remove_file(&pwfile);
 
-        dir.write_file(
-            &data.join("pg_hba.conf"),
-            "# written by pg-harness\n\
-             local all all trust\n\
-             host  all all 127.0.0.1/32 scram-sha-256\n",
-            0o600,
-            run_as,
-        )?;
+        let mut hba = String::from("# written by pg-harness\nlocal all all trust\n");
+        for line in &opts.hba {
+            hba.push_str(line);
+            hba.push('\n');
+        }
+        dir.write_file(&data.join("pg_hba.conf"), &hba, 0o600, run_as)?;
+        if let Some(tls) = &opts.tls {
+            // The server refuses a key readable by others; the files live in the data
+            // directory, owned by the server's account.
+            dir.write_file(&data.join("server.crt"), &tls.cert_pem, 0o600, run_as)?;
+            dir.write_file(&data.join("server.key"), &tls.key_pem, 0o600, run_as)?;
+            if let Some(ca) = &tls.ca_pem {
+                dir.write_file(&data.join("client_ca.crt"), ca, 0o600, run_as)?;
+            }
+        }
         let conf = data.join("postgresql.conf");
         let mut main_conf = std::fs::read_to_string(&conf)
             .map_err(|e| HarnessError::io(format!("reading {}", conf.display()), e))?;
@@ -436,6 +484,19 @@ impl PgCluster {
         &self.inner.sock
     }
 
+    /// Writes `contents` to a file `name` in the cluster's scratch directory (deleted with
+    /// the cluster), readable by the test process: e.g. a client certificate or a root
+    /// certificate for a connection URL's `sslcert` / `sslrootcert`. Returns its path.
+    pub fn write_file(&self, name: &str, contents: &str) -> Result<PathBuf, HarnessError> {
+        let path = self.inner.dir.path().join("client").join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| HarnessError::io(format!("creating {}", parent.display()), e))?;
+        }
+        self.inner.dir.write_file(&path, contents, 0o600, None)?;
+        Ok(path)
+    }
+
     /// The server log file.
     pub fn log_path(&self) -> &Path {
         &self.inner.log
@@ -548,6 +609,14 @@ fn harness_conf(i: &Inner) -> String {
     set("log_connections", "on".into());
     set("log_disconnections", "on".into());
     set("log_line_prefix", "'%m [%p] %u@%d/%a '".into());
+    if let Some(tls) = &o.tls {
+        set("ssl", "on".into());
+        set("ssl_cert_file", "'server.crt'".into());
+        set("ssl_key_file", "'server.key'".into());
+        if tls.ca_pem.is_some() {
+            set("ssl_ca_file", "'client_ca.crt'".into());
+        }
+    }
     for (k, v) in &o.extra_conf {
         set(k, v.clone());
     }

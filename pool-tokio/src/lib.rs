@@ -52,4 +52,4 @@ pub use pool_core::{
 pub use runtime::LeakReport;
 
 #[cfg(feature = "postgres")]
-pub use postgres::{PgManager, ResetMode, UrlError};
+pub use postgres::{PgManager, ResetMode, SslMode, TlsSettings, UrlError};
