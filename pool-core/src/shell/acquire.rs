@@ -180,7 +180,6 @@ impl<C: Send + 'static> State<C> {
                 }
             }
             Answer::Granted(grant, connection) => {
-                self.origins.remove(&grant.lease);
                 if let Err(refused) =
                     self.core
                         .release(now, grant.lease, connection, Verdict::Reusable)

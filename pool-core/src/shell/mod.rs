@@ -82,8 +82,10 @@ struct State<C: Send + 'static> {
     /// The core holds the idle connections, and the queue with each waiter's cell.
     core: Pool<C, Queued<C>>,
     spares: Spares<C>,
-    /// Where each lease was acquired, for leak reports (only with a leak threshold).
-    origins: IdMap<LeaseId, &'static Location<'static>>,
+    /// Where each connection's latest lease was acquired, for leak reports (only with a
+    /// leak threshold). Keyed by connection, so a new lease overwrites the last one's
+    /// entry and a return removes nothing; the entry goes when the connection does.
+    origins: IdMap<ConnId, (LeaseId, &'static Location<'static>)>,
     /// Set once the core reports `Drained`.
     drained: Option<usize>,
     close_wakers: Vec<Waker>,
@@ -316,7 +318,6 @@ impl<C: Send + 'static> SharedPool<C> {
     fn release(&self, lease: LeaseId, mut connection: C, verdict: Option<Verdict>) {
         let verdict = verdict.unwrap_or_else(|| self.shared.runtime.judge(&mut connection));
         self.with_state(self.now(), |st, now, fx| {
-            st.origins.remove(&lease);
             if let Err(refused) = st.core.release(now, lease, connection, verdict) {
                 // Revoked at the drain deadline while the borrower held it.
                 fx.close(lease.conn(), refused.connection, CloseReason::DrainTimeout);
@@ -326,7 +327,7 @@ impl<C: Send + 'static> SharedPool<C> {
 
     fn detach(&self, lease: LeaseId) {
         self.with_state(self.now(), |st, now, _| {
-            st.origins.remove(&lease);
+            st.origins.remove(&lease.conn());
             let _ = st.core.detach(now, lease);
         })
     }
@@ -368,11 +369,14 @@ impl<C: Send + 'static> State<C> {
                     conn,
                     reason,
                     connection,
-                } => fx.work.push(Work::Close {
-                    conn,
-                    connection,
-                    reason,
-                }),
+                } => {
+                    self.origins.remove(&conn);
+                    fx.work.push(Work::Close {
+                        conn,
+                        connection,
+                        reason,
+                    })
+                }
                 Action::Grant {
                     token,
                     grant,
@@ -388,7 +392,11 @@ impl<C: Send + 'static> State<C> {
                 Action::LeakSuspected { lease, held } => fx.work.push(Work::LeakSuspected {
                     lease,
                     held,
-                    origin: self.origins.get(&lease).copied(),
+                    origin: self
+                        .origins
+                        .get(&lease.conn())
+                        .filter(|(latest, _)| *latest == lease)
+                        .map(|(_, origin)| *origin),
                 }),
                 Action::Drained { forced } => {
                     self.drained = Some(forced);
@@ -411,7 +419,7 @@ impl<C: Send + 'static> State<C> {
 
     fn note_origin(&mut self, grant: Grant, origin: &'static Location<'static>) {
         if self.core.config().leak_threshold.is_some() {
-            self.origins.insert(grant.lease, origin);
+            self.origins.insert(grant.conn(), (grant.lease, origin));
         }
     }
 }

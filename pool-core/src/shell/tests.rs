@@ -772,3 +772,33 @@ fn resize_grows_for_a_waiter_at_once_and_shrinks_as_leases_return() {
     assert_eq!((s.total, s.idle, s.max_size), (1, 1, 1));
     pool.check_invariants().unwrap();
 }
+
+/// Leak origins are kept per connection: a second lease of the same connection is
+/// reported with its own origin, not its predecessor's.
+#[test]
+fn a_leak_report_names_the_latest_lease_of_the_connection() {
+    let (pool, rt) = pool_with(Config {
+        max_size: 1,
+        check_after_idle: None,
+        leak_threshold: Some(Duration::from_secs(1)),
+        ..Config::default()
+    });
+    let first = lend_one(&pool, &rt);
+    drop(first);
+    let second = pool.try_acquire().expect("the connection is idle");
+    let line = line!() - 1;
+    rt.take();
+    rt.advance(Duration::from_secs(1));
+    pool.handle_timeout();
+    let work = rt.take();
+    let [Work::LeakSuspected {
+        origin: Some(origin),
+        lease,
+        ..
+    }] = work[..]
+    else {
+        panic!("{work:?}")
+    };
+    assert_eq!(lease, second.id());
+    assert_eq!((origin.file(), origin.line()), (file!(), line));
+}
