@@ -30,6 +30,10 @@ mod metrics;
 mod pool;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "postgres")]
+mod postgres_socket;
+#[cfg(feature = "postgres")]
+mod postgres_status;
 mod runtime;
 
 pub use builder::Builder;
@@ -44,4 +48,4 @@ pub use pool_core::{
 pub use runtime::LeakReport;
 
 #[cfg(feature = "postgres")]
-pub use postgres::{PgManager, ResetMode, UrlError};
+pub use postgres::{PgConnection, PgManager, ResetMode, TransactionStatus, UrlError};

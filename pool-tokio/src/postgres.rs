@@ -3,24 +3,52 @@
 //! # Session state between borrowers
 //!
 //! A connection that comes back inside a transaction (a `BEGIN` sent with
-//! `batch_execute`, a task cancelled between `BEGIN` and `COMMIT`) must never reach the
-//! next borrower, and tokio-postgres does not expose the server's transaction status
-//! (the `ReadyForQuery` byte). So the manager cannot *see* a dirty connection; it has to
-//! assume one. [`ResetMode`] chooses how:
+//! `batch_execute`, a task cancelled between `BEGIN` and `COMMIT`, a failed statement
+//! inside a transaction) must never reach the next borrower. PostgreSQL says where a
+//! session stands at the end of every request: the status byte of `ReadyForQuery` (`I`
+//! idle, `T` in a transaction, `E` in a failed one). tokio-postgres reads it and does not
+//! expose it, so [`PgManager`] opens the socket itself (TCP or Unix, honouring the
+//! config's hosts, ports, `hostaddr`, `connect_timeout`, keepalives and
+//! `tcp_user_timeout` as tokio-postgres's own `connect` does), hands it to
+//! `Config::connect_raw` wrapped in a stream that watches the protocol framing, and
+//! watches the plaintext above TLS when TLS is negotiated. A [`PgConnection`] (which
+//! derefs to the tokio-postgres `Client`) carries that status:
+//! [`PgConnection::transaction_status`]. The details, and why a request queued or in
+//! flight makes the status unknown, are in the `postgres_status` module (and
+//! `docs/reset.md`).
 //!
-//! - [`ResetMode::Rollback`] (the default) returns every connection as `NeedsReset`; the
-//!   pool runs `ROLLBACK` on it in a background task before lending it again (bounded by
-//!   `check_timeout`, and closed if it fails). Sound for transactions whatever the
-//!   borrower did; costs one round trip per return, off the borrower's path. Outside a
-//!   transaction PostgreSQL answers `ROLLBACK` with a harmless `WARNING: there is no
-//!   transaction in progress` (which the server logs at the default `log_min_messages`).
-//! - [`ResetMode::Discard`] runs `ROLLBACK` and then `DISCARD ALL`: also clears `SET`s,
-//!   temporary tables, prepared statements, advisory locks and `LISTEN`s. Do not use it
-//!   behind PgBouncer in transaction mode.
+//! [`ResetMode`] chooses what happens at return:
+//!
+//! - [`ResetMode::Auto`] (the default): an idle connection (`I`, nothing in flight) is
+//!   returned `Reusable`, with no round trip, no statement and nothing logged. One in a
+//!   transaction or a failed transaction, or whose status is not known (a borrower
+//!   dropped a query future before its answer, or a request it queued was not written
+//!   yet) is returned `NeedsReset`; the reset (a background task, bounded by
+//!   `check_timeout`, the connection closed if it fails) first waits for anything in
+//!   flight (an empty query, which runs nothing and logs nothing, answered after every
+//!   request before it) and then sends `ROLLBACK` only if the server says a transaction
+//!   is open. A query cancelled mid-flight is waited for, not cancelled: a long one
+//!   holds its connection in the reset until it ends or `check_timeout` closes it.
+//! - [`ResetMode::Rollback`] (the default before `Auto`): `ROLLBACK` on every return.
+//!   One round trip per return (about half the throughput of short queries), and on an
+//!   idle connection PostgreSQL answers with `WARNING: there is no transaction in
+//!   progress`: one line in the server log, and one INFO line from tokio-postgres in the
+//!   application's, per request.
+//! - [`ResetMode::Discard`]: `DISCARD ALL` on every return (after a `ROLLBACK` when in a
+//!   transaction): also clears `SET`s, temporary tables, prepared statements, advisory
+//!   locks and `LISTEN`s. Do not use it behind PgBouncer in transaction mode.
 //! - [`ResetMode::Skip`] trusts the borrowers: only correct if every transaction goes
 //!   through tokio-postgres's `Client::transaction()`, whose guard queues a `ROLLBACK` on
 //!   drop before the connection can be returned (so cancellation is covered too), and
 //!   nobody sends `BEGIN` by hand.
+//!
+//! `Auto` restores what a transaction changed, like `Rollback`: session state set
+//! outside a transaction (`SET`, temporary tables, prepared statements) survives both;
+//! use `Discard` for that.
+//!
+//! Because the manager opens the socket, `Client::cancel_token()` on these clients
+//! cannot open a cancel connection (tokio-postgres keeps the socket settings private);
+//! `CancelToken::cancel_query_raw` over a stream the caller opens still works.
 //!
 //! A closed client (`Client::is_closed`) is always returned as `Broken` and closed.
 
@@ -31,23 +59,29 @@ use std::time::Duration;
 use pool_core::{ConfigOverrides, ErrorClass, Verdict};
 use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::{Config, NoTls};
 
 use crate::manager::Manager;
+use crate::postgres_socket;
+pub use crate::postgres_status::{PgConnection, TransactionStatus};
 
 /// How a returned connection is cleaned before its next borrower; see the module docs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ResetMode {
-    /// `ROLLBACK` on every return.
+    /// `ROLLBACK` only when the server's last word was "in a (failed) transaction" or a
+    /// request is still in flight; an idle connection goes back with no I/O.
     #[default]
+    Auto,
+    /// `ROLLBACK` on every return (the default before `Auto`; one round trip and, on an
+    /// idle connection, one server `WARNING` per return).
     Rollback,
-    /// `ROLLBACK`, then `DISCARD ALL`, on every return.
+    /// `DISCARD ALL` on every return, after a `ROLLBACK` when in a transaction.
     Discard,
     /// No reset: only for borrowers that use `Client::transaction()` exclusively.
     Skip,
 }
 
-/// Opens tokio-postgres clients. Its `Debug` never shows the password.
+/// Opens tokio-postgres clients ([`PgConnection`]s). Its `Debug` never shows the password.
 #[derive(Clone)]
 pub struct PgManager {
     config: Config,
@@ -184,7 +218,7 @@ impl PgManager {
         Ok((PgManager::new(config), options))
     }
 
-    /// Choose how returned connections are cleaned (default [`ResetMode::Rollback`]).
+    /// Choose how returned connections are cleaned (default [`ResetMode::Auto`]).
     pub fn reset_mode(mut self, mode: ResetMode) -> Self {
         self.reset = mode;
         self
@@ -214,65 +248,81 @@ impl fmt::Debug for PgManager {
 }
 
 impl Manager for PgManager {
-    type Connection = Client;
+    type Connection = PgConnection;
     type Error = tokio_postgres::Error;
 
-    async fn connect(&self) -> Result<Client, tokio_postgres::Error> {
+    async fn connect(&self) -> Result<PgConnection, tokio_postgres::Error> {
+        // The socket is opened by `postgres_socket`, observed (see `postgres_status`).
         #[cfg(feature = "rustls")]
         if let Some(tls) = &self.tls {
             if self.config.get_ssl_mode() != SslMode::Disable {
-                let (client, connection) = self.config.connect(tls.clone()).await?;
-                spawn_connection(connection);
-                return Ok(client);
+                return postgres_socket::connect(&self.config, Some(tls.clone())).await;
             }
         }
-        let (client, connection) = self.config.connect(NoTls).await?;
-        spawn_connection(connection);
-        Ok(client)
+        postgres_socket::connect(&self.config, None::<NoTls>).await
     }
 
     fn classify(&self, e: &tokio_postgres::Error) -> ErrorClass {
         classify(e)
     }
 
-    async fn check(&self, client: &mut Client) -> Result<(), tokio_postgres::Error> {
+    async fn check(&self, client: &mut PgConnection) -> Result<(), tokio_postgres::Error> {
         client.simple_query("").await.map(drop)
     }
 
-    async fn reset(&self, client: &mut Client) -> Result<(), tokio_postgres::Error> {
+    async fn reset(&self, client: &mut PgConnection) -> Result<(), tokio_postgres::Error> {
         match self.reset {
             ResetMode::Skip => Ok(()),
+            ResetMode::Auto => {
+                if settled_status(client).await? != TransactionStatus::Idle {
+                    client.batch_execute("ROLLBACK").await?;
+                }
+                Ok(())
+            }
             ResetMode::Rollback => client.batch_execute("ROLLBACK").await,
             ResetMode::Discard => {
                 // Two messages: in one, DISCARD ALL would run inside the implicit
                 // transaction block and fail.
-                client.batch_execute("ROLLBACK").await?;
+                if settled_status(client).await? != TransactionStatus::Idle {
+                    client.batch_execute("ROLLBACK").await?;
+                }
                 client.batch_execute("DISCARD ALL").await
             }
         }
     }
 
-    fn is_broken(&self, client: &mut Client) -> Verdict {
+    fn is_broken(&self, client: &mut PgConnection) -> Verdict {
         if client.is_closed() {
-            Verdict::Broken
-        } else if self.reset == ResetMode::Skip {
-            Verdict::Reusable
-        } else {
-            Verdict::NeedsReset
+            return Verdict::Broken;
+        }
+        match self.reset {
+            ResetMode::Skip => Verdict::Reusable,
+            ResetMode::Auto if client.transaction_status() == TransactionStatus::Idle => {
+                Verdict::Reusable
+            }
+            ResetMode::Auto | ResetMode::Rollback | ResetMode::Discard => Verdict::NeedsReset,
         }
     }
 }
 
-/// Drive a client's socket until it closes.
-fn spawn_connection<F>(connection: F)
-where
-    F: std::future::Future<Output = Result<(), tokio_postgres::Error>> + Send + 'static,
-{
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %crate::error::error_chain(&e), "postgres connection ended");
+/// The connection's transaction status once nothing is in flight: a few yields let the
+/// connection task finish the poll that delivered the last answer (no I/O); if a request
+/// is still queued or in flight, an empty query (answered after everything before it, no
+/// statement run, nothing logged) waits for it. `Unknown` only if the byte stream could
+/// not be followed.
+async fn settled_status(client: &PgConnection) -> Result<TransactionStatus, tokio_postgres::Error> {
+    for synced in [false, true] {
+        if synced {
+            client.simple_query("").await?;
         }
-    });
+        for _ in 0..8 {
+            match client.transaction_status() {
+                TransactionStatus::Unknown => tokio::task::yield_now().await,
+                known => return Ok(known),
+            }
+        }
+    }
+    Ok(TransactionStatus::Unknown)
 }
 
 /// rustls with the ring provider and the Mozilla roots (webpki-roots).
