@@ -131,7 +131,10 @@ async fn drive<Q: Querier>(queriers: Vec<Q>, measure: Duration) -> Run {
 enum Kind {
     /// `ResetMode::Skip`: returned as is, like the others.
     Ours,
-    /// The default `ResetMode::Rollback`: a ROLLBACK round trip per return.
+    /// The default `ResetMode::Auto`: ROLLBACK only when the server said "in a
+    /// transaction" (never, for `SELECT 1`).
+    OursAuto,
+    /// `ResetMode::Rollback` (the old default): a ROLLBACK round trip per return.
     OursRollback,
     Deadpool,
     Bb8,
@@ -140,8 +143,9 @@ enum Kind {
 }
 
 impl Kind {
-    const ALL: [Kind; 6] = [
+    const ALL: [Kind; 7] = [
         Kind::Ours,
+        Kind::OursAuto,
         Kind::OursRollback,
         Kind::Deadpool,
         Kind::Bb8,
@@ -152,7 +156,8 @@ impl Kind {
     fn name(self) -> &'static str {
         match self {
             Kind::Ours => "pool-tokio (ResetMode::Skip)",
-            Kind::OursRollback => "pool-tokio (default ResetMode::Rollback)",
+            Kind::OursAuto => "pool-tokio (default ResetMode::Auto)",
+            Kind::OursRollback => "pool-tokio (ResetMode::Rollback, the old default)",
             Kind::Deadpool => "deadpool-postgres (RecyclingMethod::Fast)",
             Kind::Bb8 => "bb8-postgres (defaults: test_on_check_out)",
             Kind::Floor => "floor: 10 tasks each owning a connection",
@@ -166,11 +171,11 @@ fn one(kind: Kind, config: &Config, measure: Duration) -> Run {
     let config = config.clone();
     rt.block_on(async move {
         match kind {
-            Kind::Ours | Kind::OursRollback => {
-                let mode = if kind == Kind::Ours {
-                    ResetMode::Skip
-                } else {
-                    ResetMode::Rollback
+            Kind::Ours | Kind::OursAuto | Kind::OursRollback => {
+                let mode = match kind {
+                    Kind::Ours => ResetMode::Skip,
+                    Kind::OursAuto => ResetMode::Auto,
+                    _ => ResetMode::Rollback,
                 };
                 let pool = pool_tokio::Pool::builder(PgManager::new(config).reset_mode(mode))
                     .max_size(SIZE)
@@ -178,6 +183,13 @@ fn one(kind: Kind, config: &Config, measure: Duration) -> Run {
                     .expect("build pool-tokio");
                 let run = drive(vec![Ours(pool.clone()); TASKS], measure).await;
                 pool.close(Duration::from_secs(5)).await;
+                let stats = pool.metrics().stats;
+                eprintln!(
+                    "{}: {} resets over {} returns",
+                    kind.name(),
+                    stats.resets_started,
+                    stats.grants
+                );
                 run
             }
             Kind::Deadpool => {
