@@ -37,7 +37,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::SeqCst};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -439,6 +439,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ObservedStream<S> {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let result = Pin::new(&mut self.inner).poll_write(cx, data);
+        if !self.active {
+            // Below TLS: the observer above it speaks for what is unwritten.
+            return result;
+        }
         match &result {
             Poll::Ready(Ok(n)) => {
                 let n = (*n).min(data.len());
@@ -453,8 +457,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ObservedStream<S> {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let result = Pin::new(&mut self.inner).poll_flush(cx);
-        if result.is_pending() {
-            self.observer.write_blocked.store(true, SeqCst);
+        if !self.active {
+            return result;
+        }
+        match &result {
+            Poll::Pending => self.observer.write_blocked.store(true, SeqCst),
+            Poll::Ready(Ok(())) => self.observer.write_blocked.store(false, SeqCst),
+            Poll::Ready(Err(_)) => {}
         }
         result
     }
@@ -481,7 +490,7 @@ pub(crate) struct Driven<F> {
 
 struct FlagWaker {
     observer: Arc<Observer>,
-    inner: Mutex<Waker>,
+    inner: Waker,
 }
 
 impl Wake for FlagWaker {
@@ -491,7 +500,7 @@ impl Wake for FlagWaker {
 
     fn wake_by_ref(self: &Arc<Self>) {
         self.observer.woken.store(true, SeqCst);
-        crate::runtime::lock(&self.inner).wake_by_ref();
+        self.inner.wake_by_ref();
     }
 }
 
@@ -516,7 +525,7 @@ impl<F: Future> Future for Driven<F> {
             _ => {
                 let flag = Waker::from(Arc::new(FlagWaker {
                     observer: this.observer.clone(),
-                    inner: Mutex::new(cx.waker().clone()),
+                    inner: cx.waker().clone(),
                 }));
                 this.waker = Some((cx.waker().clone(), flag.clone()));
                 flag
