@@ -297,3 +297,75 @@ async fn a_request_queued_but_unsent_is_not_missed() {
     assert_eq!(pool.metrics().stats.resets_started, 1);
     assert_eq!(log_count(&cluster, NO_TX_WARNING), 0);
 }
+
+/// The manager opens the socket itself: a Unix socket when the host is a path, the next
+/// host when the first refuses, and `target_session_attrs` checked after the login.
+#[tokio::test(flavor = "current_thread")]
+async fn the_managers_own_socket_follows_the_config() {
+    use pool_tokio::Manager;
+    let _watchdog = watchdog(
+        "the_managers_own_socket_follows_the_config",
+        Duration::from_secs(120),
+    );
+    let cluster = logging_cluster();
+    let o = cluster.options();
+
+    // Unix socket (pg-harness trusts local connections).
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host_path(cluster.socket_dir())
+        .port(cluster.port())
+        .user(&o.user)
+        .dbname(&o.database);
+    let m = pool_tokio::PgManager::new(config.clone());
+    let c = m.connect().await.expect("connect over the Unix socket");
+    assert_eq!(c.transaction_status(), TransactionStatus::Idle);
+    assert_eq!(
+        one(
+            &c,
+            "SELECT client_addr IS NULL FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+        )
+        .await,
+        "t",
+        "a Unix-socket session has no client address"
+    );
+    c.batch_execute("BEGIN").await.unwrap();
+    assert_eq!(c.transaction_status(), TransactionStatus::InTransaction);
+
+    // Two hosts, the first refusing: the second serves.
+    let url = cluster
+        .url()
+        .replacen("@127.0.0.1:", "@127.0.0.1:1,127.0.0.1:", 1);
+    let (m, _) = pool_tokio::PgManager::from_url(&format!("{url}?sslmode=disable")).unwrap();
+    let c = m.connect().await.expect("the second host");
+    assert_eq!(select(&c, 7).await.unwrap(), 7);
+    // Only the first host: the refusal is reported.
+    let (m, _) = pool_tokio::PgManager::from_url(&format!(
+        "{}?sslmode=disable",
+        url.split(',').next().unwrap().to_owned() + "/pool_test"
+    ))
+    .unwrap();
+    let e = m.connect().await.expect_err("refused");
+    let text = format!("{e} {:?}", std::error::Error::source(&e));
+    assert!(
+        text.contains("error connecting to server at 127.0.0.1:1"),
+        "{text}"
+    );
+    assert!(text.to_lowercase().contains("refused"), "{text}");
+    assert!(!text.contains(&o.password), "{text}");
+
+    // target_session_attrs: a primary is read-write, not read-only.
+    config.target_session_attrs(tokio_postgres::config::TargetSessionAttrs::ReadWrite);
+    let c = pool_tokio::PgManager::new(config.clone())
+        .connect()
+        .await
+        .expect("read-write");
+    assert_eq!(select(&c, 1).await.unwrap(), 1);
+    config.target_session_attrs(tokio_postgres::config::TargetSessionAttrs::ReadOnly);
+    let e = pool_tokio::PgManager::new(config)
+        .connect()
+        .await
+        .expect_err("a primary is not read-only");
+    let text = format!("{e} {:?}", std::error::Error::source(&e));
+    assert!(text.contains("not read-only"), "{text}");
+}
