@@ -366,11 +366,49 @@ fn connect_error(e: io::Error, addr: &str, port: u16) -> Error {
     )
 }
 
+/// A TLS error as tokio-postgres makes it (`error performing TLS handshake: ...`, which
+/// `classify` calls fatal): `connect_raw` over a stream that agrees to TLS, with a TLS
+/// connector that fails with `e`. No I/O happens.
 fn tls_error(e: Box<dyn std::error::Error + Send + Sync>) -> Error {
-    io_error_sync(
-        io::ErrorKind::Other,
-        format!("error performing TLS handshake: {e}"),
-    )
+    let mut config = Config::new();
+    config
+        .user("-")
+        .ssl_mode(tokio_postgres::config::SslMode::Require);
+    let fut = config.connect_raw(Failing::agreeing_to_tls(), FailTls(Some(e)));
+    match poll_once(fut) {
+        Some(Err(e)) => e,
+        _ => unreachable_error(),
+    }
+}
+
+/// A TLS connector that fails with its error.
+struct FailTls(Option<Box<dyn std::error::Error + Send + Sync>>);
+
+impl<S> TlsConnect<S> for FailTls {
+    type Stream = tokio_postgres::tls::NoTlsStream;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Future = std::future::Ready<Result<Self::Stream, Self::Error>>;
+
+    fn connect(mut self, _: S) -> Self::Future {
+        std::future::ready(Err(self
+            .0
+            .take()
+            .unwrap_or_else(|| "TLS connector failed".into())))
+    }
+}
+
+/// Poll a future that needs no I/O once, without an executor.
+fn poll_once<F: std::future::Future>(fut: F) -> Option<F::Output> {
+    struct Noop;
+    impl std::task::Wake for Noop {
+        fn wake(self: Arc<Self>) {}
+    }
+    let fut = std::pin::pin!(fut);
+    let waker = std::task::Waker::from(Arc::new(Noop));
+    match std::future::Future::poll(fut, &mut Context::from_waker(&waker)) {
+        Poll::Ready(out) => Some(out),
+        Poll::Pending => None,
+    }
 }
 
 /// A tokio-postgres [`Error`] carrying `message` (tokio-postgres has no public
@@ -381,7 +419,10 @@ async fn io_error(kind: io::ErrorKind, message: impl Into<String>) -> Error {
     let mut config = Config::new();
     config.user("-");
     match config
-        .connect_raw(Failing(Some(io::Error::new(kind, message.into()))), NoTls)
+        .connect_raw(
+            Failing(Some(io::Error::new(kind, message.into())), false),
+            NoTls,
+        )
         .await
     {
         Err(e) => e,
@@ -392,16 +433,7 @@ async fn io_error(kind: io::ErrorKind, message: impl Into<String>) -> Error {
 
 /// [`io_error`] without an executor: the future completes on its first poll.
 fn io_error_sync(kind: io::ErrorKind, message: impl Into<String>) -> Error {
-    struct Noop;
-    impl std::task::Wake for Noop {
-        fn wake(self: Arc<Self>) {}
-    }
-    let fut = std::pin::pin!(io_error(kind, message));
-    let waker = std::task::Waker::from(Arc::new(Noop));
-    match std::future::Future::poll(fut, &mut Context::from_waker(&waker)) {
-        Poll::Ready(e) => e,
-        Poll::Pending => unreachable_error(),
-    }
+    poll_once(io_error(kind, message)).unwrap_or_else(unreachable_error)
 }
 
 #[cold]
@@ -410,10 +442,15 @@ fn unreachable_error() -> Error {
     Error::__private_api_timeout()
 }
 
-/// A stream whose every operation fails with its error (then with `BrokenPipe`).
-struct Failing(Option<io::Error>);
+/// A stream whose every operation fails with its error (then with `BrokenPipe`), or
+/// that accepts writes and answers `S` (TLS accepted) once.
+struct Failing(Option<io::Error>, bool);
 
 impl Failing {
+    fn agreeing_to_tls() -> Self {
+        Failing(None, true)
+    }
+
     fn take(&mut self) -> io::Error {
         self.0
             .take()
@@ -425,22 +462,73 @@ impl AsyncRead for Failing {
     fn poll_read(
         self: Pin<&mut Self>,
         _: &mut Context<'_>,
-        _: &mut ReadBuf<'_>,
+        buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Poll::Ready(Err(self.get_mut().take()))
+        let this = self.get_mut();
+        if std::mem::take(&mut this.1) {
+            buf.put_slice(b"S");
+            return Poll::Ready(Ok(()));
+        }
+        Poll::Ready(Err(this.take()))
     }
 }
 
 impl AsyncWrite for Failing {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, _: &[u8]) -> Poll<io::Result<usize>> {
-        Poll::Ready(Err(self.get_mut().take()))
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.1 {
+            return Poll::Ready(Ok(b.len()));
+        }
+        Poll::Ready(Err(this.take()))
     }
 
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Err(self.get_mut().take()))
+        let this = self.get_mut();
+        if this.1 {
+            return Poll::Ready(Ok(()));
+        }
+        Poll::Ready(Err(this.take()))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn made_errors_read_like_tokio_postgres_errors() {
+        let e = connect_error(
+            io::Error::from(io::ErrorKind::ConnectionRefused),
+            "10.0.0.1",
+            5433,
+        );
+        let text = crate::error::error_chain(&e);
+        assert!(
+            text.contains("error connecting to server at 10.0.0.1:5433"),
+            "{text}"
+        );
+        assert_eq!(
+            crate::postgres::classify(&e),
+            pool_core::ErrorClass::Transient
+        );
+
+        let e = tls_error("invalid DNS name".into());
+        let text = crate::error::error_chain(&e);
+        assert!(text.starts_with("error performing TLS handshake"), "{text}");
+        assert!(text.contains("invalid DNS name"), "{text}");
+        assert_eq!(crate::postgres::classify(&e), pool_core::ErrorClass::Fatal);
+    }
+
+    #[test]
+    fn shuffle_keeps_every_item() {
+        let mut v: Vec<u32> = (0..50).collect();
+        shuffle(&mut v);
+        let mut sorted = v.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..50).collect::<Vec<_>>());
     }
 }
