@@ -121,6 +121,7 @@ async fn auto_reset_rolls_back_only_dirty_connections() {
     // connection goes through a reset task that only settles the status (no statement:
     // the server log below has no ROLLBACK for these). The old default reset all 200.
     let idle_resets = m.stats.resets_started;
+    eprintln!("idle returns that went through a reset task: {idle_resets} of {RETURNS}");
     assert!(
         idle_resets < RETURNS as u64 / 10,
         "idle returns were reset: {m:?}"
