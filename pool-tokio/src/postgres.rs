@@ -50,7 +50,9 @@
 //! cannot open a cancel connection (tokio-postgres keeps the socket settings private);
 //! `CancelToken::cancel_query_raw` over a stream the caller opens still works.
 //!
-//! A closed client (`Client::is_closed`) is always returned as `Broken` and closed.
+//! A closed client (`Client::is_closed`) is always returned as `Broken` and closed, and
+//! so is one whose byte stream could not be followed (malformed framing from the server:
+//! its status would never be known again).
 
 use std::fmt;
 use std::str::FromStr;
@@ -292,7 +294,7 @@ impl Manager for PgManager {
     }
 
     fn is_broken(&self, client: &mut PgConnection) -> Verdict {
-        if client.is_closed() {
+        if client.is_closed() || client.stream_lost() {
             return Verdict::Broken;
         }
         match self.reset {

@@ -558,6 +558,12 @@ impl PgConnection {
         self.observer.judge()
     }
 
+    /// The byte stream could not be followed (the server sent malformed framing): the
+    /// status will never be known again, so the manager closes the connection.
+    pub(crate) fn stream_lost(&self) -> bool {
+        self.observer.lost.load(SeqCst)
+    }
+
     /// The tokio-postgres client.
     pub fn client(&self) -> &tokio_postgres::Client {
         &self.client
