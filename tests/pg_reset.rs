@@ -370,3 +370,43 @@ async fn the_managers_own_socket_follows_the_config() {
     let text = format!("{e} {:?}", std::error::Error::source(&e));
     assert!(text.contains("not read-only"), "{text}");
 }
+
+/// `query("..", ..)` with a string prepares a named statement and, when it is dropped,
+/// queues a `Close` the connection task has not written when the guard comes back: the
+/// status is not known at return, so the return goes through a reset task, which waits
+/// for the answers and sends nothing (no `ROLLBACK`, no warning, no new connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_close_is_waited_for_not_rolled_back() {
+    let _watchdog = watchdog(
+        "a_queued_close_is_waited_for_not_rolled_back",
+        Duration::from_secs(120),
+    );
+    const RETURNS: i32 = 50;
+    let cluster = logging_cluster();
+    let pool = pool_with(&url_for(&cluster.url(), "reset-close", ""), |b| {
+        b.max_size(1)
+    });
+    for i in 0..RETURNS {
+        let c = pool.get().await.unwrap();
+        let row = c.query_one("SELECT $1::int4", &[&i]).await.unwrap();
+        assert_eq!(row.get::<_, i32>(0), i);
+    }
+    let c = pool.get().await.unwrap();
+    assert_eq!(c.transaction_status(), TransactionStatus::Idle);
+    assert_eq!(one(&c, "SELECT now() = statement_timestamp()").await, "t");
+    drop(c);
+    let m = pool.metrics();
+    eprintln!(
+        "returns after query(&str) that went through a reset task: {} of {RETURNS}",
+        m.stats.resets_started
+    );
+    assert_eq!(m.stats.connects_ok, 1, "{m:?}");
+    wait_log(
+        &cluster,
+        "statement: SELECT now() = statement_timestamp()",
+        1,
+    )
+    .await;
+    assert_eq!(log_count(&cluster, "statement: ROLLBACK"), 0);
+    assert_eq!(log_count(&cluster, NO_TX_WARNING), 0);
+}

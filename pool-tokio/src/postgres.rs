@@ -21,13 +21,14 @@
 //!
 //! - [`ResetMode::Auto`] (the default): an idle connection (`I`, nothing in flight) is
 //!   returned `Reusable`, with no round trip, no statement and nothing logged. One in a
-//!   transaction or a failed transaction, or whose status is not known (a borrower
-//!   dropped a query future before its answer, or a request it queued was not written
-//!   yet) is returned `NeedsReset`; the reset (a background task, bounded by
-//!   `check_timeout`, the connection closed if it fails) first waits for anything in
-//!   flight (an empty query, which runs nothing and logs nothing, answered after every
-//!   request before it) and then sends `ROLLBACK` only if the server says a transaction
-//!   is open. A query cancelled mid-flight is waited for, not cancelled: a long one
+//!   transaction or a failed transaction, or whose status is not known yet (a
+//!   borrower dropped a query future before its answer, or a request was queued and not
+//!   written yet: tokio-postgres queues a `Close` when a statement it prepared for
+//!   `query("..", ..)` is dropped) is returned `NeedsReset`; the reset (a background
+//!   task, bounded by `check_timeout`, the connection closed if it fails) waits, sending
+//!   nothing, until the connection task has written what was queued and the server has
+//!   answered everything, then sends `ROLLBACK` only if the server says a transaction is
+//!   open. A query cancelled mid-flight is waited for, not cancelled: a long one
 //!   holds its connection in the reset until it ends or `check_timeout` closes it.
 //! - [`ResetMode::Rollback`] (the default before `Auto`): `ROLLBACK` on every return.
 //!   One round trip per return (about half the throughput of short queries), and on an
@@ -276,7 +277,7 @@ impl Manager for PgManager {
         match self.reset {
             ResetMode::Skip => Ok(()),
             ResetMode::Auto => {
-                if settled_status(client).await? != TransactionStatus::Idle {
+                if client.settled_transaction_status().await != TransactionStatus::Idle {
                     client.batch_execute("ROLLBACK").await?;
                 }
                 Ok(())
@@ -285,7 +286,7 @@ impl Manager for PgManager {
             ResetMode::Discard => {
                 // Two messages: in one, DISCARD ALL would run inside the implicit
                 // transaction block and fail.
-                if settled_status(client).await? != TransactionStatus::Idle {
+                if client.settled_transaction_status().await != TransactionStatus::Idle {
                     client.batch_execute("ROLLBACK").await?;
                 }
                 client.batch_execute("DISCARD ALL").await
@@ -305,26 +306,6 @@ impl Manager for PgManager {
             ResetMode::Auto | ResetMode::Rollback | ResetMode::Discard => Verdict::NeedsReset,
         }
     }
-}
-
-/// The connection's transaction status once nothing is in flight: a few yields let the
-/// connection task finish the poll that delivered the last answer (no I/O); if a request
-/// is still queued or in flight, an empty query (answered after everything before it, no
-/// statement run, nothing logged) waits for it. `Unknown` only if the byte stream could
-/// not be followed.
-async fn settled_status(client: &PgConnection) -> Result<TransactionStatus, tokio_postgres::Error> {
-    for synced in [false, true] {
-        if synced {
-            client.simple_query("").await?;
-        }
-        for _ in 0..8 {
-            match client.transaction_status() {
-                TransactionStatus::Unknown => tokio::task::yield_now().await,
-                known => return Ok(known),
-            }
-        }
-    }
-    Ok(TransactionStatus::Unknown)
 }
 
 /// rustls with the ring provider and the Mozilla roots (webpki-roots).

@@ -78,6 +78,11 @@ pub(crate) struct Observer {
     polls: AtomicU64,
     /// The connection task was woken since its last poll started.
     woken: AtomicBool,
+    /// The connection task has ended.
+    finished: AtomicBool,
+    /// Signalled after each `ReadyForQuery` and at the end of each poll of the
+    /// connection task: what [`Observer::settled`] waits on.
+    changed: tokio::sync::Notify,
 }
 
 impl Observer {
@@ -118,6 +123,27 @@ impl Observer {
         }
     }
 
+    /// The status once it is known: waits (no I/O of its own) for the connection task
+    /// to write what is queued and for the server to answer what is in flight.
+    /// `Unknown` only if the stream could not be followed or the connection ended.
+    /// Unbounded: the caller bounds it (the pool's `check_timeout` for a reset).
+    pub(crate) async fn settled(&self) -> TransactionStatus {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            // Registered before looking: a change after the look still wakes us.
+            changed.as_mut().enable();
+            let status = self.judge();
+            if status != TransactionStatus::Unknown
+                || self.lost.load(SeqCst)
+                || self.finished.load(SeqCst)
+            {
+                return status;
+            }
+            changed.await;
+        }
+    }
+
     fn on_frontend(&self, event: Frontend) {
         match event {
             Frontend::Startup | Frontend::ExpectsReady => {
@@ -131,6 +157,7 @@ impl Observer {
         // Status first: a judge that sees the count sees the status that came with it.
         self.status.store(status, SeqCst);
         self.received.fetch_add(1, SeqCst);
+        self.changed.notify_waiters();
     }
 
     fn lose(&self) {
@@ -534,7 +561,11 @@ impl<F: Future> Future for Driven<F> {
         this.observer.polls.fetch_add(1, SeqCst);
         this.observer.woken.store(false, SeqCst);
         let result = this.inner.as_mut().poll(&mut Context::from_waker(&waker));
+        if result.is_ready() {
+            this.observer.finished.store(true, SeqCst);
+        }
         this.observer.polls.fetch_add(1, SeqCst);
+        this.observer.changed.notify_waiters();
         result
     }
 }
@@ -556,6 +587,14 @@ impl PgConnection {
     /// queued or in flight); no I/O.
     pub fn transaction_status(&self) -> TransactionStatus {
         self.observer.judge()
+    }
+
+    /// The transaction status once nothing is queued or in flight: waits for the
+    /// connection task and the server's answers, sends nothing. `Unknown` only if the
+    /// byte stream could not be followed or the connection ended. Not bounded: wrap it
+    /// in a timeout (the pool bounds its resets by `check_timeout`).
+    pub async fn settled_transaction_status(&self) -> TransactionStatus {
+        self.observer.settled().await
     }
 
     /// The byte stream could not be followed (the server sent malformed framing): the
@@ -759,6 +798,33 @@ mod tests {
         let mut bytes = startup();
         bytes.extend(b"Q\0\0\0\x01");
         assert!(!frontend_count(&[&bytes]).2);
+    }
+
+    #[tokio::test]
+    async fn settled_waits_for_the_answer_and_gives_up_when_the_connection_ends() {
+        let o = Arc::new(Observer::default());
+        o.on_frontend(Frontend::Startup);
+        o.on_ready(b'I');
+        o.on_frontend(Frontend::ExpectsReady);
+        let waiter = tokio::spawn({
+            let o = o.clone();
+            async move { o.settled().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "a request is in flight");
+        o.on_ready(b'T');
+        assert_eq!(waiter.await.unwrap(), TransactionStatus::InTransaction);
+
+        o.on_frontend(Frontend::ExpectsReady);
+        let waiter = tokio::spawn({
+            let o = o.clone();
+            async move { o.settled().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        o.finished.store(true, SeqCst);
+        o.changed.notify_waiters();
+        assert_eq!(waiter.await.unwrap(), TransactionStatus::Unknown);
     }
 
     #[test]
