@@ -70,6 +70,14 @@ pub(crate) struct Observer {
     expected: AtomicU64,
     /// `ReadyForQuery` messages read.
     received: AtomicU64,
+    /// The value of `expected` at the last request that may change the transaction
+    /// status: a `Q`, an `F`, or a `Sync` closing a batch with anything but `Close`
+    /// and `Flush` in it (tokio-postgres queues `Close` + `Sync` when a prepared
+    /// statement or portal is dropped). Answers beyond it cannot change the status.
+    tainted: AtomicU64,
+    /// The batch being written since the last `Sync` has a message other than
+    /// `Close` / `Flush` (written by the connection task only).
+    batch_changes: AtomicBool,
     /// The last write returned `Pending`: bytes may wait in tokio-postgres's buffer.
     write_blocked: AtomicBool,
     /// The stream could not be followed (malformed framing).
@@ -111,8 +119,15 @@ impl Observer {
         let expected = self.expected.load(SeqCst);
         let received = self.received.load(SeqCst);
         let status = self.status.load(SeqCst);
+        let tainted = self.tainted.load(SeqCst);
         // A poll that began after `before` may have written a request we did not count.
-        if self.polls.load(SeqCst) != before || blocked || lost || expected != received {
+        // Requests still unanswered are fine only if none of them can change the status.
+        if self.polls.load(SeqCst) != before
+            || blocked
+            || lost
+            || received < tainted
+            || received > expected
+        {
             return TransactionStatus::Unknown;
         }
         match status {
@@ -146,10 +161,19 @@ impl Observer {
 
     fn on_frontend(&self, event: Frontend) {
         match event {
-            Frontend::Startup | Frontend::ExpectsReady => {
-                self.expected.fetch_add(1, SeqCst);
+            Frontend::Startup | Frontend::Message(b'Q' | b'F') => {
+                let n = self.expected.fetch_add(1, SeqCst) + 1;
+                self.tainted.store(n, SeqCst);
+                self.batch_changes.store(false, SeqCst);
             }
-            Frontend::SslRequest | Frontend::Other => {}
+            Frontend::Message(b'S') => {
+                let n = self.expected.fetch_add(1, SeqCst) + 1;
+                if self.batch_changes.swap(false, SeqCst) {
+                    self.tainted.store(n, SeqCst);
+                }
+            }
+            Frontend::Message(b'C' | b'H') | Frontend::SslRequest => {}
+            Frontend::Message(_) => self.batch_changes.store(true, SeqCst),
         }
     }
 
@@ -171,9 +195,8 @@ impl Observer {
 pub(crate) enum Frontend {
     SslRequest,
     Startup,
-    /// `Q`, `S` or `F`: one `ReadyForQuery` will answer it.
-    ExpectsReady,
-    Other,
+    /// A tagged message (`Q`, `S` and `F` each get one `ReadyForQuery`).
+    Message(u8),
 }
 
 /// What the backend parser saw.
@@ -228,11 +251,7 @@ impl FrontendParser {
             if !self.untagged && self.have == 0 {
                 // A tagged message starts: count it now (the server cannot answer it
                 // before it is all out).
-                on(if counted(data[0]) {
-                    Frontend::ExpectsReady
-                } else {
-                    Frontend::Other
-                });
+                on(Frontend::Message(data[0]));
             }
             let want = if self.untagged { 8 } else { 5 };
             let n = (want - self.have).min(data.len());
@@ -283,10 +302,6 @@ impl FrontendParser {
         }
         !self.dead
     }
-}
-
-fn counted(tag: u8) -> bool {
-    matches!(tag, b'Q' | b'S' | b'F')
 }
 
 /// Incremental parser of the backend (server → client) byte stream.
@@ -756,9 +771,9 @@ mod tests {
         let (mut ready, mut ssl, mut ok) = (0, 0, true);
         for c in chunks {
             ok &= p.feed(c, |e| match e {
-                Frontend::Startup | Frontend::ExpectsReady => ready += 1,
+                Frontend::Startup | Frontend::Message(b'Q' | b'S' | b'F') => ready += 1,
                 Frontend::SslRequest => ssl += 1,
-                Frontend::Other => {}
+                Frontend::Message(_) => {}
             });
         }
         (ready, ssl, ok)
@@ -805,7 +820,7 @@ mod tests {
         let o = Arc::new(Observer::default());
         o.on_frontend(Frontend::Startup);
         o.on_ready(b'I');
-        o.on_frontend(Frontend::ExpectsReady);
+        o.on_frontend(Frontend::Message(b'Q'));
         let waiter = tokio::spawn({
             let o = o.clone();
             async move { o.settled().await }
@@ -815,7 +830,7 @@ mod tests {
         o.on_ready(b'T');
         assert_eq!(waiter.await.unwrap(), TransactionStatus::InTransaction);
 
-        o.on_frontend(Frontend::ExpectsReady);
+        o.on_frontend(Frontend::Message(b'Q'));
         let waiter = tokio::spawn({
             let o = o.clone();
             async move { o.settled().await }
@@ -835,11 +850,31 @@ mod tests {
         assert_eq!(o.judge(), TransactionStatus::Unknown);
         o.on_ready(b'I');
         assert_eq!(o.judge(), TransactionStatus::Idle);
-        o.on_frontend(Frontend::ExpectsReady);
+        o.on_frontend(Frontend::Message(b'Q'));
         assert_eq!(o.judge(), TransactionStatus::Unknown, "in flight");
         o.on_ready(b'T');
         assert_eq!(o.judge(), TransactionStatus::InTransaction);
-        o.on_frontend(Frontend::ExpectsReady);
+        o.on_frontend(Frontend::Message(b'Q'));
+        o.on_ready(b'E');
+        assert_eq!(o.judge(), TransactionStatus::Failed);
+        // A dropped statement's Close + Sync cannot change the status: still Failed
+        // while it is in flight. A Parse + Sync could (an error inside a transaction).
+        o.on_frontend(Frontend::Message(b'C'));
+        o.on_frontend(Frontend::Message(b'S'));
+        assert_eq!(
+            o.judge(),
+            TransactionStatus::Failed,
+            "Close + Sync in flight"
+        );
+        o.on_frontend(Frontend::Message(b'P'));
+        o.on_frontend(Frontend::Message(b'S'));
+        assert_eq!(
+            o.judge(),
+            TransactionStatus::Unknown,
+            "Parse + Sync in flight"
+        );
+        o.on_ready(b'E');
+        assert_eq!(o.judge(), TransactionStatus::Unknown, "one answer missing");
         o.on_ready(b'E');
         assert_eq!(o.judge(), TransactionStatus::Failed);
         o.woken.store(true, SeqCst);
