@@ -38,14 +38,20 @@ async fn connect(config: &Config) -> Client {
 }
 
 #[derive(Clone)]
-struct Ours(pool_tokio::Pool<PgManager>);
+struct Ours(pool_tokio::Pool<PgManager>, bool);
 
 impl Querier for Ours {
     async fn query(&self) -> Duration {
         let t0 = Instant::now();
         let client = self.0.get().await.expect("pool-tokio get");
         let waited = t0.elapsed();
-        select_one(&client).await;
+        if self.1 {
+            // Extended protocol with a string: tokio-postgres prepares a statement and
+            // queues its Close when it is dropped.
+            client.query("SELECT 1", &[]).await.expect("query SELECT 1");
+        } else {
+            select_one(&client).await;
+        }
         waited
     }
 }
@@ -136,6 +142,10 @@ enum Kind {
     OursAuto,
     /// `ResetMode::Rollback` (the old default): a ROLLBACK round trip per return.
     OursRollback,
+    /// `Client::query("SELECT 1", &[])` (prepare, execute, queued Close) with Skip...
+    OursQuerySkip,
+    /// ... and with the default Auto.
+    OursQueryAuto,
     Deadpool,
     Bb8,
     Floor,
@@ -143,10 +153,12 @@ enum Kind {
 }
 
 impl Kind {
-    const ALL: [Kind; 7] = [
+    const ALL: [Kind; 9] = [
         Kind::Ours,
         Kind::OursAuto,
         Kind::OursRollback,
+        Kind::OursQuerySkip,
+        Kind::OursQueryAuto,
         Kind::Deadpool,
         Kind::Bb8,
         Kind::Floor,
@@ -158,6 +170,8 @@ impl Kind {
             Kind::Ours => "pool-tokio (ResetMode::Skip)",
             Kind::OursAuto => "pool-tokio (default ResetMode::Auto)",
             Kind::OursRollback => "pool-tokio (ResetMode::Rollback, the old default)",
+            Kind::OursQuerySkip => "pool-tokio (Skip), query(&str) instead",
+            Kind::OursQueryAuto => "pool-tokio (default Auto), query(&str) instead",
             Kind::Deadpool => "deadpool-postgres (RecyclingMethod::Fast)",
             Kind::Bb8 => "bb8-postgres (defaults: test_on_check_out)",
             Kind::Floor => "floor: 10 tasks each owning a connection",
@@ -171,17 +185,22 @@ fn one(kind: Kind, config: &Config, measure: Duration) -> Run {
     let config = config.clone();
     rt.block_on(async move {
         match kind {
-            Kind::Ours | Kind::OursAuto | Kind::OursRollback => {
+            Kind::Ours
+            | Kind::OursAuto
+            | Kind::OursRollback
+            | Kind::OursQuerySkip
+            | Kind::OursQueryAuto => {
                 let mode = match kind {
-                    Kind::Ours => ResetMode::Skip,
-                    Kind::OursAuto => ResetMode::Auto,
+                    Kind::Ours | Kind::OursQuerySkip => ResetMode::Skip,
+                    Kind::OursAuto | Kind::OursQueryAuto => ResetMode::Auto,
                     _ => ResetMode::Rollback,
                 };
+                let extended = matches!(kind, Kind::OursQuerySkip | Kind::OursQueryAuto);
                 let pool = pool_tokio::Pool::builder(PgManager::new(config).reset_mode(mode))
                     .max_size(SIZE)
                     .build()
                     .expect("build pool-tokio");
-                let run = drive(vec![Ours(pool.clone()); TASKS], measure).await;
+                let run = drive(vec![Ours(pool.clone(), extended); TASKS], measure).await;
                 pool.close(Duration::from_secs(5)).await;
                 let stats = pool.metrics().stats;
                 eprintln!(
