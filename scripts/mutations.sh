@@ -42,6 +42,10 @@ suites_for() {
     keep-idle-past-shrink) printf '%s\n' \
         "unit: cargo test -p pool-core --lib" \
         "proptest model: cargo test -p pool-core --test model" ;;
+    reset-misses-queued-request) printf '%s\n' \
+        "real PostgreSQL: cargo test --test pg_reset" ;;
+    status-read-below-tls) printf '%s\n' \
+        "real PostgreSQL: cargo test --test pg_reset_tls" ;;
     *) echo "unknown patch $1" >&2; return 1 ;;
     esac
 }

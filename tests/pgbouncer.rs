@@ -9,8 +9,9 @@
 //!   unnamed statement). tokio-postgres' `query`/`execute`/`prepare` use *named* prepared
 //!   statements, which PgBouncer 1.18 in transaction mode cannot carry across server
 //!   connections.
-//! - `ResetMode::Rollback` (the default): a borrower that leaves a transaction open
-//!   would otherwise pin one of PgBouncer's few server connections. Not
+//! - `ResetMode::Auto` (the default): a borrower that leaves a transaction open would
+//!   otherwise pin one of PgBouncer's few server connections (the status byte the
+//!   pool reads is the server's, forwarded by PgBouncer). Not
 //!   `ResetMode::Discard` (`DISCARD ALL` is meaningless per transaction).
 
 mod pg_common;
@@ -171,8 +172,7 @@ async fn wrong_password_through_pgbouncer_fails_fast() {
 
 /// What goes wrong without the reset: with `ResetMode::Skip`, two abandoned
 /// transactions pin both of PgBouncer's server connections, and everyone else waits.
-/// This shows the previous test's last phase can fail (and why `Rollback` is the
-/// default).
+/// This shows the previous test's last phase can fail (and why the default resets).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_reset_abandoned_transactions_pin_pgbouncer() {
     let _watchdog = watchdog(

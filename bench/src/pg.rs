@@ -38,14 +38,20 @@ async fn connect(config: &Config) -> Client {
 }
 
 #[derive(Clone)]
-struct Ours(pool_tokio::Pool<PgManager>);
+struct Ours(pool_tokio::Pool<PgManager>, bool);
 
 impl Querier for Ours {
     async fn query(&self) -> Duration {
         let t0 = Instant::now();
         let client = self.0.get().await.expect("pool-tokio get");
         let waited = t0.elapsed();
-        select_one(&client).await;
+        if self.1 {
+            // Extended protocol with a string: tokio-postgres prepares a statement and
+            // queues its Close when it is dropped.
+            client.query("SELECT 1", &[]).await.expect("query SELECT 1");
+        } else {
+            select_one(&client).await;
+        }
         waited
     }
 }
@@ -131,8 +137,15 @@ async fn drive<Q: Querier>(queriers: Vec<Q>, measure: Duration) -> Run {
 enum Kind {
     /// `ResetMode::Skip`: returned as is, like the others.
     Ours,
-    /// The default `ResetMode::Rollback`: a ROLLBACK round trip per return.
+    /// The default `ResetMode::Auto`: ROLLBACK only when the server said "in a
+    /// transaction" (never, for `SELECT 1`).
+    OursAuto,
+    /// `ResetMode::Rollback` (the old default): a ROLLBACK round trip per return.
     OursRollback,
+    /// `Client::query("SELECT 1", &[])` (prepare, execute, queued Close) with Skip...
+    OursQuerySkip,
+    /// ... and with the default Auto.
+    OursQueryAuto,
     Deadpool,
     Bb8,
     Floor,
@@ -140,9 +153,12 @@ enum Kind {
 }
 
 impl Kind {
-    const ALL: [Kind; 6] = [
+    const ALL: [Kind; 9] = [
         Kind::Ours,
+        Kind::OursAuto,
         Kind::OursRollback,
+        Kind::OursQuerySkip,
+        Kind::OursQueryAuto,
         Kind::Deadpool,
         Kind::Bb8,
         Kind::Floor,
@@ -152,7 +168,10 @@ impl Kind {
     fn name(self) -> &'static str {
         match self {
             Kind::Ours => "pool-tokio (ResetMode::Skip)",
-            Kind::OursRollback => "pool-tokio (default ResetMode::Rollback)",
+            Kind::OursAuto => "pool-tokio (default ResetMode::Auto)",
+            Kind::OursRollback => "pool-tokio (ResetMode::Rollback, the old default)",
+            Kind::OursQuerySkip => "pool-tokio (Skip), query(&str) instead",
+            Kind::OursQueryAuto => "pool-tokio (default Auto), query(&str) instead",
             Kind::Deadpool => "deadpool-postgres (RecyclingMethod::Fast)",
             Kind::Bb8 => "bb8-postgres (defaults: test_on_check_out)",
             Kind::Floor => "floor: 10 tasks each owning a connection",
@@ -166,18 +185,30 @@ fn one(kind: Kind, config: &Config, measure: Duration) -> Run {
     let config = config.clone();
     rt.block_on(async move {
         match kind {
-            Kind::Ours | Kind::OursRollback => {
-                let mode = if kind == Kind::Ours {
-                    ResetMode::Skip
-                } else {
-                    ResetMode::Rollback
+            Kind::Ours
+            | Kind::OursAuto
+            | Kind::OursRollback
+            | Kind::OursQuerySkip
+            | Kind::OursQueryAuto => {
+                let mode = match kind {
+                    Kind::Ours | Kind::OursQuerySkip => ResetMode::Skip,
+                    Kind::OursAuto | Kind::OursQueryAuto => ResetMode::Auto,
+                    _ => ResetMode::Rollback,
                 };
+                let extended = matches!(kind, Kind::OursQuerySkip | Kind::OursQueryAuto);
                 let pool = pool_tokio::Pool::builder(PgManager::new(config).reset_mode(mode))
                     .max_size(SIZE)
                     .build()
                     .expect("build pool-tokio");
-                let run = drive(vec![Ours(pool.clone()); TASKS], measure).await;
+                let run = drive(vec![Ours(pool.clone(), extended); TASKS], measure).await;
                 pool.close(Duration::from_secs(5)).await;
+                let stats = pool.metrics().stats;
+                eprintln!(
+                    "{}: {} resets over {} returns",
+                    kind.name(),
+                    stats.resets_started,
+                    stats.grants
+                );
                 run
             }
             Kind::Deadpool => {

@@ -37,6 +37,10 @@ mod metrics;
 mod pool;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "postgres")]
+mod postgres_socket;
+#[cfg(feature = "postgres")]
+mod postgres_status;
 mod runtime;
 
 pub use builder::{Builder, DEFAULT_NAME};
@@ -52,4 +56,6 @@ pub use pool_core::{
 pub use runtime::LeakReport;
 
 #[cfg(feature = "postgres")]
-pub use postgres::{PgManager, ResetMode, SslMode, TlsSettings, UrlError};
+pub use postgres::{
+    PgConnection, PgManager, ResetMode, SslMode, TlsSettings, TransactionStatus, UrlError,
+};

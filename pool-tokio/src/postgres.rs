@@ -3,26 +3,57 @@
 //! # Session state between borrowers
 //!
 //! A connection that comes back inside a transaction (a `BEGIN` sent with
-//! `batch_execute`, a task cancelled between `BEGIN` and `COMMIT`) must never reach the
-//! next borrower, and tokio-postgres does not expose the server's transaction status
-//! (the `ReadyForQuery` byte). So the manager cannot *see* a dirty connection; it has to
-//! assume one. [`ResetMode`] chooses how:
+//! `batch_execute`, a task cancelled between `BEGIN` and `COMMIT`, a failed statement
+//! inside a transaction) must never reach the next borrower. PostgreSQL says where a
+//! session stands at the end of every request: the status byte of `ReadyForQuery` (`I`
+//! idle, `T` in a transaction, `E` in a failed one). tokio-postgres reads it and does not
+//! expose it, so [`PgManager`] opens the socket itself (TCP or Unix, honouring the
+//! config's hosts, ports, `hostaddr`, `connect_timeout`, keepalives and
+//! `tcp_user_timeout` as tokio-postgres's own `connect` does), hands it to
+//! `Config::connect_raw` wrapped in a stream that watches the protocol framing, and
+//! watches the plaintext above TLS when TLS is negotiated. A [`PgConnection`] (which
+//! derefs to the tokio-postgres `Client`) carries that status:
+//! [`PgConnection::transaction_status`]. The details, and why a request queued or in
+//! flight makes the status unknown, are in the `postgres_status` module (and
+//! `docs/reset.md`).
 //!
-//! - [`ResetMode::Rollback`] (the default) returns every connection as `NeedsReset`; the
-//!   pool runs `ROLLBACK` on it in a background task before lending it again (bounded by
-//!   `check_timeout`, and closed if it fails). Sound for transactions whatever the
-//!   borrower did; costs one round trip per return, off the borrower's path. Outside a
-//!   transaction PostgreSQL answers `ROLLBACK` with a harmless `WARNING: there is no
-//!   transaction in progress` (which the server logs at the default `log_min_messages`).
-//! - [`ResetMode::Discard`] runs `ROLLBACK` and then `DISCARD ALL`: also clears `SET`s,
-//!   temporary tables, prepared statements, advisory locks and `LISTEN`s. Do not use it
-//!   behind PgBouncer in transaction mode.
+//! [`ResetMode`] chooses what happens at return:
+//!
+//! - [`ResetMode::Auto`] (the default): an idle connection (`I`, nothing in flight) is
+//!   returned `Reusable`, with no round trip, no statement and nothing logged. One in a
+//!   transaction or a failed transaction, or whose status is not known yet (a
+//!   borrower dropped a query future before its answer, or a request was queued and not
+//!   written yet: tokio-postgres queues a `Close` when a statement it prepared for
+//!   `query("..", ..)` is dropped) is returned `NeedsReset`; the reset (a background
+//!   task, bounded by `check_timeout`, the connection closed if it fails) waits, sending
+//!   nothing, until the connection task has written what was queued and the server has
+//!   answered everything, then sends `ROLLBACK` only if the server says a transaction is
+//!   open. A query cancelled mid-flight is waited for, not cancelled: a long one
+//!   holds its connection in the reset until it ends or `check_timeout` closes it.
+//! - [`ResetMode::Rollback`] (the default before `Auto`): `ROLLBACK` on every return.
+//!   One round trip per return (about half the throughput of short queries), and on an
+//!   idle connection PostgreSQL answers with `WARNING: there is no transaction in
+//!   progress`: one line in the server log, and one INFO line from tokio-postgres in the
+//!   application's, per request.
+//! - [`ResetMode::Discard`]: `DISCARD ALL` on every return (after a `ROLLBACK` when in a
+//!   transaction): also clears `SET`s, temporary tables, prepared statements, advisory
+//!   locks and `LISTEN`s. Do not use it behind PgBouncer in transaction mode.
 //! - [`ResetMode::Skip`] trusts the borrowers: only correct if every transaction goes
 //!   through tokio-postgres's `Client::transaction()`, whose guard queues a `ROLLBACK` on
 //!   drop before the connection can be returned (so cancellation is covered too), and
 //!   nobody sends `BEGIN` by hand.
 //!
-//! A closed client (`Client::is_closed`) is always returned as `Broken` and closed.
+//! `Auto` restores what a transaction changed, like `Rollback`: session state set
+//! outside a transaction (`SET`, temporary tables, prepared statements) survives both;
+//! use `Discard` for that.
+//!
+//! Because the manager opens the socket, `Client::cancel_token()` on these clients
+//! cannot open a cancel connection (tokio-postgres keeps the socket settings private);
+//! `CancelToken::cancel_query_raw` over a stream the caller opens still works.
+//!
+//! A closed client (`Client::is_closed`) is always returned as `Broken` and closed, and
+//! so is one whose byte stream could not be followed (malformed framing from the server:
+//! its status would never be known again).
 
 use std::fmt;
 
@@ -32,6 +63,8 @@ use tokio_postgres::{Client, Config, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::manager::{Manager, Target};
+use crate::postgres_socket;
+pub use crate::postgres_status::{PgConnection, TransactionStatus};
 
 pub mod tls;
 mod url;
@@ -42,17 +75,21 @@ pub use self::url::{KeyKind, UrlError, KEYS, NO_TIMEOUT};
 /// How a returned connection is cleaned before its next borrower; see the module docs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ResetMode {
-    /// `ROLLBACK` on every return.
+    /// `ROLLBACK` only when the server's last word was "in a (failed) transaction" or a
+    /// request is still in flight; an idle connection goes back with no I/O.
     #[default]
+    Auto,
+    /// `ROLLBACK` on every return (the default before `Auto`; one round trip and, on an
+    /// idle connection, one server `WARNING` per return).
     Rollback,
-    /// `ROLLBACK`, then `DISCARD ALL`, on every return.
+    /// `DISCARD ALL` on every return, after a `ROLLBACK` when in a transaction.
     Discard,
     /// No reset: only for borrowers that use `Client::transaction()` exclusively.
     Skip,
 }
 
-/// Opens tokio-postgres clients, over TLS as [`tls`] describes. Its `Debug` never shows
-/// the password.
+/// Opens tokio-postgres clients ([`PgConnection`]s), over TLS as [`tls`] describes. Its
+/// `Debug` never shows the password.
 #[derive(Clone)]
 pub struct PgManager {
     config: Config,
@@ -170,7 +207,7 @@ impl PgManager {
         &self.tls_settings
     }
 
-    /// Choose how returned connections are cleaned (default [`ResetMode::Rollback`]).
+    /// Choose how returned connections are cleaned (default [`ResetMode::Auto`]).
     pub fn reset_mode(mut self, mode: ResetMode) -> Self {
         self.reset = mode;
         self
@@ -228,40 +265,46 @@ impl fmt::Debug for PgManager {
 }
 
 impl Manager for PgManager {
-    type Connection = Client;
+    type Connection = PgConnection;
     type Error = tokio_postgres::Error;
 
-    async fn connect(&self) -> Result<Client, tokio_postgres::Error> {
-        if let Some(tls) = &self.tls {
-            if self.config.get_ssl_mode() != tokio_postgres::config::SslMode::Disable {
-                let (client, connection) = self.config.connect(tls.clone()).await?;
-                spawn_connection(connection);
-                run_init_sql(&self.init_sql, &client).await?;
-                return Ok(client);
+    async fn connect(&self) -> Result<PgConnection, tokio_postgres::Error> {
+        // The socket is opened by `postgres_socket` and observed (see `postgres_status`),
+        // above TLS when TLS is on.
+        let connection = match &self.tls {
+            Some(tls) if self.config.get_ssl_mode() != tokio_postgres::config::SslMode::Disable => {
+                postgres_socket::connect(&self.config, Some(tls.clone())).await?
             }
-        }
-        let (client, connection) = self.config.connect(NoTls).await?;
-        spawn_connection(connection);
-        run_init_sql(&self.init_sql, &client).await?;
-        Ok(client)
+            _ => postgres_socket::connect(&self.config, None::<NoTls>).await?,
+        };
+        run_init_sql(&self.init_sql, connection.client()).await?;
+        Ok(connection)
     }
 
     fn classify(&self, e: &tokio_postgres::Error) -> ErrorClass {
         classify(e)
     }
 
-    async fn check(&self, client: &mut Client) -> Result<(), tokio_postgres::Error> {
+    async fn check(&self, client: &mut PgConnection) -> Result<(), tokio_postgres::Error> {
         client.simple_query("").await.map(drop)
     }
 
-    async fn reset(&self, client: &mut Client) -> Result<(), tokio_postgres::Error> {
+    async fn reset(&self, client: &mut PgConnection) -> Result<(), tokio_postgres::Error> {
         match self.reset {
             ResetMode::Skip => Ok(()),
+            ResetMode::Auto => {
+                if client.settled_transaction_status().await != TransactionStatus::Idle {
+                    client.batch_execute("ROLLBACK").await?;
+                }
+                Ok(())
+            }
             ResetMode::Rollback => client.batch_execute("ROLLBACK").await,
             ResetMode::Discard => {
                 // Two messages: in one, DISCARD ALL would run inside the implicit
                 // transaction block and fail.
-                client.batch_execute("ROLLBACK").await?;
+                if client.settled_transaction_status().await != TransactionStatus::Idle {
+                    client.batch_execute("ROLLBACK").await?;
+                }
                 client.batch_execute("DISCARD ALL").await
             }
         }
@@ -282,27 +325,18 @@ impl Manager for PgManager {
         }
     }
 
-    fn is_broken(&self, client: &mut Client) -> Verdict {
-        if client.is_closed() {
-            Verdict::Broken
-        } else if self.reset == ResetMode::Skip {
-            Verdict::Reusable
-        } else {
-            Verdict::NeedsReset
+    fn is_broken(&self, client: &mut PgConnection) -> Verdict {
+        if client.is_closed() || client.stream_lost() {
+            return Verdict::Broken;
+        }
+        match self.reset {
+            ResetMode::Skip => Verdict::Reusable,
+            ResetMode::Auto if client.transaction_status() == TransactionStatus::Idle => {
+                Verdict::Reusable
+            }
+            ResetMode::Auto | ResetMode::Rollback | ResetMode::Discard => Verdict::NeedsReset,
         }
     }
-}
-
-/// Drive a client's socket until it closes.
-fn spawn_connection<F>(connection: F)
-where
-    F: std::future::Future<Output = Result<(), tokio_postgres::Error>> + Send + 'static,
-{
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %crate::error::error_chain(&e), "postgres connection ended");
-        }
-    });
 }
 
 /// Whether retrying a failed connect can help. Authentication failures, unknown
