@@ -134,6 +134,15 @@ pub struct Refused<C> {
     pub connection: C,
 }
 
+impl<C> Refused<C> {
+    pub(crate) fn unknown_lease(lease: LeaseId, connection: C) -> Self {
+        Refused {
+            error: InputError::UnknownLease(lease),
+            connection,
+        }
+    }
+}
+
 impl<C> fmt::Debug for Refused<C> {
     /// Omits the connection: its `Debug` may show credentials.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

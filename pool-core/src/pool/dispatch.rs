@@ -142,9 +142,16 @@ impl<C, W> Pool<C, W> {
             self.close_conn(id, reason, Some(connection));
             return;
         }
-        if let Some(c) = self.conns.get_mut(id) {
-            c.last_used = self.now;
-        }
+        self.make_available_unretired(id, connection);
+    }
+
+    /// [`Pool::make_available`] for a connection known not to be retired.
+    pub(super) fn make_available_unretired(&mut self, id: ConnId, connection: C) {
+        let Some(c) = self.conns.get_mut(id) else {
+            return;
+        };
+        c.last_used = self.now;
+        let expires_at = c.expires_at;
         if let Some((waiter, w)) = self.waiters.pop_front() {
             let grant = self.lend(id, w.arrived);
             self.actions.push_back(Action::Grant {
@@ -155,13 +162,14 @@ impl<C, W> Pool<C, W> {
             });
         } else {
             self.conns.set_idle(id, self.now, connection);
-            // Idle, it may expire; and the pool may now hold more idle connections than
-            // min_idle, which starts the oldest one's idle timeout.
-            if let Some(expires_at) = self.conns.get(id).map(|c| c.expires_at) {
-                self.alarm.note(expires_at);
-            }
-            if let Some((t, _)) = self.idle_timeout_due() {
-                self.alarm.note(t);
+            // Idle, it may expire.
+            self.alarm.note(expires_at);
+            // One more idle than min_idle starts the oldest one's idle timeout; beyond
+            // that the oldest is unchanged, and its deadline was noted when it started.
+            if self.conns.idle_len() == self.config.min_idle + 1 {
+                if let Some((t, _)) = self.idle_timeout_due() {
+                    self.alarm.note(t);
+                }
             }
         }
     }

@@ -259,18 +259,25 @@ impl<C, W> Pool<C, W> {
         verdict: Verdict,
     ) -> Result<(), Refused<C>> {
         self.tick(now);
-        let since = match self.leased_since(lease) {
-            Ok(since) => since,
-            Err(error) => return Err(Refused { error, connection }),
-        };
+        // One look at the connection answers every question the return asks of it.
         let id = lease.conn();
+        let (since, expired, evicted) = match self.conns.get(id) {
+            Some(c) => match c.state {
+                State::Leased { seq, since, .. } if seq == lease.seq => (
+                    since,
+                    c.expires_at <= self.now,
+                    c.generation < self.conns.generation,
+                ),
+                _ => return Err(Refused::unknown_lease(lease, connection)),
+            },
+            None => return Err(Refused::unknown_lease(lease, connection)),
+        };
         self.stats.hold.record(self.now.saturating_since(since));
-        let expired = self.conns.get(id).is_some_and(|c| c.expires_at <= self.now);
         if self.phase != Phase::Running {
             self.close_conn(id, CloseReason::PoolClosed, Some(connection));
         } else if verdict == Verdict::Broken {
             self.close_conn(id, CloseReason::Broken, Some(connection));
-        } else if let Some(reason) = self.retire_reason(id) {
+        } else if let Some(reason) = self.retire_reason_of(evicted) {
             self.close_conn(id, reason, Some(connection));
         } else if expired {
             self.close_conn(id, CloseReason::MaxLifetime, Some(connection));
@@ -284,7 +291,7 @@ impl<C, W> Pool<C, W> {
                 connection,
             });
         } else {
-            self.make_available(id, connection);
+            self.make_available_unretired(id, connection);
         }
         self.dispatch();
         Ok(())
@@ -479,7 +486,12 @@ impl<C, W> Pool<C, W> {
     /// Why a connection that is becoming ready must be closed instead: it was evicted, or
     /// the pool holds more than `max_size` after a shrink.
     fn retire_reason(&self, id: ConnId) -> Option<CloseReason> {
-        if self.conns.is_evicted(id) {
+        self.retire_reason_of(self.conns.is_evicted(id))
+    }
+
+    /// [`Pool::retire_reason`] for a connection already looked at.
+    fn retire_reason_of(&self, evicted: bool) -> Option<CloseReason> {
+        if evicted {
             Some(CloseReason::Evicted)
         } else if self.conns.len() > self.config.max_size {
             Some(CloseReason::Resized)
