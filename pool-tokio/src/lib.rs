@@ -37,10 +37,6 @@ mod metrics;
 mod pool;
 #[cfg(feature = "postgres")]
 pub mod postgres;
-#[cfg(feature = "postgres")]
-mod postgres_socket;
-#[cfg(feature = "postgres")]
-mod postgres_status;
 mod runtime;
 
 pub use builder::{Builder, DEFAULT_NAME};

@@ -14,7 +14,7 @@
 //! watches the plaintext above TLS when TLS is negotiated. A [`PgConnection`] (which
 //! derefs to the tokio-postgres `Client`) carries that status:
 //! [`PgConnection::transaction_status`]. The details, and why a request queued or in
-//! flight makes the status unknown, are in the `postgres_status` module (and
+//! flight makes the status unknown, are in the `status` module (and
 //! `docs/reset.md`).
 //!
 //! [`ResetMode`] chooses what happens at return:
@@ -62,10 +62,11 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+pub use self::status::{PgConnection, TransactionStatus};
 use crate::manager::{Manager, Target};
-use crate::postgres_socket;
-pub use crate::postgres_status::{PgConnection, TransactionStatus};
 
+mod socket;
+mod status;
 pub mod tls;
 mod url;
 
@@ -269,13 +270,13 @@ impl Manager for PgManager {
     type Error = tokio_postgres::Error;
 
     async fn connect(&self) -> Result<PgConnection, tokio_postgres::Error> {
-        // The socket is opened by `postgres_socket` and observed (see `postgres_status`),
+        // The socket is opened by `socket` and observed (see `status`),
         // above TLS when TLS is on.
         let connection = match &self.tls {
             Some(tls) if self.config.get_ssl_mode() != tokio_postgres::config::SslMode::Disable => {
-                postgres_socket::connect(&self.config, Some(tls.clone())).await?
+                socket::connect(&self.config, Some(tls.clone())).await?
             }
-            _ => postgres_socket::connect(&self.config, None::<NoTls>).await?,
+            _ => socket::connect(&self.config, None::<NoTls>).await?,
         };
         run_init_sql(&self.init_sql, connection.client()).await?;
         Ok(connection)

@@ -1,5 +1,5 @@
 //! Opening a PostgreSQL connection on a socket the manager opens itself, so the byte
-//! stream can be observed (see `postgres_status`), then `Config::connect_raw` over it.
+//! stream can be observed (see `status`), then `Config::connect_raw` over it.
 //!
 //! This follows tokio-postgres's own `connect` (0.7): the config's hosts in order (or
 //! shuffled with `load_balance_hosts=random`), each `hostaddr` instead of resolving its
@@ -28,7 +28,7 @@ use tokio_postgres::config::{Host, LoadBalanceHosts, SslNegotiation, TargetSessi
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::{Config, Error, NoTls, SimpleQueryMessage};
 
-use crate::postgres_status::{Driven, ObservedStream, Observer, PgConnection};
+use super::status::{Driven, ObservedStream, Observer, PgConnection};
 
 /// A TCP or Unix socket.
 pub enum RawSocket {
