@@ -2,6 +2,8 @@
 //! `tests/users_service.rs`). Each test file uses a different subset.
 #![allow(dead_code)]
 
+pub mod certs;
+
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
