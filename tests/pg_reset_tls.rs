@@ -13,20 +13,9 @@ use std::time::Duration;
 use pg_common::certs::{localhost_server, new_ca};
 use pg_common::*;
 use pg_harness::{PgCluster, PgOptions};
-use pool_tokio::{PgConnection, PgManager, Pool, TransactionStatus};
+use pool_tokio::{PgManager, Pool, TransactionStatus};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
-use tokio_postgres::SimpleQueryMessage;
-
-async fn one(c: &PgConnection, sql: &str) -> String {
-    let rows = c.simple_query(sql).await.expect(sql);
-    rows.iter()
-        .find_map(|m| match m {
-            SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
-            _ => None,
-        })
-        .expect("one row")
-}
 
 #[tokio::test(flavor = "current_thread")]
 async fn auto_reset_reads_the_status_above_tls() {
