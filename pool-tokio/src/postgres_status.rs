@@ -213,6 +213,11 @@ pub(crate) enum Backend {
 const SSL_REQUEST_CODE: u32 = 80_877_103;
 const GSSENC_REQUEST_CODE: u32 = 80_877_104;
 
+/// The big-endian `u32` in the first four bytes of `bytes` (a length or request code).
+fn be_u32(bytes: &[u8]) -> u32 {
+    u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
+}
+
 /// Incremental parser of the frontend (client → server) byte stream.
 #[derive(Debug)]
 pub(crate) struct FrontendParser {
@@ -263,18 +268,8 @@ impl FrontendParser {
             }
             self.have = 0;
             if self.untagged {
-                let len = u32::from_be_bytes([
-                    self.header[0],
-                    self.header[1],
-                    self.header[2],
-                    self.header[3],
-                ]);
-                let code = u32::from_be_bytes([
-                    self.header[4],
-                    self.header[5],
-                    self.header[6],
-                    self.header[7],
-                ]);
+                let len = be_u32(&self.header[0..4]);
+                let code = be_u32(&self.header[4..8]);
                 if len < 8 {
                     self.dead = true;
                     break;
@@ -287,12 +282,7 @@ impl FrontendParser {
                     on(Frontend::Startup);
                 }
             } else {
-                let len = u32::from_be_bytes([
-                    self.header[1],
-                    self.header[2],
-                    self.header[3],
-                    self.header[4],
-                ]);
+                let len = be_u32(&self.header[1..5]);
                 if len < 4 {
                     self.dead = true;
                     break;
@@ -375,12 +365,7 @@ impl BackendParser {
                 continue;
             }
             self.have = 0;
-            let len = u32::from_be_bytes([
-                self.header[1],
-                self.header[2],
-                self.header[3],
-                self.header[4],
-            ]);
+            let len = be_u32(&self.header[1..5]);
             if len < 4 {
                 self.dead = true;
                 on(Backend::Malformed);
