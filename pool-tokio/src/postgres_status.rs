@@ -218,6 +218,14 @@ fn be_u32(bytes: &[u8]) -> u32 {
     u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
 }
 
+/// Drops up to `skip` bytes (the rest of a message body) off the front of `data`,
+/// counting them off `skip`.
+fn skip_bytes(skip: &mut u64, data: &mut &[u8]) {
+    let n = usize::try_from(*skip).unwrap_or(usize::MAX).min(data.len());
+    *skip -= n as u64;
+    *data = &data[n..];
+}
+
 /// Incremental parser of the frontend (client → server) byte stream.
 #[derive(Debug)]
 pub(crate) struct FrontendParser {
@@ -246,11 +254,7 @@ impl FrontendParser {
     pub(crate) fn feed(&mut self, mut data: &[u8], mut on: impl FnMut(Frontend)) -> bool {
         while !data.is_empty() && !self.dead {
             if self.skip > 0 {
-                let n = usize::try_from(self.skip)
-                    .unwrap_or(usize::MAX)
-                    .min(data.len());
-                self.skip -= n as u64;
-                data = &data[n..];
+                skip_bytes(&mut self.skip, &mut data);
                 continue;
             }
             if !self.untagged && self.have == 0 {
@@ -338,11 +342,7 @@ impl BackendParser {
                         on(Backend::Ready(data[0]));
                     }
                 }
-                let n = usize::try_from(self.skip)
-                    .unwrap_or(usize::MAX)
-                    .min(data.len());
-                self.skip -= n as u64;
-                data = &data[n..];
+                skip_bytes(&mut self.skip, &mut data);
                 continue;
             }
             if self.ssl_answers > 0 && self.have == 0 {
