@@ -12,22 +12,6 @@ use pg_common::*;
 use pg_harness::Backends;
 use pool_tokio::{CloseReason, PgManager, Pool, PoolError, Verdict};
 
-async fn show(client: &tokio_postgres::Client, setting: &str) -> String {
-    let row = client
-        .query_one(&format!("SHOW {setting}"), &[])
-        .await
-        .expect("SHOW");
-    row.get(0)
-}
-
-async fn backend_pid(client: &tokio_postgres::Client) -> i32 {
-    client
-        .query_one("SELECT pg_backend_pid()", &[])
-        .await
-        .expect("pg_backend_pid")
-        .get(0)
-}
-
 /// The server process behind a connection, found once by `after_connect`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Pid(i32);

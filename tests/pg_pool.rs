@@ -757,15 +757,6 @@ async fn leak_report_names_the_source_line() {
     drop(held);
 }
 
-/// The server's process id for this connection's backend.
-async fn backend_pid(client: &tokio_postgres::Client) -> i32 {
-    client
-        .query_one("SELECT pg_backend_pid()", &[])
-        .await
-        .expect("pg_backend_pid()")
-        .get(0)
-}
-
 /// `evict_all` while a connection is in use (credential rotation, failover): the idle
 /// backends leave `pg_stat_activity` at once, the one in use when it is returned, and
 /// borrowers from then on get new backends (other `pg_backend_pid()`s).

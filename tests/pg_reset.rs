@@ -12,7 +12,6 @@ use std::time::Duration;
 use pg_common::*;
 use pg_harness::{PgCluster, PgOptions};
 use pool_tokio::{PgConnection, ResetMode, TransactionStatus};
-use tokio_postgres::SimpleQueryMessage;
 
 const NO_TX_WARNING: &str = "there is no transaction in progress";
 
@@ -45,17 +44,6 @@ async fn wait_log(cluster: &PgCluster, needle: &str, n: usize) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// The first column of the first row of a simple query.
-async fn one(c: &PgConnection, sql: &str) -> String {
-    let rows = c.simple_query(sql).await.expect(sql);
-    rows.iter()
-        .find_map(|m| match m {
-            SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
-            _ => None,
-        })
-        .expect("one row")
 }
 
 /// Waits (bounded) for the connection's status to become `want`.

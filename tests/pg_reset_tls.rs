@@ -1,146 +1,21 @@
 #![cfg(not(any(feature = "loom", feature = "shuttle")))]
 //! The default reset over TLS, against a real PostgreSQL with `ssl = on` and a
-//! certificate from a CA made for the test (with the `openssl` command): the socket
+//! certificate from a CA made for the test (rcgen, pg_common::certs): the socket
 //! carries ciphertext, so the transaction status must be read above TLS. If it were read
 //! off the raw socket, the status would be unknown after every query and each idle
 //! return would go through a reset.
 
 mod pg_common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use pg_common::certs::{localhost_server, new_ca};
 use pg_common::*;
 use pg_harness::{PgCluster, PgOptions};
-use pool_tokio::{PgConnection, PgManager, Pool, TransactionStatus};
+use pool_tokio::{PgManager, Pool, TransactionStatus};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
-use tokio_postgres::SimpleQueryMessage;
-
-/// A scratch directory for the certificates, removed on drop.
-struct Certs {
-    dir: PathBuf,
-}
-
-impl Drop for Certs {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A CA and a server certificate for 127.0.0.1 signed by it; the key readable by the
-/// server's OS account only.
-fn make_certs() -> Certs {
-    let dir = std::env::temp_dir().join(format!("pool-reset-tls-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let certs = Certs { dir: dir.clone() };
-    openssl(
-        &dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=pool-test-ca",
-        ],
-    );
-    openssl(
-        &dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-    );
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
-    )
-    .unwrap();
-    openssl(
-        &dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.crt",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-        ],
-    );
-    let key = dir.join("server.key");
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
-    // As root, the server runs as `postgres` (pg-harness): the key must be its own.
-    let is_root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false);
-    if is_root {
-        let id = |flag: &str| -> u32 {
-            let o = Command::new("id")
-                .args([flag, "postgres"])
-                .output()
-                .unwrap();
-            String::from_utf8_lossy(&o.stdout).trim().parse().unwrap()
-        };
-        std::os::unix::fs::chown(&key, Some(id("-u")), Some(id("-g"))).unwrap();
-    }
-    certs
-}
-
-async fn one(c: &PgConnection, sql: &str) -> String {
-    let rows = c.simple_query(sql).await.expect(sql);
-    rows.iter()
-        .find_map(|m| match m {
-            SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
-            _ => None,
-        })
-        .expect("one row")
-}
 
 #[tokio::test(flavor = "current_thread")]
 async fn auto_reset_reads_the_status_above_tls() {
@@ -148,21 +23,18 @@ async fn auto_reset_reads_the_status_above_tls() {
         "auto_reset_reads_the_status_above_tls",
         Duration::from_secs(120),
     );
-    let certs = make_certs();
-    let quote = |p: PathBuf| format!("'{}'", p.display());
+    let ca = new_ca("pool-test-ca");
     let cluster = PgCluster::start(
         PgOptions::default()
             .max_connections(10)
-            .setting("ssl", "on")
-            .setting("ssl_cert_file", quote(certs.dir.join("server.crt")))
-            .setting("ssl_key_file", quote(certs.dir.join("server.key")))
+            .tls(localhost_server(&ca).server_tls(None))
             .setting("log_statement", "'all'"),
     )
     .expect("start PostgreSQL with ssl = on");
 
     let mut roots = rustls::RootCertStore::empty();
     roots
-        .add(CertificateDer::from_pem_file(certs.dir.join("ca.crt")).unwrap())
+        .add(CertificateDer::from_pem_slice(ca.pem().as_bytes()).unwrap())
         .unwrap();
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),

@@ -1,79 +1,25 @@
 #![cfg(not(any(feature = "loom", feature = "shuttle")))]
 //! TLS against a real PostgreSQL with `ssl = on`: each `sslmode`, `sslrootcert`, the host
 //! name check, and client certificates required by `pg_hba.conf`. The certificates are
-//! made here with rcgen (a test CA, a server certificate it signs for 127.0.0.1 and
-//! localhost, a client certificate, and a self-signed snakeoil-like server certificate);
-//! the servers accept TLS connections only (`hostssl`). Two clusters, one per test,
-//! started in parallel.
+//! made at test time with rcgen (`pg_common::certs`): a test CA, a server certificate it
+//! signs for 127.0.0.1 and localhost, a client certificate, and a self-signed
+//! snakeoil-like server certificate; the servers accept TLS connections only
+//! (`hostssl`). Two clusters, one per test, started in parallel.
 
 mod pg_common;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use pg_common::certs::{leaf, localhost_server, new_ca, snakeoil};
 use pg_common::*;
-use pg_harness::{PgCluster, PgOptions, PgTls};
+use pg_harness::{PgCluster, PgOptions};
 use pool_tokio::{Manager, PgManager};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
-};
+use rcgen::ExtendedKeyUsagePurpose;
 
 const LIMIT: Duration = Duration::from_secs(30);
 /// The role that logs in with a client certificate (`cert` in pg_hba.conf).
 const CERT_USER: &str = "tls_cert_user";
-
-struct Issued {
-    cert_pem: String,
-    key_pem: String,
-}
-
-struct Ca {
-    params: rcgen::Certificate,
-    key: KeyPair,
-}
-
-fn new_ca(name: &str) -> Ca {
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    Ca {
-        params: params.self_signed(&key).unwrap(),
-        key,
-    }
-}
-
-fn leaf(ca: &Ca, common_name: &str, sans: &[&str], purpose: ExtendedKeyUsagePurpose) -> Issued {
-    let key = KeyPair::generate().unwrap();
-    let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
-    let mut params = CertificateParams::new(sans).unwrap();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, common_name);
-    params.extended_key_usages = vec![purpose];
-    let cert = params.signed_by(&key, &ca.params, &ca.key).unwrap();
-    Issued {
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-    }
-}
-
-/// Like Debian's snakeoil certificate: self-signed, and marked as a CA.
-fn snakeoil() -> Issued {
-    let key = KeyPair::generate().unwrap();
-    let mut params =
-        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "localhost");
-    Issued {
-        cert_pem: params.self_signed(&key).unwrap().pem(),
-        key_pem: key.serialize_pem(),
-    }
-}
 
 /// The error and all its sources, joined.
 fn chain(e: &(dyn std::error::Error + 'static)) -> String {
@@ -161,20 +107,11 @@ impl Tls {
 /// and accepts TLS connections only: `cert` for one role, scram-sha-256 for the rest.
 async fn ca_signed_cluster() -> Tls {
     let ca = new_ca("pool-suite test CA");
-    let server = leaf(
-        &ca,
-        "localhost",
-        &["localhost", "127.0.0.1"],
-        ExtendedKeyUsagePurpose::ServerAuth,
-    );
+    let server = localhost_server(&ca);
     let client = leaf(&ca, CERT_USER, &[], ExtendedKeyUsagePurpose::ClientAuth);
     let other = new_ca("some other CA");
     let opts = PgOptions::default()
-        .tls(PgTls {
-            cert_pem: server.cert_pem,
-            key_pem: server.key_pem,
-            ca_pem: Some(ca.params.pem()),
-        })
+        .tls(server.server_tls(Some(ca.pem())))
         .hba([
             format!("hostssl all {CERT_USER} 127.0.0.1/32 cert"),
             "hostssl all all 127.0.0.1/32 scram-sha-256".to_string(),
@@ -188,10 +125,8 @@ async fn ca_signed_cluster() -> Tls {
         .await
         .expect("create the certificate role");
     Tls {
-        ca_file: cluster.write_file("ca.crt", &ca.params.pem()).unwrap(),
-        other_ca_file: cluster
-            .write_file("other.crt", &other.params.pem())
-            .unwrap(),
+        ca_file: cluster.write_file("ca.crt", &ca.pem()).unwrap(),
+        other_ca_file: cluster.write_file("other.crt", &other.pem()).unwrap(),
         client_cert: cluster.write_file("client.crt", &client.cert_pem).unwrap(),
         client_key: cluster.write_file("client.key", &client.key_pem).unwrap(),
         cluster,
@@ -276,11 +211,7 @@ async fn a_self_signed_server_certificate() {
     let cert = snakeoil();
     let cert_pem = cert.cert_pem.clone();
     let opts = PgOptions::default()
-        .tls(PgTls {
-            cert_pem: cert.cert_pem,
-            key_pem: cert.key_pem,
-            ca_pem: None,
-        })
+        .tls(cert.server_tls(None))
         .hba(["hostssl all all 127.0.0.1/32 scram-sha-256"]);
     let cluster = PgCluster::start_async(opts)
         .await

@@ -11,19 +11,6 @@ use pg_common::*;
 use pg_harness::{PgBouncer, PgCluster};
 use pool_tokio::Manager;
 
-async fn show(client: &tokio_postgres::Client, setting: &str) -> String {
-    let rows = client
-        .simple_query(&format!("SHOW {setting}"))
-        .await
-        .unwrap_or_else(|e| panic!("SHOW {setting}: {}", pg_message(&e)));
-    rows.iter()
-        .find_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
-            _ => None,
-        })
-        .expect("one row")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_reach_the_server_as_meant() {
     let _watchdog = watchdog("keys_reach_the_server_as_meant", Duration::from_secs(120));

@@ -2,6 +2,8 @@
 //! `tests/users_service.rs`). Each test file uses a different subset.
 #![allow(dead_code)]
 
+pub mod certs;
+
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
@@ -80,14 +82,41 @@ pub fn pool_with(
 /// `SELECT n` over the simple protocol (also works through PgBouncer).
 pub async fn select(client: &tokio_postgres::Client, n: i64) -> Result<i64, tokio_postgres::Error> {
     let rows = client.simple_query(&format!("SELECT {n}::int8")).await?;
-    let value = rows
-        .iter()
+    Ok(first_value(&rows).parse().expect("an integer"))
+}
+
+/// The first column of the first row in a simple query's answer.
+pub fn first_value(rows: &[tokio_postgres::SimpleQueryMessage]) -> String {
+    rows.iter()
         .find_map(|m| match m {
             tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
             _ => None,
         })
-        .expect("one row");
-    Ok(value.parse().expect("an integer"))
+        .expect("one row")
+}
+
+/// The first column of the first row of a simple query; panics naming `sql` if it fails.
+pub async fn one(client: &tokio_postgres::Client, sql: &str) -> String {
+    let rows = client.simple_query(sql).await.expect(sql);
+    first_value(&rows)
+}
+
+/// `SHOW setting` over the simple protocol (also works through PgBouncer).
+pub async fn show(client: &tokio_postgres::Client, setting: &str) -> String {
+    let rows = client
+        .simple_query(&format!("SHOW {setting}"))
+        .await
+        .unwrap_or_else(|e| panic!("SHOW {setting}: {}", pg_message(&e)));
+    first_value(&rows)
+}
+
+/// The server's process id for this connection's backend.
+pub async fn backend_pid(client: &tokio_postgres::Client) -> i32 {
+    client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .expect("pg_backend_pid()")
+        .get(0)
 }
 
 /// The server's message for a database error (tokio-postgres' Display is only "db

@@ -213,6 +213,19 @@ pub(crate) enum Backend {
 const SSL_REQUEST_CODE: u32 = 80_877_103;
 const GSSENC_REQUEST_CODE: u32 = 80_877_104;
 
+/// The big-endian `u32` in the first four bytes of `bytes` (a length or request code).
+fn be_u32(bytes: &[u8]) -> u32 {
+    u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
+}
+
+/// Drops up to `skip` bytes (the rest of a message body) off the front of `data`,
+/// counting them off `skip`.
+fn skip_bytes(skip: &mut u64, data: &mut &[u8]) {
+    let n = usize::try_from(*skip).unwrap_or(usize::MAX).min(data.len());
+    *skip -= n as u64;
+    *data = &data[n..];
+}
+
 /// Incremental parser of the frontend (client → server) byte stream.
 #[derive(Debug)]
 pub(crate) struct FrontendParser {
@@ -241,11 +254,7 @@ impl FrontendParser {
     pub(crate) fn feed(&mut self, mut data: &[u8], mut on: impl FnMut(Frontend)) -> bool {
         while !data.is_empty() && !self.dead {
             if self.skip > 0 {
-                let n = usize::try_from(self.skip)
-                    .unwrap_or(usize::MAX)
-                    .min(data.len());
-                self.skip -= n as u64;
-                data = &data[n..];
+                skip_bytes(&mut self.skip, &mut data);
                 continue;
             }
             if !self.untagged && self.have == 0 {
@@ -263,18 +272,8 @@ impl FrontendParser {
             }
             self.have = 0;
             if self.untagged {
-                let len = u32::from_be_bytes([
-                    self.header[0],
-                    self.header[1],
-                    self.header[2],
-                    self.header[3],
-                ]);
-                let code = u32::from_be_bytes([
-                    self.header[4],
-                    self.header[5],
-                    self.header[6],
-                    self.header[7],
-                ]);
+                let len = be_u32(&self.header[0..4]);
+                let code = be_u32(&self.header[4..8]);
                 if len < 8 {
                     self.dead = true;
                     break;
@@ -287,12 +286,7 @@ impl FrontendParser {
                     on(Frontend::Startup);
                 }
             } else {
-                let len = u32::from_be_bytes([
-                    self.header[1],
-                    self.header[2],
-                    self.header[3],
-                    self.header[4],
-                ]);
+                let len = be_u32(&self.header[1..5]);
                 if len < 4 {
                     self.dead = true;
                     break;
@@ -348,11 +342,7 @@ impl BackendParser {
                         on(Backend::Ready(data[0]));
                     }
                 }
-                let n = usize::try_from(self.skip)
-                    .unwrap_or(usize::MAX)
-                    .min(data.len());
-                self.skip -= n as u64;
-                data = &data[n..];
+                skip_bytes(&mut self.skip, &mut data);
                 continue;
             }
             if self.ssl_answers > 0 && self.have == 0 {
@@ -375,12 +365,7 @@ impl BackendParser {
                 continue;
             }
             self.have = 0;
-            let len = u32::from_be_bytes([
-                self.header[1],
-                self.header[2],
-                self.header[3],
-                self.header[4],
-            ]);
+            let len = be_u32(&self.header[1..5]);
             if len < 4 {
                 self.dead = true;
                 on(Backend::Malformed);
