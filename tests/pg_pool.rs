@@ -815,3 +815,68 @@ async fn evict_all_replaces_idle_backends_now_and_a_used_one_on_return() {
     assert_eq!(m.stats.connects_ok, 4, "{m:?}");
     pool.check_invariants().expect("invariants");
 }
+
+/// `resize` against a real server: growing lets a waiter in at once on a new backend;
+/// shrinking closes the idle backends at once and a used one when it is returned, until
+/// `pg_stat_activity` holds no more than the new size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resize_grows_for_a_waiter_and_shrinks_backends_to_the_new_size() {
+    let _watchdog = watchdog(
+        "resize_grows_for_a_waiter_and_shrinks_backends_to_the_new_size",
+        Duration::from_secs(120),
+    );
+    let cluster = cluster(10);
+    let app = "pool-resize";
+    let admin = cluster.admin();
+    let pool = pool_with(&url_for(&cluster.url(), app, ""), |b| b.max_size(2));
+    let a = pool.get().await.unwrap();
+    let b = pool.get().await.unwrap();
+    // Full: a third borrower waits, until the pool grows.
+    let p = pool.clone();
+    let waiting = tokio::spawn(async move { p.get_timeout(Duration::from_secs(10)).await });
+    wait_until(&pool, Duration::from_secs(5), "one waiter", |p| {
+        p.status().waiters == 1
+    })
+    .await;
+    pool.resize(4).expect("grow");
+    let c = within(Duration::from_secs(10), "the waiter after growing", waiting)
+        .await
+        .unwrap()
+        .expect("served by a new connection");
+    admin
+        .wait_for_count(&Backends::app(app), 3, Duration::from_secs(10))
+        .await
+        .expect("three backends");
+    let d = pool.get().await.unwrap();
+    drop(d);
+    wait_until(&pool, Duration::from_secs(5), "one idle", |p| {
+        p.status().idle == 1
+    })
+    .await;
+    admin
+        .wait_for_count(&Backends::app(app), 4, Duration::from_secs(10))
+        .await
+        .expect("four backends");
+
+    // Shrink to 1: the idle backend goes at once, the used ones as they come back.
+    pool.resize(1).expect("shrink");
+    admin
+        .wait_for_count(&Backends::app(app), 3, Duration::from_secs(10))
+        .await
+        .expect("the idle backend leaves at once");
+    let kept_pid = backend_pid(&c).await;
+    drop(a);
+    drop(b);
+    admin
+        .wait_for_count(&Backends::app(app), 1, Duration::from_secs(10))
+        .await
+        .expect("returned backends leave until one is left");
+    assert_eq!(admin.pids(&Backends::app(app)).await.unwrap(), [kept_pid]);
+    drop(c);
+    let again = pool.get().await.unwrap();
+    assert_eq!(backend_pid(&again).await, kept_pid, "the one left is kept");
+    let s = pool.status();
+    assert_eq!((s.max_size, s.total), (1, 1), "{s}");
+    assert_eq!(pool.metrics().stats.closes(CloseReason::Resized), 3);
+    pool.check_invariants().expect("invariants");
+}
