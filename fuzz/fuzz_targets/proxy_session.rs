@@ -25,9 +25,10 @@ use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use pool_proxy::protocol::frame::Framer;
 use pool_proxy::{
-    AbandonedTransactionPolicy, Action, ClientSession, Input, Misuse, Release, ServerId,
+    AbandonedTransactionPolicy, Action, ClientSession, Input, Instant, Misuse, Release, ServerId,
     SessionConfig, StatePolicy,
 };
+use std::time::Duration;
 
 #[derive(Arbitrary, Debug)]
 enum ClientMsg {
@@ -64,13 +65,22 @@ enum ServerMsg {
 #[derive(Arbitrary, Debug)]
 enum Op {
     ClientRaw(Vec<u8>),
-    Client { msgs: Vec<ClientMsg>, split: u16 },
+    Client {
+        msgs: Vec<ClientMsg>,
+        split: u16,
+    },
     ClientClosed,
     Grant,
     Unavailable,
     ServerRaw(Vec<u8>),
-    Server { msgs: Vec<ServerMsg>, split: u16 },
+    Server {
+        msgs: Vec<ServerMsg>,
+        split: u16,
+    },
     ServerLost,
+    /// The clock moves on this many milliseconds.
+    Advance(u16),
+    Timeout,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -78,6 +88,8 @@ struct Case {
     refuse: bool,
     close_abandoned: bool,
     small_limits: bool,
+    /// `idle_transaction_timeout` in milliseconds, if any.
+    idle_timeout_ms: Option<u16>,
     ops: Vec<Op>,
 }
 
@@ -173,6 +185,7 @@ struct Lent {
 
 struct Harness {
     session: ClientSession,
+    now: Instant,
     requested: bool,
     lent: Option<Lent>,
     next_id: u64,
@@ -202,12 +215,16 @@ impl Harness {
         let expect_misuse = match input {
             Input::ServerGranted(_) | Input::ServerUnavailable { .. } => !self.requested,
             Input::ServerBytes(_) | Input::ServerLost => self.lent.is_none(),
-            Input::ClientBytes(_) | Input::ClientClosed => false,
+            Input::ClientBytes(_) | Input::ClientClosed | Input::Timeout => false,
         };
+        let due = self
+            .session
+            .poll_timeout()
+            .is_some_and(|deadline| deadline <= self.now);
         if let (Input::ServerBytes(bytes), false) = (input, expect_misuse) {
             self.feed_server(bytes);
         }
-        let result = self.session.handle(input);
+        let result = self.session.handle(self.now, input);
         assert_eq!(result.is_err(), expect_misuse, "{input:?} gave {result:?}");
         if let Err(e) = result {
             let expected = if self.closed {
@@ -226,6 +243,7 @@ impl Harness {
             );
             return;
         }
+        let was_closed = self.closed;
         match input {
             Input::ServerGranted(ServerId(id)) => {
                 self.requested = false;
@@ -248,6 +266,23 @@ impl Harness {
         );
         assert_eq!(self.session.is_waiting(), self.requested);
         assert_eq!(self.session.is_closed(), self.closed);
+        if matches!(input, Input::Timeout) {
+            assert_eq!(
+                self.closed,
+                due || was_closed,
+                "a due timeout closes, an early one does nothing"
+            );
+        }
+        if let Some(deadline) = self.session.poll_timeout() {
+            assert!(
+                self.lent.is_some() && !self.closed,
+                "a deadline only while a server is held"
+            );
+            assert!(
+                deadline > self.now || input != Input::Timeout,
+                "nothing due after a timeout"
+            );
+        }
         let unanswered = self.session.unanswered() as u64;
         if let Some(lent) = &self.lent {
             assert!(
@@ -363,6 +398,9 @@ fuzz_target!(|case: Case| {
         } else {
             AbandonedTransactionPolicy::Rollback
         },
+        idle_transaction_timeout: case
+            .idle_timeout_ms
+            .map(|ms| Duration::from_millis(ms.into())),
         ..SessionConfig::default()
     };
     if case.small_limits {
@@ -372,6 +410,7 @@ fuzz_target!(|case: Case| {
     }
     let mut h = Harness {
         session: ClientSession::new(config),
+        now: Instant::ZERO,
         requested: false,
         lent: None,
         next_id: 1,
@@ -406,6 +445,8 @@ fuzz_target!(|case: Case| {
                 h.step(Input::ServerBytes(&bytes[at..]));
             }
             Op::ServerLost => h.step(Input::ServerLost),
+            Op::Advance(ms) => h.now = h.now + Duration::from_millis((*ms).into()),
+            Op::Timeout => h.step(Input::Timeout),
         }
     }
 });

@@ -2,7 +2,9 @@
 //! machine. Inputs are the client's bytes, the bytes of the server it holds, and events
 //! (a server granted or unavailable, the server or the client gone); outputs are
 //! [`Action`]s drained with [`ClientSession::poll_action`]. No I/O, no clock, no
-//! randomness: the same inputs give the same actions.
+//! randomness: every input carries `now` (the caller's clock, as in pool-core), the one
+//! deadline is read with [`ClientSession::poll_timeout`], and the same inputs give the
+//! same actions.
 //!
 //! # The release rule
 //!
@@ -27,6 +29,9 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::time::Duration;
+
+pub use pool_core::Instant;
 
 use crate::protocol::backend::{error_response, ServerMessage, TransactionStatus};
 use crate::protocol::frame::{Frame, Framer, DEFAULT_MAX_MESSAGE_LEN};
@@ -73,6 +78,11 @@ pub struct SessionConfig {
     pub on_session_state: StatePolicy,
     /// A client gone inside a transaction: roll back or close its server.
     pub on_abandoned_transaction: AbandonedTransactionPolicy,
+    /// PgBouncer's `idle_transaction_timeout`: a client that holds a server inside a
+    /// transaction (ReadyForQuery `T` or `E`, nothing in flight) and sends nothing for this
+    /// long is disconnected with SQLSTATE 25P03, and its transaction rolled back or its
+    /// server closed. `None` (the default, as PgBouncer's 0) never.
+    pub idle_transaction_timeout: Option<Duration>,
 }
 
 impl Default for SessionConfig {
@@ -83,6 +93,7 @@ impl Default for SessionConfig {
             max_queued_bytes: 1024 * 1024,
             on_session_state: StatePolicy::default(),
             on_abandoned_transaction: AbandonedTransactionPolicy::default(),
+            idle_transaction_timeout: None,
         }
     }
 }
@@ -172,6 +183,9 @@ pub enum Input<'a> {
     ServerBytes(&'a [u8]),
     /// The held server's connection ended.
     ServerLost,
+    /// The deadline from [`ClientSession::poll_timeout`] may have passed (a timer fired).
+    /// Early or spurious ones do nothing.
+    Timeout,
 }
 
 /// A driver bug: an input that cannot happen in the session's current phase. The session
@@ -283,6 +297,8 @@ pub struct ClientSession {
     link: Link,
     /// Detected session state (set once per client).
     pinned: Option<PinReason>,
+    /// Since when the client has held its server idle inside a transaction.
+    idle_in_transaction_since: Option<Instant>,
     actions: VecDeque<Action>,
 }
 
@@ -297,6 +313,7 @@ impl ClientSession {
             queued: VecDeque::new(),
             queued_bytes: 0,
             pinned: None,
+            idle_in_transaction_since: None,
             actions: VecDeque::new(),
         }
     }
@@ -337,10 +354,33 @@ impl ClientSession {
         self.pinned
     }
 
-    /// Feeds one input. `Err` only for a driver bug (see [`Misuse`]), and then nothing
-    /// changed; anything the client or server sends, however malformed, is `Ok` and
-    /// handled with actions.
-    pub fn handle(&mut self, input: Input<'_>) -> Result<(), Misuse> {
+    /// When to feed [`Input::Timeout`]: the idle-in-transaction deadline, if one runs.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let since = self.idle_in_transaction_since?;
+        Some(since + self.config.idle_transaction_timeout?)
+    }
+
+    /// Feeds one input at `now`. `Err` only for a driver bug (see [`Misuse`]), and then
+    /// nothing changed; anything the client or server sends, however malformed, is `Ok`
+    /// and handled with actions.
+    pub fn handle(&mut self, now: Instant, input: Input<'_>) -> Result<(), Misuse> {
+        let result = self.dispatch(now, input);
+        // The idle-in-transaction clock starts when the server is left waiting for the
+        // client inside a transaction, and stops when a whole client message is forwarded
+        // (or the server goes): bytes of a message not yet whole do not restart it, so a
+        // client dribbling a long message cannot hold a server for ever.
+        let idle_in_transaction = matches!(self.phase, Phase::Active(_))
+            && self.link.quiet()
+            && self.link.status != TransactionStatus::Idle;
+        self.idle_in_transaction_since = match (idle_in_transaction, self.idle_in_transaction_since)
+        {
+            (false, _) => None,
+            (true, since) => Some(since.unwrap_or(now)),
+        };
+        result
+    }
+
+    fn dispatch(&mut self, now: Instant, input: Input<'_>) -> Result<(), Misuse> {
         match input {
             Input::ClientBytes(bytes) => {
                 self.on_client_bytes(bytes);
@@ -356,6 +396,16 @@ impl ClientSession {
             }
             Input::ServerBytes(bytes) => self.on_server_bytes(bytes),
             Input::ServerLost => self.on_server_lost(),
+            Input::Timeout => {
+                if self.poll_timeout().is_some_and(|deadline| deadline <= now) {
+                    self.send_error(
+                        "25P03",
+                        "pool-proxy: terminating connection due to idle-in-transaction timeout",
+                    );
+                    self.client_gone();
+                }
+                Ok(())
+            }
         }
     }
 

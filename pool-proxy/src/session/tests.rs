@@ -8,6 +8,7 @@ use postgres_protocol::message::frontend;
 use super::*;
 use crate::protocol::backend::error_response;
 
+const T0: Instant = Instant::ZERO;
 const S1: ServerId = ServerId(1);
 const S2: ServerId = ServerId(2);
 
@@ -154,17 +155,17 @@ fn drain(s: &mut ClientSession) -> Vec<Action> {
 }
 
 fn client(s: &mut ClientSession, bytes: &[u8]) -> Vec<Action> {
-    s.handle(Input::ClientBytes(bytes)).unwrap();
+    s.handle(T0, Input::ClientBytes(bytes)).unwrap();
     drain(s)
 }
 
 fn server(s: &mut ClientSession, bytes: &[u8]) -> Vec<Action> {
-    s.handle(Input::ServerBytes(bytes)).unwrap();
+    s.handle(T0, Input::ServerBytes(bytes)).unwrap();
     drain(s)
 }
 
 fn grant(s: &mut ClientSession, id: ServerId) -> Vec<Action> {
-    s.handle(Input::ServerGranted(id)).unwrap();
+    s.handle(T0, Input::ServerGranted(id)).unwrap();
     drain(s)
 }
 
@@ -493,7 +494,7 @@ fn a_query_after_the_release_is_queued_for_a_new_server_never_sent_to_the_old_on
     );
     assert_eq!(client(&mut s, &second[3..]), vec![Action::RequestServer]);
     assert_eq!(
-        s.handle(Input::ServerBytes(&rfq(b'I'))),
+        s.handle(T0, Input::ServerBytes(&rfq(b'I'))),
         Err(Misuse::NoServerHeld)
     );
     assert_eq!(grant(&mut s, S2), vec![to_server(S2, second)]);
@@ -524,7 +525,7 @@ fn set_outside_a_transaction_pins_the_client_once() {
         "reported once per client"
     );
     // When the client leaves, its server is reset before anyone else gets it.
-    s.handle(Input::ClientClosed).unwrap();
+    s.handle(T0, Input::ClientClosed).unwrap();
     assert_eq!(
         drain(&mut s),
         vec![
@@ -667,7 +668,7 @@ fn a_client_gone_mid_transaction_leaves_its_server_for_rollback_or_close() {
         );
         assert!(s.is_closed());
         assert_eq!(
-            s.handle(Input::ServerBytes(&rfq(b'I'))),
+            s.handle(T0, Input::ServerBytes(&rfq(b'I'))),
             Err(Misuse::Closed)
         );
     }
@@ -676,7 +677,7 @@ fn a_client_gone_mid_transaction_leaves_its_server_for_rollback_or_close() {
 #[test]
 fn a_client_gone_with_a_request_in_flight_closes_the_server() {
     let mut s = active_with("SELECT pg_sleep(10)");
-    s.handle(Input::ClientClosed).unwrap();
+    s.handle(T0, Input::ClientClosed).unwrap();
     assert_eq!(
         drain(&mut s),
         vec![
@@ -690,12 +691,12 @@ fn a_client_gone_with_a_request_in_flight_closes_the_server() {
 fn a_client_gone_while_waiting_withdraws_its_request() {
     let mut s = session();
     client(&mut s, &q("SELECT 1"));
-    s.handle(Input::ClientClosed).unwrap();
+    s.handle(T0, Input::ClientClosed).unwrap();
     assert_eq!(
         drain(&mut s),
         vec![Action::WithdrawServerRequest, Action::CloseClient]
     );
-    assert_eq!(s.handle(Input::ServerGranted(S1)), Err(Misuse::Closed));
+    assert_eq!(s.handle(T0, Input::ServerGranted(S1)), Err(Misuse::Closed));
 }
 
 // ---- the pool and the server failing ----
@@ -704,10 +705,13 @@ fn a_client_gone_while_waiting_withdraws_its_request() {
 fn no_server_available_answers_with_the_pools_error() {
     let mut s = session();
     client(&mut s, &q("SELECT 1"));
-    s.handle(Input::ServerUnavailable {
-        sqlstate: "53300",
-        message: "pool-proxy: wait timed out",
-    })
+    s.handle(
+        T0,
+        Input::ServerUnavailable {
+            sqlstate: "53300",
+            message: "pool-proxy: wait timed out",
+        },
+    )
     .unwrap();
     assert_eq!(
         drain(&mut s),
@@ -721,7 +725,7 @@ fn no_server_available_answers_with_the_pools_error() {
 #[test]
 fn a_lost_server_disconnects_its_client() {
     let mut s = active_with("SELECT 1");
-    s.handle(Input::ServerLost).unwrap();
+    s.handle(T0, Input::ServerLost).unwrap();
     assert_eq!(
         drain(&mut s),
         vec![
@@ -866,19 +870,28 @@ fn too_much_queued_while_waiting_is_refused() {
 #[test]
 fn driver_misuse_is_an_error_and_changes_nothing() {
     let mut s = session();
-    assert_eq!(s.handle(Input::ServerGranted(S1)), Err(Misuse::NotWaiting));
-    assert_eq!(s.handle(Input::ServerLost), Err(Misuse::NoServerHeld));
     assert_eq!(
-        s.handle(Input::ServerUnavailable {
-            sqlstate: "53300",
-            message: "x"
-        }),
+        s.handle(T0, Input::ServerGranted(S1)),
+        Err(Misuse::NotWaiting)
+    );
+    assert_eq!(s.handle(T0, Input::ServerLost), Err(Misuse::NoServerHeld));
+    assert_eq!(
+        s.handle(
+            T0,
+            Input::ServerUnavailable {
+                sqlstate: "53300",
+                message: "x"
+            }
+        ),
         Err(Misuse::NotWaiting)
     );
     assert_eq!(drain(&mut s), vec![]);
     client(&mut s, &q("SELECT 1"));
     grant(&mut s, S1);
-    assert_eq!(s.handle(Input::ServerGranted(S2)), Err(Misuse::NotWaiting));
+    assert_eq!(
+        s.handle(T0, Input::ServerGranted(S2)),
+        Err(Misuse::NotWaiting)
+    );
     assert_eq!(s.server(), Some(S1));
 }
 
@@ -890,4 +903,81 @@ fn stray_flush_and_copy_messages_between_transactions_ask_for_no_server() {
     let stray = [flush.to_vec(), copy_data(b"late"), copy_done()].concat();
     assert_eq!(client(&mut s, &stray), vec![]);
     assert!(!s.is_waiting());
+}
+
+// ---- idle in transaction ----
+
+fn at(secs: u64) -> Instant {
+    T0 + std::time::Duration::from_secs(secs)
+}
+
+#[test]
+fn a_client_idle_in_a_transaction_past_the_timeout_is_disconnected_and_rolled_back() {
+    let mut s = ClientSession::new(SessionConfig {
+        idle_transaction_timeout: Some(std::time::Duration::from_secs(10)),
+        ..SessionConfig::default()
+    });
+    s.handle(at(0), Input::ClientBytes(&q("BEGIN"))).unwrap();
+    s.handle(at(0), Input::ServerGranted(S1)).unwrap();
+    assert_eq!(s.poll_timeout(), None, "BEGIN is in flight");
+    s.handle(
+        at(1),
+        Input::ServerBytes(&[cc("BEGIN"), rfq(b'T')].concat()),
+    )
+    .unwrap();
+    assert_eq!(s.poll_timeout(), Some(at(11)));
+    // Early: nothing.
+    drain(&mut s);
+    s.handle(at(5), Input::Timeout).unwrap();
+    assert_eq!(drain(&mut s), vec![]);
+    // A query stops the clock; its answer starts it again.
+    s.handle(at(6), Input::ClientBytes(&q("SELECT 1"))).unwrap();
+    assert_eq!(s.poll_timeout(), None);
+    s.handle(
+        at(7),
+        Input::ServerBytes(&[cc("SELECT 1"), rfq(b'T')].concat()),
+    )
+    .unwrap();
+    assert_eq!(s.poll_timeout(), Some(at(17)));
+    // Bytes of a message that is not whole do not restart it.
+    let next = q("SELECT 2");
+    s.handle(at(9), Input::ClientBytes(&next[..4])).unwrap();
+    assert_eq!(s.poll_timeout(), Some(at(17)));
+    drain(&mut s);
+    s.handle(at(17) - std::time::Duration::from_nanos(1), Input::Timeout)
+        .unwrap();
+    assert_eq!(drain(&mut s), vec![], "one nanosecond early: nothing");
+    s.handle(at(17), Input::Timeout).unwrap();
+    assert_eq!(
+        drain(&mut s),
+        vec![
+            fatal(
+                "25P03",
+                "pool-proxy: terminating connection due to idle-in-transaction timeout"
+            ),
+            Action::ReleaseServer(S1, Release::Rollback { reset: false }),
+            Action::CloseClient,
+        ]
+    );
+    assert_eq!(s.poll_timeout(), None);
+}
+
+#[test]
+fn no_idle_deadline_outside_a_transaction_or_when_disabled() {
+    let mut s = ClientSession::new(SessionConfig {
+        idle_transaction_timeout: Some(std::time::Duration::from_secs(10)),
+        ..SessionConfig::default()
+    });
+    // Pinned and idle (status I): the client may think as long as it likes.
+    client(&mut s, &q("SET a = 1"));
+    grant(&mut s, S1);
+    server(&mut s, &[cc("SET"), rfq(b'I')].concat());
+    assert_eq!(s.server(), Some(S1));
+    assert_eq!(s.poll_timeout(), None);
+    s.handle(at(100), Input::Timeout).unwrap();
+    assert_eq!(drain(&mut s), vec![]);
+    // Disabled (the default): never, even inside a transaction.
+    let mut s = active_with("BEGIN");
+    server(&mut s, &[cc("BEGIN"), rfq(b'T')].concat());
+    assert_eq!(s.poll_timeout(), None);
 }
