@@ -981,3 +981,42 @@ fn no_idle_deadline_outside_a_transaction_or_when_disabled() {
     server(&mut s, &[cc("BEGIN"), rfq(b'T')].concat());
     assert_eq!(s.poll_timeout(), None);
 }
+
+#[test]
+fn a_server_error_during_copy_in_ends_it_and_the_clients_leftover_copy_messages_ask_for_nothing() {
+    let mut s = active_with("COPY t FROM STDIN");
+    server(&mut s, &copy_in_response());
+    client(&mut s, &copy_data(b"not a number\n"));
+    // The server rejects the data: the COPY is over on its side, the Query is answered.
+    let failed = [server_error("22P02"), rfq(b'I')].concat();
+    assert_eq!(
+        server(&mut s, &failed),
+        vec![
+            to_client(failed.clone()),
+            Action::ReleaseServer(S1, Release::Clean)
+        ]
+    );
+    // The client had not noticed yet: its rest of the COPY goes nowhere.
+    assert_eq!(
+        client(&mut s, &[copy_data(b"2\n"), copy_done()].concat()),
+        vec![]
+    );
+    assert!(!s.is_waiting());
+}
+
+#[test]
+fn a_function_call_is_counted_like_a_query() {
+    let mut s = session();
+    let call = msg(b'F', &[0, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(client(&mut s, &call), vec![Action::RequestServer]);
+    assert_eq!(grant(&mut s, S1), vec![to_server(S1, call)]);
+    assert_eq!(s.unanswered(), 1);
+    let answer = [msg(b'V', &[0, 0, 0, 1, b'1']), rfq(b'I')].concat();
+    assert_eq!(
+        server(&mut s, &answer),
+        vec![
+            to_client(answer.clone()),
+            Action::ReleaseServer(S1, Release::Clean)
+        ]
+    );
+}
