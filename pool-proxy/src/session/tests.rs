@@ -1020,3 +1020,37 @@ fn a_function_call_is_counted_like_a_query() {
         ]
     );
 }
+
+#[test]
+fn a_sync_sent_inside_copy_in_after_the_copy_response_is_counted_conservatively() {
+    // Bind, Execute, then (after CopyInResponse) a Sync inside COPY-in mode: the server
+    // ignores it, but the session cannot tell it from a Sync sent after a server error it
+    // has not read yet, so it counts it. Over-counting keeps the server (never a wrong
+    // release); the client's server is closed when it leaves.
+    let mut s = session();
+    client(
+        &mut s,
+        &[parse("", "COPY t FROM STDIN"), bind(), execute()].concat(),
+    );
+    grant(&mut s, S1);
+    server(
+        &mut s,
+        &[parse_complete(), bind_complete(), copy_in_response()].concat(),
+    );
+    client(
+        &mut s,
+        &[sync(), copy_data(b"1\n"), copy_done(), sync()].concat(),
+    );
+    assert_eq!(s.unanswered(), 2);
+    let done = [cc("COPY 1"), rfq(b'I')].concat();
+    assert_eq!(server(&mut s, &done), vec![to_client(done.clone())]);
+    assert_eq!(s.server(), Some(S1));
+    s.handle(T0, Input::ClientClosed).unwrap();
+    assert_eq!(
+        drain(&mut s),
+        vec![
+            Action::CloseServer(S1, "its client left with a request in flight".into()),
+            Action::CloseClient
+        ]
+    );
+}
