@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fuzz smoke test for CI: builds both cargo-fuzz targets and runs each briefly.
+# Fuzz smoke test for CI: builds the cargo-fuzz targets and runs each briefly.
 #
 #   scripts/fuzz-smoke.sh            # 20 s per target
 #   FUZZ_SECONDS=300 scripts/fuzz-smoke.sh
@@ -33,7 +33,7 @@ cargo $TOOLCHAIN fuzz build
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-for target in ops config; do
+for target in ops config proxy_session; do
     mkdir -p "$work/$target"
     echo "fuzz-smoke: $target for ${SECONDS_PER_TARGET}s"
     cargo $TOOLCHAIN fuzz run "$target" "$work/$target" "corpus/$target" -- \
@@ -45,4 +45,4 @@ for target in ops config; do
     }
     grep -E '^Done|stat::number_of_executed_units' "$work/$target.log" || true
 done
-echo "fuzz-smoke: 2 passed, 0 failed"
+echo "fuzz-smoke: 3 passed, 0 failed"

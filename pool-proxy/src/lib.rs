@@ -1,0 +1,15 @@
+//! pool-proxy: a PostgreSQL transaction pooler on the same core as the pool.
+//!
+//! This is its foundation, sans IO: [`protocol`] frames the wire protocol into whole
+//! messages and looks inside the few that change state; [`session`] is one client
+//! connection as a state machine (bytes and events in, sends and pool requests out) that
+//! decides when the server it holds can go back to the pool. No sockets, no clock, no
+//! randomness: a driver (not built yet) feeds it. See `docs/proxy.md`.
+
+pub mod protocol;
+pub mod session;
+
+pub use session::{
+    AbandonedTransactionPolicy, Action, ClientSession, Input, Instant, Misuse, PinReason, Release,
+    ServerId, SessionConfig, StatePolicy,
+};

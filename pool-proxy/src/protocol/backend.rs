@@ -1,0 +1,280 @@
+//! The server's messages, decoded only where they change the session's state:
+//! ReadyForQuery (its transaction status), ErrorResponse / NoticeResponse (SQLSTATE and
+//! severity), CommandComplete (the tag), ParameterStatus, BackendKeyData and the COPY
+//! responses. Everything else (RowDescription, DataRow, ParseComplete, ...) is forwarded
+//! by its tag alone.
+
+use std::fmt;
+
+use super::frame::Frame;
+use super::take_cstr;
+
+/// The transaction status a ReadyForQuery carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransactionStatus {
+    /// `I`: not in a transaction block.
+    Idle,
+    /// `T`: in a transaction block.
+    InTransaction,
+    /// `E`: in a failed transaction block (only ROLLBACK is accepted).
+    Failed,
+}
+
+/// A server message as the session sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerMessage {
+    /// 'Z'.
+    ReadyForQuery(TransactionStatus),
+    /// 'E': `severity` is the non-localized one (`V`) when present, else `S`.
+    ErrorResponse { severity: String, sqlstate: String },
+    /// 'N'.
+    NoticeResponse,
+    /// 'C': the command tag, e.g. `SELECT 1`, `SET`, `CREATE TABLE`.
+    CommandComplete { tag: String },
+    /// 'S'.
+    ParameterStatus { name: String, value: String },
+    /// 'K'.
+    BackendKeyData { process_id: u32, secret_key: u32 },
+    /// 'G'.
+    CopyInResponse,
+    /// 'H'.
+    CopyOutResponse,
+    /// 'W'.
+    CopyBothResponse,
+    /// Any other tag: forwarded as it is.
+    Other(u8),
+}
+
+/// A server message whose body does not fit its type: the server (or the link) is broken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerMessageError {
+    /// The message's tag.
+    pub tag: u8,
+    /// What is wrong.
+    pub what: &'static str,
+}
+
+impl fmt::Display for ServerMessageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "malformed server message '{}': {}",
+            char::from(self.tag).escape_default(),
+            self.what
+        )
+    }
+}
+
+impl std::error::Error for ServerMessageError {}
+
+impl ServerMessage {
+    /// Decodes the parts of a whole server frame the session needs.
+    pub fn classify(frame: &Frame) -> Result<Self, ServerMessageError> {
+        let tag = frame.tag();
+        let body = frame.body();
+        let err = |what| ServerMessageError { tag, what };
+        match tag {
+            b'Z' => match body {
+                [b'I'] => Ok(Self::ReadyForQuery(TransactionStatus::Idle)),
+                [b'T'] => Ok(Self::ReadyForQuery(TransactionStatus::InTransaction)),
+                [b'E'] => Ok(Self::ReadyForQuery(TransactionStatus::Failed)),
+                [_] => Err(err("unknown transaction status")),
+                _ => Err(err("ReadyForQuery carries exactly one byte")),
+            },
+            b'E' => {
+                let fields = fields(body).ok_or_else(|| err("fields are not NUL-terminated"))?;
+                let get = |code| {
+                    fields
+                        .iter()
+                        .find(|(c, _)| *c == code)
+                        .map(|(_, v)| v.to_string())
+                };
+                Ok(Self::ErrorResponse {
+                    severity: get(b'V').or_else(|| get(b'S')).unwrap_or_default(),
+                    sqlstate: get(b'C').unwrap_or_default(),
+                })
+            }
+            b'N' => {
+                fields(body).ok_or_else(|| err("fields are not NUL-terminated"))?;
+                Ok(Self::NoticeResponse)
+            }
+            b'C' => match take_cstr(body) {
+                Some((tag, [])) => Ok(Self::CommandComplete {
+                    tag: tag.to_owned(),
+                }),
+                _ => Err(err("the command tag is not one NUL-terminated string")),
+            },
+            b'S' => match take_cstr(body).and_then(|(n, rest)| Some((n, take_cstr(rest)?))) {
+                Some((name, (value, []))) => Ok(Self::ParameterStatus {
+                    name: name.to_owned(),
+                    value: value.to_owned(),
+                }),
+                _ => Err(err("name and value are not NUL-terminated strings")),
+            },
+            b'K' => match body {
+                [a, b, c, d, e, f, g, h] => Ok(Self::BackendKeyData {
+                    process_id: u32::from_be_bytes([*a, *b, *c, *d]),
+                    secret_key: u32::from_be_bytes([*e, *f, *g, *h]),
+                }),
+                _ => Err(err("BackendKeyData is 8 bytes")),
+            },
+            b'G' | b'H' | b'W' => {
+                // Overall format (1 byte), column count (2), a 2-byte format per column.
+                let [_, hi, lo, formats @ ..] = body else {
+                    return Err(err("a COPY response has a format and a column count"));
+                };
+                if formats.len() != 2 * usize::from(u16::from_be_bytes([*hi, *lo])) {
+                    return Err(err(
+                        "a COPY response's column count does not match its length",
+                    ));
+                }
+                Ok(match tag {
+                    b'G' => Self::CopyInResponse,
+                    b'H' => Self::CopyOutResponse,
+                    _ => Self::CopyBothResponse,
+                })
+            }
+            other => Ok(Self::Other(other)),
+        }
+    }
+}
+
+/// The (code, value) fields of an ErrorResponse or NoticeResponse.
+fn fields(mut body: &[u8]) -> Option<Vec<(u8, &str)>> {
+    let mut out = Vec::new();
+    loop {
+        let (&code, rest) = body.split_first()?;
+        if code == 0 {
+            return rest.is_empty().then_some(out);
+        }
+        let (value, rest) = take_cstr(rest)?;
+        out.push((code, value));
+        body = rest;
+    }
+}
+
+/// Writes an ErrorResponse from the proxy itself: severity, SQLSTATE and message.
+pub fn error_response(severity: &str, sqlstate: &str, message: &str) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (code, value) in [
+        (b'S', severity),
+        (b'V', severity),
+        (b'C', sqlstate),
+        (b'M', message),
+    ] {
+        body.push(code);
+        // A NUL inside a field would end it early; the proxy's own texts contain none, and
+        // a caller's text is cut at its first NUL rather than corrupting the frame.
+        body.extend_from_slice(value.split('\0').next().unwrap_or_default().as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut msg = Vec::with_capacity(body.len() + 5);
+    msg.push(b'E');
+    msg.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+    msg.extend_from_slice(&body);
+    msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::frame::{Framer, DEFAULT_MAX_MESSAGE_LEN};
+    use postgres_protocol::message::backend::Message;
+
+    fn frame(tag: u8, body: &[u8]) -> Frame {
+        let mut bytes = vec![tag];
+        bytes.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+        bytes.extend_from_slice(body);
+        let mut framer = Framer::new(DEFAULT_MAX_MESSAGE_LEN);
+        framer.push(&bytes);
+        framer.next_frame().unwrap().unwrap()
+    }
+
+    #[test]
+    fn decodes_what_changes_state() {
+        use ServerMessage::*;
+        assert_eq!(
+            ServerMessage::classify(&frame(b'Z', b"T")),
+            Ok(ReadyForQuery(TransactionStatus::InTransaction))
+        );
+        assert_eq!(
+            ServerMessage::classify(&frame(b'C', b"SELECT 1\0")),
+            Ok(CommandComplete {
+                tag: "SELECT 1".into()
+            })
+        );
+        assert_eq!(
+            ServerMessage::classify(&frame(b'S', b"TimeZone\0UTC\0")),
+            Ok(ParameterStatus {
+                name: "TimeZone".into(),
+                value: "UTC".into()
+            })
+        );
+        assert_eq!(
+            ServerMessage::classify(&frame(b'K', &[0, 0, 0, 1, 0, 0, 0, 2])),
+            Ok(BackendKeyData {
+                process_id: 1,
+                secret_key: 2
+            })
+        );
+        assert_eq!(
+            ServerMessage::classify(&frame(b'G', &[0, 0, 1, 0, 0])),
+            Ok(CopyInResponse)
+        );
+        assert_eq!(
+            ServerMessage::classify(&frame(b'H', &[0, 0, 0])),
+            Ok(CopyOutResponse)
+        );
+        assert_eq!(
+            ServerMessage::classify(&frame(b'D', b"whatever")),
+            Ok(Other(b'D'))
+        );
+        assert_eq!(
+            ServerMessage::classify(&frame(b'E', b"SERROR\0VERROR\0C42601\0Msyntax\0\0")),
+            Ok(ErrorResponse {
+                severity: "ERROR".into(),
+                sqlstate: "42601".into()
+            })
+        );
+    }
+
+    #[test]
+    fn malformed_server_messages_are_errors() {
+        for (tag, body) in [
+            (b'Z', &b"X"[..]),
+            (b'Z', b"II"),
+            (b'E', b"SERROR"),
+            (b'C', b"SELECT"),
+            (b'S', b"a\0"),
+            (b'K', b"1234"),
+            (b'G', &[0, 0, 2, 0, 0]),
+            (b'N', b"x\0extra"),
+        ] {
+            assert!(
+                ServerMessage::classify(&frame(tag, body)).is_err(),
+                "{}",
+                tag as char
+            );
+        }
+    }
+
+    #[test]
+    fn the_proxys_error_response_parses_with_postgres_protocol() {
+        let bytes = error_response("FATAL", "08P01", "bad\0message");
+        let mut buf = bytes::BytesMut::from(&bytes[..]);
+        assert!(matches!(
+            Message::parse(&mut buf),
+            Ok(Some(Message::ErrorResponse(_)))
+        ));
+        assert!(buf.is_empty());
+        assert_eq!(
+            ServerMessage::classify(&frame(b'E', &bytes[5..])),
+            Ok(ServerMessage::ErrorResponse {
+                severity: "FATAL".into(),
+                sqlstate: "08P01".into()
+            })
+        );
+        assert!(bytes.ends_with(b"Mbad\0\0"));
+    }
+}

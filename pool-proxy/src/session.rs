@@ -1,0 +1,781 @@
+//! `ClientSession`: one client connection in transaction pooling mode, as a sans-IO state
+//! machine. Inputs are the client's bytes, the bytes of the server it holds, and events
+//! (a server granted or unavailable, the server or the client gone); outputs are
+//! [`Action`]s drained with [`ClientSession::poll_action`]. No I/O, no clock, no
+//! randomness: every input carries `now` (the caller's clock, as in pool-core), the one
+//! deadline is read with [`ClientSession::poll_timeout`], and the same inputs give the
+//! same actions.
+//!
+//! # The release rule
+//!
+//! Every client request that expects a ReadyForQuery is counted when it is forwarded
+//! (Query, Sync, FunctionCall; a Parse/Bind/Describe/Execute/Close batch is answered at its
+//! Sync), and each ReadyForQuery answers the oldest. The server goes back to the pool only
+//! when the last ReadyForQuery said `I`, no counted request is unanswered, no
+//! extended-protocol batch is open (messages forwarded since the last Sync), no COPY-in is
+//! in progress, no partial server message is buffered, and nothing pinned the session.
+//! The decision is taken at the end of an input, atomically: from then on the session holds
+//! no server, so a client message that arrives next (a pipelined second query, or the rest
+//! of a message that was only partly in) is queued and a new server requested for it. A
+//! message is forwarded only once it is whole, so no half message ever reaches a server
+//! that is then given away.
+//!
+//! # Session state
+//!
+//! Detected, not guessed, from what the protocol shows: see [`PinReason`] for what is
+//! seen and `docs/proxy.md` for what cannot be. Detected state either pins the client to
+//! its server until it leaves, or refuses the client with an ErrorResponse, per
+//! [`StatePolicy`]; either is reported once per client.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::Duration;
+
+pub use pool_core::Instant;
+
+use crate::protocol::backend::{error_response, ServerMessage, TransactionStatus};
+use crate::protocol::frame::{Frame, Framer, DEFAULT_MAX_MESSAGE_LEN};
+use crate::protocol::frontend::ClientMessage;
+
+/// The driver's name for a server connection it lent to this session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServerId(pub u64);
+
+/// What to do when a client changes session state that transaction pooling cannot keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StatePolicy {
+    /// Keep the client on its server until it disconnects (as RDS Proxy does); the server
+    /// is then reset (`DISCARD ALL`) before anyone else gets it.
+    #[default]
+    Pin,
+    /// Answer with an ErrorResponse (SQLSTATE 0A000) and disconnect the client; its server
+    /// is reset before anyone else gets it.
+    Refuse,
+}
+
+/// What to do with a server whose client left inside a transaction (nothing in flight,
+/// ReadyForQuery `T` or `E`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AbandonedTransactionPolicy {
+    /// Release it for a rollback: the driver runs `ROLLBACK` (under a timeout, closing the
+    /// server if that fails) before the pool lends it again.
+    #[default]
+    Rollback,
+    /// Close it.
+    Close,
+}
+
+/// The session's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionConfig {
+    /// The longest message accepted from the client (its length field).
+    pub max_client_message_len: u32,
+    /// The longest message accepted from a server.
+    pub max_server_message_len: u32,
+    /// The most client bytes queued while waiting for a server.
+    pub max_queued_bytes: usize,
+    /// Session state: pin or refuse.
+    pub on_session_state: StatePolicy,
+    /// A client gone inside a transaction: roll back or close its server.
+    pub on_abandoned_transaction: AbandonedTransactionPolicy,
+    /// PgBouncer's `idle_transaction_timeout`: a client that holds a server inside a
+    /// transaction (ReadyForQuery `T` or `E`, nothing in flight) and sends nothing for this
+    /// long is disconnected with SQLSTATE 25P03, and its transaction rolled back or its
+    /// server closed. `None` (the default, as PgBouncer's 0) never.
+    pub idle_transaction_timeout: Option<Duration>,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            max_client_message_len: DEFAULT_MAX_MESSAGE_LEN,
+            max_server_message_len: DEFAULT_MAX_MESSAGE_LEN,
+            max_queued_bytes: 1024 * 1024,
+            on_session_state: StatePolicy::default(),
+            on_abandoned_transaction: AbandonedTransactionPolicy::default(),
+            idle_transaction_timeout: None,
+        }
+    }
+}
+
+/// Session state the protocol showed, which outlives a transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PinReason {
+    /// CommandComplete `SET` or `RESET` followed by ReadyForQuery `I` (it ran outside a
+    /// transaction block, or in one that committed in the same request).
+    Set,
+    /// CommandComplete `LISTEN`.
+    Listen,
+    /// CommandComplete `PREPARE` (SQL-level).
+    Prepare,
+    /// CommandComplete `DECLARE CURSOR` followed by ReadyForQuery `I`: only a `WITH HOLD`
+    /// cursor survives outside a transaction block.
+    HoldCursor,
+    /// CommandComplete `LOAD`.
+    Load,
+    /// A Parse with a non-empty statement name.
+    NamedStatement,
+}
+
+impl fmt::Display for PinReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Set => "SET outside a transaction",
+            Self::Listen => "LISTEN",
+            Self::Prepare => "PREPARE",
+            Self::HoldCursor => "a cursor WITH HOLD",
+            Self::Load => "LOAD",
+            Self::NamedStatement => "a named prepared statement (protocol-level Parse)",
+        })
+    }
+}
+
+/// How a server goes back to the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// Idle and clean: lend it as it is.
+    Clean,
+    /// Idle, but it carries session state: `DISCARD ALL` before lending it.
+    Reset,
+    /// Inside a transaction its client abandoned: `ROLLBACK` (under a timeout, else
+    /// close), then `DISCARD ALL` as well when `reset`.
+    Rollback { reset: bool },
+}
+
+/// What the driver must do, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Write these bytes to the client.
+    SendToClient(Vec<u8>),
+    /// Write these bytes to that server.
+    SendToServer(ServerId, Vec<u8>),
+    /// Ask the pool for a server; answer with [`Input::ServerGranted`] or
+    /// [`Input::ServerUnavailable`].
+    RequestServer,
+    /// The client left while waiting: withdraw the request (a server granted anyway goes
+    /// straight back, clean).
+    WithdrawServerRequest,
+    /// Give the server back to the pool; the session no longer holds it.
+    ReleaseServer(ServerId, Release),
+    /// Close that server connection; the session no longer holds it.
+    CloseServer(ServerId, String),
+    /// The client was pinned to its server, for this reason (reported once per client).
+    Pinned(PinReason),
+    /// The client was refused for changing session state (reported once per client).
+    Refused(PinReason),
+    /// Close the client connection (after sending what came before).
+    CloseClient,
+}
+
+/// One input to the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Input<'a> {
+    /// Bytes read from the client, split anywhere.
+    ClientBytes(&'a [u8]),
+    /// The client's connection ended (EOF or error).
+    ClientClosed,
+    /// The pool lent this server, after [`Action::RequestServer`].
+    ServerGranted(ServerId),
+    /// The pool could not lend one (wait timeout, connect failure, closed pool): the
+    /// client is told with this SQLSTATE and message, and disconnected.
+    ServerUnavailable { sqlstate: &'a str, message: &'a str },
+    /// Bytes read from the held server, split anywhere.
+    ServerBytes(&'a [u8]),
+    /// The held server's connection ended.
+    ServerLost,
+    /// The deadline from [`ClientSession::poll_timeout`] may have passed (a timer fired).
+    /// Early or spurious ones do nothing.
+    Timeout,
+}
+
+/// A driver bug: an input that cannot happen in the session's current phase. The session
+/// is unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Misuse {
+    /// Server bytes, or a lost server, while the session holds none.
+    NoServerHeld,
+    /// A grant or an unavailability answer without a pending request.
+    NotWaiting,
+    /// A server input after the session closed.
+    Closed,
+}
+
+impl fmt::Display for Misuse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::NoServerHeld => "the session holds no server",
+            Self::NotWaiting => "the session is not waiting for a server",
+            Self::Closed => "the session is closed",
+        })
+    }
+}
+
+impl std::error::Error for Misuse {}
+
+/// A request that a ReadyForQuery answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Request {
+    Query,
+    Sync,
+    FunctionCall,
+}
+
+/// A counted request, with how many COPY ends (CopyDone, CopyFail) the client had sent
+/// before it: a Sync sent inside COPY-in mode is ignored by the server.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    request: Request,
+    copy_ends_before: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Between transactions, holding no server.
+    Idle,
+    /// A server was requested; client messages are queued.
+    Waiting,
+    /// Holding this server.
+    Active(ServerId),
+    /// The client is gone (or was sent away); nothing more happens.
+    Closed,
+}
+
+/// What the session knows of the server it holds.
+#[derive(Debug)]
+struct Link {
+    server_in: Framer,
+    outstanding: VecDeque<Pending>,
+    status: TransactionStatus,
+    /// Extended-protocol messages forwarded since the last Sync.
+    batch_open: bool,
+    /// The server is (as far as the session knows) in COPY-in mode.
+    copy_in: bool,
+    /// CopyDone/CopyFail messages forwarded to this server so far.
+    copy_ends_sent: u64,
+    /// `copy_ends_before` of the last answered request.
+    answered_mark: u64,
+    /// Set by a CommandComplete whose state survives only if ReadyForQuery says `I`.
+    if_idle: Option<PinReason>,
+    /// Set by a CommandComplete whose state survives regardless.
+    always: Option<PinReason>,
+}
+
+impl Link {
+    fn new(max_len: u32) -> Self {
+        Self {
+            server_in: Framer::new(max_len),
+            outstanding: VecDeque::new(),
+            status: TransactionStatus::Idle,
+            batch_open: false,
+            copy_in: false,
+            copy_ends_sent: 0,
+            answered_mark: 0,
+            if_idle: None,
+            always: None,
+        }
+    }
+
+    /// Nothing in flight: no unanswered request, no open batch or COPY, no partial
+    /// message from the server.
+    fn quiet(&self) -> bool {
+        self.outstanding.is_empty()
+            && !self.batch_open
+            && !self.copy_in
+            && self.server_in.buffered() == 0
+    }
+}
+
+/// One client connection in transaction pooling mode. See the module documentation.
+#[derive(Debug)]
+pub struct ClientSession {
+    config: SessionConfig,
+    phase: Phase,
+    client_in: Framer,
+    /// Client messages waiting for a server, and their total size.
+    queued: VecDeque<(Frame, ClientMessage)>,
+    queued_bytes: usize,
+    link: Link,
+    /// Detected session state (set once per client).
+    pinned: Option<PinReason>,
+    /// Since when the client has held its server idle inside a transaction.
+    idle_in_transaction_since: Option<Instant>,
+    actions: VecDeque<Action>,
+}
+
+impl ClientSession {
+    /// A session for a client that finished startup and authentication.
+    pub fn new(config: SessionConfig) -> Self {
+        Self {
+            client_in: Framer::new(config.max_client_message_len),
+            link: Link::new(config.max_server_message_len),
+            config,
+            phase: Phase::Idle,
+            queued: VecDeque::new(),
+            queued_bytes: 0,
+            pinned: None,
+            idle_in_transaction_since: None,
+            actions: VecDeque::new(),
+        }
+    }
+
+    /// The next action to carry out, in order.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// The server the session holds.
+    pub fn server(&self) -> Option<ServerId> {
+        match self.phase {
+            Phase::Active(server) => Some(server),
+            _ => None,
+        }
+    }
+
+    /// Whether a server was requested and not yet granted.
+    pub fn is_waiting(&self) -> bool {
+        self.phase == Phase::Waiting
+    }
+
+    /// Whether the client is gone or was sent away.
+    pub fn is_closed(&self) -> bool {
+        self.phase == Phase::Closed
+    }
+
+    /// Requests forwarded to the held server and not yet answered by a ReadyForQuery.
+    pub fn unanswered(&self) -> usize {
+        match self.phase {
+            Phase::Active(_) => self.link.outstanding.len(),
+            _ => 0,
+        }
+    }
+
+    /// The session state that pinned (or refused) this client, if any.
+    pub fn pinned(&self) -> Option<PinReason> {
+        self.pinned
+    }
+
+    /// When to feed [`Input::Timeout`]: the idle-in-transaction deadline, if one runs.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let since = self.idle_in_transaction_since?;
+        Some(since + self.config.idle_transaction_timeout?)
+    }
+
+    /// Feeds one input at `now`. `Err` only for a driver bug (see [`Misuse`]), and then
+    /// nothing changed; anything the client or server sends, however malformed, is `Ok`
+    /// and handled with actions.
+    pub fn handle(&mut self, now: Instant, input: Input<'_>) -> Result<(), Misuse> {
+        let result = self.dispatch(now, input);
+        // The idle-in-transaction clock starts when the server is left waiting for the
+        // client inside a transaction, and stops when a whole client message is forwarded
+        // (or the server goes): bytes of a message not yet whole do not restart it, so a
+        // client dribbling a long message cannot hold a server for ever.
+        let idle_in_transaction = matches!(self.phase, Phase::Active(_))
+            && self.link.quiet()
+            && self.link.status != TransactionStatus::Idle;
+        self.idle_in_transaction_since = match (idle_in_transaction, self.idle_in_transaction_since)
+        {
+            (false, _) => None,
+            (true, since) => Some(since.unwrap_or(now)),
+        };
+        result
+    }
+
+    fn dispatch(&mut self, now: Instant, input: Input<'_>) -> Result<(), Misuse> {
+        match input {
+            Input::ClientBytes(bytes) => {
+                self.on_client_bytes(bytes);
+                Ok(())
+            }
+            Input::ClientClosed => {
+                self.client_gone();
+                Ok(())
+            }
+            Input::ServerGranted(server) => self.on_granted(server),
+            Input::ServerUnavailable { sqlstate, message } => {
+                self.on_unavailable(sqlstate, message)
+            }
+            Input::ServerBytes(bytes) => self.on_server_bytes(bytes),
+            Input::ServerLost => self.on_server_lost(),
+            Input::Timeout => {
+                if self.poll_timeout().is_some_and(|deadline| deadline <= now) {
+                    self.send_error(
+                        "25P03",
+                        "pool-proxy: terminating connection due to idle-in-transaction timeout",
+                    );
+                    self.client_gone();
+                }
+                Ok(())
+            }
+        }
+    }
+
+    // ---- the client side ----
+
+    fn on_client_bytes(&mut self, bytes: &[u8]) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        self.client_in.push(bytes);
+        while self.phase != Phase::Closed {
+            let frame = match self.client_in.next_frame() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(e) => {
+                    self.client_protocol_error(&e.to_string());
+                    break;
+                }
+            };
+            let message = match ClientMessage::classify(&frame) {
+                Ok(message) => message,
+                Err(e) => {
+                    self.client_protocol_error(&e.to_string());
+                    break;
+                }
+            };
+            self.on_client_message(frame, message);
+        }
+        self.maybe_release();
+    }
+
+    fn on_client_message(&mut self, frame: Frame, message: ClientMessage) {
+        if message == ClientMessage::Terminate {
+            self.client_gone();
+            return;
+        }
+        match self.phase {
+            Phase::Idle => {
+                // Between transactions a Flush asks for nothing, and COPY messages are
+                // leftovers of a COPY the server already ended (it ignores them too).
+                if message == ClientMessage::Flush || message.is_copy() {
+                    return;
+                }
+                self.phase = Phase::Waiting;
+                self.actions.push_back(Action::RequestServer);
+                self.enqueue(frame, message);
+            }
+            Phase::Waiting => self.enqueue(frame, message),
+            Phase::Active(server) => self.forward(server, frame, message),
+            Phase::Closed => {}
+        }
+    }
+
+    fn enqueue(&mut self, frame: Frame, message: ClientMessage) {
+        self.queued_bytes += frame.bytes().len();
+        self.queued.push_back((frame, message));
+        if self.queued_bytes > self.config.max_queued_bytes {
+            let text = format!(
+                "pool-proxy: more than {} bytes sent while waiting for a server",
+                self.config.max_queued_bytes
+            );
+            self.send_error("54000", &text);
+            self.client_gone();
+        }
+    }
+
+    fn forward(&mut self, server: ServerId, frame: Frame, message: ClientMessage) {
+        if message == (ClientMessage::Parse { named: true }) && !self.pin(PinReason::NamedStatement)
+        {
+            return;
+        }
+        let link = &mut self.link;
+        let request = match message {
+            ClientMessage::Query => Some(Request::Query),
+            ClientMessage::Sync => Some(Request::Sync),
+            ClientMessage::FunctionCall => Some(Request::FunctionCall),
+            _ => None,
+        };
+        if let Some(request) = request {
+            link.outstanding.push_back(Pending {
+                request,
+                copy_ends_before: link.copy_ends_sent,
+            });
+        }
+        if message == ClientMessage::Sync {
+            link.batch_open = false;
+        } else if message.in_extended_batch() {
+            link.batch_open = true;
+        }
+        if matches!(message, ClientMessage::CopyDone | ClientMessage::CopyFail) {
+            link.copy_ends_sent += 1;
+            link.copy_in = false;
+        }
+        self.send_to_server(server, frame.into_bytes());
+    }
+
+    // ---- the pool side ----
+
+    fn on_granted(&mut self, server: ServerId) -> Result<(), Misuse> {
+        match self.phase {
+            Phase::Waiting => {}
+            Phase::Closed => return Err(Misuse::Closed),
+            _ => return Err(Misuse::NotWaiting),
+        }
+        self.phase = Phase::Active(server);
+        self.link = Link::new(self.config.max_server_message_len);
+        self.queued_bytes = 0;
+        while let Some((frame, message)) = self.queued.pop_front() {
+            if self.phase != Phase::Active(server) {
+                break;
+            }
+            self.forward(server, frame, message);
+        }
+        self.queued.clear();
+        self.maybe_release();
+        Ok(())
+    }
+
+    fn on_unavailable(&mut self, sqlstate: &str, message: &str) -> Result<(), Misuse> {
+        match self.phase {
+            Phase::Waiting => {}
+            Phase::Closed => return Err(Misuse::Closed),
+            _ => return Err(Misuse::NotWaiting),
+        }
+        self.send_error(sqlstate, message);
+        self.close_client();
+        Ok(())
+    }
+
+    // ---- the server side ----
+
+    fn on_server_bytes(&mut self, bytes: &[u8]) -> Result<(), Misuse> {
+        let server = self.held()?;
+        self.link.server_in.push(bytes);
+        while self.phase == Phase::Active(server) {
+            let frame = match self.link.server_in.next_frame() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(e) => {
+                    self.server_broken(server, &e.to_string());
+                    break;
+                }
+            };
+            match ServerMessage::classify(&frame) {
+                Ok(message) => self.on_server_message(server, frame, message),
+                Err(e) => self.server_broken(server, &e.to_string()),
+            }
+        }
+        self.maybe_release();
+        Ok(())
+    }
+
+    fn on_server_message(&mut self, server: ServerId, frame: Frame, message: ServerMessage) {
+        let link = &mut self.link;
+        match message {
+            ServerMessage::ReadyForQuery(status) => {
+                let Some(answered) = link.outstanding.pop_front() else {
+                    self.server_broken(server, "ReadyForQuery with no request outstanding");
+                    return;
+                };
+                link.status = status;
+                link.answered_mark = answered.copy_ends_before;
+                let if_idle = link
+                    .if_idle
+                    .take()
+                    .filter(|_| status == TransactionStatus::Idle);
+                if let Some(reason) = link.always.take().or(if_idle) {
+                    if !self.pin(reason) {
+                        return;
+                    }
+                }
+            }
+            ServerMessage::CommandComplete { tag } => match state_tag(&tag) {
+                Some(StateTag::IfIdle(reason)) => link.if_idle = Some(reason),
+                Some(StateTag::Always(reason)) => link.always = Some(reason),
+                None => {}
+            },
+            ServerMessage::CopyInResponse | ServerMessage::CopyBothResponse => {
+                // The COPY began with the oldest unanswered Query, or with an Execute sent
+                // after the last answered request. A Sync the client sent after that
+                // Execute and before ending the COPY was read in COPY-in mode: the server
+                // ignores it, so it will get no ReadyForQuery.
+                let mark = match link.outstanding.front() {
+                    Some(p) if p.request == Request::Query => p.copy_ends_before,
+                    _ => link.answered_mark,
+                };
+                if let Some(p) = link.outstanding.front() {
+                    if p.request == Request::Sync && p.copy_ends_before == mark {
+                        link.outstanding.pop_front();
+                    }
+                }
+                link.copy_in = link.copy_ends_sent == mark;
+            }
+            ServerMessage::ErrorResponse { .. } => {
+                // An error ends COPY-in mode on the server's side.
+                link.copy_in = false;
+            }
+            ServerMessage::BackendKeyData { .. } => {
+                // The client knows the proxy's key, never a server's.
+                return;
+            }
+            ServerMessage::NoticeResponse
+            | ServerMessage::ParameterStatus { .. }
+            | ServerMessage::CopyOutResponse
+            | ServerMessage::Other(_) => {}
+        }
+        self.send_to_client(frame.into_bytes());
+    }
+
+    fn on_server_lost(&mut self) -> Result<(), Misuse> {
+        self.held()?;
+        self.phase = Phase::Idle;
+        self.send_error("08006", "pool-proxy: the server connection was lost");
+        self.close_client();
+        Ok(())
+    }
+
+    fn held(&self) -> Result<ServerId, Misuse> {
+        match self.phase {
+            Phase::Active(server) => Ok(server),
+            Phase::Closed => Err(Misuse::Closed),
+            _ => Err(Misuse::NoServerHeld),
+        }
+    }
+
+    // ---- decisions, each in one place ----
+
+    /// The release rule.
+    fn maybe_release(&mut self) {
+        if let Phase::Active(server) = self.phase {
+            if self.pinned.is_none()
+                && self.link.quiet()
+                && self.link.status == TransactionStatus::Idle
+            {
+                self.actions
+                    .push_back(Action::ReleaseServer(server, Release::Clean));
+                self.phase = Phase::Idle;
+            }
+        }
+    }
+
+    /// Session state detected: pin or refuse, per the policy, reported once. Returns
+    /// whether the session goes on.
+    fn pin(&mut self, reason: PinReason) -> bool {
+        if self.pinned.is_some() {
+            return true;
+        }
+        self.pinned = Some(reason);
+        match self.config.on_session_state {
+            StatePolicy::Pin => {
+                self.actions.push_back(Action::Pinned(reason));
+                true
+            }
+            StatePolicy::Refuse => {
+                self.actions.push_back(Action::Refused(reason));
+                let text = format!(
+                    "pool-proxy: {reason} changes session state, which transaction pooling \
+                     cannot keep; use it inside a transaction (SET LOCAL, unnamed statements) \
+                     or connect to a session-mode pool"
+                );
+                self.send_error("0A000", &text);
+                self.client_gone();
+                false
+            }
+        }
+    }
+
+    /// The client is gone (closed, Terminate, refused, broke the protocol): what becomes
+    /// of its server.
+    fn client_gone(&mut self) {
+        match self.phase {
+            Phase::Idle => {}
+            Phase::Waiting => self.actions.push_back(Action::WithdrawServerRequest),
+            Phase::Active(server) => {
+                let reset = self.pinned.is_some();
+                let action = if !self.link.quiet() {
+                    Action::CloseServer(server, "its client left with a request in flight".into())
+                } else if self.link.status == TransactionStatus::Idle {
+                    Action::ReleaseServer(
+                        server,
+                        if reset {
+                            Release::Reset
+                        } else {
+                            Release::Clean
+                        },
+                    )
+                } else {
+                    match self.config.on_abandoned_transaction {
+                        AbandonedTransactionPolicy::Rollback => {
+                            Action::ReleaseServer(server, Release::Rollback { reset })
+                        }
+                        AbandonedTransactionPolicy::Close => Action::CloseServer(
+                            server,
+                            "its client left inside a transaction".into(),
+                        ),
+                    }
+                };
+                self.actions.push_back(action);
+            }
+            Phase::Closed => return,
+        }
+        self.close_client();
+    }
+
+    fn client_protocol_error(&mut self, what: &str) {
+        self.send_error("08P01", &format!("pool-proxy: protocol violation: {what}"));
+        self.client_gone();
+    }
+
+    /// The server broke the protocol: close it, tell the client, disconnect it.
+    fn server_broken(&mut self, server: ServerId, what: &str) {
+        self.actions.push_back(Action::CloseServer(
+            server,
+            format!("protocol violation: {what}"),
+        ));
+        self.phase = Phase::Idle;
+        self.send_error(
+            "08P01",
+            &format!("pool-proxy: the server broke the protocol: {what}"),
+        );
+        self.close_client();
+    }
+
+    fn close_client(&mut self) {
+        self.phase = Phase::Closed;
+        self.queued.clear();
+        self.queued_bytes = 0;
+        self.actions.push_back(Action::CloseClient);
+    }
+
+    fn send_error(&mut self, sqlstate: &str, message: &str) {
+        self.send_to_client(error_response("FATAL", sqlstate, message));
+    }
+
+    // ---- output, coalesced ----
+
+    fn send_to_client(&mut self, bytes: Vec<u8>) {
+        if let Some(Action::SendToClient(last)) = self.actions.back_mut() {
+            last.extend_from_slice(&bytes);
+        } else {
+            self.actions.push_back(Action::SendToClient(bytes));
+        }
+    }
+
+    fn send_to_server(&mut self, server: ServerId, bytes: Vec<u8>) {
+        match self.actions.back_mut() {
+            Some(Action::SendToServer(to, last)) if *to == server => last.extend_from_slice(&bytes),
+            _ => self.actions.push_back(Action::SendToServer(server, bytes)),
+        }
+    }
+}
+
+enum StateTag {
+    /// Survives only when the ReadyForQuery after it says `I`.
+    IfIdle(PinReason),
+    /// Survives the transaction (conservatively, even if it is rolled back).
+    Always(PinReason),
+}
+
+/// What a CommandComplete tag says about session state.
+fn state_tag(tag: &str) -> Option<StateTag> {
+    match tag {
+        "SET" | "RESET" => Some(StateTag::IfIdle(PinReason::Set)),
+        "DECLARE CURSOR" => Some(StateTag::IfIdle(PinReason::HoldCursor)),
+        "LISTEN" => Some(StateTag::Always(PinReason::Listen)),
+        "PREPARE" => Some(StateTag::Always(PinReason::Prepare)),
+        "LOAD" => Some(StateTag::Always(PinReason::Load)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests;

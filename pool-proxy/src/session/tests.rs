@@ -1,0 +1,1056 @@
+//! The session driven with real protocol bytes: client messages written by
+//! `postgres-protocol` (the codec tokio-postgres uses), server messages by small helpers
+//! that follow the protocol documentation. Each test asserts the exact actions.
+
+use bytes::BytesMut;
+use postgres_protocol::message::frontend;
+
+use super::*;
+use crate::protocol::backend::error_response;
+
+const T0: Instant = Instant::ZERO;
+const S1: ServerId = ServerId(1);
+const S2: ServerId = ServerId(2);
+
+// ---- client messages ----
+
+fn q(sql: &str) -> Vec<u8> {
+    let mut b = BytesMut::new();
+    frontend::query(sql, &mut b).unwrap();
+    b.to_vec()
+}
+
+fn parse(name: &str, sql: &str) -> Vec<u8> {
+    let mut b = BytesMut::new();
+    frontend::parse(name, sql, [], &mut b).unwrap();
+    b.to_vec()
+}
+
+fn bind() -> Vec<u8> {
+    let mut b = BytesMut::new();
+    let no_params: [Option<&[u8]>; 0] = [];
+    frontend::bind(
+        "",
+        "",
+        None::<i16>,
+        no_params,
+        |_: Option<&[u8]>, _: &mut BytesMut| Ok(postgres_protocol::IsNull::Yes),
+        None::<i16>,
+        &mut b,
+    )
+    .map_err(|_| ())
+    .unwrap();
+    b.to_vec()
+}
+
+fn execute() -> Vec<u8> {
+    let mut b = BytesMut::new();
+    frontend::execute("", 0, &mut b).unwrap();
+    b.to_vec()
+}
+
+fn sync() -> Vec<u8> {
+    let mut b = BytesMut::new();
+    frontend::sync(&mut b);
+    b.to_vec()
+}
+
+fn copy_data(data: &[u8]) -> Vec<u8> {
+    let mut b = vec![b'd'];
+    b.extend_from_slice(&(data.len() as u32 + 4).to_be_bytes());
+    b.extend_from_slice(data);
+    b
+}
+
+fn copy_done() -> Vec<u8> {
+    let mut b = BytesMut::new();
+    frontend::copy_done(&mut b);
+    b.to_vec()
+}
+
+fn copy_fail() -> Vec<u8> {
+    let mut b = BytesMut::new();
+    frontend::copy_fail("cancelled", &mut b).unwrap();
+    b.to_vec()
+}
+
+fn terminate() -> Vec<u8> {
+    let mut b = BytesMut::new();
+    frontend::terminate(&mut b);
+    b.to_vec()
+}
+
+/// A Parse/Bind/Execute batch of the unnamed statement, with its Sync.
+fn batch(sql: &str) -> Vec<u8> {
+    [parse("", sql), bind(), execute(), sync()].concat()
+}
+
+// ---- server messages ----
+
+fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut b = vec![tag];
+    b.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+    b.extend_from_slice(body);
+    b
+}
+
+fn rfq(status: u8) -> Vec<u8> {
+    msg(b'Z', &[status])
+}
+
+fn cc(tag: &str) -> Vec<u8> {
+    msg(b'C', format!("{tag}\0").as_bytes())
+}
+
+fn data_row() -> Vec<u8> {
+    msg(b'D', &[0, 1, 0, 0, 0, 1, b'1'])
+}
+
+fn parse_complete() -> Vec<u8> {
+    msg(b'1', &[])
+}
+
+fn bind_complete() -> Vec<u8> {
+    msg(b'2', &[])
+}
+
+fn server_error(code: &str) -> Vec<u8> {
+    msg(
+        b'E',
+        format!("SERROR\0VERROR\0C{code}\0Mboom\0\0").as_bytes(),
+    )
+}
+
+fn copy_in_response() -> Vec<u8> {
+    msg(b'G', &[0, 0, 1, 0, 0])
+}
+
+/// The answer to one `batch`: ParseComplete, BindComplete, a row, CommandComplete, RFQ.
+fn batch_answer(status: u8) -> Vec<u8> {
+    [
+        parse_complete(),
+        bind_complete(),
+        data_row(),
+        cc("SELECT 1"),
+        rfq(status),
+    ]
+    .concat()
+}
+
+// ---- driving ----
+
+fn session() -> ClientSession {
+    ClientSession::new(SessionConfig::default())
+}
+
+fn with(policy: StatePolicy) -> ClientSession {
+    ClientSession::new(SessionConfig {
+        on_session_state: policy,
+        ..SessionConfig::default()
+    })
+}
+
+fn drain(s: &mut ClientSession) -> Vec<Action> {
+    std::iter::from_fn(|| s.poll_action()).collect()
+}
+
+fn client(s: &mut ClientSession, bytes: &[u8]) -> Vec<Action> {
+    s.handle(T0, Input::ClientBytes(bytes)).unwrap();
+    drain(s)
+}
+
+fn server(s: &mut ClientSession, bytes: &[u8]) -> Vec<Action> {
+    s.handle(T0, Input::ServerBytes(bytes)).unwrap();
+    drain(s)
+}
+
+fn grant(s: &mut ClientSession, id: ServerId) -> Vec<Action> {
+    s.handle(T0, Input::ServerGranted(id)).unwrap();
+    drain(s)
+}
+
+fn to_server(id: ServerId, bytes: Vec<u8>) -> Action {
+    Action::SendToServer(id, bytes)
+}
+
+fn to_client(bytes: Vec<u8>) -> Action {
+    Action::SendToClient(bytes)
+}
+
+fn fatal(code: &str, text: &str) -> Action {
+    Action::SendToClient(error_response("FATAL", code, text))
+}
+
+/// A session holding S1 after `sql` was forwarded.
+fn active_with(sql: &str) -> ClientSession {
+    let mut s = session();
+    assert_eq!(client(&mut s, &q(sql)), vec![Action::RequestServer]);
+    assert_eq!(grant(&mut s, S1), vec![to_server(S1, q(sql))]);
+    s
+}
+
+// ---- the release rule ----
+
+#[test]
+fn a_simple_query_round_trip_releases_the_server_at_ready_for_query_idle() {
+    let mut s = active_with("SELECT 1");
+    assert_eq!(s.unanswered(), 1);
+    let answer = [data_row(), cc("SELECT 1"), rfq(b'I')].concat();
+    assert_eq!(
+        server(&mut s, &answer),
+        vec![
+            to_client(answer.clone()),
+            Action::ReleaseServer(S1, Release::Clean)
+        ]
+    );
+    assert_eq!(s.server(), None);
+    assert_eq!(s.unanswered(), 0);
+}
+
+#[test]
+fn the_answer_split_anywhere_releases_only_when_the_last_byte_is_in() {
+    let answer = [data_row(), cc("SELECT 1"), rfq(b'I')].concat();
+    for split in 1..answer.len() {
+        let mut s = active_with("SELECT 1");
+        let first = server(&mut s, &answer[..split]);
+        assert!(
+            !first.iter().any(|a| matches!(a, Action::ReleaseServer(..))),
+            "split {split}"
+        );
+        let second = server(&mut s, &answer[split..]);
+        assert_eq!(
+            second.last(),
+            Some(&Action::ReleaseServer(S1, Release::Clean)),
+            "split {split}"
+        );
+    }
+}
+
+#[test]
+fn begin_commit_holds_the_server_until_the_idle_ready_for_query() {
+    let mut s = active_with("BEGIN");
+    let begun = [cc("BEGIN"), rfq(b'T')].concat();
+    assert_eq!(server(&mut s, &begun), vec![to_client(begun.clone())]);
+    assert_eq!(s.server(), Some(S1));
+    // Inside the transaction the next query goes straight to the same server.
+    assert_eq!(
+        client(&mut s, &q("UPDATE t SET x = 1")),
+        vec![to_server(S1, q("UPDATE t SET x = 1"))]
+    );
+    let updated = [cc("UPDATE 1"), rfq(b'T')].concat();
+    assert_eq!(server(&mut s, &updated), vec![to_client(updated.clone())]);
+    assert_eq!(
+        client(&mut s, &q("COMMIT")),
+        vec![to_server(S1, q("COMMIT"))]
+    );
+    let committed = [cc("COMMIT"), rfq(b'I')].concat();
+    assert_eq!(
+        server(&mut s, &committed),
+        vec![
+            to_client(committed.clone()),
+            Action::ReleaseServer(S1, Release::Clean)
+        ]
+    );
+}
+
+#[test]
+fn a_failed_transaction_holds_the_server_until_rollback() {
+    let mut s = active_with("BEGIN");
+    server(&mut s, &[cc("BEGIN"), rfq(b'T')].concat());
+    client(&mut s, &q("SELECT 1/0"));
+    let failed = [server_error("22012"), rfq(b'E')].concat();
+    assert_eq!(server(&mut s, &failed), vec![to_client(failed.clone())]);
+    assert_eq!(s.server(), Some(S1));
+    client(&mut s, &q("ROLLBACK"));
+    let rolled = [cc("ROLLBACK"), rfq(b'I')].concat();
+    assert_eq!(
+        server(&mut s, &rolled),
+        vec![
+            to_client(rolled.clone()),
+            Action::ReleaseServer(S1, Release::Clean)
+        ]
+    );
+}
+
+#[test]
+fn pipelined_extended_batches_release_only_after_the_last_sync() {
+    let mut s = session();
+    let three = [batch("SELECT 1"), batch("SELECT 2"), batch("SELECT 3")].concat();
+    assert_eq!(client(&mut s, &three), vec![Action::RequestServer]);
+    assert_eq!(grant(&mut s, S1), vec![to_server(S1, three.clone())]);
+    assert_eq!(s.unanswered(), 3);
+    assert_eq!(
+        server(&mut s, &batch_answer(b'I')),
+        vec![to_client(batch_answer(b'I'))]
+    );
+    assert_eq!(
+        server(&mut s, &batch_answer(b'I')),
+        vec![to_client(batch_answer(b'I'))]
+    );
+    assert_eq!(s.unanswered(), 1);
+    assert_eq!(
+        server(&mut s, &batch_answer(b'I')),
+        vec![
+            to_client(batch_answer(b'I')),
+            Action::ReleaseServer(S1, Release::Clean)
+        ]
+    );
+}
+
+#[test]
+fn an_error_in_the_middle_of_a_pipeline_is_answered_at_its_sync_and_the_next_sync_still_counts() {
+    let mut s = session();
+    let two = [batch("SELECT 1/0"), batch("SELECT 2")].concat();
+    client(&mut s, &two);
+    grant(&mut s, S1);
+    // The first batch fails: ErrorResponse, the server skips to its Sync, ReadyForQuery(I).
+    let failed = [
+        parse_complete(),
+        bind_complete(),
+        server_error("22012"),
+        rfq(b'I'),
+    ]
+    .concat();
+    assert_eq!(server(&mut s, &failed), vec![to_client(failed.clone())]);
+    assert_eq!(s.server(), Some(S1), "the second Sync is still unanswered");
+    assert_eq!(s.unanswered(), 1);
+    assert_eq!(
+        server(&mut s, &batch_answer(b'I')),
+        vec![
+            to_client(batch_answer(b'I')),
+            Action::ReleaseServer(S1, Release::Clean)
+        ]
+    );
+}
+
+#[test]
+fn an_open_batch_after_the_last_sync_keeps_the_server() {
+    // Sync, then a Parse/Bind without Sync yet: ReadyForQuery(I) for the first must not
+    // release the server the second batch is already on.
+    let mut s = session();
+    client(&mut s, &batch("SELECT 1"));
+    grant(&mut s, S1);
+    let open = [parse("", "SELECT 2"), bind()].concat();
+    assert_eq!(client(&mut s, &open), vec![to_server(S1, open.clone())]);
+    assert_eq!(
+        server(&mut s, &batch_answer(b'I')),
+        vec![to_client(batch_answer(b'I'))]
+    );
+    assert_eq!(s.server(), Some(S1));
+    let rest = [execute(), sync()].concat();
+    assert_eq!(client(&mut s, &rest), vec![to_server(S1, rest.clone())]);
+    let answer = [parse_complete(), bind_complete(), cc("SELECT 1"), rfq(b'I')].concat();
+    assert_eq!(
+        server(&mut s, &answer),
+        vec![
+            to_client(answer.clone()),
+            Action::ReleaseServer(S1, Release::Clean)
+        ]
+    );
+}
+
+#[test]
+fn copy_from_stdin_holds_the_server_until_copy_done_and_ready_for_query() {
+    let mut s = active_with("COPY t FROM STDIN");
+    assert_eq!(
+        server(&mut s, &copy_in_response()),
+        vec![to_client(copy_in_response())]
+    );
+    let rows = [copy_data(b"1\n"), copy_data(b"2\n")].concat();
+    assert_eq!(client(&mut s, &rows), vec![to_server(S1, rows.clone())]);
+    assert_eq!(
+        client(&mut s, &copy_done()),
+        vec![to_server(S1, copy_done())]
+    );
+    assert_eq!(s.server(), Some(S1));
+    let done = [cc("COPY 2"), rfq(b'I')].concat();
+    assert_eq!(
+        server(&mut s, &done),
+        vec![
+            to_client(done.clone()),
+            Action::ReleaseServer(S1, Release::Clean)
+        ]
+    );
+}
+
+#[test]
+fn copy_fail_ends_the_copy_and_the_error_and_ready_for_query_release() {
+    let mut s = active_with("COPY t FROM STDIN");
+    server(&mut s, &copy_in_response());
+    client(&mut s, &copy_data(b"1\n"));
+    assert_eq!(
+        client(&mut s, &copy_fail()),
+        vec![to_server(S1, copy_fail())]
+    );
+    let failed = [server_error("57014"), rfq(b'I')].concat();
+    assert_eq!(
+        server(&mut s, &failed),
+        vec![
+            to_client(failed.clone()),
+            Action::ReleaseServer(S1, Release::Clean)
+        ]
+    );
+}
+
+#[test]
+fn extended_copy_as_tokio_postgres_sends_it() {
+    // tokio-postgres's copy_in: Bind, Execute, Sync up front (the server, in COPY-in mode,
+    // ignores that Sync), then the data, CopyDone and a second Sync that is answered.
+    let mut s = session();
+    let start = [parse("", "COPY t FROM STDIN"), bind(), execute(), sync()].concat();
+    client(&mut s, &start);
+    grant(&mut s, S1);
+    assert_eq!(s.unanswered(), 1);
+    let began = [parse_complete(), bind_complete(), copy_in_response()].concat();
+    assert_eq!(server(&mut s, &began), vec![to_client(began.clone())]);
+    assert_eq!(
+        s.unanswered(),
+        0,
+        "the Sync sent into COPY-in mode gets no answer"
+    );
+    assert_eq!(s.server(), Some(S1), "the COPY is still open");
+    let end = [copy_data(b"1\n"), copy_done(), sync()].concat();
+    assert_eq!(client(&mut s, &end), vec![to_server(S1, end.clone())]);
+    let done = [cc("COPY 1"), rfq(b'I')].concat();
+    assert_eq!(
+        server(&mut s, &done),
+        vec![
+            to_client(done.clone()),
+            Action::ReleaseServer(S1, Release::Clean)
+        ]
+    );
+}
+
+#[test]
+fn extended_copy_with_everything_pipelined_counts_the_sync_after_copy_done() {
+    // Bind, Execute, CopyData, CopyDone, Sync all at once: this Sync is read after the COPY
+    // ended, so it is answered.
+    let mut s = session();
+    let all = [
+        parse("", "COPY t FROM STDIN"),
+        bind(),
+        execute(),
+        copy_data(b"1\n"),
+        copy_done(),
+        sync(),
+    ]
+    .concat();
+    client(&mut s, &all);
+    grant(&mut s, S1);
+    let answer = [
+        parse_complete(),
+        bind_complete(),
+        copy_in_response(),
+        cc("COPY 1"),
+        rfq(b'I'),
+    ]
+    .concat();
+    assert_eq!(
+        server(&mut s, &answer),
+        vec![
+            to_client(answer.clone()),
+            Action::ReleaseServer(S1, Release::Clean)
+        ]
+    );
+}
+
+// ---- no pipelined query on a server given away ----
+
+#[test]
+fn a_query_pipelined_before_the_ready_for_query_keeps_the_server() {
+    let mut s = active_with("SELECT 1");
+    assert_eq!(
+        client(&mut s, &q("SELECT 2")),
+        vec![to_server(S1, q("SELECT 2"))]
+    );
+    let first = [cc("SELECT 1"), rfq(b'I')].concat();
+    assert_eq!(
+        server(&mut s, &first),
+        vec![to_client(first.clone())],
+        "SELECT 2 is in flight"
+    );
+    assert_eq!(
+        server(&mut s, &first),
+        vec![
+            to_client(first.clone()),
+            Action::ReleaseServer(S1, Release::Clean)
+        ]
+    );
+}
+
+#[test]
+fn a_query_after_the_release_is_queued_for_a_new_server_never_sent_to_the_old_one() {
+    let mut s = active_with("SELECT 1");
+    // The second query's first bytes arrive before the answer; the rest after it.
+    let second = q("SELECT 2");
+    assert_eq!(client(&mut s, &second[..3]), vec![]);
+    let answer = [cc("SELECT 1"), rfq(b'I')].concat();
+    assert_eq!(
+        server(&mut s, &answer),
+        vec![
+            to_client(answer.clone()),
+            Action::ReleaseServer(S1, Release::Clean)
+        ]
+    );
+    assert_eq!(client(&mut s, &second[3..]), vec![Action::RequestServer]);
+    assert_eq!(
+        s.handle(T0, Input::ServerBytes(&rfq(b'I'))),
+        Err(Misuse::NoServerHeld)
+    );
+    assert_eq!(grant(&mut s, S2), vec![to_server(S2, second)]);
+}
+
+// ---- session state ----
+
+#[test]
+fn set_outside_a_transaction_pins_the_client_once() {
+    let mut s = active_with("SET search_path = app");
+    let set = [cc("SET"), rfq(b'I')].concat();
+    assert_eq!(
+        server(&mut s, &set),
+        vec![
+            to_client(cc("SET")),
+            Action::Pinned(PinReason::Set),
+            to_client(rfq(b'I'))
+        ]
+    );
+    assert_eq!(s.server(), Some(S1), "pinned: the server stays");
+    assert_eq!(
+        client(&mut s, &q("SET a = 1")),
+        vec![to_server(S1, q("SET a = 1"))]
+    );
+    assert_eq!(
+        server(&mut s, &set),
+        vec![to_client(set.clone())],
+        "reported once per client"
+    );
+    // When the client leaves, its server is reset before anyone else gets it.
+    s.handle(T0, Input::ClientClosed).unwrap();
+    assert_eq!(
+        drain(&mut s),
+        vec![
+            Action::ReleaseServer(S1, Release::Reset),
+            Action::CloseClient
+        ]
+    );
+}
+
+#[test]
+fn set_inside_a_transaction_does_not_pin() {
+    let mut s = active_with("BEGIN");
+    server(&mut s, &[cc("BEGIN"), rfq(b'T')].concat());
+    client(&mut s, &q("SET LOCAL statement_timeout = 1000"));
+    server(&mut s, &[cc("SET"), rfq(b'T')].concat());
+    client(&mut s, &q("COMMIT"));
+    let committed = [cc("COMMIT"), rfq(b'I')].concat();
+    assert_eq!(
+        server(&mut s, &committed),
+        vec![
+            to_client(committed.clone()),
+            Action::ReleaseServer(S1, Release::Clean)
+        ]
+    );
+    assert_eq!(s.pinned(), None);
+}
+
+#[test]
+fn set_refused_answers_with_an_error_and_resets_the_server() {
+    let mut s = with(StatePolicy::Refuse);
+    client(&mut s, &q("SET search_path = app"));
+    grant(&mut s, S1);
+    let set = [cc("SET"), rfq(b'I')].concat();
+    assert_eq!(
+        server(&mut s, &set),
+        vec![
+            // CommandComplete went through; the ReadyForQuery is replaced by the error.
+            to_client(cc("SET")),
+            Action::Refused(PinReason::Set),
+            fatal("0A000", &refusal(PinReason::Set)),
+            Action::ReleaseServer(S1, Release::Reset),
+            Action::CloseClient,
+        ]
+    );
+    assert!(s.is_closed());
+    assert_eq!(
+        client(&mut s, &q("SELECT 1")),
+        vec![],
+        "nothing after the close"
+    );
+}
+
+fn refusal(reason: PinReason) -> String {
+    format!(
+        "pool-proxy: {reason} changes session state, which transaction pooling cannot keep; \
+         use it inside a transaction (SET LOCAL, unnamed statements) or connect to a \
+         session-mode pool"
+    )
+}
+
+#[test]
+fn listen_and_prepare_pin() {
+    for (sql, tag, reason) in [
+        ("LISTEN ch", "LISTEN", PinReason::Listen),
+        ("PREPARE p AS SELECT 1", "PREPARE", PinReason::Prepare),
+    ] {
+        let mut s = active_with(sql);
+        let answer = [cc(tag), rfq(b'I')].concat();
+        assert_eq!(
+            server(&mut s, &answer),
+            vec![
+                to_client(cc(tag)),
+                Action::Pinned(reason),
+                to_client(rfq(b'I'))
+            ]
+        );
+        assert_eq!(s.server(), Some(S1));
+    }
+}
+
+#[test]
+fn a_named_parse_pins() {
+    let mut s = session();
+    let prepared = [parse("s1", "SELECT 1"), sync()].concat();
+    assert_eq!(client(&mut s, &prepared), vec![Action::RequestServer]);
+    assert_eq!(
+        grant(&mut s, S1),
+        vec![
+            Action::Pinned(PinReason::NamedStatement),
+            to_server(S1, prepared.clone())
+        ]
+    );
+    let answer = [parse_complete(), rfq(b'I')].concat();
+    assert_eq!(server(&mut s, &answer), vec![to_client(answer)]);
+    assert_eq!(s.server(), Some(S1));
+}
+
+#[test]
+fn a_named_parse_refused_is_never_forwarded() {
+    let mut s = with(StatePolicy::Refuse);
+    client(&mut s, &q("SELECT 1"));
+    grant(&mut s, S1);
+    server(&mut s, &[cc("SELECT 1"), rfq(b'T')].concat());
+    // Inside a transaction (status T), nothing in flight: the server is rolled back.
+    assert_eq!(
+        client(&mut s, &[parse("s1", "SELECT 1"), sync()].concat()),
+        vec![
+            Action::Refused(PinReason::NamedStatement),
+            fatal("0A000", &refusal(PinReason::NamedStatement)),
+            Action::ReleaseServer(S1, Release::Rollback { reset: true }),
+            Action::CloseClient,
+        ]
+    );
+}
+
+// ---- a client that leaves ----
+
+#[test]
+fn a_client_gone_mid_transaction_leaves_its_server_for_rollback_or_close() {
+    for (policy, expected) in [
+        (
+            AbandonedTransactionPolicy::Rollback,
+            Action::ReleaseServer(S1, Release::Rollback { reset: false }),
+        ),
+        (
+            AbandonedTransactionPolicy::Close,
+            Action::CloseServer(S1, "its client left inside a transaction".into()),
+        ),
+    ] {
+        let mut s = ClientSession::new(SessionConfig {
+            on_abandoned_transaction: policy,
+            ..SessionConfig::default()
+        });
+        client(&mut s, &q("BEGIN"));
+        grant(&mut s, S1);
+        server(&mut s, &[cc("BEGIN"), rfq(b'T')].concat());
+        assert_eq!(
+            client(&mut s, &terminate()),
+            vec![expected, Action::CloseClient]
+        );
+        assert!(s.is_closed());
+        assert_eq!(
+            s.handle(T0, Input::ServerBytes(&rfq(b'I'))),
+            Err(Misuse::Closed)
+        );
+    }
+}
+
+#[test]
+fn a_client_gone_with_a_request_in_flight_closes_the_server() {
+    let mut s = active_with("SELECT pg_sleep(10)");
+    s.handle(T0, Input::ClientClosed).unwrap();
+    assert_eq!(
+        drain(&mut s),
+        vec![
+            Action::CloseServer(S1, "its client left with a request in flight".into()),
+            Action::CloseClient
+        ]
+    );
+}
+
+#[test]
+fn a_client_gone_while_waiting_withdraws_its_request() {
+    let mut s = session();
+    client(&mut s, &q("SELECT 1"));
+    s.handle(T0, Input::ClientClosed).unwrap();
+    assert_eq!(
+        drain(&mut s),
+        vec![Action::WithdrawServerRequest, Action::CloseClient]
+    );
+    assert_eq!(s.handle(T0, Input::ServerGranted(S1)), Err(Misuse::Closed));
+}
+
+// ---- the pool and the server failing ----
+
+#[test]
+fn no_server_available_answers_with_the_pools_error() {
+    let mut s = session();
+    client(&mut s, &q("SELECT 1"));
+    s.handle(
+        T0,
+        Input::ServerUnavailable {
+            sqlstate: "53300",
+            message: "pool-proxy: wait timed out",
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        drain(&mut s),
+        vec![
+            fatal("53300", "pool-proxy: wait timed out"),
+            Action::CloseClient
+        ]
+    );
+}
+
+#[test]
+fn a_lost_server_disconnects_its_client() {
+    let mut s = active_with("SELECT 1");
+    s.handle(T0, Input::ServerLost).unwrap();
+    assert_eq!(
+        drain(&mut s),
+        vec![
+            fatal("08006", "pool-proxy: the server connection was lost"),
+            Action::CloseClient
+        ]
+    );
+}
+
+#[test]
+fn a_ready_for_query_nobody_asked_for_closes_the_server() {
+    // The release is decided at the end of an input: a second ReadyForQuery in the same
+    // read is still seen on the held server, and answers nothing.
+    let what = "ReadyForQuery with no request outstanding";
+    let mut s = active_with("SELECT 1");
+    let two = [rfq(b'I'), rfq(b'I')].concat();
+    assert_eq!(
+        server(&mut s, &two),
+        vec![
+            to_client(rfq(b'I')),
+            Action::CloseServer(S1, format!("protocol violation: {what}")),
+            fatal(
+                "08P01",
+                &format!("pool-proxy: the server broke the protocol: {what}")
+            ),
+            Action::CloseClient,
+        ]
+    );
+    // On a session that still holds its server (a transaction), an extra one is a violation.
+    let mut s = active_with("BEGIN");
+    let extra = [rfq(b'T'), rfq(b'T')].concat();
+    assert_eq!(
+        server(&mut s, &extra),
+        vec![
+            to_client(rfq(b'T')),
+            Action::CloseServer(S1, format!("protocol violation: {what}")),
+            fatal(
+                "08P01",
+                &format!("pool-proxy: the server broke the protocol: {what}")
+            ),
+            Action::CloseClient,
+        ]
+    );
+}
+
+#[test]
+fn the_servers_backend_key_data_is_not_forwarded() {
+    let mut s = active_with("SELECT 1");
+    let answer = [
+        msg(b'K', &[0, 0, 0, 1, 0, 0, 0, 2]),
+        cc("SELECT 1"),
+        rfq(b'I'),
+    ]
+    .concat();
+    assert_eq!(
+        server(&mut s, &answer),
+        vec![
+            to_client([cc("SELECT 1"), rfq(b'I')].concat()),
+            Action::ReleaseServer(S1, Release::Clean)
+        ]
+    );
+}
+
+// ---- malformed input ----
+
+#[test]
+fn a_lying_length_gets_an_error_and_a_disconnect() {
+    let mut s = active_with("BEGIN");
+    server(&mut s, &[cc("BEGIN"), rfq(b'T')].concat());
+    assert_eq!(
+        client(&mut s, &[b'Q', 0, 0, 0, 2]),
+        vec![
+            fatal(
+                "08P01",
+                "pool-proxy: protocol violation: message 'Q' has length 2, below the minimum of 4"
+            ),
+            Action::ReleaseServer(S1, Release::Rollback { reset: false }),
+            Action::CloseClient,
+        ]
+    );
+}
+
+#[test]
+fn an_oversized_message_gets_an_error_and_a_disconnect_before_its_body() {
+    let mut s = ClientSession::new(SessionConfig {
+        max_client_message_len: 1000,
+        ..SessionConfig::default()
+    });
+    assert_eq!(
+        client(&mut s, &[b'Q', 0, 1, 0, 0]),
+        vec![
+            fatal("08P01", "pool-proxy: protocol violation: message 'Q' has length 65536, over the limit of 1000 bytes"),
+            Action::CloseClient,
+        ]
+    );
+}
+
+#[test]
+fn a_body_that_does_not_fit_its_type_gets_an_error_and_a_disconnect() {
+    let mut s = session();
+    assert_eq!(
+        client(&mut s, &msg(b'Q', b"no terminator")),
+        vec![
+            fatal("08P01", "pool-proxy: protocol violation: malformed message 'Q': the query is not one NUL-terminated UTF-8 string"),
+            Action::CloseClient,
+        ]
+    );
+    let mut s = session();
+    assert_eq!(
+        client(&mut s, &msg(b'p', b"secret\0")),
+        vec![
+            fatal(
+                "08P01",
+                "pool-proxy: protocol violation: unexpected message type 'p'"
+            ),
+            Action::CloseClient
+        ]
+    );
+}
+
+#[test]
+fn too_much_queued_while_waiting_is_refused() {
+    let mut s = ClientSession::new(SessionConfig {
+        max_queued_bytes: 100,
+        ..SessionConfig::default()
+    });
+    let big = q(&"x".repeat(200));
+    assert_eq!(
+        client(&mut s, &big),
+        vec![
+            Action::RequestServer,
+            fatal(
+                "54000",
+                "pool-proxy: more than 100 bytes sent while waiting for a server"
+            ),
+            Action::WithdrawServerRequest,
+            Action::CloseClient,
+        ]
+    );
+}
+
+#[test]
+fn driver_misuse_is_an_error_and_changes_nothing() {
+    let mut s = session();
+    assert_eq!(
+        s.handle(T0, Input::ServerGranted(S1)),
+        Err(Misuse::NotWaiting)
+    );
+    assert_eq!(s.handle(T0, Input::ServerLost), Err(Misuse::NoServerHeld));
+    assert_eq!(
+        s.handle(
+            T0,
+            Input::ServerUnavailable {
+                sqlstate: "53300",
+                message: "x"
+            }
+        ),
+        Err(Misuse::NotWaiting)
+    );
+    assert_eq!(drain(&mut s), vec![]);
+    client(&mut s, &q("SELECT 1"));
+    grant(&mut s, S1);
+    assert_eq!(
+        s.handle(T0, Input::ServerGranted(S2)),
+        Err(Misuse::NotWaiting)
+    );
+    assert_eq!(s.server(), Some(S1));
+}
+
+#[test]
+fn stray_flush_and_copy_messages_between_transactions_ask_for_no_server() {
+    let mut s = session();
+    let mut flush = BytesMut::new();
+    frontend::flush(&mut flush);
+    let stray = [flush.to_vec(), copy_data(b"late"), copy_done()].concat();
+    assert_eq!(client(&mut s, &stray), vec![]);
+    assert!(!s.is_waiting());
+}
+
+// ---- idle in transaction ----
+
+fn at(secs: u64) -> Instant {
+    T0 + std::time::Duration::from_secs(secs)
+}
+
+#[test]
+fn a_client_idle_in_a_transaction_past_the_timeout_is_disconnected_and_rolled_back() {
+    let mut s = ClientSession::new(SessionConfig {
+        idle_transaction_timeout: Some(std::time::Duration::from_secs(10)),
+        ..SessionConfig::default()
+    });
+    s.handle(at(0), Input::ClientBytes(&q("BEGIN"))).unwrap();
+    s.handle(at(0), Input::ServerGranted(S1)).unwrap();
+    assert_eq!(s.poll_timeout(), None, "BEGIN is in flight");
+    s.handle(
+        at(1),
+        Input::ServerBytes(&[cc("BEGIN"), rfq(b'T')].concat()),
+    )
+    .unwrap();
+    assert_eq!(s.poll_timeout(), Some(at(11)));
+    // Early: nothing.
+    drain(&mut s);
+    s.handle(at(5), Input::Timeout).unwrap();
+    assert_eq!(drain(&mut s), vec![]);
+    // A query stops the clock; its answer starts it again.
+    s.handle(at(6), Input::ClientBytes(&q("SELECT 1"))).unwrap();
+    assert_eq!(s.poll_timeout(), None);
+    s.handle(
+        at(7),
+        Input::ServerBytes(&[cc("SELECT 1"), rfq(b'T')].concat()),
+    )
+    .unwrap();
+    assert_eq!(s.poll_timeout(), Some(at(17)));
+    // Bytes of a message that is not whole do not restart it.
+    let next = q("SELECT 2");
+    s.handle(at(9), Input::ClientBytes(&next[..4])).unwrap();
+    assert_eq!(s.poll_timeout(), Some(at(17)));
+    drain(&mut s);
+    s.handle(at(17) - std::time::Duration::from_nanos(1), Input::Timeout)
+        .unwrap();
+    assert_eq!(drain(&mut s), vec![], "one nanosecond early: nothing");
+    s.handle(at(17), Input::Timeout).unwrap();
+    assert_eq!(
+        drain(&mut s),
+        vec![
+            fatal(
+                "25P03",
+                "pool-proxy: terminating connection due to idle-in-transaction timeout"
+            ),
+            Action::ReleaseServer(S1, Release::Rollback { reset: false }),
+            Action::CloseClient,
+        ]
+    );
+    assert_eq!(s.poll_timeout(), None);
+}
+
+#[test]
+fn no_idle_deadline_outside_a_transaction_or_when_disabled() {
+    let mut s = ClientSession::new(SessionConfig {
+        idle_transaction_timeout: Some(std::time::Duration::from_secs(10)),
+        ..SessionConfig::default()
+    });
+    // Pinned and idle (status I): the client may think as long as it likes.
+    client(&mut s, &q("SET a = 1"));
+    grant(&mut s, S1);
+    server(&mut s, &[cc("SET"), rfq(b'I')].concat());
+    assert_eq!(s.server(), Some(S1));
+    assert_eq!(s.poll_timeout(), None);
+    s.handle(at(100), Input::Timeout).unwrap();
+    assert_eq!(drain(&mut s), vec![]);
+    // Disabled (the default): never, even inside a transaction.
+    let mut s = active_with("BEGIN");
+    server(&mut s, &[cc("BEGIN"), rfq(b'T')].concat());
+    assert_eq!(s.poll_timeout(), None);
+}
+
+#[test]
+fn a_server_error_during_copy_in_ends_it_and_the_clients_leftover_copy_messages_ask_for_nothing() {
+    let mut s = active_with("COPY t FROM STDIN");
+    server(&mut s, &copy_in_response());
+    client(&mut s, &copy_data(b"not a number\n"));
+    // The server rejects the data: the COPY is over on its side, the Query is answered.
+    let failed = [server_error("22P02"), rfq(b'I')].concat();
+    assert_eq!(
+        server(&mut s, &failed),
+        vec![
+            to_client(failed.clone()),
+            Action::ReleaseServer(S1, Release::Clean)
+        ]
+    );
+    // The client had not noticed yet: its rest of the COPY goes nowhere.
+    assert_eq!(
+        client(&mut s, &[copy_data(b"2\n"), copy_done()].concat()),
+        vec![]
+    );
+    assert!(!s.is_waiting());
+}
+
+#[test]
+fn a_function_call_is_counted_like_a_query() {
+    let mut s = session();
+    let call = msg(b'F', &[0, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(client(&mut s, &call), vec![Action::RequestServer]);
+    assert_eq!(grant(&mut s, S1), vec![to_server(S1, call)]);
+    assert_eq!(s.unanswered(), 1);
+    let answer = [msg(b'V', &[0, 0, 0, 1, b'1']), rfq(b'I')].concat();
+    assert_eq!(
+        server(&mut s, &answer),
+        vec![
+            to_client(answer.clone()),
+            Action::ReleaseServer(S1, Release::Clean)
+        ]
+    );
+}
+
+#[test]
+fn a_sync_sent_inside_copy_in_after_the_copy_response_is_counted_conservatively() {
+    // Bind, Execute, then (after CopyInResponse) a Sync inside COPY-in mode: the server
+    // ignores it, but the session cannot tell it from a Sync sent after a server error it
+    // has not read yet, so it counts it. Over-counting keeps the server (never a wrong
+    // release); the client's server is closed when it leaves.
+    let mut s = session();
+    client(
+        &mut s,
+        &[parse("", "COPY t FROM STDIN"), bind(), execute()].concat(),
+    );
+    grant(&mut s, S1);
+    server(
+        &mut s,
+        &[parse_complete(), bind_complete(), copy_in_response()].concat(),
+    );
+    client(
+        &mut s,
+        &[sync(), copy_data(b"1\n"), copy_done(), sync()].concat(),
+    );
+    assert_eq!(s.unanswered(), 2);
+    let done = [cc("COPY 1"), rfq(b'I')].concat();
+    assert_eq!(server(&mut s, &done), vec![to_client(done.clone())]);
+    assert_eq!(s.server(), Some(S1));
+    s.handle(T0, Input::ClientClosed).unwrap();
+    assert_eq!(
+        drain(&mut s),
+        vec![
+            Action::CloseServer(S1, "its client left with a request in flight".into()),
+            Action::CloseClient
+        ]
+    );
+}
