@@ -207,36 +207,49 @@ fn close_races_acquire_and_release() {
     });
 }
 
+/// One waiter with a 10 ms deadline and the open queued for it: `answer` runs on one
+/// thread while the deadline passes on another. Returns the waiter's one answer.
+fn race_open_against_deadline(
+    answer: impl FnOnce(Opening<u32>) + Send + 'static,
+) -> (
+    Result<pool_core::shell::Lease<u32>, Rejection>,
+    SharedPool<u32>,
+    Handle,
+) {
+    let (pool, rt) = pool(1, true);
+    let mut acquire = pool.acquire_timeout(Duration::from_millis(10));
+    let waker = noop_waker();
+    assert!(acquire
+        .poll_unpin(&mut Context::from_waker(&waker))
+        .is_pending());
+    let open =
+        rt.0.opens
+            .lock()
+            .unwrap()
+            .pop_front()
+            .expect("an open was asked for");
+    let connector = thread::spawn(move || answer(open));
+    let (p, r) = (pool.clone(), rt.clone());
+    let timer = thread::spawn(move || {
+        r.0.now.store(
+            Duration::from_millis(10).as_nanos() as u64,
+            Ordering::SeqCst,
+        );
+        p.handle_timeout();
+    });
+    let result = block_on(acquire);
+    connector.join().unwrap();
+    timer.join().unwrap();
+    (result, pool, rt)
+}
+
 #[test]
 fn a_failed_connect_races_the_waiters_deadline() {
     model(|| {
-        let (pool, rt) = pool(1, true);
-        let mut acquire = pool.acquire_timeout(Duration::from_millis(10));
-        let waker = noop_waker();
-        assert!(acquire
-            .poll_unpin(&mut Context::from_waker(&waker))
-            .is_pending());
-        let open =
-            rt.0.opens
-                .lock()
-                .unwrap()
-                .pop_front()
-                .expect("an open was asked for");
-        let connector = thread::spawn(move || {
-            open.finish(Err(pool_core::ConnectError::transient("refused")));
+        let (result, pool, _rt) = race_open_against_deadline(|open| {
+            open.finish(Err(pool_core::ConnectError::transient("refused")))
         });
-        let (p, r) = (pool.clone(), rt.clone());
-        let timer = thread::spawn(move || {
-            r.0.now.store(
-                Duration::from_millis(10).as_nanos() as u64,
-                Ordering::SeqCst,
-            );
-            p.handle_timeout();
-        });
-        let result = block_on(acquire);
         assert!(matches!(result, Err(Rejection::Timeout(_))), "{result:?}");
-        connector.join().unwrap();
-        timer.join().unwrap();
         pool.check_invariants().unwrap();
         let s = pool.status();
         assert_eq!((s.total, s.waiters, s.leased), (0, 0, 0), "{s}");
@@ -249,33 +262,10 @@ fn a_failed_connect_races_the_waiters_deadline() {
 #[test]
 fn an_open_dropped_unanswered_races_the_waiters_deadline() {
     model(|| {
-        let (pool, rt) = pool(1, true);
-        let mut acquire = pool.acquire_timeout(Duration::from_millis(10));
-        let waker = noop_waker();
-        assert!(acquire
-            .poll_unpin(&mut Context::from_waker(&waker))
-            .is_pending());
-        let open =
-            rt.0.opens
-                .lock()
-                .unwrap()
-                .pop_front()
-                .expect("an open was asked for");
-        let dier = thread::spawn(move || drop(open));
-        let (p, r) = (pool.clone(), rt.clone());
-        let timer = thread::spawn(move || {
-            r.0.now.store(
-                Duration::from_millis(10).as_nanos() as u64,
-                Ordering::SeqCst,
-            );
-            p.handle_timeout();
-        });
-        let result = block_on(acquire);
+        let (result, pool, rt) = race_open_against_deadline(drop);
         let Err(Rejection::Timeout(report)) = result else {
             panic!("{result:?}")
         };
-        dier.join().unwrap();
-        timer.join().unwrap();
         if let Some(e) = &report.last_connect_error {
             assert!(e.message.contains("without an answer"), "{e}");
         }
