@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use futures::task::noop_waker;
 use futures::FutureExt;
-use pool_core::shell::{Runtime, SharedPool, Work};
+use pool_core::shell::{Moment, Runtime, SharedPool, Work};
 use pool_core::{Config, ConnectError, Instant, Rejection, Verdict};
 use shuttle::future::{block_on, spawn, yield_now};
 use shuttle::rand::{thread_rng, Rng};
@@ -108,7 +108,7 @@ impl Runtime<u64> for Rt {
     fn arm_timer(&self, _: Instant) {}
 
     /// Now and then a connection is found dead at checkout or at return.
-    fn judge(&self, _: &mut u64) -> Verdict {
+    fn judge(&self, _: &mut u64, _: Moment) -> Verdict {
         if thread_rng().gen_ratio(1, 10) {
             Verdict::Broken
         } else {

@@ -71,15 +71,10 @@ impl fmt::Debug for Extensions {
     }
 }
 
-/// A connection as the pool holds it: the manager's connection, its extensions, and
-/// whether it is lent (so the runtime's one judgement knows whether it is judging a
-/// checkout or a return).
+/// A connection as the pool holds it: the manager's connection and its extensions.
 pub(crate) struct Conn<C> {
     pub(crate) conn: C,
     pub(crate) extensions: Extensions,
-    /// Set when a `PooledConnection` is made of it; cleared by the judgement at return
-    /// (or by a verdict the borrower states, which skips that judgement).
-    pub(crate) lent: bool,
 }
 
 impl<C> Conn<C> {
@@ -87,7 +82,6 @@ impl<C> Conn<C> {
         Conn {
             conn,
             extensions: Extensions::default(),
-            lent: false,
         }
     }
 }

@@ -278,8 +278,7 @@ fn error<E: std::error::Error + Send + Sync + 'static>(rejection: Rejection) -> 
 pub struct PooledConnection<M: Manager>(Lease<Conn<M::Connection>>);
 
 impl<M: Manager> PooledConnection<M> {
-    fn new(mut lease: Lease<Conn<M::Connection>>) -> Self {
-        lease.lent = true;
+    fn new(lease: Lease<Conn<M::Connection>>) -> Self {
         PooledConnection(lease)
     }
 
@@ -305,8 +304,6 @@ impl<M: Manager> PooledConnection<M> {
 
     /// Override the verdict it is returned with (otherwise `Manager::is_broken` decides).
     pub fn set_verdict(&mut self, verdict: Verdict) {
-        // A stated verdict skips the judgement at return, which would clear this.
-        self.0.lent = false;
         self.0.set_verdict(verdict);
     }
 

@@ -7,7 +7,7 @@ use std::panic::Location;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use pool_core::shell::{Runtime, Upkeep, WeakPool, Work};
+use pool_core::shell::{Moment, Runtime, Upkeep, WeakPool, Work};
 use pool_core::{ConnId, ConnectError, ErrorClass, HumanDuration, Instant, LeaseId, Verdict};
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
@@ -308,19 +308,16 @@ impl<M: Manager> Runtime<Conn<M::Connection>> for TokioRuntime<M> {
     }
 
     /// The one judgement, at checkout and at return: the manager's `is_broken`, then
-    /// `before_acquire` (checkout) or `after_release` (return). Which one it is, the
-    /// connection says: a lent one is coming back.
-    fn judge(&self, connection: &mut Conn<M::Connection>) -> Verdict {
+    /// `before_acquire` (checkout) or `after_release` (return).
+    fn judge(&self, connection: &mut Conn<M::Connection>, moment: Moment) -> Verdict {
         let verdict = self.manager.is_broken(&mut connection.conn);
-        if std::mem::take(&mut connection.lent) {
-            if verdict == Verdict::Broken {
-                return verdict;
-            }
-            worse(verdict, self.hooks.after_release(connection))
-        } else if verdict != Verdict::Broken && !self.hooks.before_acquire(connection) {
-            Verdict::Broken
-        } else {
-            verdict
+        if verdict == Verdict::Broken {
+            return verdict;
+        }
+        match moment {
+            Moment::Return => worse(verdict, self.hooks.after_release(connection)),
+            Moment::Checkout if !self.hooks.before_acquire(connection) => Verdict::Broken,
+            Moment::Checkout => verdict,
         }
     }
 }

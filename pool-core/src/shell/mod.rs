@@ -39,7 +39,7 @@ use cell::{Answer, Cell, Spares};
 pub use lease::Lease;
 use list::InlineList;
 use runtime::UpkeepKind;
-pub use runtime::{Opening, Runtime, Upkeep, Work};
+pub use runtime::{Moment, Opening, Runtime, Upkeep, Work};
 use sync::{lock, Arc, Mutex};
 
 /// A pool of `C` shared between threads and tasks. Cheap to clone.
@@ -128,7 +128,9 @@ impl<C: Send + 'static> SharedPool<C> {
         let acquire_timeout = config.acquire_timeout;
         let mut core = Pool::new(config, runtime.now(), seed)?;
         let judge = runtime.clone();
-        core.set_judge(move |connection| judge.judge(connection) != Verdict::Broken);
+        core.set_judge(move |connection| {
+            judge.judge(connection, Moment::Checkout) != Verdict::Broken
+        });
         let pool = SharedPool {
             shared: Arc::new(Shared {
                 state: Mutex::new(State {
@@ -321,7 +323,8 @@ impl<C: Send + 'static> SharedPool<C> {
     /// Give a connection back (from a [`Lease`]). Without a stated verdict, the
     /// runtime judges it, before locking.
     fn release(&self, lease: LeaseId, mut connection: C, verdict: Option<Verdict>) {
-        let verdict = verdict.unwrap_or_else(|| self.shared.runtime.judge(&mut connection));
+        let verdict =
+            verdict.unwrap_or_else(|| self.shared.runtime.judge(&mut connection, Moment::Return));
         self.with_state(self.now(), |st, now, fx| {
             if let Err(refused) = st.core.release(now, lease, connection, verdict) {
                 // Revoked at the drain deadline while the borrower held it.

@@ -160,6 +160,15 @@ impl<C: Send + 'static> Drop for Upkeep<C> {
     }
 }
 
+/// When the runtime is asked to judge a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Moment {
+    /// An idle connection is about to be lent.
+    Checkout,
+    /// A borrower returned it without stating a verdict.
+    Return,
+}
+
 /// What the embedding runtime provides. Called without the pool's lock held (except
 /// [`Runtime::judge`], which must not call into the pool).
 pub trait Runtime<C: Send + 'static>: Send + Sync + 'static {
@@ -171,12 +180,12 @@ pub trait Runtime<C: Send + 'static>: Send + Sync + 'static {
     /// the timer was idle): call [`SharedPool::handle_timeout`] at `at`. The pool arms
     /// the next deadline itself, through this method, as that call's last step.
     fn arm_timer(&self, at: Instant);
-    /// Judge a connection without I/O (e.g. a client that already saw its socket close):
-    /// at checkout, where `Broken` closes it and the waiter gets the next one, and at
-    /// return when the borrower stated no verdict. Cheap and synchronous; called inside
-    /// the pool's critical section at checkout.
-    fn judge(&self, connection: &mut C) -> Verdict {
-        let _ = connection;
+    /// Judge a connection without I/O (e.g. a client that already saw its socket close),
+    /// at `moment`: at checkout, where `Broken` closes it and the waiter gets the next one
+    /// (any other verdict lends it), and at return when the borrower stated no verdict.
+    /// Cheap and synchronous; called inside the pool's critical section at checkout.
+    fn judge(&self, connection: &mut C, moment: Moment) -> Verdict {
+        let _ = (connection, moment);
         Verdict::Reusable
     }
 }

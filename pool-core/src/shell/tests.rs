@@ -36,7 +36,7 @@ impl Runtime<u32> for Rt {
     fn arm_timer(&self, at: Instant) {
         self.0.armed.lock().unwrap().push(at);
     }
-    fn judge(&self, connection: &mut u32) -> Verdict {
+    fn judge(&self, connection: &mut u32, _: Moment) -> Verdict {
         if self.0.dead.lock().unwrap().contains(connection) {
             Verdict::Broken
         } else {
