@@ -1549,11 +1549,14 @@ fn resize_down_sheds_idle_at_once_and_closes_the_rest_as_they_come_back() {
     );
     let s = t.pool.status();
     assert_eq!((s.total, s.max_size, s.idle, s.leased), (2, 1, 0, 2));
+    // The allowance over max_size falls with each close, so the invariants stay tight.
+    assert_eq!(t.pool.over, 1, "4 live minus 2 shed, over a max_size of 1");
     // Over the new size: a waiter gets no open, and a return is closed, not lent.
     let waiter = t.queued(1000);
     assert_eq!(t.actions(), vec![]);
     t.release(a.lease, Verdict::Reusable);
     assert_eq!(t.actions(), vec![close(c(3), CloseReason::Resized)]);
+    assert_eq!(t.pool.over, 0, "the pool fits again");
     // Now it fits: the next return goes to the waiter.
     t.release(b.lease, Verdict::NeedsReset);
     assert_eq!(t.actions(), vec![reset(c(2))]);
