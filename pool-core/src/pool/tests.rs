@@ -706,6 +706,7 @@ fn checkout_checks_only_connections_idle_past_the_bypass_window() {
     );
     t.connect_ok(c(1));
     grant_of(&t.actions(), waiter);
+    assert_eq!(t.pool.stats().checks_started, 2, "each check is counted");
 }
 
 #[test]
