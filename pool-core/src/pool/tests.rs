@@ -1209,6 +1209,46 @@ fn a_dead_idle_connection_is_closed_and_the_waiter_gets_the_next_idle_one() {
     assert_eq!((st.total, st.idle, st.leased, st.waiters), (1, 0, 1, 0));
 }
 
+/// Dispatch judges a fresh idle connection it reaches behind a stale one (which the fast
+/// path stops at): a live one goes to the waiter, a dead one is closed.
+#[test]
+fn dispatch_judges_a_fresh_idle_connection_behind_a_stale_one() {
+    for dead in [false, true] {
+        let mut t = T::new(Config {
+            idle_order: IdleOrder::Fifo,
+            check_after_idle: Some(ms(500)),
+            ..bare(3)
+        });
+        t.warm(2);
+        t.to(400);
+        let g = t.ready();
+        assert_eq!(g.conn(), c(0));
+        t.release(g.lease, Verdict::Reusable);
+        // FIFO: c(1) (idle since 0, stale at 700) is next in line, then c(0) (used at 400).
+        let dead_ones = if dead { vec![c(0)] } else { vec![] };
+        let asked = t.judge(&dead_ones);
+        t.to(700);
+        let waiter = t.queued(1000);
+        let actions = t.actions();
+        assert_eq!(actions[0], check(c(1)), "{actions:?}");
+        if dead {
+            assert_eq!(
+                actions[1..],
+                [close(c(0), CloseReason::CheckFailed)],
+                "{actions:?}"
+            );
+        } else {
+            assert_eq!(actions.len(), 2, "{actions:?}");
+            assert_eq!(grant_of(&actions, waiter).conn(), c(0));
+        }
+        assert_eq!(
+            *asked.lock().unwrap(),
+            vec![c(0)],
+            "only the fresh one is judged"
+        );
+    }
+}
+
 /// When every idle connection is dead, each is closed and opens replace them; the
 /// waiter at the front keeps its place: the first connection to arrive is its, even if
 /// it was opened for a later waiter.
