@@ -581,6 +581,11 @@ fn a_fatal_connect_error_rejects_waiters_at_once_and_fails_fast_until_retry() {
             .acquire(t.now, at(30_000), |_| panic!("rejected: no token")),
         Err(Rejection::ConnectFailed(auth.clone()))
     );
+    assert_eq!(
+        t.pool.stats().rejected_connect_failed,
+        3,
+        "two waiters rejected, then one acquire at once"
+    );
     // The other connect still under way succeeds: the pool works again.
     t.connect_ok(c(1));
     assert_eq!(t.pool.status().idle, 1);
