@@ -1053,6 +1053,7 @@ fn an_acquire_with_a_past_deadline_is_rejected_not_queued() {
     assert!(matches!(r, Err(Rejection::Timeout(_))), "{r:?}");
     assert_eq!(t.pool.status().waiters, 0);
     assert_eq!(t.actions(), vec![]);
+    assert_eq!(t.pool.stats().rejected_timeout, 1, "counted as a timeout");
 }
 
 #[test]
