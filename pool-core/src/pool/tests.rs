@@ -581,6 +581,11 @@ fn a_fatal_connect_error_rejects_waiters_at_once_and_fails_fast_until_retry() {
             .acquire(t.now, at(30_000), |_| panic!("rejected: no token")),
         Err(Rejection::ConnectFailed(auth.clone()))
     );
+    assert_eq!(
+        t.pool.stats().rejected_connect_failed,
+        3,
+        "two waiters rejected, then one acquire at once"
+    );
     // The other connect still under way succeeds: the pool works again.
     t.connect_ok(c(1));
     assert_eq!(t.pool.status().idle, 1);
@@ -706,6 +711,7 @@ fn checkout_checks_only_connections_idle_past_the_bypass_window() {
     );
     t.connect_ok(c(1));
     grant_of(&t.actions(), waiter);
+    assert_eq!(t.pool.stats().checks_started, 2, "each check is counted");
 }
 
 #[test]
@@ -1047,6 +1053,7 @@ fn an_acquire_with_a_past_deadline_is_rejected_not_queued() {
     assert!(matches!(r, Err(Rejection::Timeout(_))), "{r:?}");
     assert_eq!(t.pool.status().waiters, 0);
     assert_eq!(t.actions(), vec![]);
+    assert_eq!(t.pool.stats().rejected_timeout, 1, "counted as a timeout");
 }
 
 #[test]
@@ -1206,6 +1213,46 @@ fn a_dead_idle_connection_is_closed_and_the_waiter_gets_the_next_idle_one() {
     assert_eq!((s.checks_started, s.acquires, s.grants), (0, 3, 3));
     let st = t.pool.status();
     assert_eq!((st.total, st.idle, st.leased, st.waiters), (1, 0, 1, 0));
+}
+
+/// Dispatch judges a fresh idle connection it reaches behind a stale one (which the fast
+/// path stops at): a live one goes to the waiter, a dead one is closed.
+#[test]
+fn dispatch_judges_a_fresh_idle_connection_behind_a_stale_one() {
+    for dead in [false, true] {
+        let mut t = T::new(Config {
+            idle_order: IdleOrder::Fifo,
+            check_after_idle: Some(ms(500)),
+            ..bare(3)
+        });
+        t.warm(2);
+        t.to(400);
+        let g = t.ready();
+        assert_eq!(g.conn(), c(0));
+        t.release(g.lease, Verdict::Reusable);
+        // FIFO: c(1) (idle since 0, stale at 700) is next in line, then c(0) (used at 400).
+        let dead_ones = if dead { vec![c(0)] } else { vec![] };
+        let asked = t.judge(&dead_ones);
+        t.to(700);
+        let waiter = t.queued(1000);
+        let actions = t.actions();
+        assert_eq!(actions[0], check(c(1)), "{actions:?}");
+        if dead {
+            assert_eq!(
+                actions[1..],
+                [close(c(0), CloseReason::CheckFailed)],
+                "{actions:?}"
+            );
+        } else {
+            assert_eq!(actions.len(), 2, "{actions:?}");
+            assert_eq!(grant_of(&actions, waiter).conn(), c(0));
+        }
+        assert_eq!(
+            *asked.lock().unwrap(),
+            vec![c(0)],
+            "only the fresh one is judged"
+        );
+    }
 }
 
 /// When every idle connection is dead, each is closed and opens replace them; the
@@ -1549,11 +1596,14 @@ fn resize_down_sheds_idle_at_once_and_closes_the_rest_as_they_come_back() {
     );
     let s = t.pool.status();
     assert_eq!((s.total, s.max_size, s.idle, s.leased), (2, 1, 0, 2));
+    // The allowance over max_size falls with each close, so the invariants stay tight.
+    assert_eq!(t.pool.over, 1, "4 live minus 2 shed, over a max_size of 1");
     // Over the new size: a waiter gets no open, and a return is closed, not lent.
     let waiter = t.queued(1000);
     assert_eq!(t.actions(), vec![]);
     t.release(a.lease, Verdict::Reusable);
     assert_eq!(t.actions(), vec![close(c(3), CloseReason::Resized)]);
+    assert_eq!(t.pool.over, 0, "the pool fits again");
     // Now it fits: the next return goes to the waiter.
     t.release(b.lease, Verdict::NeedsReset);
     assert_eq!(t.actions(), vec![reset(c(2))]);

@@ -802,3 +802,81 @@ fn a_leak_report_names_the_latest_lease_of_the_connection() {
     assert_eq!(lease, second.id());
     assert_eq!((origin.file(), origin.line()), (file!(), line));
 }
+
+/// A `WeakPool` (the runtime's timer holds one) reaches the pool while it lives, and
+/// nothing once the last handle is gone.
+#[test]
+fn a_weak_pool_upgrades_only_while_the_pool_lives() {
+    let (pool, _rt) = pool(1);
+    let weak = pool.downgrade();
+    let strong = weak.upgrade().expect("the pool is alive");
+    assert_eq!(strong.config().max_size, 1);
+    drop((pool, strong));
+    assert!(
+        weak.upgrade().is_none(),
+        "a weak handle keeps nothing alive"
+    );
+}
+
+/// `health` reads the counts and the last connect error, with how long ago it happened.
+#[test]
+fn health_reports_the_counts_and_the_last_connect_error_with_its_age() {
+    let (pool, rt) = pool(1);
+    let (status, failure) = pool.health();
+    assert_eq!((status.max_size, status.total), (1, 0));
+    assert!(failure.is_none());
+    let mut a = pool.acquire();
+    assert!(poll(&mut a, &flag()).is_pending());
+    let Work::Open(open) = rt.take_one() else {
+        panic!("expected an open")
+    };
+    open.finish(Err(ConnectError::transient("connection refused")));
+    rt.advance(Duration::from_millis(30));
+    let (status, failure) = pool.health();
+    assert_eq!((status.max_size, status.waiters), (1, 1));
+    let (error, ago) = failure.expect("the failed connect is reported");
+    assert_eq!(&*error.message, "connection refused");
+    assert_eq!(ago, Duration::from_millis(30));
+}
+
+/// The verdict a borrower states is the one the lease reports.
+#[test]
+fn a_lease_reports_the_verdict_its_borrower_stated() {
+    let (pool, rt) = pool(1);
+    let mut lease = lend_one(&pool, &rt);
+    assert_eq!(
+        lease.verdict(),
+        None,
+        "no verdict until the borrower states one"
+    );
+    lease.set_verdict(Verdict::NeedsReset);
+    assert_eq!(lease.verdict(), Some(Verdict::NeedsReset));
+    lease.set_verdict(Verdict::Reusable);
+    assert_eq!(lease.verdict(), Some(Verdict::Reusable));
+}
+
+/// Answered cells are kept for reuse up to a bound (64): after a burst of 70 waiters is
+/// answered and let go, the next 70 reuse 64 cells and need 6 new ones.
+#[test]
+fn at_most_64_answered_cells_are_kept_for_reuse() {
+    let (pool, rt) = pool(1);
+    let held = lend_one(&pool, &rt);
+    let burst = |pool: &SharedPool<u32>| -> Vec<Acquire<u32>> {
+        (0..70)
+            .map(|_| {
+                let mut a = pool.acquire_timeout(Duration::from_millis(100));
+                assert!(poll(&mut a, &flag()).is_pending());
+                a
+            })
+            .collect()
+    };
+    let first = burst(&pool);
+    rt.advance(Duration::from_millis(100));
+    pool.handle_timeout(); // all 70 rejected: their cells go to the spares
+    drop(first);
+    let made = lock(&pool.shared.state).spares.made;
+    let second = burst(&pool);
+    assert_eq!(lock(&pool.shared.state).spares.made - made, 70 - 64);
+    drop((second, held));
+    pool.check_invariants().unwrap();
+}
