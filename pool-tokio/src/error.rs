@@ -57,6 +57,32 @@ impl<E> PoolError<E> {
     }
 }
 
+/// The adapter's error for a rejection: the core's, with the manager's typed error that
+/// travelled with the connect error. [`PoolError::rejection`] is its inverse.
+impl<E: std::error::Error + Send + Sync + 'static> From<Rejection> for PoolError<E> {
+    fn from(rejection: Rejection) -> Self {
+        let source_of = |e: &ConnectError| {
+            e.source
+                .clone()
+                .and_then(|source| source.downcast::<E>().ok())
+        };
+        match rejection {
+            Rejection::Timeout(report) => PoolError::Timeout {
+                waited: report.waited,
+                source: report.last_connect_error.as_ref().and_then(source_of),
+                last_connect_error: report.last_connect_error,
+                status: report.status,
+            },
+            Rejection::QueueFull { max_waiters } => PoolError::QueueFull { max_waiters },
+            Rejection::Closed => PoolError::Closed,
+            Rejection::ConnectFailed(error) => PoolError::Connect {
+                source: source_of(&error),
+                error,
+            },
+        }
+    }
+}
+
 impl<E> fmt::Display for PoolError<E> {
     /// The core's text for the rejection: the manager's own error is the `source`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -186,6 +212,31 @@ mod tests {
         for (error, rejection) in cases {
             assert_eq!(error.rejection(), rejection);
             assert_eq!(error.to_string(), rejection.to_string());
+            let back: PoolError<std::io::Error> = PoolError::from(rejection.clone());
+            assert_eq!(back.rejection(), rejection, "from is rejection's inverse");
         }
+    }
+
+    /// A connect error carries the manager's typed error; the adapter's error hands it
+    /// back typed, whichever connect failed.
+    #[test]
+    fn the_typed_source_travels_with_the_connect_error() {
+        let typed = Arc::new(std::io::Error::other("password authentication failed"));
+        let error = ConnectError::fatal("auth").with_source(typed.clone());
+        let PoolError::<std::io::Error>::Connect {
+            source: Some(source),
+            ..
+        } = PoolError::from(Rejection::ConnectFailed(error))
+        else {
+            panic!("the source was lost")
+        };
+        assert!(Arc::ptr_eq(&source, &typed));
+        let untyped = ConnectError::fatal("auth").with_source(Arc::new(42u8));
+        let PoolError::<std::io::Error>::Connect { source, .. } =
+            PoolError::from(Rejection::ConnectFailed(untyped))
+        else {
+            panic!()
+        };
+        assert!(source.is_none(), "a source of another type is not forced");
     }
 }

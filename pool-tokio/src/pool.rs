@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pool_core::shell::{Lease, SharedPool};
-use pool_core::{Config, ConfigError, ConnectError, HumanDuration, Rejection, Status, Verdict};
+use pool_core::{Config, ConfigError, ConnectError, HumanDuration, Status, Verdict};
 use tracing::Instrument;
 
 use crate::builder::Builder;
@@ -128,7 +128,7 @@ impl<M: Manager> Pool<M> {
                     Ok(PooledConnection::new(lease))
                 }
                 Err(rejection) => {
-                    let error = error(rejection);
+                    let error = PoolError::from(rejection);
                     match &error {
                         // Shedding and shutdown are expected under load: keep them quiet.
                         PoolError::QueueFull { .. } | PoolError::Closed => {
@@ -245,30 +245,6 @@ impl<M: Manager> Pool<M> {
     /// Check the core's and the shell's invariants (tests, debugging).
     pub fn check_invariants(&self) -> Result<(), pool_core::InvariantViolation> {
         self.shared.check_invariants()
-    }
-}
-
-/// The adapter's error for a rejection: the core's, with the manager's typed error that
-/// travelled with the connect error.
-fn error<E: std::error::Error + Send + Sync + 'static>(rejection: Rejection) -> PoolError<E> {
-    let source_of = |e: &pool_core::ConnectError| {
-        e.source
-            .clone()
-            .and_then(|source| source.downcast::<E>().ok())
-    };
-    match rejection {
-        Rejection::Timeout(report) => PoolError::Timeout {
-            waited: report.waited,
-            source: report.last_connect_error.as_ref().and_then(source_of),
-            last_connect_error: report.last_connect_error,
-            status: report.status,
-        },
-        Rejection::QueueFull { max_waiters } => PoolError::QueueFull { max_waiters },
-        Rejection::Closed => PoolError::Closed,
-        Rejection::ConnectFailed(error) => PoolError::Connect {
-            source: source_of(&error),
-            error,
-        },
     }
 }
 
