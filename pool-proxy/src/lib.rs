@@ -6,6 +6,7 @@
 //! decides when the server it holds can go back to the pool. No sockets, no clock, no
 //! randomness: a driver (not built yet) feeds it. See `docs/proxy.md`.
 
+pub mod auth;
 pub mod protocol;
 pub mod session;
 

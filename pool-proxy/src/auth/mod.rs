@@ -1,0 +1,5 @@
+//! Authentication: the users' credentials ([`secret`]).
+
+pub mod secret;
+
+pub use secret::{ScramVerifier, Secret, SecretError};
