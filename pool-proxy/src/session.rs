@@ -41,6 +41,45 @@ use crate::protocol::frontend::ClientMessage;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ServerId(pub u64);
 
+/// When a server goes back to the pool (PgBouncer's `pool_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PoolMode {
+    /// At the end of each transaction (the release rule): many clients share few servers.
+    #[default]
+    Transaction,
+    /// When the client leaves: every session feature works, one server per client.
+    Session,
+}
+
+impl PoolMode {
+    /// The setting's values, as PgBouncer spells them.
+    pub const NAMES: [&'static str; 2] = ["transaction", "session"];
+}
+
+impl fmt::Display for PoolMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PoolMode::Transaction => "transaction",
+            PoolMode::Session => "session",
+        })
+    }
+}
+
+impl std::str::FromStr for PoolMode {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "transaction" => Ok(PoolMode::Transaction),
+            "session" => Ok(PoolMode::Session),
+            _ => Err(format!(
+                "unknown pool_mode {text:?}; expected one of {} (statement mode is not supported)",
+                PoolMode::NAMES.join(", ")
+            )),
+        }
+    }
+}
+
 /// What to do when a client changes session state that transaction pooling cannot keep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum StatePolicy {
