@@ -1,5 +1,5 @@
-//! `ClientSession`: one client connection in transaction pooling mode, as a sans-IO state
-//! machine. Inputs are the client's bytes, the bytes of the server it holds, and events
+//! `ClientSession`: one client connection, as a sans-IO state machine, in transaction
+//! pooling mode (the default) or session pooling mode ([`PoolMode`]). Inputs are the client's bytes, the bytes of the server it holds, and events
 //! (a server granted or unavailable, the server or the client gone); outputs are
 //! [`Action`]s drained with [`ClientSession::poll_action`]. No I/O, no clock, no
 //! randomness: every input carries `now` (the caller's clock, as in pool-core), the one
@@ -107,6 +107,9 @@ pub enum AbandonedTransactionPolicy {
 /// The session's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionConfig {
+    /// Transaction pooling (the release rule) or session pooling (the server goes back
+    /// only when the client leaves, reset with `DISCARD ALL`; nothing pins).
+    pub pool_mode: PoolMode,
     /// The longest message accepted from the client (its length field).
     pub max_client_message_len: u32,
     /// The longest message accepted from a server.
@@ -127,6 +130,7 @@ pub struct SessionConfig {
 impl Default for SessionConfig {
     fn default() -> Self {
         Self {
+            pool_mode: PoolMode::default(),
             max_client_message_len: DEFAULT_MAX_MESSAGE_LEN,
             max_server_message_len: DEFAULT_MAX_MESSAGE_LEN,
             max_queued_bytes: 1024 * 1024,
@@ -324,7 +328,7 @@ impl Link {
     }
 }
 
-/// One client connection in transaction pooling mode. See the module documentation.
+/// One client connection. See the module documentation.
 #[derive(Debug)]
 pub struct ClientSession {
     config: SessionConfig,
@@ -675,7 +679,8 @@ impl ClientSession {
     /// The release rule.
     fn maybe_release(&mut self) {
         if let Phase::Active(server) = self.phase {
-            if self.pinned.is_none()
+            if self.config.pool_mode == PoolMode::Transaction
+                && self.pinned.is_none()
                 && self.link.quiet()
                 && self.link.status == TransactionStatus::Idle
             {
@@ -689,7 +694,8 @@ impl ClientSession {
     /// Session state detected: pin or refuse, per the policy, reported once. Returns
     /// whether the session goes on.
     fn pin(&mut self, reason: PinReason) -> bool {
-        if self.pinned.is_some() {
+        // In session mode the client keeps its server anyway, and it is reset as it goes.
+        if self.pinned.is_some() || self.config.pool_mode == PoolMode::Session {
             return true;
         }
         self.pinned = Some(reason);
@@ -719,7 +725,7 @@ impl ClientSession {
             Phase::Idle => {}
             Phase::Waiting => self.actions.push_back(Action::WithdrawServerRequest),
             Phase::Active(server) => {
-                let reset = self.pinned.is_some();
+                let reset = self.pinned.is_some() || self.config.pool_mode == PoolMode::Session;
                 let action = if !self.link.quiet() {
                     Action::CloseServer(server, "its client left with a request in flight".into())
                 } else if self.link.status == TransactionStatus::Idle {

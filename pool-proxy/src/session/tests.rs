@@ -1054,3 +1054,63 @@ fn a_sync_sent_inside_copy_in_after_the_copy_response_is_counted_conservatively(
         ]
     );
 }
+
+// ---- session pooling mode ----
+
+fn session_mode() -> ClientSession {
+    ClientSession::new(SessionConfig {
+        pool_mode: PoolMode::Session,
+        ..SessionConfig::default()
+    })
+}
+
+#[test]
+fn session_mode_keeps_the_server_between_transactions_and_resets_it_when_the_client_leaves() {
+    let mut s = session_mode();
+    assert_eq!(client(&mut s, &q("SELECT 1")), vec![Action::RequestServer]);
+    assert_eq!(grant(&mut s, S1), vec![to_server(S1, q("SELECT 1"))]);
+    let answer = [data_row(), cc("SELECT 1"), rfq(b'I')].concat();
+    assert_eq!(server(&mut s, &answer), vec![to_client(answer.clone())]);
+    assert_eq!(s.server(), Some(S1), "released at the end of a transaction");
+    // The next query goes to the same server, with no new request.
+    assert_eq!(
+        client(&mut s, &q("SELECT 2")),
+        vec![to_server(S1, q("SELECT 2"))]
+    );
+    assert_eq!(server(&mut s, &answer), vec![to_client(answer.clone())]);
+    assert_eq!(
+        client(&mut s, &terminate()),
+        vec![
+            Action::ReleaseServer(S1, Release::Reset),
+            Action::CloseClient
+        ]
+    );
+}
+
+#[test]
+fn session_mode_allows_session_state_without_pinning_or_refusing() {
+    let mut s = ClientSession::new(SessionConfig {
+        pool_mode: PoolMode::Session,
+        on_session_state: StatePolicy::Refuse,
+        ..SessionConfig::default()
+    });
+    client(&mut s, &q("SET search_path = x"));
+    grant(&mut s, S1);
+    let answer = [cc("SET"), rfq(b'I')].concat();
+    assert_eq!(server(&mut s, &answer), vec![to_client(answer.clone())]);
+    let named = [parse("s1", "SELECT 1"), sync()].concat();
+    assert_eq!(client(&mut s, &named), vec![to_server(S1, named.clone())]);
+    assert_eq!(s.pinned(), None);
+    // Gone inside a transaction: rolled back and reset.
+    server(&mut s, &[parse_complete(), rfq(b'I')].concat());
+    client(&mut s, &q("BEGIN"));
+    server(&mut s, &[cc("BEGIN"), rfq(b'T')].concat());
+    s.handle(T0, Input::ClientClosed).unwrap();
+    assert_eq!(
+        drain(&mut s),
+        vec![
+            Action::ReleaseServer(S1, Release::Rollback { reset: true }),
+            Action::CloseClient
+        ]
+    );
+}
