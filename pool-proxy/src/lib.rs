@@ -11,6 +11,6 @@ pub mod protocol;
 pub mod session;
 
 pub use session::{
-    AbandonedTransactionPolicy, Action, ClientSession, Input, Instant, Misuse, PinReason, PoolMode,
-    Release, ServerId, SessionConfig, StatePolicy,
+    AbandonedTransactionPolicy, Action, ClientSession, Counters, Input, Instant, Misuse, PinReason,
+    PoolMode, Release, ServerId, SessionConfig, StatePolicy,
 };

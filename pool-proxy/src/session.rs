@@ -264,11 +264,32 @@ enum Request {
 }
 
 /// A counted request, with how many COPY ends (CopyDone, CopyFail) the client had sent
-/// before it: a Sync sent inside COPY-in mode is ignored by the server.
+/// before it (a Sync sent inside COPY-in mode is ignored by the server), and when it was
+/// forwarded.
 #[derive(Debug, Clone, Copy)]
 struct Pending {
     request: Request,
     copy_ends_before: u64,
+    sent_at: Instant,
+}
+
+/// What a session has done so far, cumulative: the proxy's statistics (PgBouncer's
+/// `SHOW STATS`) are sums of these.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Requests (Query, Sync, FunctionCall) answered by a ReadyForQuery.
+    pub queries: u64,
+    /// Transactions ended (a ReadyForQuery `I` after requests: an implicit transaction
+    /// counts as one).
+    pub transactions: u64,
+    /// Time from forwarding each request to its ReadyForQuery, summed.
+    pub query_time: Duration,
+    /// Time from each transaction's first request to its ReadyForQuery `I`, summed.
+    pub transaction_time: Duration,
+    /// Bytes of whole messages forwarded to servers.
+    pub received: u64,
+    /// Bytes sent to the client.
+    pub sent: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -301,6 +322,8 @@ struct Link {
     if_idle: Option<PinReason>,
     /// Set by a CommandComplete whose state survives regardless.
     always: Option<PinReason>,
+    /// When the transaction in progress sent its first request.
+    transaction_since: Option<Instant>,
 }
 
 impl Link {
@@ -315,6 +338,7 @@ impl Link {
             answered_mark: 0,
             if_idle: None,
             always: None,
+            transaction_since: None,
         }
     }
 
@@ -343,6 +367,9 @@ pub struct ClientSession {
     /// Since when the client has held its server idle inside a transaction.
     idle_in_transaction_since: Option<Instant>,
     actions: VecDeque<Action>,
+    /// The `now` of the input being handled.
+    now: Instant,
+    counters: Counters,
 }
 
 impl ClientSession {
@@ -358,7 +385,14 @@ impl ClientSession {
             pinned: None,
             idle_in_transaction_since: None,
             actions: VecDeque::new(),
+            now: Instant::ZERO,
+            counters: Counters::default(),
         }
+    }
+
+    /// What the session has done so far.
+    pub fn counters(&self) -> Counters {
+        self.counters
     }
 
     /// The next action to carry out, in order.
@@ -407,6 +441,7 @@ impl ClientSession {
     /// nothing changed; anything the client or server sends, however malformed, is `Ok`
     /// and handled with actions.
     pub fn handle(&mut self, now: Instant, input: Input<'_>) -> Result<(), Misuse> {
+        self.now = now;
         let result = self.dispatch(now, input);
         // The idle-in-transaction clock starts when the server is left waiting for the
         // client inside a transaction, and stops when a whole client message is forwarded
@@ -531,8 +566,11 @@ impl ClientSession {
             link.outstanding.push_back(Pending {
                 request,
                 copy_ends_before: link.copy_ends_sent,
+                sent_at: self.now,
             });
+            link.transaction_since.get_or_insert(self.now);
         }
+        self.counters.received += frame.bytes().len() as u64;
         if message == ClientMessage::Sync {
             link.batch_open = false;
         } else if message.in_extended_batch() {
@@ -611,6 +649,15 @@ impl ClientSession {
                 };
                 link.status = status;
                 link.answered_mark = answered.copy_ends_before;
+                let counters = &mut self.counters;
+                counters.queries += 1;
+                counters.query_time += self.now.saturating_since(answered.sent_at);
+                if status == TransactionStatus::Idle {
+                    if let Some(since) = link.transaction_since.take() {
+                        counters.transactions += 1;
+                        counters.transaction_time += self.now.saturating_since(since);
+                    }
+                }
                 let if_idle = link
                     .if_idle
                     .take()
@@ -788,6 +835,7 @@ impl ClientSession {
     // ---- output, coalesced ----
 
     fn send_to_client(&mut self, bytes: Vec<u8>) {
+        self.counters.sent += bytes.len() as u64;
         if let Some(Action::SendToClient(last)) = self.actions.back_mut() {
             last.extend_from_slice(&bytes);
         } else {

@@ -1114,3 +1114,30 @@ fn session_mode_allows_session_state_without_pinning_or_refusing() {
         ]
     );
 }
+
+// ---- counters ----
+
+#[test]
+fn counters_count_requests_transactions_their_times_and_bytes() {
+    let mut s = session();
+    let t = |ms| T0 + Duration::from_millis(ms);
+    s.handle(t(0), Input::ClientBytes(&q("BEGIN"))).unwrap();
+    s.handle(t(1), Input::ServerGranted(S1)).unwrap();
+    let begun = [cc("BEGIN"), rfq(b'T')].concat();
+    s.handle(t(3), Input::ServerBytes(&begun)).unwrap();
+    s.handle(t(10), Input::ClientBytes(&q("COMMIT"))).unwrap();
+    let committed = [cc("COMMIT"), rfq(b'I')].concat();
+    s.handle(t(14), Input::ServerBytes(&committed)).unwrap();
+    assert_eq!(
+        s.counters(),
+        Counters {
+            queries: 2,
+            transactions: 1,
+            // BEGIN forwarded at 1 ms, answered at 3; COMMIT forwarded at 10, answered at 14.
+            query_time: Duration::from_millis(6),
+            transaction_time: Duration::from_millis(13),
+            received: (q("BEGIN").len() + q("COMMIT").len()) as u64,
+            sent: (begun.len() + committed.len()) as u64,
+        }
+    );
+}
