@@ -216,6 +216,11 @@ impl StartupFramer {
         self.buf.extend_from_slice(bytes);
     }
 
+    /// How many bytes are buffered past the packets taken so far.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
     /// The bytes after the packets taken so far: after an SSLRequest answered `N` the
     /// client's StartupMessage follows in the same stream; after a StartupMessage these are
     /// the first tagged messages, for a [`Framer`].
