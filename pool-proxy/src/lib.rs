@@ -7,6 +7,7 @@
 //! randomness: a driver (not built yet) feeds it. See `docs/proxy.md`.
 
 pub mod auth;
+pub mod config;
 pub mod protocol;
 pub mod session;
 

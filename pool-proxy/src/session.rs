@@ -104,6 +104,64 @@ pub enum AbandonedTransactionPolicy {
     Close,
 }
 
+impl StatePolicy {
+    /// The setting's values (`session_state`).
+    pub const NAMES: [&'static str; 2] = ["pin", "refuse"];
+}
+
+impl fmt::Display for StatePolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StatePolicy::Pin => "pin",
+            StatePolicy::Refuse => "refuse",
+        })
+    }
+}
+
+impl std::str::FromStr for StatePolicy {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "pin" => Ok(StatePolicy::Pin),
+            "refuse" => Ok(StatePolicy::Refuse),
+            _ => Err(format!(
+                "unknown session_state {text:?}; expected one of {}",
+                StatePolicy::NAMES.join(", ")
+            )),
+        }
+    }
+}
+
+impl AbandonedTransactionPolicy {
+    /// The setting's values (`abandoned_transaction`).
+    pub const NAMES: [&'static str; 2] = ["rollback", "close"];
+}
+
+impl fmt::Display for AbandonedTransactionPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AbandonedTransactionPolicy::Rollback => "rollback",
+            AbandonedTransactionPolicy::Close => "close",
+        })
+    }
+}
+
+impl std::str::FromStr for AbandonedTransactionPolicy {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "rollback" => Ok(AbandonedTransactionPolicy::Rollback),
+            "close" => Ok(AbandonedTransactionPolicy::Close),
+            _ => Err(format!(
+                "unknown abandoned_transaction {text:?}; expected one of {}",
+                AbandonedTransactionPolicy::NAMES.join(", ")
+            )),
+        }
+    }
+}
+
 /// The session's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionConfig {
