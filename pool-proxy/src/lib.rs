@@ -4,11 +4,13 @@
 //! messages and looks inside the few that change state; [`session`] is one client
 //! connection as a state machine (bytes and events in, sends and pool requests out) that
 //! decides when the server it holds can go back to the pool. No sockets, no clock, no
-//! randomness: a driver (not built yet) feeds it. See `docs/proxy.md`.
+//! randomness: a driver (not built yet) feeds it. [`server`] is the upstream side, with
+//! I/O: logged-in server connections, lent by a pool-tokio pool. See `docs/proxy.md`.
 
 pub mod auth;
 pub mod config;
 pub mod protocol;
+pub mod server;
 pub mod session;
 
 pub use session::{

@@ -758,6 +758,7 @@ impl ClientSession {
             ServerMessage::NoticeResponse
             | ServerMessage::ParameterStatus { .. }
             | ServerMessage::CopyOutResponse
+            | ServerMessage::Authentication(_)
             | ServerMessage::Other(_) => {}
         }
         self.send_to_client(frame.into_bytes());

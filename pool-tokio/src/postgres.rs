@@ -62,6 +62,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+pub use self::socket::{connect_socket, RawSocket, SocketError};
 pub use self::status::{PgConnection, TransactionStatus};
 use crate::manager::{Manager, Target};
 
@@ -313,17 +314,7 @@ impl Manager for PgManager {
 
     /// `postgresql`, the first host and port.
     fn target(&self) -> Target {
-        use tokio_postgres::config::Host;
-        let address = self.config.get_hosts().first().map(|host| match host {
-            Host::Tcp(name) => name.clone(),
-            #[cfg(unix)]
-            Host::Unix(path) => path.display().to_string(),
-        });
-        Target {
-            system: Some("postgresql"),
-            address,
-            port: Some(self.config.get_ports().first().copied().unwrap_or(5432)),
-        }
+        target(&self.config)
     }
 
     fn is_broken(&self, client: &mut PgConnection) -> Verdict {
@@ -337,6 +328,22 @@ impl Manager for PgManager {
             }
             ResetMode::Auto | ResetMode::Rollback | ResetMode::Discard => Verdict::NeedsReset,
         }
+    }
+}
+
+/// What a connection opened with `config` reaches, for spans: `postgresql`, the first
+/// host (name or Unix socket directory) and port.
+pub fn target(config: &Config) -> Target {
+    use tokio_postgres::config::Host;
+    let address = config.get_hosts().first().map(|host| match host {
+        Host::Tcp(name) => name.clone(),
+        #[cfg(unix)]
+        Host::Unix(path) => path.display().to_string(),
+    });
+    Target {
+        system: Some("postgresql"),
+        address,
+        port: Some(config.get_ports().first().copied().unwrap_or(5432)),
     }
 }
 

@@ -1,8 +1,9 @@
 //! The server's messages, decoded only where they change the session's state:
-//! ReadyForQuery (its transaction status), ErrorResponse / NoticeResponse (SQLSTATE and
-//! severity), CommandComplete (the tag), ParameterStatus, BackendKeyData and the COPY
-//! responses. Everything else (RowDescription, DataRow, ParseComplete, ...) is forwarded
-//! by its tag alone.
+//! ReadyForQuery (its transaction status), ErrorResponse / NoticeResponse (SQLSTATE,
+//! severity and message), CommandComplete (the tag), ParameterStatus, BackendKeyData and
+//! the COPY responses, and the Authentication requests a login answers (`server`).
+//! Everything else (RowDescription, DataRow, ParseComplete, ...) is forwarded by its tag
+//! alone.
 
 use std::fmt;
 
@@ -25,8 +26,13 @@ pub enum TransactionStatus {
 pub enum ServerMessage {
     /// 'Z'.
     ReadyForQuery(TransactionStatus),
-    /// 'E': `severity` is the non-localized one (`V`) when present, else `S`.
-    ErrorResponse { severity: String, sqlstate: String },
+    /// 'E': `severity` is the non-localized one (`V`) when present, else `S`; `message`
+    /// is the primary message (`M`).
+    ErrorResponse {
+        severity: String,
+        sqlstate: String,
+        message: String,
+    },
     /// 'N'.
     NoticeResponse,
     /// 'C': the command tag, e.g. `SELECT 1`, `SET`, `CREATE TABLE`.
@@ -41,6 +47,8 @@ pub enum ServerMessage {
     CopyOutResponse,
     /// 'W'.
     CopyBothResponse,
+    /// 'R': what the server asks of a client logging in.
+    Authentication(Authentication),
     /// Any other tag: forwarded as it is.
     Other(u8),
 }
@@ -92,6 +100,7 @@ impl ServerMessage {
                 Ok(Self::ErrorResponse {
                     severity: get(b'V').or_else(|| get(b'S')).unwrap_or_default(),
                     sqlstate: get(b'C').unwrap_or_default(),
+                    message: get(b'M').unwrap_or_default(),
                 })
             }
             b'N' => {
@@ -134,7 +143,80 @@ impl ServerMessage {
                     _ => Self::CopyBothResponse,
                 })
             }
+            b'R' => Authentication::parse(body)
+                .map(Self::Authentication)
+                .map_err(err),
             other => Ok(Self::Other(other)),
+        }
+    }
+}
+
+/// An Authentication request ('R'), as a client logging in answers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Authentication {
+    /// 0: logged in.
+    Ok,
+    /// 3: send the password as it is.
+    CleartextPassword,
+    /// 5: send `md5(md5(password + user) + salt)`.
+    Md5Password { salt: [u8; 4] },
+    /// 10: start SASL with one of these mechanisms (e.g. `SCRAM-SHA-256`).
+    Sasl { mechanisms: Vec<String> },
+    /// 11: the server's next SASL message.
+    SaslContinue(Vec<u8>),
+    /// 12: the server's last SASL message (its signature).
+    SaslFinal(Vec<u8>),
+    /// Any other method (2 Kerberos V5, 6 SCM credentials, 7 and 8 GSSAPI, 9 SSPI): its code.
+    Other(u32),
+}
+
+impl Authentication {
+    /// A name for the method a request code asks for, for errors.
+    pub fn method_name(code: u32) -> &'static str {
+        match code {
+            0 => "none",
+            2 => "Kerberos V5",
+            3 => "cleartext password",
+            5 => "MD5",
+            6 => "SCM credentials",
+            7 | 8 => "GSSAPI",
+            9 => "SSPI",
+            10..=12 => "SASL",
+            _ => "unknown",
+        }
+    }
+
+    fn parse(body: &[u8]) -> Result<Self, &'static str> {
+        let [a, b, c, d, rest @ ..] = body else {
+            return Err("an Authentication request starts with a 4-byte code");
+        };
+        match (u32::from_be_bytes([*a, *b, *c, *d]), rest) {
+            (0, []) => Ok(Self::Ok),
+            (3, []) => Ok(Self::CleartextPassword),
+            (5, [a, b, c, d]) => Ok(Self::Md5Password {
+                salt: [*a, *b, *c, *d],
+            }),
+            (5, _) => Err("an MD5 request carries a 4-byte salt"),
+            (10, mut list) => {
+                // NUL-terminated names, then an empty one.
+                let mut mechanisms = Vec::new();
+                loop {
+                    match take_cstr(list) {
+                        Some(("", [])) => return Ok(Self::Sasl { mechanisms }),
+                        Some(("", _)) | None => {
+                            return Err("SASL mechanisms are not a NUL-terminated list")
+                        }
+                        Some((name, rest)) => {
+                            mechanisms.push(name.to_owned());
+                            list = rest;
+                        }
+                    }
+                }
+            }
+            (11, data) => Ok(Self::SaslContinue(data.to_vec())),
+            (12, data) => Ok(Self::SaslFinal(data.to_vec())),
+            (0 | 3, _) => Err("this Authentication request has no body"),
+            (code, _) => Ok(Self::Other(code)),
         }
     }
 }
@@ -234,9 +316,45 @@ mod tests {
             ServerMessage::classify(&frame(b'E', b"SERROR\0VERROR\0C42601\0Msyntax\0\0")),
             Ok(ErrorResponse {
                 severity: "ERROR".into(),
-                sqlstate: "42601".into()
+                sqlstate: "42601".into(),
+                message: "syntax".into()
             })
         );
+    }
+
+    #[test]
+    fn decodes_authentication_requests() {
+        use Authentication::*;
+        let auth = |body: &[u8]| ServerMessage::classify(&frame(b'R', body));
+        let ok = |a| Result::<_, ServerMessageError>::Ok(ServerMessage::Authentication(a));
+        assert_eq!(auth(&[0, 0, 0, 0]), ok(Ok));
+        assert_eq!(auth(&[0, 0, 0, 3]), ok(CleartextPassword));
+        assert_eq!(
+            auth(&[0, 0, 0, 5, 1, 2, 3, 4]),
+            ok(Md5Password { salt: [1, 2, 3, 4] })
+        );
+        assert_eq!(
+            auth(b"\0\0\0\x0aSCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0"),
+            ok(Sasl {
+                mechanisms: vec!["SCRAM-SHA-256-PLUS".into(), "SCRAM-SHA-256".into()]
+            })
+        );
+        assert_eq!(
+            auth(b"\0\0\0\x0br=abc"),
+            ok(SaslContinue(b"r=abc".to_vec()))
+        );
+        assert_eq!(auth(b"\0\0\0\x0cv=xyz"), ok(SaslFinal(b"v=xyz".to_vec())));
+        assert_eq!(auth(&[0, 0, 0, 7]), ok(Other(7)));
+        assert_eq!(Authentication::method_name(7), "GSSAPI");
+        for body in [
+            &b"\0\0\0"[..],
+            &[0, 0, 0, 5, 1, 2, 3],
+            &[0, 0, 0, 0, 9],
+            b"\0\0\0\x0aSCRAM-SHA-256\0",
+            b"\0\0\0\x0aSCRAM-SHA-256",
+        ] {
+            assert!(auth(body).is_err(), "{body:?}");
+        }
     }
 
     #[test]
@@ -272,7 +390,8 @@ mod tests {
             ServerMessage::classify(&frame(b'E', &bytes[5..])),
             Ok(ServerMessage::ErrorResponse {
                 severity: "FATAL".into(),
-                sqlstate: "08P01".into()
+                sqlstate: "08P01".into(),
+                message: "bad".into()
             })
         );
         assert!(bytes.ends_with(b"Mbad\0\0"));

@@ -9,10 +9,15 @@
 //! `target_session_attrs=read-write|read-only` checked after the login. The last error is
 //! returned when every host fails.
 //!
+//! The socket part alone is [`connect_socket`]: public, so that a client speaking the
+//! protocol itself (pool-proxy's server connections) opens its sockets the same way, with
+//! its own login in place of `connect_raw`.
+//!
 //! Not carried over: `Client::cancel_token()` on these clients has no socket to connect
 //! to (tokio-postgres keeps that private), so `CancelToken::cancel_query` fails;
 //! `cancel_query_raw` over a stream the caller opens still works.
 
+use std::fmt;
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -134,20 +139,102 @@ where
     <M::TlsConnect as TlsConnect<ObservedSocket>>::Future: Send,
     M::Stream: Send + 'static,
 {
+    let result = connect_socket(config, |socket, hostname| {
+        // Like tokio-postgres, a TLS connector that refuses the host name fails the
+        // connect at once; PostgreSQL has no TLS over Unix sockets (no host name here): a
+        // `require` fails when the server says so.
+        let connector = match (tls.as_mut(), hostname) {
+            (Some(make), Some(name)) => Some(
+                make.make_tls_connect(name)
+                    .map_err(|e| tls_error(e.into()))?,
+            ),
+            _ => None,
+        };
+        Ok(handshake(config, socket, connector))
+    })
+    .await;
+    match result {
+        Ok(c) => Ok(c),
+        // tokio-postgres checks the same before any I/O: its error is the right one.
+        Err(SocketError::InvalidHosts(what)) => Err(config
+            .connect(NoTls)
+            .await
+            .err()
+            .unwrap_or_else(|| io_error_sync(io::ErrorKind::InvalidInput, what))),
+        Err(SocketError::Io(e)) => Err(io_error_sync(e.kind(), e.to_string())),
+        Err(SocketError::Attempt(e)) => Err(e),
+    }
+}
+
+/// Why [`connect_socket`] found no server: the last failure.
+#[derive(Debug)]
+pub enum SocketError<E> {
+    /// The config names no host, or its hosts, `hostaddr`s and ports do not line up
+    /// (what is wrong, e.g. `"number of hosts (2) and ports (3) differ"`).
+    InvalidHosts(String),
+    /// No socket to the last address tried: `error connecting to server at <addr>:<port>:
+    /// <cause>` (refused, timed out, not resolved).
+    Io(io::Error),
+    /// The last login's own error (or the first refused synchronously).
+    Attempt(E),
+}
+
+impl<E: fmt::Display> fmt::Display for SocketError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SocketError::InvalidHosts(what) => write!(f, "invalid hosts: {what}"),
+            SocketError::Io(e) => e.fmt(f),
+            SocketError::Attempt(e) => e.fmt(f),
+        }
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for SocketError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SocketError::InvalidHosts(_) => None,
+            SocketError::Io(e) => e.source(),
+            SocketError::Attempt(e) => e.source(),
+        }
+    }
+}
+
+/// Open sockets to the servers `config` names, as libpq and tokio-postgres do (see the
+/// module docs: hosts in order or shuffled, `hostaddr`, ports, every resolved address,
+/// `connect_timeout` per socket, `TCP_NODELAY`, keepalives, `tcp_user_timeout`, Unix
+/// sockets), and log in over each with `attempt` until one succeeds.
+///
+/// `attempt` gets the socket and the host name it was reached by (`None` for a Unix socket
+/// or a bare `hostaddr`: no TLS server name). It returns the login to run, which on failure
+/// moves on to the next address, or an error that ends the connect at once (a setting that
+/// no other address would make right).
+pub async fn connect_socket<T, E, F, Fut>(
+    config: &Config,
+    mut attempt: F,
+) -> Result<T, SocketError<E>>
+where
+    F: FnMut(RawSocket, Option<&str>) -> Result<Fut, E>,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
     let hosts = config.get_hosts();
     let addrs = config.get_hostaddrs();
     let ports = config.get_ports();
     let count = hosts.len().max(addrs.len());
-    let valid = count > 0
-        && (hosts.is_empty() || addrs.is_empty() || hosts.len() == addrs.len())
-        && (ports.len() <= 1 || ports.len() == count);
-    if !valid {
-        // tokio-postgres checks the same before any I/O: its error is the right one.
-        return Err(config
-            .connect(NoTls)
-            .await
-            .err()
-            .unwrap_or_else(|| io_error_sync(io::ErrorKind::InvalidInput, "invalid hosts")));
+    if count == 0 {
+        return Err(SocketError::InvalidHosts("no host given".into()));
+    }
+    if !(hosts.is_empty() || addrs.is_empty() || hosts.len() == addrs.len()) {
+        return Err(SocketError::InvalidHosts(format!(
+            "number of hosts ({}) and hostaddrs ({}) differ",
+            hosts.len(),
+            addrs.len()
+        )));
+    }
+    if !(ports.len() <= 1 || ports.len() == count) {
+        return Err(SocketError::InvalidHosts(format!(
+            "number of hosts ({count}) and ports ({}) differ",
+            ports.len()
+        )));
     }
     let mut order: Vec<usize> = (0..count).collect();
     if config.get_load_balance_hosts() == LoadBalanceHosts::Random {
@@ -157,11 +244,11 @@ where
     for i in order {
         let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
         let hostname = match hosts.get(i) {
-            Some(Host::Tcp(h)) => Some(h.clone()),
+            Some(Host::Tcp(h)) => Some(h.as_str()),
             _ => None,
         };
         let result = match (addrs.get(i), hosts.get(i)) {
-            (Some(ip), _) => connect_tcp(config, &[*ip], hostname, port, &mut tls).await,
+            (Some(ip), _) => connect_tcp(config, &[*ip], hostname, port, &mut attempt).await,
             (None, Some(Host::Tcp(name))) => {
                 match tokio::net::lookup_host((name.as_str(), port)).await {
                     Ok(found) => {
@@ -169,43 +256,59 @@ where
                         if config.get_load_balance_hosts() == LoadBalanceHosts::Random {
                             shuffle(&mut ips);
                         }
-                        connect_tcp(config, &ips, hostname, port, &mut tls).await
+                        connect_tcp(config, &ips, hostname, port, &mut attempt).await
                     }
-                    Err(e) => Err(connect_error(e, name, port)),
+                    Err(e) => Err(Failure::Next(SocketError::Io(socket_error(e, name, port)))),
                 }
             }
             #[cfg(unix)]
             (None, Some(Host::Unix(dir))) => {
                 let path = dir.join(format!(".s.PGSQL.{port}"));
                 match with_timeout(UnixStream::connect(&path), config.get_connect_timeout()).await {
-                    // PostgreSQL has no TLS over Unix sockets: like tokio-postgres, a
-                    // `require` fails when the server says so.
-                    Ok(s) => handshake::<NoTls>(config, RawSocket::Unix(s), None).await,
-                    Err(e) => Err(connect_error(e, &path.display().to_string(), port)),
+                    Ok(s) => match attempt(RawSocket::Unix(s), None) {
+                        Ok(login) => login
+                            .await
+                            .map_err(|e| Failure::Next(SocketError::Attempt(e))),
+                        Err(e) => Err(Failure::Stop(e)),
+                    },
+                    Err(e) => Err(Failure::Next(SocketError::Io(socket_error(
+                        e,
+                        &path.display().to_string(),
+                        port,
+                    )))),
                 }
             }
-            _ => Err(io_error_sync(io::ErrorKind::InvalidInput, "no host")),
+            _ => Err(Failure::Next(SocketError::Io(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "no host",
+            )))),
         };
         match result {
             Ok(c) => return Ok(c),
-            Err(e) => last = Some(e),
+            Err(Failure::Stop(e)) => return Err(SocketError::Attempt(e)),
+            Err(Failure::Next(e)) => last = Some(e),
         }
     }
-    Err(last.unwrap_or_else(|| io_error_sync(io::ErrorKind::InvalidInput, "no host")))
+    Err(last
+        .unwrap_or_else(|| SocketError::Io(io::Error::new(io::ErrorKind::InvalidInput, "no host"))))
 }
 
-async fn connect_tcp<M>(
+/// How one address failed: try the next, or end the connect.
+enum Failure<E> {
+    Next(SocketError<E>),
+    Stop(E),
+}
+
+async fn connect_tcp<T, E, F, Fut>(
     config: &Config,
     ips: &[IpAddr],
-    hostname: Option<String>,
+    hostname: Option<&str>,
     port: u16,
-    tls: &mut Option<M>,
-) -> Result<PgConnection, Error>
+    attempt: &mut F,
+) -> Result<T, Failure<E>>
 where
-    M: MakeTlsConnect<ObservedSocket> + Send,
-    M::TlsConnect: Send,
-    <M::TlsConnect as TlsConnect<ObservedSocket>>::Future: Send,
-    M::Stream: Send + 'static,
+    F: FnMut(RawSocket, Option<&str>) -> Result<Fut, E>,
+    Fut: std::future::Future<Output = Result<T, E>>,
 {
     let mut last = None;
     for ip in ips {
@@ -218,28 +321,22 @@ where
         {
             Ok(s) => s,
             Err(e) => {
-                last = Some(connect_error(e, &ip.to_string(), port));
+                last = Some(SocketError::Io(socket_error(e, &ip.to_string(), port)));
                 continue;
             }
         };
-        let connector = match (tls.as_mut(), hostname.as_deref()) {
-            (Some(make), Some(name)) => Some(
-                make.make_tls_connect(name)
-                    .map_err(|e| tls_error(e.into()))?,
-            ),
-            _ => None,
-        };
-        match handshake(config, RawSocket::Tcp(stream), connector).await {
+        let login = attempt(RawSocket::Tcp(stream), hostname).map_err(Failure::Stop)?;
+        match login.await {
             Ok(c) => return Ok(c),
-            Err(e) => last = Some(e),
+            Err(e) => last = Some(SocketError::Attempt(e)),
         }
     }
-    Err(last.unwrap_or_else(|| {
-        io_error_sync(
+    Err(Failure::Next(last.unwrap_or_else(|| {
+        SocketError::Io(io::Error::new(
             io::ErrorKind::InvalidInput,
             "could not resolve any addresses",
-        )
-    }))
+        ))
+    })))
 }
 
 fn configure_tcp(config: &Config, stream: TcpStream) -> io::Result<TcpStream> {
@@ -358,9 +455,9 @@ fn shuffle<T>(items: &mut [T]) {
     }
 }
 
-/// `error connecting to server at <addr>:<port>: <cause>`, as a tokio-postgres error.
-fn connect_error(e: io::Error, addr: &str, port: u16) -> Error {
-    io_error_sync(
+/// `error connecting to server at <addr>:<port>: <cause>`, of the cause's kind.
+fn socket_error(e: io::Error, addr: &str, port: u16) -> io::Error {
+    io::Error::new(
         e.kind(),
         format!("error connecting to server at {addr}:{port}: {e}"),
     )
@@ -501,11 +598,12 @@ mod tests {
 
     #[test]
     fn made_errors_read_like_tokio_postgres_errors() {
-        let e = connect_error(
+        let e = socket_error(
             io::Error::from(io::ErrorKind::ConnectionRefused),
             "10.0.0.1",
             5433,
         );
+        let e = io_error_sync(e.kind(), e.to_string());
         let text = crate::error::error_chain(&e);
         assert!(
             text.contains("error connecting to server at 10.0.0.1:5433"),
