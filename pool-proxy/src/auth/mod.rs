@@ -1,10 +1,15 @@
-//! Authentication: the users' credentials ([`secret`]) and how clients prove them.
+//! Authentication: the users' credentials ([`secret`]) and how clients prove them to the
+//! proxy ([`client`]: SCRAM-SHA-256 in [`scram`], MD5 in `md5`, or trust).
 
+pub mod client;
+mod md5;
+pub mod scram;
 pub mod secret;
 
 use std::fmt;
 use std::str::FromStr;
 
+pub use client::{ClientAuth, Step};
 pub use secret::{ScramVerifier, Secret, SecretError};
 
 /// How the proxy asks clients to prove who they are (PgBouncer's `auth_type`).

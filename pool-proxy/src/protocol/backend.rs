@@ -258,6 +258,47 @@ pub fn error_response(severity: &str, sqlstate: &str, message: &str) -> Vec<u8> 
     msg
 }
 
+/// AuthenticationOk: the client is in.
+pub fn authentication_ok() -> Vec<u8> {
+    authentication(0, &[])
+}
+
+/// AuthenticationMD5Password with its 4-byte salt.
+pub fn authentication_md5_password(salt: [u8; 4]) -> Vec<u8> {
+    authentication(5, &salt)
+}
+
+/// AuthenticationSASL offering these mechanisms, in order of preference.
+pub fn authentication_sasl(mechanisms: &[&str]) -> Vec<u8> {
+    let mut data = Vec::new();
+    for mechanism in mechanisms {
+        data.extend_from_slice(mechanism.as_bytes());
+        data.push(0);
+    }
+    data.push(0);
+    authentication(10, &data)
+}
+
+/// AuthenticationSASLContinue carrying the mechanism's challenge.
+pub fn authentication_sasl_continue(data: &[u8]) -> Vec<u8> {
+    authentication(11, data)
+}
+
+/// AuthenticationSASLFinal carrying the mechanism's outcome (SCRAM's server signature).
+pub fn authentication_sasl_final(data: &[u8]) -> Vec<u8> {
+    authentication(12, data)
+}
+
+/// An Authentication message ('R'): its request code and the code's data.
+fn authentication(code: u32, data: &[u8]) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(data.len() + 9);
+    msg.push(b'R');
+    msg.extend_from_slice(&(data.len() as u32 + 8).to_be_bytes());
+    msg.extend_from_slice(&code.to_be_bytes());
+    msg.extend_from_slice(data);
+    msg
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -395,5 +436,46 @@ mod tests {
             })
         );
         assert!(bytes.ends_with(b"Mbad\0\0"));
+    }
+
+    #[test]
+    fn the_proxys_authentication_requests_parse_with_postgres_protocol() {
+        let parse = |bytes: Vec<u8>| {
+            let mut buf = bytes::BytesMut::from(&bytes[..]);
+            let message = Message::parse(&mut buf).unwrap().unwrap();
+            assert!(buf.is_empty());
+            message
+        };
+        assert!(matches!(
+            parse(authentication_ok()),
+            Message::AuthenticationOk
+        ));
+        let Message::AuthenticationMd5Password(md5) = parse(authentication_md5_password(*b"salt"))
+        else {
+            panic!("not AuthenticationMD5Password");
+        };
+        assert_eq!(md5.salt(), *b"salt");
+        let Message::AuthenticationSasl(sasl) = parse(authentication_sasl(&["SCRAM-SHA-256", "X"]))
+        else {
+            panic!("not AuthenticationSASL");
+        };
+        use fallible_iterator::FallibleIterator as _;
+        let offered: Vec<String> = sasl
+            .mechanisms()
+            .map(|m| Ok(m.to_owned()))
+            .collect()
+            .unwrap();
+        assert_eq!(offered, ["SCRAM-SHA-256", "X"]);
+        let Message::AuthenticationSaslContinue(more) =
+            parse(authentication_sasl_continue(b"r=abc"))
+        else {
+            panic!("not AuthenticationSASLContinue");
+        };
+        assert_eq!(more.data(), b"r=abc");
+        let Message::AuthenticationSaslFinal(last) = parse(authentication_sasl_final(b"v=xyz"))
+        else {
+            panic!("not AuthenticationSASLFinal");
+        };
+        assert_eq!(last.data(), b"v=xyz");
     }
 }
