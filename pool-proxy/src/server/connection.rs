@@ -76,10 +76,18 @@ pub struct ServerConnection {
     /// What cleaning it needs before its next borrower, set by the driver before returning
     /// it (`None`: none); cleared by the reset.
     pub pending: Option<Release>,
+    /// The settings the proxy made on it over its startup defaults (lower-case name →
+    /// value), so a client's startup settings are applied only where they differ; a
+    /// reset forgets them, as the server does.
+    pub settings: ServerSettings,
     /// Set by the driver when its byte stream can no longer be trusted (a request in
     /// flight, a protocol error): it is closed, without even a Terminate.
     pub broken: bool,
 }
+
+/// Setting name (lower case) → value: what the proxy set on a server over its defaults,
+/// or what a client wants over its route's defaults.
+pub type ServerSettings = std::collections::BTreeMap<String, String>;
 
 /// What a look at an idle server's socket found, without waiting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +109,7 @@ impl ServerConnection {
             key: BackendKey { pid: 0, secret: 0 },
             cancel_addr,
             pending: None,
+            settings: ServerSettings::new(),
             broken: false,
         }
     }

@@ -78,6 +78,8 @@ impl Manager for ServerManager {
         }
         if reset && !reset_query.is_empty() {
             run_to_idle(conn, reset_query).await?;
+            // DISCARD ALL puts every setting back to the session's defaults.
+            conn.settings.clear();
         }
         conn.pending = None;
         Ok(())

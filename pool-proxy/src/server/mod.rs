@@ -29,7 +29,7 @@ mod manager;
 mod upstream;
 
 pub use cancel::cancel;
-pub use connection::{BackendKey, CancelAddr, Liveness, ServerConnection};
+pub use connection::{BackendKey, CancelAddr, Liveness, ServerConnection, ServerSettings};
 pub use error::ServerError;
 pub use manager::{ServerManager, CLOSE_TIMEOUT};
 pub use upstream::Upstream;
