@@ -17,10 +17,13 @@ use crate::server::{BackendKey, CancelAddr};
 /// Where a cancel for a client goes now: its server's address and key.
 pub type CancelTarget = (CancelAddr, BackendKey);
 
-/// Every connected client's key, and the server it is on.
+/// Where one client is now, shared by its ticket and the registry.
+type Whereabouts = Arc<Mutex<Option<CancelTarget>>>;
+
+/// Every connected client's key (process id → secret), and the server it is on.
 #[derive(Debug, Default)]
 pub struct CancelKeys {
-    clients: Mutex<HashMap<u32, (u32, Arc<Mutex<Option<CancelTarget>>>)>>,
+    clients: Mutex<HashMap<u32, (u32, Whereabouts)>>,
 }
 
 /// One client's key; dropping it forgets the client.
@@ -29,7 +32,7 @@ pub struct CancelTicket {
     keys: Arc<CancelKeys>,
     process_id: u32,
     secret: u32,
-    on: Arc<Mutex<Option<CancelTarget>>>,
+    on: Whereabouts,
 }
 
 impl CancelKeys {

@@ -134,10 +134,12 @@ pub fn help() -> String {
 impl ProxyConfig {
     /// The client session's settings: `max_packet_size` bounds messages both ways (as
     /// PgBouncer's does), and the session-state, abandoned-transaction and
-    /// idle-in-transaction settings map one to one. The queue limit stays the session's
-    /// default.
+    /// idle-in-transaction settings map one to one. The relay stops reading a client
+    /// while it waits for a server, so its queue holds at most one read (16 KiB) past a
+    /// whole message: the queue limit is one largest message and that.
     pub fn session_config(&self) -> SessionConfig {
         SessionConfig {
+            max_queued_bytes: self.max_packet_size as usize + 64 * 1024,
             max_client_message_len: self.max_packet_size,
             max_server_message_len: self.max_packet_size,
             on_session_state: self.session_state,

@@ -796,9 +796,13 @@ fn the_settings_map_onto_the_session_and_the_pool() {
     let pool = defaults.pool_config(&defaults.databases["app"]);
     assert_eq!(pool.acquire_timeout, Duration::from_secs(120));
     assert_eq!(pool.check_after_idle, Some(Duration::from_secs(30)));
+    // The session's defaults, but the queue holds one largest message and a read.
     assert_eq!(
         defaults.session_config(),
-        crate::session::SessionConfig::default()
+        crate::session::SessionConfig {
+            max_queued_bytes: 16 * 1024 * 1024 + 64 * 1024,
+            ..crate::session::SessionConfig::default()
+        }
     );
 }
 

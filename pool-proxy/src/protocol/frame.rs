@@ -146,6 +146,12 @@ impl Framer {
         self.buf.len() - self.start
     }
 
+    /// The bytes not taken as messages yet: what another reader goes on from.
+    pub fn into_remaining(mut self) -> Vec<u8> {
+        self.buf.drain(..self.start);
+        self.buf
+    }
+
     /// The next whole message, `None` until one is whole, or what is wrong with the next
     /// header. The header is checked as soon as its 5 bytes are in, so an oversized
     /// message is refused before its body is buffered.

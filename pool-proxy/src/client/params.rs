@@ -1,0 +1,197 @@
+//! Session parameters from a client's startup packet (`client_encoding`, `DateStyle`,
+//! `TimeZone`, `application_name`, `extra_float_digits`, ...). In transaction mode each
+//! transaction may land on another server, so before a server is handed to a client the
+//! proxy makes that server's values match what the client asked for: one `SET` (or
+//! `RESET`) round trip, only when they differ. A server remembers what the proxy set on
+//! it ([`ServerSettings`]); a reset (`DISCARD ALL`) forgets it, as the server does.
+//!
+//! A client's own `SET` inside a transaction (not `SET LOCAL`) is not followed: the
+//! session cannot see it (docs/proxy.md).
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::protocol::backend::ServerMessage;
+use crate::protocol::frame::{Framer, DEFAULT_MAX_MESSAGE_LEN};
+use crate::server::ServerConnection;
+pub(crate) use crate::server::ServerSettings;
+
+/// Startup parameters that are not settings: who and where, handled by login.
+pub(crate) const NOT_SETTINGS: [&str; 2] = ["user", "database"];
+
+/// Startup parameters refused: the reason is the error's text.
+pub(crate) const REFUSED: [(&str, &str); 2] = [
+    (
+        "options",
+        "command-line options in the startup packet (options, PGOPTIONS) would change \
+         the session of a shared server; use SET LOCAL inside a transaction instead",
+    ),
+    ("replication", "replication connections cannot be pooled"),
+];
+
+/// What a client wants set on its servers: its startup settings that differ from the
+/// route's defaults (names compared case-insensitively, as PostgreSQL does).
+pub(crate) fn wanted(
+    defaults: &[(String, String)],
+    startup: &[(String, String)],
+) -> ServerSettings {
+    startup
+        .iter()
+        .filter(|(name, _)| !NOT_SETTINGS.contains(&name.as_str()))
+        .filter(|(name, value)| {
+            !defaults
+                .iter()
+                .any(|(d, v)| d.eq_ignore_ascii_case(name) && v == value)
+        })
+        .map(|(name, value)| (name.to_ascii_lowercase(), value.clone()))
+        .collect()
+}
+
+/// The ParameterStatus messages a client gets at login: the route's defaults, with the
+/// client's own values where it set one.
+pub(crate) fn replay(defaults: &[(String, String)], wanted: &ServerSettings) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, default) in defaults {
+        let value = wanted.get(&name.to_ascii_lowercase()).unwrap_or(default);
+        let body_len = name.len() + value.len() + 2;
+        out.push(b'S');
+        out.extend_from_slice(&(body_len as u32 + 4).to_be_bytes());
+        for part in [name, value] {
+            out.extend_from_slice(part.as_bytes());
+            out.push(0);
+        }
+    }
+    out
+}
+
+/// The statement that makes a server's settings `current` into `wanted`, if they differ.
+pub(crate) fn statement(current: &ServerSettings, wanted: &ServerSettings) -> Option<String> {
+    let mut sql = String::new();
+    for (name, value) in wanted {
+        if current.get(name) != Some(value) {
+            sql.push_str(&format!("SET {} TO {};", ident(name), literal(value)));
+        }
+    }
+    for name in current.keys().filter(|name| !wanted.contains_key(*name)) {
+        sql.push_str(&format!("RESET {};", ident(name)));
+    }
+    (!sql.is_empty()).then_some(sql)
+}
+
+/// Makes the server's settings what the client wants. An error (a value the server
+/// refuses, a broken connection) is returned as text and the server must be closed.
+pub(crate) async fn sync(
+    server: &mut ServerConnection,
+    wanted: &ServerSettings,
+) -> Result<(), String> {
+    let Some(sql) = statement(&server.settings, wanted) else {
+        return Ok(());
+    };
+    let exchange = async {
+        let mut query = bytes::BytesMut::new();
+        postgres_protocol::message::frontend::query(&sql, &mut query).map_err(|e| e.to_string())?;
+        server.write_all(&query).await.map_err(|e| e.to_string())?;
+        let mut framer = Framer::new(DEFAULT_MAX_MESSAGE_LEN);
+        let mut buf = [0u8; 4096];
+        let mut failed = None;
+        loop {
+            while let Some(frame) = framer.next_frame().map_err(|e| e.to_string())? {
+                match ServerMessage::classify(&frame).map_err(|e| e.to_string())? {
+                    ServerMessage::ErrorResponse { sqlstate, .. } => failed = Some(sqlstate),
+                    ServerMessage::ReadyForQuery(_) => {
+                        return match failed {
+                            Some(sqlstate) => {
+                                Err(format!("the server refused {sql} (SQLSTATE {sqlstate})"))
+                            }
+                            None => Ok(()),
+                        };
+                    }
+                    _ => {}
+                }
+            }
+            let n = server.read(&mut buf).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("the server closed the connection".to_owned());
+            }
+            framer.push(&buf[..n]);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .map_err(|_| "the server did not answer within 10 s".to_owned())??;
+    server.settings = wanted.clone();
+    Ok(())
+}
+
+fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A string literal whatever `standard_conforming_strings` says.
+fn literal(value: &str) -> String {
+    format!("E'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_client_wants_only_what_differs_from_the_defaults() {
+        let defaults = pairs(&[("DateStyle", "ISO, MDY"), ("application_name", "")]);
+        let startup = pairs(&[
+            ("user", "alice"),
+            ("database", "app"),
+            ("datestyle", "ISO, MDY"),
+            ("application_name", "psql"),
+            ("extra_float_digits", "3"),
+        ]);
+        let wanted = wanted(&defaults, &startup);
+        assert_eq!(
+            wanted.into_iter().collect::<Vec<_>>(),
+            pairs(&[("application_name", "psql"), ("extra_float_digits", "3")])
+        );
+    }
+
+    #[test]
+    fn the_statement_sets_what_differs_and_resets_what_the_client_did_not_ask_for() {
+        let current: ServerSettings = pairs(&[("application_name", "a"), ("timezone", "UTC")])
+            .into_iter()
+            .collect();
+        let wanted: ServerSettings = pairs(&[("application_name", "it's \\ b")])
+            .into_iter()
+            .collect();
+        assert_eq!(
+            statement(&current, &wanted).as_deref(),
+            Some("SET \"application_name\" TO E'it\\'s \\\\ b';RESET \"timezone\";")
+        );
+        assert_eq!(statement(&wanted, &wanted), None);
+    }
+
+    #[test]
+    fn replay_reports_the_defaults_with_the_clients_values() {
+        let defaults = pairs(&[("application_name", ""), ("TimeZone", "UTC")]);
+        let wanted: ServerSettings = pairs(&[("application_name", "psql")]).into_iter().collect();
+        let bytes = replay(&defaults, &wanted);
+        let mut framer = Framer::new(DEFAULT_MAX_MESSAGE_LEN);
+        framer.push(&bytes);
+        let mut seen = Vec::new();
+        while let Some(frame) = framer.next_frame().unwrap() {
+            match ServerMessage::classify(&frame).unwrap() {
+                ServerMessage::ParameterStatus { name, value } => seen.push((name, value)),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(
+            seen,
+            pairs(&[("application_name", "psql"), ("TimeZone", "UTC")])
+        );
+    }
+}

@@ -1,0 +1,315 @@
+//! The relay: one client's task after startup. It owns the sockets and carries out what
+//! the sans-IO [`ClientSession`] decides: it feeds the session the client's bytes, the
+//! held server's bytes, the pool's answers and the timer, and performs the actions in
+//! order. It never decides anything about transactions itself.
+//!
+//! Both directions are buffered and written concurrently with reading, so neither side
+//! can deadlock the other (a large pipelined input while the server sends a large result);
+//! reading a side stops while the buffer towards the other side is over [`BUFFER_LIMIT`],
+//! which is how backpressure reaches the faster side. A client waiting for a server is
+//! not read at all: what it sends meanwhile stays in its socket, not in the proxy.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+
+use super::params::{self, ServerSettings};
+use crate::client::ClientContext;
+use crate::protocol::backend::error_response;
+use crate::routes::Route;
+use crate::server::ServerManager;
+use crate::session::{Action, ClientSession, Counters, Input, Release, ServerId};
+
+/// Stop reading a side while this much is still to be written to the other.
+const BUFFER_LIMIT: usize = 256 * 1024;
+
+type Lease = pool_tokio::PooledConnection<ServerManager>;
+type Acquire = Pin<
+    Box<
+        dyn Future<Output = Result<Lease, pool_tokio::PoolError<crate::server::ServerError>>>
+            + Send,
+    >,
+>;
+
+/// The server the session holds. Dropped in any way but [`Held::release`] (the client
+/// gone mid-request, a panic, the task cut off at shutdown) it is closed: its state is
+/// unknown, and it must never reach another client mid-transaction.
+struct Held {
+    id: ServerId,
+    lease: Lease,
+    released: bool,
+}
+
+impl Held {
+    fn release(mut self) {
+        self.released = true;
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if !self.released {
+            self.lease.broken = true;
+        }
+    }
+}
+
+enum Event {
+    Client(std::io::Result<usize>),
+    Server(std::io::Result<usize>),
+    WroteClient(std::io::Result<usize>),
+    WroteServer(std::io::Result<usize>),
+    Granted(Box<Result<Lease, pool_tokio::PoolError<crate::server::ServerError>>>),
+    Timer,
+    Shutdown,
+}
+
+/// Relays one logged-in client until it leaves, is sent away, or the proxy shuts down.
+/// `early` holds client bytes that arrived with its startup.
+pub(crate) async fn relay<R, W>(
+    mut client_r: R,
+    mut client_w: W,
+    early: Vec<u8>,
+    route: &Route,
+    wanted: &ServerSettings,
+    ctx: &ClientContext,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let clock = ctx.shared.clock;
+    let mut session = ClientSession::new(route.session_config.clone());
+    let mut held: Option<Held> = None;
+    let mut acquire: Option<(Acquire, tokio::time::Instant)> = None;
+    let mut next_id = 0u64;
+    let mut to_client: Vec<u8> = Vec::new();
+    let mut to_server: Vec<u8> = Vec::new();
+    let mut client_buf = vec![0u8; 16 * 1024];
+    let mut server_buf = vec![0u8; 64 * 1024];
+    let mut client_open = true;
+    let mut shutdown: watch::Receiver<bool> = ctx.shared.shutdown.subscribe();
+    let mut draining = *shutdown.borrow();
+    let mut reported = Counters::default();
+    let mut closing = false;
+
+    if !early.is_empty() {
+        let _ = session.handle(clock.now(), Input::ClientBytes(&early));
+    }
+    loop {
+        // Carry out the session's decisions, in order.
+        while let Some(action) = session.poll_action() {
+            match action {
+                Action::SendToClient(bytes) => to_client.extend_from_slice(&bytes),
+                Action::SendToServer(id, bytes) => {
+                    debug_assert_eq!(held.as_ref().map(|h| h.id), Some(id));
+                    to_server.extend_from_slice(&bytes);
+                }
+                Action::RequestServer => {
+                    // The fast path: an idle server now, without a task or a timer.
+                    if let Some(lease) = route.pool.try_get() {
+                        held = take(&mut session, lease, wanted, ctx, &mut next_id).await;
+                    } else {
+                        route.stats.wait_started(ctx.id, clock.now());
+                        acquire = Some((Box::pin(route.pool.get()), tokio::time::Instant::now()));
+                    }
+                }
+                Action::WithdrawServerRequest => {
+                    acquire = None;
+                    route.stats.wait_ended(ctx.id, None);
+                }
+                Action::ReleaseServer(id, release) => {
+                    let Some(mut server) = held.take() else {
+                        continue;
+                    };
+                    debug_assert_eq!(server.id, id);
+                    ctx.ticket.set(None);
+                    let lease = &mut server.lease;
+                    if !to_server.is_empty() {
+                        // Whole messages after the last answered request (a Flush, leftover
+                        // COPY messages): the server must read them before anyone else
+                        // writes to it; a failure closes it.
+                        let written = tokio::time::timeout(
+                            Duration::from_secs(5),
+                            AsyncWriteExt::write_all(&mut **lease, &to_server),
+                        )
+                        .await;
+                        to_server.clear();
+                        if !matches!(written, Ok(Ok(()))) {
+                            lease.broken = true;
+                        }
+                    }
+                    if release != Release::Clean {
+                        lease.pending = Some(release);
+                    }
+                    server.release();
+                }
+                Action::CloseServer(id, why) => {
+                    if let Some(server) = held.take() {
+                        debug_assert_eq!(server.id, id);
+                        ctx.ticket.set(None);
+                        tracing::info!(client = ctx.id, reason = %why, "closing a server connection");
+                        to_server.clear();
+                        drop(server);
+                    }
+                }
+                Action::Pinned(reason) => {
+                    route.stats.pinned();
+                    tracing::info!(client = ctx.id, %reason, "client pinned to its server");
+                }
+                Action::Refused(reason) => {
+                    route.stats.refused();
+                    tracing::info!(client = ctx.id, %reason, "client refused for session state");
+                }
+                Action::CloseClient => closing = true,
+            }
+        }
+        report(&session, &mut reported, route);
+
+        if draining && !closing && held.is_none() {
+            // Shutting down: a client between transactions (or still waiting) is told
+            // and let go; one inside a transaction is left to finish it.
+            acquire = None;
+            route.stats.wait_ended(ctx.id, None);
+            to_client.extend(error_response(
+                "FATAL",
+                "57P01",
+                "pool-proxy: terminating connection because the proxy is shutting down",
+            ));
+            let _ = session.handle(clock.now(), Input::ClientClosed);
+            continue;
+        }
+        if closing {
+            break;
+        }
+
+        let deadline = session.poll_timeout().map(|at| clock.deadline(at));
+        let event = {
+            let (mut server_r, mut server_w) = match held.as_mut() {
+                Some(server) => {
+                    let (r, w) = server.lease.split();
+                    (Some(r), Some(w))
+                }
+                None => (None, None),
+            };
+            let server_readable = server_r.is_some() && to_client.len() < BUFFER_LIMIT;
+            let server_writable = server_w.is_some() && !to_server.is_empty();
+            tokio::select! {
+                biased;
+                n = async { server_r.as_mut().unwrap().read(&mut server_buf).await }, if server_readable => Event::Server(n),
+                n = async { server_w.as_mut().unwrap().write(&to_server).await }, if server_writable => Event::WroteServer(n),
+                n = client_w.write(&to_client), if !to_client.is_empty() => Event::WroteClient(n),
+                granted = async { (&mut acquire.as_mut().unwrap().0).await }, if acquire.is_some() => Event::Granted(Box::new(granted)),
+                n = client_r.read(&mut client_buf), if client_open && !session.is_waiting() && to_server.len() < BUFFER_LIMIT => Event::Client(n),
+                () = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => Event::Timer,
+                _ = shutdown.changed(), if !draining => Event::Shutdown,
+            }
+        };
+        let now = clock.now();
+        match event {
+            Event::Client(Ok(0)) | Event::Client(Err(_)) => {
+                client_open = false;
+                let _ = session.handle(now, Input::ClientClosed);
+            }
+            Event::Client(Ok(n)) => {
+                let _ = session.handle(now, Input::ClientBytes(&client_buf[..n]));
+            }
+            Event::Server(Ok(0)) | Event::Server(Err(_)) | Event::WroteServer(Err(_)) => {
+                // The session answers by telling the client; the server is closed.
+                let _ = session.handle(now, Input::ServerLost);
+                held = None;
+                ctx.ticket.set(None);
+                to_server.clear();
+            }
+            Event::Server(Ok(n)) => {
+                let _ = session.handle(now, Input::ServerBytes(&server_buf[..n]));
+            }
+            Event::WroteServer(Ok(n)) => {
+                to_server.drain(..n);
+            }
+            Event::WroteClient(Ok(n)) if n > 0 => {
+                to_client.drain(..n);
+            }
+            Event::WroteClient(_) => {
+                // The client is gone: nothing more can reach it.
+                to_client.clear();
+                client_open = false;
+                let _ = session.handle(now, Input::ClientClosed);
+            }
+            Event::Granted(result) => {
+                let (_, since) = acquire.take().expect("granted while acquiring");
+                route.stats.wait_ended(ctx.id, Some(since.elapsed()));
+                match *result {
+                    Ok(lease) => held = take(&mut session, lease, wanted, ctx, &mut next_id).await,
+                    Err(error) => {
+                        let (sqlstate, message) = crate::client::unavailable(&error);
+                        route.stats.error(&sqlstate);
+                        let _ = session.handle(
+                            now,
+                            Input::ServerUnavailable {
+                                sqlstate: &sqlstate,
+                                message: &message,
+                            },
+                        );
+                    }
+                }
+            }
+            Event::Timer => {
+                let _ = session.handle(now, Input::Timeout);
+            }
+            Event::Shutdown => draining = true,
+        }
+    }
+    // Write what is left for the client (its last answer, the reason it is sent away),
+    // bounded: a client that stopped reading does not hold the task.
+    if !to_client.is_empty() {
+        let _ = tokio::time::timeout(Duration::from_secs(5), client_w.write_all(&to_client)).await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), client_w.shutdown()).await;
+    route.stats.wait_ended(ctx.id, None);
+}
+
+/// Hands a lent server to the session, after making its settings what the client asked
+/// for at startup. A server that cannot be set up is closed and the client told.
+async fn take(
+    session: &mut ClientSession,
+    mut lease: Lease,
+    wanted: &ServerSettings,
+    ctx: &ClientContext,
+    next_id: &mut u64,
+) -> Option<Held> {
+    let clock = ctx.shared.clock;
+    if let Err(why) = params::sync(&mut lease, wanted).await {
+        lease.broken = true;
+        drop(lease);
+        let message = format!("pool-proxy: the server could not take the client's settings: {why}");
+        let _ = session.handle(
+            clock.now(),
+            Input::ServerUnavailable {
+                sqlstate: "08006",
+                message: &message,
+            },
+        );
+        return None;
+    }
+    *next_id += 1;
+    let id = ServerId(*next_id);
+    ctx.ticket.set(Some((lease.cancel_addr.clone(), lease.key)));
+    let _ = session.handle(clock.now(), Input::ServerGranted(id));
+    Some(Held {
+        id,
+        lease,
+        released: false,
+    })
+}
+
+/// Adds what the session did since the last report to the route's statistics.
+fn report(session: &ClientSession, reported: &mut Counters, route: &Route) {
+    let now = session.counters();
+    if now != *reported {
+        route.stats.add(&now, reported);
+        *reported = now;
+    }
+}

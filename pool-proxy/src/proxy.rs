@@ -1,0 +1,173 @@
+//! The proxy: the listener, the limit on clients, and the shutdown.
+//!
+//! Shutdown (SIGTERM, or [`ProxyHandle::shutdown`]): the listener closes at once; a client
+//! between transactions (or still waiting for a server) is told `57P01` and let go; one
+//! inside a transaction is left to finish it and then let go; at `shutdown_timeout` the
+//! rest are cut off (their servers closed, never returned mid-transaction); then every
+//! pool closes its connections.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::cancel::CancelKeys;
+use crate::clock::Clock;
+use crate::config::ProxyConfig;
+use crate::routes::Routes;
+
+/// A client's place under `max_client_conn`.
+pub(crate) type ClientSlot = OwnedSemaphorePermit;
+
+/// What every client task shares.
+pub(crate) struct Shared {
+    pub config: Arc<ProxyConfig>,
+    pub routes: Routes,
+    pub cancel_keys: Arc<CancelKeys>,
+    pub clock: Clock,
+    /// `true` once shutting down.
+    pub shutdown: watch::Sender<bool>,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    next_client: AtomicU64,
+}
+
+impl Shared {
+    pub fn next_client_id(&self) -> u64 {
+        self.next_client.fetch_add(1, Relaxed) + 1
+    }
+}
+
+/// Why the proxy could not start.
+#[derive(Debug)]
+pub enum StartError {
+    Bind(SocketAddr, std::io::Error),
+    Address(String),
+    Tls(String),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
+            StartError::Address(text) => write!(f, "listen_addr: {text}"),
+            StartError::Tls(text) => write!(f, "client TLS: {text}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// A bound proxy, ready to [`run`](Proxy::run).
+pub struct Proxy {
+    shared: Arc<Shared>,
+    listener: TcpListener,
+}
+
+/// Asks a running proxy to shut down.
+#[derive(Clone)]
+pub struct ProxyHandle {
+    shared: Arc<Shared>,
+}
+
+impl Proxy {
+    /// Binds the listening socket and loads the TLS certificate, so a mistake in either is
+    /// an error before any client is accepted.
+    pub async fn bind(config: ProxyConfig) -> Result<Proxy, StartError> {
+        let host = config.listen_addr.as_str();
+        let addr: SocketAddr = tokio::net::lookup_host((host, config.listen_port))
+            .await
+            .map_err(|e| StartError::Address(format!("{host:?}: {e}")))?
+            .next()
+            .ok_or_else(|| StartError::Address(format!("{host:?} resolves to nothing")))?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| StartError::Bind(addr, e))?;
+        let tls = match (&config.client_tls_cert_file, &config.client_tls_key_file) {
+            (Some(cert), Some(key)) => Some(tokio_rustls::TlsAcceptor::from(
+                crate::tls::server_config(cert, key).map_err(|e| StartError::Tls(e.to_string()))?,
+            )),
+            _ => None,
+        };
+        let config = Arc::new(config);
+        let shared = Arc::new(Shared {
+            routes: Routes::new(config.clone()),
+            config,
+            cancel_keys: Arc::new(CancelKeys::default()),
+            clock: Clock::start(),
+            shutdown: watch::Sender::new(false),
+            tls,
+            next_client: AtomicU64::new(0),
+        });
+        Ok(Proxy { shared, listener })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn handle(&self) -> ProxyHandle {
+        ProxyHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Serves clients until shut down, then drains them (see the module documentation).
+    pub async fn run(self) {
+        let Proxy { shared, listener } = self;
+        let config = shared.config.clone();
+        let slots = Arc::new(Semaphore::new(config.max_client_conn));
+        let mut shutdown = shared.shutdown.subscribe();
+        let mut clients = JoinSet::new();
+        tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            "pool-proxy listening");
+        while !*shutdown.borrow() {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((socket, peer)) => {
+                        let slot = slots.clone().try_acquire_owned().ok();
+                        clients.spawn(crate::client::serve(socket, peer, shared.clone(), slot));
+                    }
+                    Err(e) => {
+                        // Out of file descriptors, most likely: let some clients go first.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                _ = shutdown.changed() => {}
+            }
+            while clients.try_join_next().is_some() {}
+        }
+        drop(listener);
+        tracing::info!(clients = clients.len(), timeout = ?config.shutdown_timeout,
+            "shutting down: draining clients");
+        let deadline = tokio::time::Instant::now() + config.shutdown_timeout;
+        loop {
+            tokio::select! {
+                next = clients.join_next() => if next.is_none() { break },
+                () = tokio::time::sleep_until(deadline) => {
+                    tracing::warn!(clients = clients.len(), "shutdown_timeout: cutting off the rest");
+                    clients.abort_all();
+                    while clients.join_next().await.is_some() {}
+                    break;
+                }
+            }
+        }
+        for route in shared.routes.all() {
+            route.pool.close(Duration::from_secs(5)).await;
+        }
+        tracing::info!("pool-proxy stopped");
+    }
+}
+
+impl ProxyHandle {
+    /// Stops accepting and drains the clients; [`Proxy::run`] returns when done.
+    pub fn shutdown(&self) {
+        self.shared.shutdown.send_replace(true);
+    }
+}
