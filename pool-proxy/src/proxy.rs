@@ -77,7 +77,11 @@ impl Proxy {
     /// Binds the listening socket and loads the TLS certificate, so a mistake in either is
     /// an error before any client is accepted.
     pub async fn bind(config: ProxyConfig) -> Result<Proxy, StartError> {
-        let host = config.listen_addr.as_str();
+        // `*` is every address, as in PgBouncer and PostgreSQL.
+        let host = match config.listen_addr.as_str() {
+            "*" => "0.0.0.0",
+            host => host,
+        };
         let addr: SocketAddr = tokio::net::lookup_host((host, config.listen_port))
             .await
             .map_err(|e| StartError::Address(format!("{host:?}: {e}")))?

@@ -31,7 +31,8 @@ macro_rules! proxy_settings {
             /// pooler reachable from the network is a choice to make, not a default.
             listen_addr: String = String::from("127.0.0.1"),
             /// The TCP port to listen on. PgBouncer's 6432, so clients and scripts written
-            /// for it connect unchanged.
+            /// for it connect unchanged. 0 takes any free port (the proxy prints the
+            /// address it listens on), for tests and scripts.
             listen_port: u16 = 6432,
             /// When a server goes back to the pool: `transaction` (at the end of each
             /// transaction) or `session` (when the client leaves). Transaction pooling is

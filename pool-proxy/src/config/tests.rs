@@ -204,12 +204,6 @@ fn every_kind_of_bad_file_names_the_key_and_its_line() {
             "expected a whole number, found a TOML string",
         ),
         (
-            "auth_type = \"trust\"\nlisten_port = 0\n",
-            2,
-            "listen_port",
-            "must not be 0",
-        ),
-        (
             "listen_port = 70000\n",
             1,
             "listen_port",

@@ -22,9 +22,6 @@ pub(crate) fn settings(config: &ProxyConfig, origins: &Origins) -> Result<(), Co
             "must not be empty (`*` listens on every address)".into(),
         );
     }
-    if config.listen_port == 0 {
-        return fail(&origins.listen_port, "listen_port", "must not be 0".into());
-    }
     if config.default_pool_size == 0 {
         return fail(
             &origins.default_pool_size,
