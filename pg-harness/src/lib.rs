@@ -24,5 +24,5 @@ mod util;
 
 pub use error::HarnessError;
 pub use pgbouncer::PgBouncer;
-pub use postgres::{Backends, PgAdmin, PgCluster, PgOptions, PgTarget, PgTls};
+pub use postgres::{pg_bin_dir, Backends, PgAdmin, PgCluster, PgOptions, PgTarget, PgTls};
 pub use proxy::FaultProxy;
