@@ -33,7 +33,7 @@ cargo $TOOLCHAIN fuzz build
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-for target in ops config proxy_session; do
+for target in ops config proxy_session proxy_auth; do
     mkdir -p "$work/$target"
     echo "fuzz-smoke: $target for ${SECONDS_PER_TARGET}s"
     cargo $TOOLCHAIN fuzz run "$target" "$work/$target" "corpus/$target" -- \
@@ -45,4 +45,4 @@ for target in ops config proxy_session; do
     }
     grep -E '^Done|stat::number_of_executed_units' "$work/$target.log" || true
 done
-echo "fuzz-smoke: 3 passed, 0 failed"
+echo "fuzz-smoke: 4 passed, 0 failed"
