@@ -32,6 +32,10 @@ pub(crate) struct Shared {
     /// `true` once shutting down.
     pub shutdown: watch::Sender<bool>,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The key an unknown user's fake SCRAM salt (and a password secret's salt) is
+    /// derived from: fixed for the proxy's life, so a salt never gives a user away by
+    /// changing between attempts.
+    pub salt_key: [u8; 32],
     next_client: AtomicU64,
 }
 
@@ -104,6 +108,7 @@ impl Proxy {
             clock: Clock::start(),
             shutdown: watch::Sender::new(false),
             tls,
+            salt_key: rand::random(),
             next_client: AtomicU64::new(0),
         });
         Ok(Proxy { shared, listener })

@@ -213,7 +213,13 @@ async fn login(
     let mut framer = Framer::new(config.max_packet_size);
     framer.push(&startup.into_remaining());
     let secret = config.users.get(&user);
-    let (mut auth, mut step) = ClientAuth::start(config.auth_type, &user, secret, rand::random());
+    let (mut auth, mut step) = ClientAuth::start_with_salt_key(
+        config.auth_type,
+        &user,
+        secret,
+        rand::random(),
+        &shared.salt_key,
+    );
     let mut hello = loop {
         match step {
             Step::Send(bytes) => {

@@ -60,7 +60,9 @@ pub struct TestProxy {
 
 impl TestProxy {
     pub async fn start(setup: Setup) -> TestProxy {
-        let cluster = PgCluster::start_async(setup.pg).await.expect("cluster starts");
+        let cluster = PgCluster::start_async(setup.pg)
+            .await
+            .expect("cluster starts");
         let dir = tempfile::tempdir().expect("a scratch directory");
         let users = setup.users.unwrap_or_else(|| {
             [USER, ADMIN, STATS]
@@ -82,7 +84,11 @@ impl TestProxy {
         let path = dir.path().join("proxy.toml");
         std::fs::write(&path, toml).unwrap();
         let config = pool_proxy::config::load(
-            ["pool-proxy".into(), "--config".into(), path.into_os_string()],
+            [
+                "pool-proxy".into(),
+                "--config".into(),
+                path.into_os_string(),
+            ],
             &|_| None,
         )
         .expect("the test configuration loads");
@@ -118,7 +124,9 @@ impl TestProxy {
 
     /// A client of the proxy, its connection task spawned.
     pub async fn connect(&self) -> Client {
-        connect(&self.config()).await.expect("the proxy lets the test user in")
+        connect(&self.config())
+            .await
+            .expect("the proxy lets the test user in")
     }
 
     /// An admin console client.
@@ -145,10 +153,17 @@ impl TestProxy {
 
     fn client_command(&self, program: &str, args: &[&str]) -> Command {
         let mut cmd = Command::new(bin(program));
-        cmd.args(["-h", "127.0.0.1", "-p", &self.addr.port().to_string(), "-U", USER.0])
-            .args(args)
-            .env("PGPASSWORD", USER.1)
-            .env("PGCONNECT_TIMEOUT", "10");
+        cmd.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.addr.port().to_string(),
+            "-U",
+            USER.0,
+        ])
+        .args(args)
+        .env("PGPASSWORD", USER.1)
+        .env("PGCONNECT_TIMEOUT", "10");
         cmd
     }
 
