@@ -476,6 +476,16 @@ impl ClientSession {
         self.phase == Phase::Closed
     }
 
+    /// Whether the client is between transactions: holding no server (or only waiting for
+    /// one), or holding one (pinned, or in session mode) that is idle with nothing in
+    /// flight. A shutdown lets a client go at such a point without cutting a transaction.
+    pub fn between_transactions(&self) -> bool {
+        match self.phase {
+            Phase::Idle | Phase::Waiting | Phase::Closed => true,
+            Phase::Active(_) => self.link.quiet() && self.link.status == TransactionStatus::Idle,
+        }
+    }
+
     /// Requests forwarded to the held server and not yet answered by a ReadyForQuery.
     pub fn unanswered(&self) -> usize {
         match self.phase {

@@ -168,9 +168,9 @@ pub(crate) async fn relay<R, W>(
         }
         report(&session, &mut reported, route);
 
-        if draining && !closing && held.is_none() {
-            // Shutting down: a client between transactions (or still waiting) is told
-            // and let go; one inside a transaction is left to finish it.
+        if draining && !closing && session.between_transactions() {
+            // Shutting down: a client between transactions (or still waiting, or pinned
+            // and idle) is told and let go; one inside a transaction is left to finish it.
             acquire = None;
             route.stats.wait_ended(ctx.id, None);
             to_client.extend(error_response(

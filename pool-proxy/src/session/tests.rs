@@ -1141,3 +1141,24 @@ fn counters_count_requests_transactions_their_times_and_bytes() {
         }
     );
 }
+
+#[test]
+fn between_transactions_is_false_only_inside_a_transaction_or_a_request() {
+    let mut s = with(StatePolicy::Pin);
+    assert!(s.between_transactions());
+    client(&mut s, &q("BEGIN"));
+    assert!(
+        s.between_transactions(),
+        "waiting: the transaction has not begun"
+    );
+    grant(&mut s, S1);
+    assert!(!s.between_transactions(), "a request in flight");
+    server(&mut s, &[cc("BEGIN"), rfq(b'T')].concat());
+    assert!(!s.between_transactions(), "inside a transaction");
+    client(&mut s, &q("LISTEN x"));
+    server(&mut s, &[cc("LISTEN"), rfq(b'T')].concat());
+    client(&mut s, &q("COMMIT"));
+    server(&mut s, &[cc("COMMIT"), rfq(b'I')].concat());
+    assert_eq!(s.server(), Some(S1), "pinned");
+    assert!(s.between_transactions(), "pinned, idle, quiet");
+}

@@ -20,6 +20,7 @@ pub const ADMIN: (&str, &str) = ("admin", "admin_pw");
 pub const STATS: (&str, &str) = ("stats", "stats_pw");
 
 /// How to set up a [`TestProxy`].
+#[derive(Default)]
 pub struct Setup {
     pub pg: PgOptions,
     /// Extra top-level settings, TOML lines (e.g. `default_pool_size = 2`).
@@ -29,17 +30,6 @@ pub struct Setup {
     pub databases: Option<String>,
     /// The users file's lines; `None`: USER, ADMIN and STATS with their passwords.
     pub users: Option<String>,
-}
-
-impl Default for Setup {
-    fn default() -> Self {
-        Setup {
-            pg: PgOptions::default(),
-            settings: String::new(),
-            databases: None,
-            users: None,
-        }
-    }
 }
 
 impl Setup {
