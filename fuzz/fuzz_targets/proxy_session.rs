@@ -25,8 +25,8 @@ use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use pool_proxy::protocol::frame::Framer;
 use pool_proxy::{
-    AbandonedTransactionPolicy, Action, ClientSession, Input, Instant, Misuse, Release, ServerId,
-    SessionConfig, StatePolicy,
+    AbandonedTransactionPolicy, Action, ClientSession, Input, Instant, Misuse, PoolMode, Release,
+    ServerId, SessionConfig, StatePolicy,
 };
 use std::time::Duration;
 
@@ -85,6 +85,8 @@ enum Op {
 
 #[derive(Arbitrary, Debug)]
 struct Case {
+    /// Session pooling instead of transaction pooling.
+    session_mode: bool,
     refuse: bool,
     close_abandoned: bool,
     small_limits: bool,
@@ -192,6 +194,7 @@ struct Harness {
     closed: bool,
     pin_reports: u32,
     client_out: Framer,
+    session_mode: bool,
 }
 
 impl Harness {
@@ -339,6 +342,7 @@ impl Harness {
                 let lent = self.lent.take().unwrap();
                 match how {
                     Release::Clean => {
+                        assert!(!self.session_mode, "session mode releases only with a reset");
                         assert_eq!(lent.last_status, b'I', "released clean outside idle");
                         assert!(
                             lent.counted <= lent.answers + lent.copy_responses,
@@ -368,6 +372,7 @@ impl Harness {
                 self.lent = None;
             }
             Action::Pinned(_) | Action::Refused(_) => {
+                assert!(!self.session_mode, "nothing pins in session mode");
                 self.pin_reports += 1;
                 assert_eq!(self.pin_reports, 1, "pins are reported once per client");
             }
@@ -388,6 +393,11 @@ impl Harness {
 
 fuzz_target!(|case: Case| {
     let mut config = SessionConfig {
+        pool_mode: if case.session_mode {
+            PoolMode::Session
+        } else {
+            PoolMode::Transaction
+        },
         on_session_state: if case.refuse {
             StatePolicy::Refuse
         } else {
@@ -417,6 +427,7 @@ fuzz_target!(|case: Case| {
         closed: false,
         pin_reports: 0,
         client_out: Framer::new(u32::MAX),
+        session_mode: case.session_mode,
     };
     for op in case.ops.iter().take(256) {
         match op {
