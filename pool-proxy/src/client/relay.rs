@@ -305,10 +305,13 @@ async fn take(
     })
 }
 
-/// Adds what the session did since the last report to the route's statistics.
+/// Adds what the session did since the last report to the route's statistics: once per
+/// transaction (or when the client holds no server), not per message, so the route's
+/// lock is taken once per transaction.
 fn report(session: &ClientSession, reported: &mut Counters, route: &Route) {
     let now = session.counters();
-    if now != *reported {
+    let due = now.transactions != reported.transactions || session.server().is_none();
+    if due && now != *reported {
         route.stats.add(&now, reported);
         *reported = now;
     }
