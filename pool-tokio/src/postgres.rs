@@ -56,6 +56,7 @@
 //! its status would never be known again).
 
 use std::fmt;
+use std::time::Duration;
 
 use pool_core::{ConfigOverrides, ErrorClass, Verdict};
 use tokio_postgres::error::SqlState;
@@ -65,6 +66,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 pub use self::status::{PgConnection, TransactionStatus};
 use crate::manager::{Manager, Target};
 
+mod cancel;
 mod socket;
 mod status;
 pub mod tls;
@@ -103,7 +105,15 @@ pub struct PgManager {
     tls: Option<MakeRustlsConnect>,
     /// Behind PgBouncer in transaction mode (`pgbouncer=true`).
     pgbouncer: bool,
+    /// How long a reset may take to cancel a query the borrower abandoned
+    /// (`PgManager::cancel_timeout`).
+    cancel_timeout: Duration,
 }
+
+/// The default [`PgManager::cancel_timeout`]: a cancel on a healthy server takes a few
+/// milliseconds (a connection to the postmaster, a signal, the backend's error answer);
+/// a server that needs a second has problems a fresh connection will not have.
+pub const DEFAULT_CANCEL_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl PgManager {
     /// A manager for `config` as it is: its keepalive settings are tokio-postgres's
@@ -129,6 +139,7 @@ impl PgManager {
             tls_settings,
             tls,
             pgbouncer: false,
+            cancel_timeout: DEFAULT_CANCEL_TIMEOUT,
         }
     }
 
@@ -185,6 +196,7 @@ impl PgManager {
             tls_settings: parsed.tls,
             tls,
             pgbouncer: parsed.pgbouncer,
+            cancel_timeout: DEFAULT_CANCEL_TIMEOUT,
         };
         Ok((manager, parsed.options))
     }
@@ -211,6 +223,16 @@ impl PgManager {
     /// Choose how returned connections are cleaned (default [`ResetMode::Auto`]).
     pub fn reset_mode(mut self, mode: ResetMode) -> Self {
         self.reset = mode;
+        self
+    }
+
+    /// Bound the part of a reset that waits for what the last borrower left in flight,
+    /// cancelling a query it abandoned (default [`DEFAULT_CANCEL_TIMEOUT`]). A connection
+    /// still busy then is closed (and replaced) instead: the next borrower never waits
+    /// behind an abandoned query for longer. The pool's `check_timeout` still bounds the
+    /// whole reset.
+    pub fn cancel_timeout(mut self, bound: Duration) -> Self {
+        self.cancel_timeout = bound;
         self
     }
 
@@ -291,10 +313,14 @@ impl Manager for PgManager {
     }
 
     async fn reset(&self, client: &mut PgConnection) -> Result<(), tokio_postgres::Error> {
+        // First what the last borrower left in flight: wait for it, cancelling a query
+        // it abandoned, within `cancel_timeout` (anything sent before would queue behind
+        // it).
+        let status = cancel::settle(client, self.tls.as_ref(), self.cancel_timeout).await?;
         match self.reset {
             ResetMode::Skip => Ok(()),
             ResetMode::Auto => {
-                if client.settled_transaction_status().await != TransactionStatus::Idle {
+                if status != TransactionStatus::Idle {
                     client.batch_execute("ROLLBACK").await?;
                 }
                 Ok(())
@@ -303,7 +329,7 @@ impl Manager for PgManager {
             ResetMode::Discard => {
                 // Two messages: in one, DISCARD ALL would run inside the implicit
                 // transaction block and fail.
-                if client.settled_transaction_status().await != TransactionStatus::Idle {
+                if status != TransactionStatus::Idle {
                     client.batch_execute("ROLLBACK").await?;
                 }
                 client.batch_execute("DISCARD ALL").await
@@ -330,11 +356,13 @@ impl Manager for PgManager {
         if client.is_closed() || client.stream_lost() {
             return Verdict::Broken;
         }
+        let status = client.transaction_status();
         match self.reset {
+            // Skip trusts the borrowers with transactions, not with abandoned requests:
+            // a query still running would hold up the next borrower's first statement.
+            ResetMode::Skip if status == TransactionStatus::Unknown => Verdict::NeedsReset,
             ResetMode::Skip => Verdict::Reusable,
-            ResetMode::Auto if client.transaction_status() == TransactionStatus::Idle => {
-                Verdict::Reusable
-            }
+            ResetMode::Auto if status == TransactionStatus::Idle => Verdict::Reusable,
             ResetMode::Auto | ResetMode::Rollback | ResetMode::Discard => Verdict::NeedsReset,
         }
     }

@@ -11,7 +11,9 @@
 //!
 //! Not carried over: `Client::cancel_token()` on these clients has no socket to connect
 //! to (tokio-postgres keeps that private), so `CancelToken::cancel_query` fails;
-//! `cancel_query_raw` over a stream the caller opens still works.
+//! `cancel_query_raw` over a stream the caller opens still works. The connection
+//! remembers the address it reached ([`Peer`]) so that the manager can cancel a query a
+//! borrower abandoned (see `cancel`).
 
 use std::io;
 use std::net::IpAddr;
@@ -28,6 +30,7 @@ use tokio_postgres::config::{Host, LoadBalanceHosts, SslNegotiation, TargetSessi
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::{Config, Error, NoTls, SimpleQueryMessage};
 
+use super::cancel::Peer;
 use super::status::{Driven, ObservedStream, Observer, PgConnection};
 
 /// A TCP or Unix socket.
@@ -180,7 +183,10 @@ where
                 match with_timeout(UnixStream::connect(&path), config.get_connect_timeout()).await {
                     // PostgreSQL has no TLS over Unix sockets: like tokio-postgres, a
                     // `require` fails when the server says so.
-                    Ok(s) => handshake::<NoTls>(config, RawSocket::Unix(s), None).await,
+                    Ok(s) => {
+                        let peer = Peer::Unix(path.clone());
+                        handshake::<NoTls>(config, RawSocket::Unix(s), peer, None).await
+                    }
                     Err(e) => Err(connect_error(e, &path.display().to_string(), port)),
                 }
             }
@@ -229,7 +235,11 @@ where
             ),
             _ => None,
         };
-        match handshake(config, RawSocket::Tcp(stream), connector).await {
+        let peer = Peer::Tcp {
+            addr: std::net::SocketAddr::new(*ip, port),
+            hostname: hostname.clone(),
+        };
+        match handshake(config, RawSocket::Tcp(stream), peer, connector).await {
             Ok(c) => return Ok(c),
             Err(e) => last = Some(e),
         }
@@ -269,6 +279,7 @@ fn configure_tcp(config: &Config, stream: TcpStream) -> io::Result<TcpStream> {
 async fn handshake<T>(
     config: &Config,
     socket: RawSocket,
+    peer: Peer,
     connector: Option<T>,
 ) -> Result<PgConnection, Error>
 where
@@ -312,7 +323,7 @@ where
             return Err(io_error(io::ErrorKind::PermissionDenied, what).await);
         }
     }
-    Ok(PgConnection::new(client, observer))
+    Ok(PgConnection::new(client, observer, peer))
 }
 
 /// Drive a client's socket until it closes.
@@ -432,7 +443,7 @@ async fn io_error(kind: io::ErrorKind, message: impl Into<String>) -> Error {
 }
 
 /// [`io_error`] without an executor: the future completes on its first poll.
-fn io_error_sync(kind: io::ErrorKind, message: impl Into<String>) -> Error {
+pub(crate) fn io_error_sync(kind: io::ErrorKind, message: impl Into<String>) -> Error {
     poll_once(io_error(kind, message)).unwrap_or_else(unreachable_error)
 }
 
