@@ -260,19 +260,20 @@ impl<M: Manager> Runtime<Conn<M::Connection>> for TokioRuntime<M> {
                     let limit = self.close_timeout;
                     self.handle.spawn(async move {
                         // Until `done` answers, the connection counts against max_size.
-                        // Past the close timeout it is dropped mid-close: the socket
-                        // closes with it, and the core has stopped counting it.
-                        if tokio::time::timeout(limit, manager.close(connection.conn))
-                            .await
-                            .is_err()
-                        {
-                            tracing::warn!(
-                                conn = conn.get(),
-                                timeout = %HumanDuration(limit),
-                                "close did not finish within close_timeout; connection dropped"
-                            );
+                        // Past the close timeout it is dropped mid-close (its socket
+                        // closes with it) and left to the core's own close timeout,
+                        // which counts it abandoned.
+                        match tokio::time::timeout(limit, manager.close(connection.conn)).await {
+                            Ok(()) => done.finish(),
+                            Err(_) => {
+                                tracing::warn!(
+                                    conn = conn.get(),
+                                    timeout = %HumanDuration(limit),
+                                    "close did not finish within close_timeout; connection dropped"
+                                );
+                                done.abandon();
+                            }
                         }
-                        done.finish();
                     });
                 }
             }

@@ -188,6 +188,12 @@ impl<C: Send + 'static> Closing<C> {
         self.answer();
     }
 
+    /// The close did not finish in time and the runtime dropped the connection: no
+    /// answer; the pool counts it gone (and abandoned) at its `close_timeout`.
+    pub fn abandon(mut self) {
+        self.pool = None;
+    }
+
     fn answer(&mut self) {
         if let Some(pool) = self.pool.take() {
             pool.close_finished(self.conn);

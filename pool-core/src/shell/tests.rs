@@ -886,3 +886,48 @@ fn at_most_64_answered_cells_are_kept_for_reuse() {
     drop((second, held));
     pool.check_invariants().unwrap();
 }
+
+/// A close runs until its `Closing` answers: the connection counts against `max_size`
+/// meanwhile. One the runtime gives up on (`abandon`) counts until the close timeout.
+#[test]
+fn a_close_counts_until_its_handle_answers_or_the_close_timeout_passes() {
+    let (pool, rt) = pool_with(Config {
+        max_size: 1,
+        check_after_idle: None,
+        close_timeout: Duration::from_millis(100),
+        ..Config::default()
+    });
+    let mut lease = lend_one(&pool, &rt);
+    lease.set_verdict(Verdict::Broken);
+    drop(lease);
+    let Work::Close {
+        done,
+        connection: Some(0),
+        ..
+    } = rt.take_one()
+    else {
+        panic!("expected the close of connection 0")
+    };
+    assert_eq!(pool.status().closing, 1);
+    let _ = pool.acquire().now_or_never();
+    assert!(
+        rt.take().is_empty(),
+        "no open while the close holds the slot"
+    );
+    done.finish();
+    assert_eq!(pool.status().closing, 0);
+
+    let mut lease = lend_one(&pool, &rt);
+    lease.set_verdict(Verdict::Broken);
+    drop(lease);
+    let Work::Close { done, .. } = rt.take_one() else {
+        panic!("expected a close")
+    };
+    done.abandon();
+    assert_eq!(pool.status().closing, 1, "abandoned, still counted");
+    rt.advance(Duration::from_millis(100));
+    pool.handle_timeout();
+    assert_eq!(pool.status().closing, 0);
+    assert_eq!(pool.stats().closes_abandoned, 1);
+    pool.check_invariants().unwrap();
+}
