@@ -63,7 +63,9 @@ async fn an_abandoned_slow_query_does_not_hold_up_the_next_borrower() {
         c.simple_query(SLOW).await.map(drop)
     };
     assert!(
-        tokio::time::timeout(REQUEST_TIMEOUT, request).await.is_err(),
+        tokio::time::timeout(REQUEST_TIMEOUT, request)
+            .await
+            .is_err(),
         "the slow query was abandoned"
     );
     let dropped = Instant::now();
@@ -121,11 +123,16 @@ async fn fifty_requests_abandoning_slow_queries_at_once_leave_the_pool_serving()
                 let c = pool.get().await.unwrap();
                 c.simple_query(SLOW).await.map(drop)
             };
-            tokio::time::timeout(REQUEST_TIMEOUT, request).await.is_err()
+            tokio::time::timeout(REQUEST_TIMEOUT, request)
+                .await
+                .is_err()
         })
     });
     let timed_out = futures::future::join_all(requests).await;
-    assert!(timed_out.into_iter().all(|t| t.unwrap()), "every request timed out");
+    assert!(
+        timed_out.into_iter().all(|t| t.unwrap()),
+        "every request timed out"
+    );
     let dropped = Instant::now();
     let c = within(Duration::from_secs(10), "next get", pool.get())
         .await
@@ -185,7 +192,9 @@ async fn an_abandoned_query_inside_a_transaction_is_cancelled_and_rolled_back() 
             .unwrap();
         c.simple_query(SLOW).await.map(drop)
     };
-    assert!(tokio::time::timeout(REQUEST_TIMEOUT, request).await.is_err());
+    assert!(tokio::time::timeout(REQUEST_TIMEOUT, request)
+        .await
+        .is_err());
     let dropped = Instant::now();
     let c = within(Duration::from_secs(10), "next get", pool.get())
         .await
