@@ -28,8 +28,10 @@
 //!   task, bounded by `check_timeout`, the connection closed if it fails) waits, sending
 //!   nothing, until the connection task has written what was queued and the server has
 //!   answered everything, then sends `ROLLBACK` only if the server says a transaction is
-//!   open. A query cancelled mid-flight is waited for, not cancelled: a long one
-//!   holds its connection in the reset until it ends or `check_timeout` closes it.
+//!   open. A query the borrower abandoned mid-flight (a request timeout dropped the query
+//!   future) is cancelled on the server (`CancelRequest`) rather than waited for, so the
+//!   connection is back in milliseconds; if it is not back within
+//!   [`PgManager::cancel_timeout`] (1 s) the connection is closed and replaced.
 //! - [`ResetMode::Rollback`] (the default before `Auto`): `ROLLBACK` on every return.
 //!   One round trip per return (about half the throughput of short queries), and on an
 //!   idle connection PostgreSQL answers with `WARNING: there is no transaction in
@@ -47,9 +49,13 @@
 //! outside a transaction (`SET`, temporary tables, prepared statements) survives both;
 //! use `Discard` for that.
 //!
+//! Every mode first settles what the last borrower left in flight that way (`Skip`
+//! included: a connection returned with a request in flight is reset, not lent on).
+//!
 //! Because the manager opens the socket, `Client::cancel_token()` on these clients
 //! cannot open a cancel connection (tokio-postgres keeps the socket settings private);
-//! `CancelToken::cancel_query_raw` over a stream the caller opens still works.
+//! `CancelToken::cancel_query_raw` over a stream the caller opens still works, and is
+//! what the reset uses, to the address the connection's socket reached.
 //!
 //! A closed client (`Client::is_closed`) is always returned as `Broken` and closed, and
 //! so is one whose byte stream could not be followed (malformed framing from the server:
@@ -87,7 +93,9 @@ pub enum ResetMode {
     Rollback,
     /// `DISCARD ALL` on every return, after a `ROLLBACK` when in a transaction.
     Discard,
-    /// No reset: only for borrowers that use `Client::transaction()` exclusively.
+    /// No reset: only for borrowers that use `Client::transaction()` exclusively. (A
+    /// connection returned with a request still in flight is still settled first,
+    /// cancelling an abandoned query.)
     Skip,
 }
 

@@ -638,7 +638,8 @@ impl PgConnection {
     /// The transaction status once nothing is queued or in flight: waits for the
     /// connection task and the server's answers, sends nothing. `Unknown` only if the
     /// byte stream could not be followed or the connection ended. Not bounded: wrap it
-    /// in a timeout (the pool bounds its resets by `check_timeout`).
+    /// in a timeout. (The pool's reset does not wait like this: it cancels a query the
+    /// borrower abandoned, within `PgManager::cancel_timeout`.)
     pub async fn settled_transaction_status(&self) -> TransactionStatus {
         self.observer.settled().await
     }
