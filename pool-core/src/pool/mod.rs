@@ -456,7 +456,7 @@ impl<C, W> Pool<C, W> {
 
     /// Close the pool: reject every waiter, close every connection not lent out, and wait
     /// for leased ones until `drain_deadline`; then revoke what is left. `Action::Drained`
-    /// reports the end.
+    /// reports the end, once every close is finished (or abandoned at `close_timeout`).
     pub fn close(&mut self, now: Instant, drain_deadline: Instant) -> Result<(), InputError> {
         self.tick(now);
         self.alarm.stale();
