@@ -292,7 +292,6 @@ impl Harness {
             .map(|(id, _)| *id)
     }
 
-
     /// `from_idle`: lent from the idle list, so the judge was asked (the fast path of
     /// acquire and try_acquire, and grants made in an acquire's own dispatch).
     fn lend(&mut self, lease: LeaseId, connection: FConn, from_idle: bool) {
@@ -566,8 +565,7 @@ impl Harness {
         .unwrap_or_else(|| match self.closing.remove(&conn) {
             Some((d, Closing::Owed(_, Some(c)))) => {
                 // Put the entry back while the pool decides: its Close moves it to Held.
-                self.closing
-                    .insert(conn, (d, Closing::Owed(work, None)));
+                self.closing.insert(conn, (d, Closing::Owed(work, None)));
                 (c, true)
             }
             other => panic!("picked {conn}: {other:?}"),
