@@ -22,6 +22,9 @@ pub enum FaultKind {
     AuthFail,
     /// Connects take `factor` times longer.
     SlowConnect { factor: u32 },
+    /// Closes take `delay_ms`: the server keeps a backend that long after the pool
+    /// closes it (slow to take the Terminate, a TLS close_notify on a slow path).
+    SlowClose { delay_ms: u64 },
 }
 
 impl FaultKind {
@@ -32,6 +35,7 @@ impl FaultKind {
             FaultKind::HalfOpen { .. } => "half-open",
             FaultKind::AuthFail => "auth-fail",
             FaultKind::SlowConnect { .. } => "slow-connect",
+            FaultKind::SlowClose { .. } => "slow-close",
         }
     }
 }

@@ -76,6 +76,11 @@ pub const SCENARIOS: &[Scenario] = &[
         summary: "connects slow past connect_timeout for 3 s while connections expire; 20% of releases take 300 ms",
         build: database::slow_paths,
     },
+    Scenario {
+        name: "slow-close",
+        summary: "closes take 800 ms for 6 s while connections expire: max_size still caps what the server sees",
+        build: database::slow_close,
+    },
 ];
 
 pub fn names() -> Vec<&'static str> {

@@ -52,6 +52,12 @@ pub(super) enum Ev {
         req: usize,
         backend: u64,
     },
+    /// A slow close is over: the server lets the backend go.
+    CloseDone {
+        host: usize,
+        conn: ConnId,
+        backend: u64,
+    },
 }
 
 impl Sim {
@@ -84,6 +90,11 @@ impl Sim {
             Ev::Reap(h) => self.reap(h),
             Ev::DirectConnected { req, start } => self.direct_connected(req, start),
             Ev::DirectDone { req, backend } => self.direct_done(req, backend),
+            Ev::CloseDone {
+                host,
+                conn,
+                backend,
+            } => self.close_done(host, conn, backend),
         }
     }
 }

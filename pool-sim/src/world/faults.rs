@@ -27,6 +27,7 @@ impl Sim {
             }
             FaultKind::AuthFail => self.db.set_auth_broken(true),
             FaultKind::SlowConnect { factor } => self.db.set_slow(factor, true),
+            FaultKind::SlowClose { delay_ms } => self.slow_close = Some(delay_ms),
         }
     }
 
@@ -37,6 +38,7 @@ impl Sim {
             FaultKind::HalfOpen { .. } => {}
             FaultKind::AuthFail => self.db.set_auth_broken(false),
             FaultKind::SlowConnect { factor } => self.db.set_slow(factor, false),
+            FaultKind::SlowClose { .. } => self.slow_close = None,
         }
     }
 }

@@ -63,6 +63,8 @@ pub struct Sim {
     recovery_mark: u64,
     /// Cancellations strike within this long of a request's arrival.
     cancel_window: u64,
+    /// A `SlowClose` fault is on: closes take this many milliseconds.
+    slow_close: Option<u64>,
 }
 
 impl Sim {
@@ -95,6 +97,7 @@ impl Sim {
             timeline,
             recovery_mark,
             cancel_window,
+            slow_close: None,
         };
         sim.init();
         Ok(sim)

@@ -43,6 +43,10 @@ pub struct Setup {
     /// Sabotage, for tests that show the checks can fail: the embedder never calls
     /// `handle_timeout` (a lost timer).
     pub drop_timers: bool,
+    /// The embedder reports a close finished when it starts it, not when the server has
+    /// let go (what pool-tokio did before closes counted against `max_size`): the pool
+    /// forgets a connection the server still holds.
+    pub early_close_answer: bool,
 }
 
 impl Setup {
@@ -64,6 +68,7 @@ impl Setup {
             timeline: false,
             max_events: 200_000_000,
             drop_timers: false,
+            early_close_answer: false,
         }
     }
 }
