@@ -20,6 +20,11 @@ use crate::clock::Clock;
 use crate::config::ProxyConfig;
 use crate::routes::Routes;
 
+/// What a client let go by a shutdown is told, with SQLSTATE 57P01 (PostgreSQL's own for
+/// an administrator's shutdown).
+pub(crate) const SHUTTING_DOWN: &str =
+    "pool-proxy: terminating connection because the proxy is shutting down";
+
 /// A client's place under `max_client_conn`.
 pub(crate) type ClientSlot = OwnedSemaphorePermit;
 
