@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use super::params::{self, ServerSettings};
 use crate::client::ClientContext;
 use crate::protocol::backend::error_response;
+use crate::proxy::{CUT_OFF, SHUTTING_DOWN};
 use crate::routes::Route;
 use crate::server::ServerManager;
 use crate::session::{Action, ClientSession, Counters, Input, Release, ServerId};
@@ -65,6 +66,7 @@ enum Event {
     Granted(Box<Result<Lease, pool_tokio::PoolError<crate::server::ServerError>>>),
     Timer,
     Shutdown,
+    CutOff,
 }
 
 /// Relays one logged-in client until it leaves, is sent away, or the proxy shuts down.
@@ -92,6 +94,7 @@ pub(crate) async fn relay<R, W>(
     let mut client_open = true;
     let mut shutdown: watch::Receiver<bool> = ctx.shared.shutdown.subscribe();
     let mut draining = *shutdown.borrow();
+    let mut cut_off: watch::Receiver<bool> = ctx.shared.cut_off.subscribe();
     let mut reported = Counters::default();
     let mut closing = false;
 
@@ -173,11 +176,7 @@ pub(crate) async fn relay<R, W>(
             // and idle) is told and let go; one inside a transaction is left to finish it.
             acquire = None;
             route.stats.wait_ended(ctx.id, None);
-            to_client.extend(error_response(
-                "FATAL",
-                "57P01",
-                "pool-proxy: terminating connection because the proxy is shutting down",
-            ));
+            to_client.extend(error_response("FATAL", "57P01", SHUTTING_DOWN));
             let _ = session.handle(clock.now(), Input::ClientClosed);
             continue;
         }
@@ -205,6 +204,7 @@ pub(crate) async fn relay<R, W>(
                 n = client_r.read(&mut client_buf), if client_open && !session.is_waiting() && to_server.len() < BUFFER_LIMIT => Event::Client(n),
                 () = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => Event::Timer,
                 _ = shutdown.changed(), if !draining => Event::Shutdown,
+                Ok(_) = cut_off.wait_for(|cut| *cut), if draining => Event::CutOff,
             }
         };
         let now = clock.now();
@@ -260,6 +260,16 @@ pub(crate) async fn relay<R, W>(
                 let _ = session.handle(now, Input::Timeout);
             }
             Event::Shutdown => draining = true,
+            Event::CutOff => {
+                // shutdown_timeout passed inside a transaction: the client goes as one that
+                // left would (its transaction rolled back or its server closed), told why.
+                tracing::info!(
+                    client = ctx.id,
+                    "shutdown_timeout: letting go of a client inside a transaction"
+                );
+                to_client.extend(error_response("FATAL", "57P01", CUT_OFF));
+                let _ = session.handle(now, Input::ClientClosed);
+            }
         }
     }
     // Write what is left for the client (its last answer, the reason it is sent away),

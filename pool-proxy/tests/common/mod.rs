@@ -12,6 +12,7 @@ use std::process::Command;
 
 use pg_harness::{PgCluster, PgOptions};
 use pool_proxy::{Proxy, ProxyHandle};
+use tokio::task::JoinHandle;
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
 /// The users file's users: (name, password).
@@ -221,4 +222,42 @@ pub fn bin(program: &str) -> PathBuf {
     pg_harness::pg_bin_dir()
         .expect("PostgreSQL's binaries")
         .join(program)
+}
+
+/// An error's SQLSTATE and message, as the client saw them.
+pub fn described(e: &tokio_postgres::Error) -> (Option<String>, String) {
+    match e.as_db_error() {
+        Some(db) => (Some(db.code().code().to_owned()), db.message().to_owned()),
+        None => (None, e.to_string()),
+    }
+}
+
+/// A client whose connection task is kept: its result is what the server (the proxy)
+/// said when it ended the connection, and aborting it drops the socket abruptly (no
+/// Terminate), as a killed process would.
+pub struct Watched {
+    pub client: Client,
+    pub connection: JoinHandle<Result<(), tokio_postgres::Error>>,
+}
+
+pub async fn connect_watched(config: &tokio_postgres::Config) -> Watched {
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .expect("the proxy lets the test user in");
+    Watched {
+        client,
+        connection: tokio::spawn(connection),
+    }
+}
+
+impl Watched {
+    /// Waits (at most `within`) for the connection to end; the error it ended with.
+    pub async fn ended(&mut self, within: std::time::Duration) -> Option<tokio_postgres::Error> {
+        match tokio::time::timeout(within, &mut self.connection).await {
+            Ok(Ok(result)) => result.err(),
+            Ok(Err(join)) => panic!("the connection task failed: {join}"),
+            Err(_) => panic!("the connection is still open after {within:?}"),
+        }
+    }
 }
