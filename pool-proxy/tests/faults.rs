@@ -566,6 +566,9 @@ async fn a_client_killed_mid_transaction_with_close_gets_its_server_closed() {
     assert_ne!(next_pid, pid, "the abandoned server is replaced");
     assert_eq!(xid, None);
     assert_eq!(rows, "0");
+    // The abandoned pg_sleep(60) is cancelled, not left to run for nobody: its backend
+    // is gone well within wait_for_state's 10 s.
+    // The closed server's backend does not sleep out its 60 s for nobody.
     wait_for_state(&proxy.cluster, &pid, None).await;
     assert_eq!(committed_rows(&proxy.cluster).await, "0");
     assert_eq!(settle(&proxy).await, 1);
@@ -582,13 +585,16 @@ async fn a_client_killed_while_its_query_runs_gets_its_server_closed() {
     let killed = connect_watched(&proxy.config()).await;
     let client = killed.client;
     let running = tokio::spawn(async move {
+        // The sleep alone in its request: nothing of its answer is on the way when the
+        // client goes.
         let _ = client
-            .batch_execute("BEGIN; INSERT INTO abandoned VALUES (1); SELECT pg_sleep(1)")
+            .batch_execute("BEGIN; INSERT INTO abandoned VALUES (1)")
             .await;
+        let _ = client.simple_query("SELECT pg_sleep(60)").await;
     });
     let admin = proxy.cluster.admin();
     let find = "SELECT coalesce(max(pid), 0)::int8 FROM pg_stat_activity \
-                WHERE query LIKE 'BEGIN; INSERT INTO abandoned%' AND state = 'active'";
+                WHERE query = 'SELECT pg_sleep(60)' AND state = 'active'";
     let deadline = Instant::now() + Duration::from_secs(5);
     let pid = loop {
         match admin.query_i64(find).await.unwrap() {
@@ -606,6 +612,9 @@ async fn a_client_killed_while_its_query_runs_gets_its_server_closed() {
         "the server with a query in flight is not lent again"
     );
     assert_eq!((xid, rows.as_str()), (None, "0"));
+    // The abandoned pg_sleep(60) is cancelled, not left to run for nobody: its backend
+    // is gone well within wait_for_state's 10 s.
+    // The closed server's backend does not sleep out its 60 s for nobody.
     wait_for_state(&proxy.cluster, &pid, None).await;
     assert_eq!(committed_rows(&proxy.cluster).await, "0");
     assert_eq!(settle(&proxy).await, 1);

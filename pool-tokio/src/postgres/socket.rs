@@ -156,7 +156,9 @@ where
         // Where the socket went, so that a query a borrower abandons can be cancelled.
         let peer = match &socket {
             RawSocket::Tcp(s) => Peer::Tcp {
-                addr: s.peer_addr().map_err(|e| io_error_sync(e.kind(), e.to_string()))?,
+                addr: s
+                    .peer_addr()
+                    .map_err(|e| io_error_sync(e.kind(), e.to_string()))?,
                 hostname: hostname.map(str::to_owned),
             },
             #[cfg(unix)]
