@@ -586,7 +586,8 @@ async fn a_client_killed_while_its_query_runs_gets_its_server_closed() {
     let client = killed.client;
     let running = tokio::spawn(async move {
         // The sleep alone in its request: nothing of its answer is on the way when the
-        // client goes.
+        // client goes, so only a cancel stops it (PostgreSQL notices a closed socket only
+        // when it next writes: without the cancel this backend sleeps out its 60 s).
         let _ = client
             .batch_execute("BEGIN; INSERT INTO abandoned VALUES (1)")
             .await;

@@ -155,6 +155,16 @@ pub(crate) async fn relay<R, W>(
                         ctx.ticket.set(None);
                         tracing::info!(client = ctx.id, reason = %why, "closing a server connection");
                         to_server.clear();
+                        // A query still running there would run to its end for nobody
+                        // (PostgreSQL notices a closed socket only when it next writes):
+                        // cancel it. The server is closed, so the cancel can reach no one
+                        // else's query.
+                        let (addr, key) = (server.lease.cancel_addr.clone(), server.lease.key);
+                        tokio::spawn(async move {
+                            let bound = Duration::from_secs(5);
+                            let _ = tokio::time::timeout(bound, crate::server::cancel(&addr, key))
+                                .await;
+                        });
                         drop(server);
                     }
                 }
