@@ -59,6 +59,7 @@ pub(crate) async fn serve(
     framer.push(&early);
     let mut buf = vec![0u8; 8192];
     let mut failed_batch = false;
+    let mut shutdown = ctx.shared.shutdown.subscribe();
     loop {
         if !out.is_empty() {
             if stream.write_all(&out).await.is_err() {
@@ -68,13 +69,26 @@ pub(crate) async fn serve(
         }
         let frame = match framer.next_frame() {
             Ok(Some(frame)) => frame,
-            Ok(None) => match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => {
-                    framer.push(&buf[..n]);
-                    continue;
+            Ok(None) => {
+                let read = tokio::select! {
+                    read = stream.read(&mut buf) => Some(read),
+                    // A console client holds no transaction: a shutdown lets it go at once.
+                    _ = shutdown.wait_for(|down| *down) => None,
+                };
+                match read {
+                    Some(Ok(0) | Err(_)) => return,
+                    Some(Ok(n)) => {
+                        framer.push(&buf[..n]);
+                        continue;
+                    }
+                    None => {
+                        let goodbye = crate::client::terminating();
+                        let write = stream.write_all(&goodbye);
+                        let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+                        return;
+                    }
                 }
-            },
+            }
             Err(e) => {
                 let text = format!("pool-proxy: protocol violation: {e}");
                 out.extend(error_response("FATAL", "08P01", &text));

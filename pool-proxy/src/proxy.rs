@@ -1,7 +1,8 @@
 //! The proxy: the listener, the limit on clients, and the shutdown.
 //!
 //! Shutdown (SIGTERM, or [`ProxyHandle::shutdown`]): the listener closes at once; a client
-//! between transactions (or still waiting for a server) is told `57P01` and let go; one
+//! still logging in is told `57P03`, and an admin console client or a client between
+//! transactions (or still waiting for a server) `57P01`, and let go; one
 //! inside a transaction is left to finish it and then let go; at `shutdown_timeout` the
 //! rest are cut off (their servers closed, never returned mid-transaction); then every
 //! pool closes its connections.

@@ -33,6 +33,9 @@ pub(crate) type ClientStream = Box<dyn ClientIo>;
 /// The admin console's database name: PgBouncer's, so its dashboards and scripts work.
 pub const ADMIN_DATABASE: &str = "pgbouncer";
 
+/// What a client that has not finished logging in is told when the proxy shuts down.
+const SHUTTING_DOWN: &str = "pool-proxy: the proxy is shutting down";
+
 /// The client went away, or was told why not and let go.
 struct Gone;
 
@@ -59,10 +62,21 @@ pub(crate) async fn serve(
             .client_login_timeout
             .unwrap_or(Duration::from_secs(100 * 365 * 24 * 3600));
     let mut stream: ClientStream = Box::new(socket);
-    let Ok((user, destination, hello, early)) =
-        login(&mut stream, &shared, slot.is_some(), deadline, id, peer).await
-    else {
-        return;
+    // A client still logging in has no transaction to finish: a shutdown lets it go at
+    // once rather than at shutdown_timeout.
+    let mut shutdown = shared.shutdown.subscribe();
+    let logged_in = tokio::select! {
+        logged_in = login(&mut stream, &shared, slot.is_some(), deadline, id, peer) => Some(logged_in),
+        _ = shutdown.wait_for(|down| *down) => None,
+    };
+    let (user, destination, hello, early) = match logged_in {
+        Some(Ok(logged_in)) => logged_in,
+        // Told why (or gone) already.
+        Some(Err(Gone)) => return,
+        None => {
+            let _: Result<(), Gone> = fail(&mut stream, "57P03", SHUTTING_DOWN).await;
+            return;
+        }
     };
     let ticket = shared.cancel_keys.issue();
     let ctx = ClientContext {
@@ -199,7 +213,7 @@ async fn login(
         }
     }
     if *shared.shutdown.borrow() {
-        return fail(stream, "57P03", "pool-proxy: the proxy is shutting down").await;
+        return fail(stream, "57P03", SHUTTING_DOWN).await;
     }
     if !admitted {
         let text = format!(

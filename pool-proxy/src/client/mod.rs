@@ -24,6 +24,16 @@ pub(crate) struct ClientContext {
     pub ticket: CancelTicket,
 }
 
+/// What a logged-in client (of a database or the admin console) is told when the proxy
+/// shuts down and lets it go: FATAL, SQLSTATE 57P01, as PostgreSQL's own shutdown says.
+pub(crate) fn terminating() -> Vec<u8> {
+    crate::protocol::backend::error_response(
+        "FATAL",
+        "57P01",
+        "pool-proxy: terminating connection because the proxy is shutting down",
+    )
+}
+
 /// What a client is told when the pool lends it no server: a SQLSTATE and a message.
 /// A server's own refusal (a wrong upstream password, a database that does not exist)
 /// keeps the server's SQLSTATE, so the client sees the real cause at once.

@@ -18,7 +18,6 @@ use tokio::sync::watch;
 
 use super::params::{self, ServerSettings};
 use crate::client::ClientContext;
-use crate::protocol::backend::error_response;
 use crate::routes::Route;
 use crate::server::ServerManager;
 use crate::session::{Action, ClientSession, Counters, Input, Release, ServerId};
@@ -173,11 +172,7 @@ pub(crate) async fn relay<R, W>(
             // and idle) is told and let go; one inside a transaction is left to finish it.
             acquire = None;
             route.stats.wait_ended(ctx.id, None);
-            to_client.extend(error_response(
-                "FATAL",
-                "57P01",
-                "pool-proxy: terminating connection because the proxy is shutting down",
-            ));
+            to_client.extend(crate::client::terminating());
             let _ = session.handle(clock.now(), Input::ClientClosed);
             continue;
         }
