@@ -1,7 +1,8 @@
 //! The proxy: the listener, the limit on clients, and the shutdown.
 //!
 //! Shutdown (SIGTERM, or [`ProxyHandle::shutdown`]): the listener closes at once; a client
-//! between transactions (or still waiting for a server) is told `57P01` and let go; one
+//! still logging in is told `57P03`, and an admin console client or a client between
+//! transactions (or still waiting for a server) `57P01`, and let go; one
 //! inside a transaction is left to finish it and then let go; at `shutdown_timeout` the
 //! rest are told `57P01` and let go as any client that leaves mid-transaction (its
 //! transaction rolled back or its server closed, per `abandoned_transaction`; a server
@@ -27,6 +28,10 @@ use crate::routes::Routes;
 /// an administrator's shutdown).
 pub(crate) const SHUTTING_DOWN: &str =
     "pool-proxy: terminating connection because the proxy is shutting down";
+
+/// What a client that has not finished logging in is told when the proxy shuts down
+/// (57P03, PostgreSQL's "cannot connect now").
+pub(crate) const NOT_ACCEPTING: &str = "pool-proxy: the proxy is shutting down";
 
 /// What a client still inside a transaction at `shutdown_timeout` is told (57P01).
 pub(crate) const CUT_OFF: &str = "pool-proxy: terminating connection because the proxy is \

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod wire;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -158,6 +160,22 @@ impl TestProxy {
         cmd
     }
 
+    /// A client straight to the cluster (not through the proxy), as the test user.
+    pub async fn direct(&self) -> Client {
+        connect(&self.cluster.config())
+            .await
+            .expect("the cluster lets the test user in")
+    }
+
+    /// `SHOW STATS`'s row for `database`.
+    pub async fn stats_of(&self, database: &str) -> BTreeMap<String, String> {
+        self.show("STATS")
+            .await
+            .into_iter()
+            .find(|row| row["database"] == database)
+            .unwrap_or_else(|| panic!("SHOW STATS has no row for {database}"))
+    }
+
     /// Backends of the test user on the cluster (pg_stat_activity, client backends).
     pub async fn server_backends(&self) -> i64 {
         self.cluster
@@ -260,4 +278,33 @@ impl Watched {
             Err(_) => panic!("the connection is still open after {within:?}"),
         }
     }
+}
+
+/// A simple query's column names, in order (its first result set).
+pub async fn columns(client: &Client, sql: &str) -> Vec<String> {
+    client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .into_iter()
+        .find_map(|message| match message {
+            SimpleQueryMessage::RowDescription(columns) => {
+                Some(columns.iter().map(|c| c.name().to_owned()).collect())
+            }
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{sql}: no result set"))
+}
+
+/// The SQLSTATE of a server's (or the proxy's) error, `None` for any other failure.
+pub fn sqlstate(error: &tokio_postgres::Error) -> Option<String> {
+    described(error).0
+}
+
+/// A simple query's one value.
+pub async fn value(client: &Client, sql: &str) -> String {
+    let rows = rows(client, sql).await;
+    assert_eq!(rows.len(), 1, "{sql}: {rows:?}");
+    assert_eq!(rows[0].len(), 1, "{sql}: {rows:?}");
+    rows[0].values().next().unwrap().clone()
 }
