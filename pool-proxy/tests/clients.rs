@@ -1032,3 +1032,24 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A startup setting the server refuses (PGTZ=Bogus/Zone) is that client's error, with the
+/// server's own SQLSTATE and words, as PostgreSQL would refuse the login; the server is
+/// not harmed: the next client gets the same backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_startup_setting_the_server_refuses_is_the_clients_error_and_spares_the_server() {
+    let proxy = TestProxy::start(Setup::default().settings("default_pool_size = 1")).await;
+    let before = value(&proxy.connect().await, "SELECT pg_backend_pid()").await;
+    let mut psql = proxy.psql();
+    psql.args(["-c", "SELECT 1"]).env("PGTZ", "Bogus/Zone");
+    let out = run(psql).await;
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("invalid value for parameter \"TimeZone\": \"Bogus/Zone\""),
+        "{stderr}"
+    );
+    let after = value(&proxy.connect().await, "SELECT pg_backend_pid()").await;
+    assert_eq!(after, before, "the server was kept");
+    proxy.shutdown().await;
+}

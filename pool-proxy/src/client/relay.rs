@@ -21,7 +21,7 @@ use crate::client::ClientContext;
 use crate::protocol::backend::error_response;
 use crate::proxy::{CUT_OFF, SHUTTING_DOWN};
 use crate::routes::Route;
-use crate::server::ServerManager;
+use crate::server::{ServerError, ServerManager};
 use crate::session::{Action, ClientSession, Counters, Input, Release, ServerId};
 
 /// Stop reading a side while this much is still to be written to the other.
@@ -301,14 +301,30 @@ async fn take(
     next_id: &mut u64,
 ) -> Option<Held> {
     let clock = ctx.shared.clock;
-    if let Err(why) = params::sync(&mut lease, wanted).await {
-        lease.broken = true;
+    if let Err(error) = params::sync(&mut lease, wanted).await {
+        // A value the server refuses is the client's error, with the server's SQLSTATE
+        // (PostgreSQL would have refused the login); the server is fine. Anything else
+        // leaves the server unusable.
+        let (sqlstate, message) = match &error {
+            ServerError::Server {
+                sqlstate, message, ..
+            } => (
+                sqlstate.clone(),
+                format!("pool-proxy: the server refused the client's startup settings: {message}"),
+            ),
+            _ => {
+                lease.broken = true;
+                (
+                    "08006".to_owned(),
+                    format!("pool-proxy: the server could not take the client's settings: {error}"),
+                )
+            }
+        };
         drop(lease);
-        let message = format!("pool-proxy: the server could not take the client's settings: {why}");
         let _ = session.handle(
             clock.now(),
             Input::ServerUnavailable {
-                sqlstate: "08006",
+                sqlstate: &sqlstate,
                 message: &message,
             },
         );
