@@ -6,7 +6,8 @@
 //!
 //! * [`PgCluster`] — a throwaway PostgreSQL cluster per test (own directory, own
 //!   127.0.0.1 port, low `max_connections`, scram-sha-256 auth), stopped and deleted on drop;
-//!   [`PgCluster::shared_or_start`] uses `DATABASE_URL` instead when it is set.
+//!   [`PgCluster::shared_or_start`] uses `DATABASE_URL` instead when it is set. Besides
+//!   restarts it can be killed hard (`kill -9`) and frozen (SIGSTOP) and thawed.
 //! * [`PgAdmin`] — superuser SQL: count / terminate backends in `pg_stat_activity`.
 //! * [`PgBouncer`] — a real PgBouncer in front of a cluster.
 //! * [`FaultProxy`] — an in-process TCP proxy that can blackhole, reset or refuse
@@ -19,6 +20,7 @@
 mod error;
 pub mod pgbouncer;
 pub mod postgres;
+mod process;
 pub mod proxy;
 mod util;
 
