@@ -9,6 +9,8 @@
 //!   [`PgCluster::shared_or_start`] uses `DATABASE_URL` instead when it is set.
 //! * [`PgAdmin`] — superuser SQL: count / terminate backends in `pg_stat_activity`.
 //! * [`PgBouncer`] — a real PgBouncer in front of a cluster.
+//! * [`PoolProxy`] — the real `pool-proxy` binary in front of a cluster, as a child process
+//!   (the benchmark and the serverless fleet example).
 //! * [`FaultProxy`] — an in-process TCP proxy that can blackhole, reset or refuse
 //!   connections.
 //!
@@ -18,11 +20,13 @@
 
 mod error;
 pub mod pgbouncer;
+pub mod pool_proxy;
 pub mod postgres;
 pub mod proxy;
 mod util;
 
 pub use error::HarnessError;
 pub use pgbouncer::PgBouncer;
+pub use pool_proxy::{pool_proxy_binary, PoolProxy, PoolProxyOptions};
 pub use postgres::{pg_bin_dir, Backends, PgAdmin, PgCluster, PgOptions, PgTarget, PgTls};
 pub use proxy::FaultProxy;

@@ -497,6 +497,18 @@ impl PgCluster {
         Ok(path)
     }
 
+    /// The postmaster's process id (the first line of `postmaster.pid`): its children are
+    /// the backends, and its reaped children's CPU time is in its own `/proc` counters.
+    pub fn postmaster_pid(&self) -> Result<u32, HarnessError> {
+        let file = self.inner.data.join("postmaster.pid");
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| HarnessError::io(format!("reading {}", file.display()), e))?;
+        text.lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .ok_or_else(|| HarnessError::Other(format!("{} names no pid", file.display())))
+    }
+
     /// The server log file.
     pub fn log_path(&self) -> &Path {
         &self.inner.log
