@@ -308,6 +308,15 @@ pub fn pool_proxy_binary() -> Result<PathBuf, HarnessError> {
         .arg(&manifest)
         .stdin(Stdio::null())
         .stderr(Stdio::inherit());
+    // What `cargo run` sets for the program it runs describes that program, not this build;
+    // inherited, it would change build scripts' inputs (ring's reads CARGO_MANIFEST_DIR) and
+    // make this build and the caller's rebuild each other's dependencies every time.
+    for (name, _) in std::env::vars_os() {
+        let name_str = name.to_string_lossy();
+        if name_str.starts_with("CARGO_PKG_") || RUN_VARS.contains(&name_str.as_ref()) {
+            cmd.env_remove(&name);
+        }
+    }
     let described = util::describe(&cmd);
     let out = cmd
         .stdout(Stdio::piped())
@@ -331,6 +340,19 @@ pub fn pool_proxy_binary() -> Result<PathBuf, HarnessError> {
             ))
         })
 }
+
+/// Variables `cargo run` and `cargo test` set for the program they run (besides
+/// `CARGO_PKG_*`).
+const RUN_VARS: &[&str] = &[
+    "CARGO_MANIFEST_DIR",
+    "CARGO_MANIFEST_PATH",
+    "CARGO_CRATE_NAME",
+    "CARGO_BIN_NAME",
+    "CARGO_PRIMARY_PACKAGE",
+    "CARGO_RUSTC_CURRENT_DIR",
+    "CARGO_TARGET_TMPDIR",
+    "OUT_DIR",
+];
 
 /// `"name"` with `"` doubled, as PgBouncer's (and pool-proxy's) users file wants.
 fn userlist_quote(s: &str) -> String {
