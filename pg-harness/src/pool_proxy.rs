@@ -27,7 +27,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// How to configure a [`PoolProxy`]: the settings that the benchmark and the fleet vary.
 /// Everything else is pool-proxy's default (docs/proxy-settings.md).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct PoolProxyOptions {
     /// `pool_mode`: `"transaction"` (the default here and in pool-proxy) or `"session"`.
     pub pool_mode: String,
@@ -39,6 +39,10 @@ pub struct PoolProxyOptions {
     pub extra: Vec<String>,
     /// `RUST_LOG` for the proxy (default `warn`: per-connection logs would skew a benchmark).
     pub rust_log: String,
+    /// The users file's secret for the test user: `None` (the default) writes its
+    /// password, as the PgBouncer harness does; a SCRAM verifier (e.g. `rolpassword` from
+    /// `pg_authid`, see [`crate::PgAdmin::scram_verifier`]) spares the proxy deriving one at every login.
+    pub secret: Option<String>,
 }
 
 impl Default for PoolProxyOptions {
@@ -49,7 +53,21 @@ impl Default for PoolProxyOptions {
             max_client_conn: 1000,
             extra: Vec::new(),
             rust_log: "warn".into(),
+            secret: None,
         }
+    }
+}
+
+impl std::fmt::Debug for PoolProxyOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolProxyOptions")
+            .field("pool_mode", &self.pool_mode)
+            .field("default_pool_size", &self.default_pool_size)
+            .field("max_client_conn", &self.max_client_conn)
+            .field("extra", &self.extra)
+            .field("rust_log", &self.rust_log)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .finish()
     }
 }
 
@@ -66,6 +84,12 @@ impl PoolProxyOptions {
         self
     }
 
+    /// Writes `secret` (a SCRAM verifier) to the users file instead of the password.
+    pub fn secret(mut self, secret: impl Into<String>) -> Self {
+        self.secret = Some(secret.into());
+        self
+    }
+
     /// Adds a top-level setting (a TOML line such as `query_wait_timeout = "30s"`).
     pub fn setting(mut self, line: impl Into<String>) -> Self {
         self.extra.push(line.into());
@@ -74,7 +98,6 @@ impl PoolProxyOptions {
 }
 
 /// A running `pool-proxy` process; killed and deleted on drop.
-#[derive(Debug)]
 pub struct PoolProxy {
     child: Child,
     addr: SocketAddr,
@@ -104,7 +127,7 @@ impl PoolProxy {
             &format!(
                 "{} {}\n",
                 userlist_quote(&o.user),
-                userlist_quote(&o.password)
+                userlist_quote(opts.secret.as_deref().unwrap_or(&o.password))
             ),
             0o600,
             None,
@@ -221,6 +244,16 @@ impl PoolProxy {
     /// The last `lines` lines of its log (stderr).
     pub fn log_tail(&self, lines: usize) -> String {
         util::tail(&self.log, lines)
+    }
+}
+
+impl std::fmt::Debug for PoolProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolProxy")
+            .field("addr", &self.addr)
+            .field("pid", &self.child.id())
+            .field("dir", &self.dir.path())
+            .finish_non_exhaustive()
     }
 }
 

@@ -780,6 +780,22 @@ impl PgAdmin {
         Ok(row.try_get(0)?)
     }
 
+    /// `user`'s stored password (`pg_authid.rolpassword`): with the harness's
+    /// `password_encryption = scram-sha-256`, the SCRAM verifier a pooler's users file can
+    /// hold instead of the password.
+    pub async fn scram_verifier(&self, user: &str) -> Result<String, HarnessError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT rolpassword FROM pg_authid WHERE rolname = $1",
+                &[&user],
+            )
+            .await?;
+        row.and_then(|r| r.get::<_, Option<String>>(0))
+            .ok_or_else(|| HarnessError::Other(format!("role {user:?} has no stored password")))
+    }
+
     /// How many matching client backends exist now.
     pub async fn count(&self, who: &Backends) -> Result<i64, HarnessError> {
         let (cond, arg) = who.filter();
