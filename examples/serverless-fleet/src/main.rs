@@ -7,6 +7,7 @@
 //! mode with cargo. Exit status 0 when both runs completed (whatever they saw), 1 when
 //! something could not start, 2 for a bad argument.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -63,7 +64,7 @@ fn main() -> ExitCode {
     let (demo, proxy_bin) = match parse(std::env::args().skip(1)) {
         Ok(parsed) => parsed,
         Err(e) if e.is_empty() => {
-            println!("{USAGE}");
+            let _ = writeln!(std::io::stdout(), "{USAGE}");
             return ExitCode::SUCCESS;
         }
         Err(e) => {
@@ -90,7 +91,8 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(serverless_fleet::run(&binary, &demo)) {
         Ok(comparison) => {
-            print!("{}", comparison.table());
+            // Not print!: a closed pipe (`| head`) is not worth a panic.
+            let _ = write!(std::io::stdout(), "{}", comparison.table());
             ExitCode::SUCCESS
         }
         Err(e) => {
