@@ -10,6 +10,8 @@
 //!   restarts it can be killed hard (`kill -9`) and frozen (SIGSTOP) and thawed.
 //! * [`PgAdmin`] — superuser SQL: count / terminate backends in `pg_stat_activity`.
 //! * [`PgBouncer`] — a real PgBouncer in front of a cluster.
+//! * [`PoolProxy`] — the real `pool-proxy` binary in front of a cluster, as a child process
+//!   (the benchmark and the serverless fleet example).
 //! * [`FaultProxy`] — an in-process TCP proxy that can blackhole, reset or refuse
 //!   connections.
 //!
@@ -19,6 +21,7 @@
 
 mod error;
 pub mod pgbouncer;
+pub mod pool_proxy;
 pub mod postgres;
 mod process;
 pub mod proxy;
@@ -26,5 +29,6 @@ mod util;
 
 pub use error::HarnessError;
 pub use pgbouncer::PgBouncer;
+pub use pool_proxy::{pool_proxy_binary, PoolProxy, PoolProxyOptions};
 pub use postgres::{pg_bin_dir, Backends, PgAdmin, PgCluster, PgOptions, PgTarget, PgTls};
 pub use proxy::FaultProxy;

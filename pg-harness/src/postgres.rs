@@ -621,6 +621,18 @@ impl PgCluster {
         Ok(path)
     }
 
+    /// The postmaster's process id (the first line of `postmaster.pid`): its children are
+    /// the backends, and its reaped children's CPU time is in its own `/proc` counters.
+    pub fn postmaster_pid(&self) -> Result<u32, HarnessError> {
+        let file = self.inner.data.join("postmaster.pid");
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| HarnessError::io(format!("reading {}", file.display()), e))?;
+        text.lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .ok_or_else(|| HarnessError::Other(format!("{} names no pid", file.display())))
+    }
+
     /// The server log file.
     pub fn log_path(&self) -> &Path {
         &self.inner.log
@@ -951,6 +963,22 @@ impl PgAdmin {
     pub async fn query_i64(&self, sql: &str) -> Result<i64, HarnessError> {
         let row = self.client().await?.query_one(sql, &[]).await?;
         Ok(row.try_get(0)?)
+    }
+
+    /// `user`'s stored password (`pg_authid.rolpassword`): with the harness's
+    /// `password_encryption = scram-sha-256`, the SCRAM verifier a pooler's users file can
+    /// hold instead of the password.
+    pub async fn scram_verifier(&self, user: &str) -> Result<String, HarnessError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT rolpassword FROM pg_authid WHERE rolname = $1",
+                &[&user],
+            )
+            .await?;
+        row.and_then(|r| r.get::<_, Option<String>>(0))
+            .ok_or_else(|| HarnessError::Other(format!("role {user:?} has no stored password")))
     }
 
     /// How many matching client backends exist now.
