@@ -158,6 +158,7 @@ pub fn setup_for(seed: u64) -> Setup {
         max_events: 2_000_000,
         drop_timers: false,
         early_close_answer: false,
+        abandoned: None,
     }
 }
 

@@ -78,6 +78,11 @@ impl Sim {
             return;
         };
         let rtt = ns(self.db.spec.rtt);
+        let at = if reset {
+            self.reset_ready_at(h, conn)
+        } else {
+            self.now
+        };
         let answer = match self.db.health(b) {
             Health::Alive => Some(true),
             Health::Dead => Some(false),
@@ -95,7 +100,7 @@ impl Sim {
             ),
             (Some(ok), true) => self
                 .queue
-                .push(self.now + rtt, Ev::ResetDone { host: h, conn, ok }),
+                .push(at + rtt, Ev::ResetDone { host: h, conn, ok }),
         }
     }
 

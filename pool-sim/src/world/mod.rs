@@ -8,6 +8,7 @@
 //! (`request`, `lease`), the workload (`arrivals`), serverless instances (`instances`),
 //! connection per request (`direct`), fault windows (`faults`), and the checks (`checks`).
 
+mod abandoned;
 mod arrivals;
 mod checks;
 mod conns;
@@ -37,6 +38,7 @@ use metrics::Metrics;
 use queue::EventQueue;
 use request::Request;
 
+pub use abandoned::{AbandonedQueries, AbandonedReset, AbandonedStats};
 pub use result::{Drain, RunResult};
 pub use setup::{Setup, PROBE_TIMEOUT};
 pub use timeline::{Timeline, TIMELINE_BUCKETS};
@@ -65,6 +67,8 @@ pub struct Sim {
     cancel_window: u64,
     /// A `SlowClose` fault is on: closes take this many milliseconds.
     slow_close: Option<u64>,
+    /// Queries abandoned mid-flight, as the server sees them (`Setup::abandoned`).
+    abandoned: abandoned::Abandoned,
 }
 
 impl Sim {
@@ -98,6 +102,7 @@ impl Sim {
             recovery_mark,
             cancel_window,
             slow_close: None,
+            abandoned: abandoned::Abandoned::default(),
         };
         sim.init();
         Ok(sim)
