@@ -557,6 +557,65 @@ fn backoff_is_capped_and_reset_by_a_success() {
     assert_eq!(r.last_connect_error, None);
 }
 
+/// The retry delay follows the curve (`base * 2^(n-1)` capped at `max`, then equal
+/// jitter: half fixed, half random) through an outage, and a success starts it over: after
+/// a recovery the first failure waits about `backoff_base`, not the outage's `backoff_max`.
+#[test]
+fn the_first_failure_after_a_recovery_backs_off_from_backoff_base() {
+    let (base, max) = (ms(10), ms(80));
+    let mut t = T::new(Config {
+        backoff_base: base,
+        backoff_max: max,
+        ..bare(1)
+    });
+    // Fail the open the waiter asked for; return the retry delay the pool chose.
+    let fail = |t: &mut T| -> Duration {
+        let acts = t.actions();
+        let [Open { conn }] = acts[..] else {
+            panic!("{acts:?}")
+        };
+        t.pool
+            .connect_finished(t.now, conn, Err(ConnectError::transient("refused")))
+            .unwrap();
+        assert_eq!(t.actions(), vec![], "no open before the retry time");
+        let retry = t.pool.next_timeout().unwrap();
+        assert_eq!(retry.1, Timer::Backoff, "the retry is the next deadline");
+        let delay = retry.0.saturating_since(t.now);
+        t.now = retry.0;
+        t.timeout();
+        delay
+    };
+    let within = |delay: Duration, full: Duration| {
+        assert!(
+            delay >= full / 2 && delay <= full,
+            "delay {delay:?} outside {:?}..={full:?}",
+            full / 2
+        )
+    };
+    t.queued(1_000_000);
+    for n in 0..6 {
+        within(fail(&mut t), (base * (1 << n)).min(max));
+    }
+    // Recovery: the connect succeeds and the waiter is served.
+    let acts = t.actions();
+    let [Open { conn }] = acts[..] else {
+        panic!("{acts:?}")
+    };
+    t.connect_ok(conn);
+    let acts = t.actions();
+    let [Action::Grant { grant, .. }] = acts[..] else {
+        panic!("{acts:?}")
+    };
+    t.pool
+        .release(t.now, grant.lease, conn, Verdict::Broken)
+        .unwrap();
+    t.actions();
+    // The next outage starts the curve over.
+    t.queued(1_000_000);
+    within(fail(&mut t), base);
+    within(fail(&mut t), base * 2);
+}
+
 #[test]
 fn a_fatal_connect_error_rejects_waiters_at_once_and_fails_fast_until_retry() {
     let mut t = T::new(bare(2));
