@@ -35,22 +35,24 @@
 //! i-th lease, mod the number of live leases"), so every generated and every shrunk
 //! sequence is meaningful; an operation on an empty set is a no-op on both sides.
 //!
-//! What the model abstracts away (and how the strategy keeps that exact):
-//! - **Backoff.** Configs use `backoff_base = backoff_max = 2 ns`, and time moves in whole
-//!   milliseconds. The core then pauses opens for 1–2 ns after a failed connect (its
-//!   jitter), which the model states as: "no open starts at the instant of a failed
-//!   connect; from the next instant on, opens resume". A fatal error is "in force" (an
-//!   acquire that would wait is rejected with it) at that same instant only. The shape of
-//!   the backoff curve (doubling, cap, jitter) is left to unit tests and the simulator.
-//!   The only place the 1–2 ns shows is `poll_timeout`, where the model accepts either.
-//! - **Lifetime jitter.** `lifetime_jitter_permille = 0`, so a connection expires exactly
-//!   `max_lifetime` after its connect finished (`max_lifetime: None` in some configs).
-//! - **The seed** therefore does not influence anything the model observes.
-//! - **Clock units.** The model counts milliseconds from 1 s; the core gets nanoseconds.
-//! - **Statistics and the timeout report's status snapshot** are not modelled (the
-//!   invariant check cross-checks the counters against the connection table).
+//! Backoff and jitter are modelled exactly: the n-th consecutive failed connect pauses
+//! opens for `half + U(0..=half)`, where `full = min(backoff_base * 2^(n-1), backoff_max)`
+//! and `half = full / 2`; a successful connect starts the count over. A connection expires
+//! `max_lifetime - U(0..=max_lifetime / 1000 * lifetime_jitter_permille)` after its connect
+//! finished. `U` is the pool's one random stream (SplitMix64 from the seed given to
+//! `Pool::new`), drawn once per failed connect and once per successful connect with a
+//! `max_lifetime`, in that order of events. So any change to a retry delay or an expiry
+//! shows as a different action or a different `poll_timeout`.
+//!
+//! What the model leaves out (docs/verification.md says why each is safe):
+//! - **Statistics** (`stats()`): counters and histograms are not modelled; the invariant
+//!   check cross-checks the per-state counters against the connection table, and the unit
+//!   tests assert each counter.
 //! - `acquire_timeout` is unused by the core (adapters turn it into deadlines), so every
 //!   acquire gets an explicit deadline.
+//!
+//! Time: operations move the clock in whole milliseconds; the model keeps nanoseconds, as
+//! the core does, because retry times and expiries fall between milliseconds.
 //!
 //! Run longer: `PROPTEST_CASES=100000 cargo test -p pool-core --test model --release`.
 
@@ -60,24 +62,51 @@ use std::time::Duration;
 
 use pool_core::{
     Acquired, Action, CloseReason, Config, ConnId, ConnectError, ErrorClass, IdleOrder, InputError,
-    Instant, LeaseId, Pool, Refused, Rejection, Timer, Verdict, WaiterId,
+    Instant, LeaseId, Pool, Refused, Rejection, Status, Timer, Verdict, WaiterId,
 };
 use proptest::prelude::*;
 use proptest::strategy::Union;
 use proptest_state_machine::{prop_state_machine, ReferenceStateMachine, StateMachineTest};
 
-/// Model time starts here (milliseconds), so "zero" is never special.
-const T0: u64 = 1_000;
+/// One millisecond in the model's unit (nanoseconds, the core's).
+const MS: u64 = 1_000_000;
+/// Model time starts here, so "zero" is never special.
+const T0: u64 = 1_000 * MS;
 const NEVER: u64 = u64::MAX;
-/// Backoff of the tractable configs: see the module docs.
-const BACKOFF: Duration = Duration::from_nanos(2);
 
-fn instant(ms: u64) -> Instant {
-    Instant::from_nanos(ms * 1_000_000)
+fn instant(t: u64) -> Instant {
+    Instant::from_nanos(t)
 }
 
 fn ms(d: u64) -> Duration {
     Duration::from_millis(d)
+}
+
+fn nanos(d: u64) -> Duration {
+    Duration::from_nanos(d)
+}
+
+/// The pool's one source of randomness, as `Pool::new` documents it: SplitMix64 from the
+/// seed. The model draws where the core's policies say they draw (see the module docs).
+#[derive(Clone, Debug)]
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..=max`.
+    fn up_to(&mut self, max: u64) -> u64 {
+        match max {
+            u64::MAX => self.next(),
+            _ => self.next() % (max + 1),
+        }
+    }
 }
 
 // ---- configuration ----------------------------------------------------------------------
@@ -94,7 +123,10 @@ struct MConfig {
     check_after_idle: Option<u64>,
     idle_timeout: Option<u64>,
     max_lifetime: Option<u64>,
+    lifetime_jitter_permille: u16,
     leak_threshold: Option<u64>,
+    backoff_base: u64,
+    backoff_max: u64,
     idle_order: IdleOrder,
     seed: u64,
 }
@@ -112,10 +144,10 @@ impl MConfig {
             check_after_idle: self.check_after_idle.map(ms),
             idle_timeout: self.idle_timeout.map(ms),
             max_lifetime: self.max_lifetime.map(ms),
-            lifetime_jitter_permille: 0,
+            lifetime_jitter_permille: self.lifetime_jitter_permille,
             leak_threshold: self.leak_threshold.map(ms),
-            backoff_base: BACKOFF,
-            backoff_max: BACKOFF,
+            backoff_base: ms(self.backoff_base),
+            backoff_max: ms(self.backoff_max),
             idle_order: self.idle_order,
         }
     }
@@ -130,6 +162,11 @@ fn config_strategy() -> impl Strategy<Value = MConfig> {
         proptest::option::weighted(0.5, 1..=40u64),
         proptest::option::weighted(0.5, 5..=60u64),
         proptest::option::weighted(0.3, 1..=40u64),
+        // Backoff base 1-8 ms, its cap 1-16 times that: both the doubling and the cap
+        // are reached within a case. Lifetime jitter often off, otherwise up to the
+        // largest allowed.
+        (1..=8u64, 1..=16u64),
+        prop_oneof![Just(0u16), 1..=500u16],
         prop_oneof![Just(IdleOrder::Lifo), Just(IdleOrder::Fifo)],
         any::<u64>(),
     )
@@ -142,6 +179,8 @@ fn config_strategy() -> impl Strategy<Value = MConfig> {
                 idle_timeout,
                 max_lifetime,
                 leak_threshold,
+                (backoff_base, backoff_cap),
+                lifetime_jitter_permille,
                 idle_order,
                 seed,
             )| MConfig {
@@ -154,7 +193,10 @@ fn config_strategy() -> impl Strategy<Value = MConfig> {
                 check_after_idle,
                 idle_timeout,
                 max_lifetime,
+                lifetime_jitter_permille,
                 leak_threshold,
+                backoff_base,
+                backoff_max: backoff_base * backoff_cap,
                 idle_order,
                 seed,
             },
@@ -163,12 +205,44 @@ fn config_strategy() -> impl Strategy<Value = MConfig> {
 
 // ---- what a step produces, in a form both sides can build --------------------------------
 
+/// Which connect error a timeout names: the three the test's embedder can cause.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cause {
+    /// `connect_finished` with a transient error.
+    Refused,
+    /// `connect_finished` with a fatal error.
+    BadPassword,
+    /// The open's `connect_timeout` passed.
+    ConnectTimeout,
+}
+
+impl Cause {
+    fn of(e: &ConnectError) -> Cause {
+        match (e.class, &*e.message) {
+            (ErrorClass::Transient, "refused") => Cause::Refused,
+            (ErrorClass::Fatal, "bad password") => Cause::BadPassword,
+            (ErrorClass::Transient, m) if m.starts_with("connect timed out after") => {
+                Cause::ConnectTimeout
+            }
+            _ => panic!("a connect error the test never caused: {e:?}"),
+        }
+    }
+
+    fn class(self) -> ErrorClass {
+        match self {
+            Cause::BadPassword => ErrorClass::Fatal,
+            Cause::Refused | Cause::ConnectTimeout => ErrorClass::Transient,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum RejKind {
-    /// With the class of the last connect error, if any.
+    /// With the last connect error, if any, and the pool's counts when it was rejected.
     Timeout {
         waited: Duration,
-        last_error: Option<ErrorClass>,
+        last_error: Option<Cause>,
+        status: Status,
     },
     QueueFull,
     Closed,
@@ -180,7 +254,8 @@ impl RejKind {
         match r {
             Rejection::Timeout(t) => RejKind::Timeout {
                 waited: t.waited,
-                last_error: t.last_connect_error.as_ref().map(|e| e.class),
+                last_error: t.last_connect_error.as_ref().map(Cause::of),
+                status: t.status,
             },
             Rejection::QueueFull { .. } => RejKind::QueueFull,
             Rejection::Closed => RejKind::Closed,
@@ -399,7 +474,7 @@ struct MConn {
     generation: u64,
 }
 
-/// What a deadline is for, in the model's terms (`pool_core::Timer` without the backoff).
+/// What a deadline is for, in the model's terms (`pool_core::Timer`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Due {
     Waiter(u64),
@@ -410,6 +485,8 @@ enum Due {
     Leak(usize),
     Lifetime(u64),
     IdleTimeout(u64),
+    /// The connect retry after a failure, while opens are wanted.
+    Backoff,
     Drain,
 }
 
@@ -449,9 +526,13 @@ struct Model {
     killed: BTreeSet<u64>,
     /// Bumped by every `evict_all`.
     generation: u64,
-    /// The instant of the last failed connect since the last successful one.
-    failed_at: Option<u64>,
-    last_error: Option<ErrorClass>,
+    /// Consecutive failed connects since the last successful one.
+    failures: u32,
+    /// No open starts before this (0: none pending).
+    retry_at: u64,
+    /// The last connect error since the last successful connect.
+    last_error: Option<Cause>,
+    rng: SplitMix64,
     /// What the last step produced, and what it applied to.
     out: StepOut,
     target: Target,
@@ -460,7 +541,7 @@ struct Model {
 impl Model {
     fn new(cfg: MConfig) -> Model {
         let mut m = Model {
-            cfg,
+            cfg: cfg.clone(),
             clock: T0,
             now: T0,
             phase: Phase::Running,
@@ -472,8 +553,10 @@ impl Model {
             leases: Vec::new(),
             killed: BTreeSet::new(),
             generation: 0,
-            failed_at: None,
+            failures: 0,
+            retry_at: 0,
             last_error: None,
+            rng: SplitMix64(cfg.seed),
             out: StepOut::default(),
             target: Target::None,
         };
@@ -509,13 +592,32 @@ impl Model {
             .collect()
     }
 
-    /// Opens are paused at the instant of a failed connect (see the module docs).
+    /// Opens are paused until the retry time of the last failed connect.
     fn blocked(&self) -> bool {
-        self.failed_at == Some(self.now)
+        self.now < self.retry_at
     }
 
+    /// The last connect failed fatally and its retry time has not come: an acquire that
+    /// would wait is rejected with it.
     fn fatal_in_force(&self) -> bool {
-        self.blocked() && self.last_error == Some(ErrorClass::Fatal)
+        self.blocked()
+            && self
+                .last_error
+                .is_some_and(|c| c.class() == ErrorClass::Fatal)
+    }
+
+    /// The pool's counts, as `status()` reports them.
+    fn status(&self) -> Status {
+        let count = |f: fn(&CState) -> bool| self.conns.values().filter(|c| f(&c.state)).count();
+        Status {
+            max_size: self.cfg.max_size,
+            total: self.conns.len(),
+            idle: self.idle.len(),
+            leased: count(|s| matches!(s, CState::Leased { .. })),
+            opening: self.opening(),
+            checking: count(|s| matches!(s, CState::Checking { .. } | CState::Resetting { .. })),
+            waiters: self.waiters.len(),
+        }
     }
 
     fn expired(&self, id: u64) -> bool {
@@ -525,7 +627,7 @@ impl Model {
     /// Sat idle longer than `check_after_idle`: health-check before lending.
     fn stale(&self, id: u64) -> bool {
         match self.cfg.check_after_idle {
-            Some(window) => self.now - self.conns[&id].last_used > window,
+            Some(window) => self.now - self.conns[&id].last_used > window * MS,
             None => false,
         }
     }
@@ -589,7 +691,7 @@ impl Model {
             self.out.answers.push(Answer::Grant {
                 waiter: w.id,
                 conn: id,
-                waited: ms(self.now - w.arrived),
+                waited: nanos(self.now - w.arrived),
             });
         }
     }
@@ -647,7 +749,7 @@ impl Model {
             for _ in 0..self.opens_wanted() {
                 let id = self.next_conn;
                 self.next_conn += 1;
-                let deadline = self.now + self.cfg.connect_timeout;
+                let deadline = self.now + self.cfg.connect_timeout * MS;
                 self.conns.insert(
                     id,
                     MConn {
@@ -663,7 +765,7 @@ impl Model {
     }
 
     fn start_check(&mut self, id: u64) {
-        let deadline = self.now + self.cfg.check_timeout;
+        let deadline = self.now + self.cfg.check_timeout * MS;
         self.conns.get_mut(&id).unwrap().state = CState::Checking { deadline };
         self.out.effects.push(Effect::Check(id));
     }
@@ -687,10 +789,17 @@ impl Model {
         }
     }
 
-    fn connect_failed(&mut self, class: ErrorClass) {
-        self.failed_at = Some(self.now);
-        self.last_error = Some(class);
-        if class == ErrorClass::Fatal {
+    /// The backoff curve: see the module docs.
+    fn connect_failed(&mut self, cause: Cause) {
+        self.failures = self.failures.saturating_add(1);
+        let exp = (self.failures - 1).min(31);
+        let full = (self.cfg.backoff_base * MS)
+            .saturating_mul(1 << exp)
+            .min(self.cfg.backoff_max * MS);
+        let half = full / 2;
+        self.retry_at = self.now + half + self.rng.up_to(half);
+        self.last_error = Some(cause);
+        if cause.class() == ErrorClass::Fatal {
             for w in std::mem::take(&mut self.waiters) {
                 self.out.answers.push(Answer::Reject {
                     waiter: w.id,
@@ -702,15 +811,16 @@ impl Model {
 
     fn timeout(&self, arrived: u64) -> RejKind {
         RejKind::Timeout {
-            waited: ms(self.now - arrived),
+            waited: nanos(self.now - arrived),
             last_error: self.last_error,
+            status: self.status(),
         }
     }
 
     // ---- inputs ----
 
     fn acquire(&mut self, wait: u64) {
-        let ret = self.acquire_inner(self.now + wait);
+        let ret = self.acquire_inner(self.now + wait * MS);
         self.out.ret = ret;
     }
 
@@ -808,7 +918,7 @@ impl Model {
         } else if self.expired(id) {
             self.close_conn(id, CloseReason::MaxLifetime, true);
         } else if verdict == Verdict::NeedsReset {
-            let deadline = self.now + self.cfg.check_timeout;
+            let deadline = self.now + self.cfg.check_timeout * MS;
             self.conns.get_mut(&id).unwrap().state = CState::Resetting { deadline };
             self.out.effects.push(Effect::Reset(id));
         } else {
@@ -839,10 +949,17 @@ impl Model {
         self.out.ret = Ret::Input(Ok(()));
         match result {
             ConnectResult::Ok => {
-                self.failed_at = None;
+                self.failures = 0;
+                self.retry_at = 0;
                 self.last_error = None;
-                let c = self.conns.get_mut(&id).unwrap();
-                c.expires_at = self.cfg.max_lifetime.map_or(NEVER, |l| self.now + l);
+                let expires_at = match self.cfg.max_lifetime {
+                    Some(l) => {
+                        let spread = l * MS / 1000 * u64::from(self.cfg.lifetime_jitter_permille);
+                        self.now + l * MS - self.rng.up_to(spread)
+                    }
+                    None => NEVER,
+                };
+                self.conns.get_mut(&id).unwrap().expires_at = expires_at;
                 if self.phase == Phase::Running {
                     self.make_available(id);
                 } else {
@@ -853,9 +970,9 @@ impl Model {
                 // A failed connect never existed: no `Close`.
                 self.conns.remove(&id);
                 self.connect_failed(if result == ConnectResult::Fatal {
-                    ErrorClass::Fatal
+                    Cause::BadPassword
                 } else {
-                    ErrorClass::Transient
+                    Cause::Refused
                 });
             }
         }
@@ -900,7 +1017,7 @@ impl Model {
             return;
         }
         self.out.ret = Ret::Input(Ok(()));
-        let deadline = self.now + drain;
+        let deadline = self.now + drain * MS;
         self.phase = Phase::Draining {
             deadline,
             forced: 0,
@@ -970,7 +1087,7 @@ impl Model {
             match c.state {
                 CState::Opening { deadline } if deadline <= now => {
                     self.close_conn(id, CloseReason::ConnectTimeout, false);
-                    self.connect_failed(ErrorClass::Transient);
+                    self.connect_failed(Cause::ConnectTimeout);
                 }
                 CState::Checking { deadline } if deadline <= now => {
                     self.close_conn(id, CloseReason::CheckTimeout, false)
@@ -987,13 +1104,13 @@ impl Model {
                     leak_reported: false,
                 } => {
                     if let Some(t) = self.cfg.leak_threshold {
-                        if since + t <= now {
+                        if since + t * MS <= now {
                             self.conns.get_mut(&id).unwrap().state = CState::Leased {
                                 since,
                                 lease,
                                 leak_reported: true,
                             };
-                            self.out.effects.push(Effect::Leak(id, ms(now - since)));
+                            self.out.effects.push(Effect::Leak(id, nanos(now - since)));
                         }
                     }
                 }
@@ -1007,7 +1124,7 @@ impl Model {
                 let CState::Idle { since } = self.conns[&oldest].state else {
                     unreachable!()
                 };
-                if since + t > now {
+                if since + t * MS > now {
                     break;
                 }
                 self.close_conn(oldest, CloseReason::IdleTimeout, false);
@@ -1066,8 +1183,7 @@ impl Model {
         }
     }
 
-    /// Every pending deadline and what it is for, without the backoff retry (see
-    /// `retry_pending`).
+    /// Every pending deadline and what it is for.
     fn deadlines(&self) -> Vec<(u64, Due)> {
         let mut all: Vec<(u64, Due)> = self
             .waiters
@@ -1090,7 +1206,7 @@ impl Model {
                 } => all.extend(
                     self.cfg
                         .leak_threshold
-                        .map(|t| (since + t, Due::Leak(lease))),
+                        .map(|t| (since + t * MS, Due::Leak(lease))),
                 ),
                 CState::Leased { .. } => {}
             }
@@ -1101,8 +1217,12 @@ impl Model {
                 let CState::Idle { since } = self.conns[&oldest].state else {
                     unreachable!()
                 };
-                all.push((since + t, Due::IdleTimeout(oldest)));
+                all.push((since + t * MS, Due::IdleTimeout(oldest)));
             }
+        }
+        // The retry counts only while it holds back an open that is wanted.
+        if self.blocked() && self.opens_wanted() > 0 {
+            all.push((self.retry_at, Due::Backoff));
         }
         if let Phase::Draining { deadline, .. } = self.phase {
             all.push((deadline, Due::Drain));
@@ -1110,16 +1230,9 @@ impl Model {
         all
     }
 
-    /// The earliest instant at which `handle_timeout` has work, without the backoff retry
-    /// (see `retry_pending`).
+    /// The earliest instant at which `handle_timeout` has work.
     fn next_deadline(&self) -> Option<u64> {
         self.deadlines().into_iter().map(|(t, _)| t).min()
-    }
-
-    /// Opens are wanted but paused by the backoff: the core's timer names the retry
-    /// instant, 1 or 2 ns after `now`.
-    fn retry_pending(&self) -> bool {
-        self.blocked() && self.opens_wanted() > 0
     }
 
     fn apply(&mut self, op: &Op) {
@@ -1127,7 +1240,7 @@ impl Model {
         self.target = Target::None;
         match *op {
             Op::Tick { by } => {
-                self.clock += by;
+                self.clock += by * MS;
                 return;
             }
             Op::Kill { i } => {
@@ -1140,7 +1253,7 @@ impl Model {
                 }
                 return;
             }
-            Op::Advance { by } => self.clock += by,
+            Op::Advance { by } => self.clock += by * MS,
             Op::AdvanceToNext => {
                 if let Some(t) = self.next_deadline() {
                     self.clock = self.clock.max(t);
@@ -1502,7 +1615,7 @@ impl Sut {
         let mut out = StepOut::default();
         let target = model.target;
         match *op {
-            Op::Tick { by } | Op::Advance { by } => self.clock += by,
+            Op::Tick { by } | Op::Advance { by } => self.clock += by * MS,
             // The model chose the instant (its next deadline).
             Op::AdvanceToNext => self.clock = model.clock,
             _ => {}
@@ -1512,7 +1625,7 @@ impl Sut {
         match *op {
             Op::Tick { .. } => {}
             Op::Acquire { wait } => {
-                let deadline = instant(self.clock + wait);
+                let deadline = instant(self.clock + wait * MS);
                 let mut made = None;
                 out.ret = match self.pool.acquire(now, deadline, |w| {
                     made = Some(w);
@@ -1600,7 +1713,7 @@ impl Sut {
                 self.handle_timeout_checked(&mut out)
             }
             Op::Close { drain } => {
-                out.ret = input(self.pool.close(now, instant(self.clock + drain)))
+                out.ret = input(self.pool.close(now, instant(self.clock + drain * MS)))
             }
             Op::Resize { max_size } => {
                 let before = self.pool.status();
@@ -1664,15 +1777,16 @@ impl Sut {
         }
         self.track_timer();
         assert_eq!(
-            out, model.out,
-            "core (left) and model (right) disagree on {op:?} at t={}ms",
-            self.clock
+            out,
+            model.out,
+            "core (left) and model (right) disagree on {op:?} at t={:?}",
+            nanos(self.clock)
         );
     }
 
-    /// The core's `Timer` in the model's terms (`None` for the backoff retry).
-    fn due_of(&self, timer: Timer) -> Option<Due> {
-        Some(match timer {
+    /// The core's `Timer` in the model's terms.
+    fn due_of(&self, timer: Timer) -> Due {
+        match timer {
             Timer::Waiter(w) => Due::Waiter(w.get()),
             Timer::Connect(c) => Due::Connect(c.get()),
             Timer::Check(c) => Due::Check(c.get()),
@@ -1686,8 +1800,8 @@ impl Sut {
             Timer::Lifetime(c) => Due::Lifetime(c.get()),
             Timer::IdleTimeout(c) => Due::IdleTimeout(c.get()),
             Timer::Drain => Due::Drain,
-            Timer::Backoff => return None,
-        })
+            Timer::Backoff => Due::Backoff,
+        }
     }
 
     /// The core's observable state agrees with the model, and its own invariants hold.
@@ -1695,23 +1809,11 @@ impl Sut {
         if let Err(e) = self.pool.check_invariants() {
             panic!("{e}");
         }
-        let s = self.pool.status();
-        let count = |f: fn(&CState) -> bool| m.conns.values().filter(|c| f(&c.state)).count();
-        assert_eq!(s.total, m.conns.len(), "total");
-        assert_eq!(s.max_size, m.cfg.max_size, "max_size");
-        assert_eq!(s.idle, m.idle.len(), "idle");
         assert_eq!(
-            s.leased,
-            count(|s| matches!(s, CState::Leased { .. })),
-            "leased"
+            self.pool.status(),
+            m.status(),
+            "status (core left, model right)"
         );
-        assert_eq!(s.opening, m.opening(), "opening");
-        assert_eq!(
-            s.checking,
-            count(|s| matches!(s, CState::Checking { .. } | CState::Resetting { .. })),
-            "checking + resetting"
-        );
-        assert_eq!(s.waiters, m.waiters.len(), "waiters");
         let tokens: Vec<u64> = self.pool.waiter_tokens().map(|w| w.get()).collect();
         let queue: Vec<u64> = m.waiters.iter().map(|w| w.id).collect();
         assert_eq!(tokens, queue, "waiter_tokens (left) vs the model's queue");
@@ -1727,49 +1829,26 @@ impl Sut {
                 instant(first)
             );
         }
-        // ...and is exactly the model's next deadline (or the backoff retry, 1-2 ns after
-        // the failure).
+        // ...and is exactly the model's next deadline, the backoff retry included.
         let expected = m.next_deadline().map(instant);
         let next = self.pool.next_timeout();
         assert_eq!(next.map(|(t, _)| t), timer, "next_timeout vs poll_timeout");
-        if m.retry_pending() {
-            let lo = Instant::from_nanos(instant(m.now).as_nanos() + 1);
-            let hi = Instant::from_nanos(instant(m.now).as_nanos() + 2);
-            let ok = timer.is_some_and(|t| t >= lo && t <= hi) || timer == expected;
-            assert!(
-                ok,
-                "poll_timeout {timer:?}, model: retry at {lo:?}..={hi:?} or {expected:?}"
-            );
-        } else {
-            assert_eq!(
-                timer, expected,
-                "poll_timeout (left) vs model's next deadline"
-            );
-        }
+        assert_eq!(
+            timer,
+            expected,
+            "poll_timeout (left) vs model's next deadline; model: {:?}",
+            m.deadlines()
+        );
         // ...and `next_timeout` names one of the things due at that instant.
         if let Some((t, why)) = next {
-            match self.due_of(why) {
-                None => assert!(
-                    m.retry_pending() && t != expected.unwrap_or(Instant::NEVER),
-                    "next_timeout names the backoff at {t:?}, model: {:?}",
-                    m.deadlines()
-                ),
-                Some(due) => {
-                    let at = instant_ms(t);
-                    assert!(
-                        m.deadlines().contains(&(at, due)),
-                        "next_timeout {next:?} is none of the model's deadlines {:?}",
-                        m.deadlines()
-                    );
-                }
-            }
+            let due = self.due_of(why);
+            assert!(
+                m.deadlines().contains(&(t.as_nanos(), due)),
+                "next_timeout {next:?} is none of the model's deadlines {:?}",
+                m.deadlines()
+            );
         }
     }
-}
-
-/// A model instant back from the core's (whole milliseconds).
-fn instant_ms(t: Instant) -> u64 {
-    t.as_nanos() / 1_000_000
 }
 
 struct PoolTest;
@@ -1818,7 +1897,7 @@ impl StateMachineTest for PoolTest {
             .map(|w| w.deadline)
             .max()
             .unwrap_or(m.clock);
-        let by = last.saturating_sub(m.clock);
+        let by = last.saturating_sub(m.clock).div_ceil(MS);
         let op = Op::Advance { by };
         m.apply(&op);
         sut.apply(&m, &op);
@@ -1835,7 +1914,7 @@ impl StateMachineTest for PoolTest {
         sut.check(&m);
         // A close from the case itself may have a later drain deadline.
         let by = match m.phase {
-            Phase::Draining { deadline, .. } => deadline.saturating_sub(m.clock),
+            Phase::Draining { deadline, .. } => deadline.saturating_sub(m.clock).div_ceil(MS),
             _ => 0,
         };
         let op = Op::Advance { by };
