@@ -61,8 +61,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pool_core::{
-    Acquired, Action, CloseReason, Config, ConnId, ConnectError, ErrorClass, IdleOrder, InputError,
-    Instant, LeaseId, Pool, Refused, Rejection, Status, Timer, Verdict, WaiterId,
+    Acquired, Action, CloseReason, Config, ConnId, ConnectError, ErrorClass, Histogram, IdleOrder,
+    InputError, Instant, LeaseId, Pool, Refused, Rejection, Stats, Status, Timer, Verdict,
+    WaiterId,
 };
 use proptest::prelude::*;
 use proptest::strategy::Union;
@@ -1444,6 +1445,100 @@ struct Sut {
     killed: Arc<Mutex<BTreeSet<u64>>>,
     /// The embedder's one timer, kept as `poll_timer` says (None after a timeout).
     armed: Option<Instant>,
+    /// When each lease was granted (by lease index) and each open started (by connection).
+    lease_since: Vec<Instant>,
+    open_since: BTreeMap<u64, Instant>,
+    /// The statistics as the actions and return values tell them.
+    tally: Tally,
+}
+
+/// What `stats()` must say, counted from the actions and return values the test saw.
+#[derive(Debug, Default)]
+struct Tally {
+    acquires: u64,
+    grants: u64,
+    rejected_timeout: u64,
+    rejected_queue_full: u64,
+    rejected_closed: u64,
+    rejected_connect_failed: u64,
+    cancelled: u64,
+    connects_started: u64,
+    connects_ok: u64,
+    connects_failed: u64,
+    checks_started: u64,
+    resets_started: u64,
+    detached: u64,
+    leaks_suspected: u64,
+    closes: BTreeMap<CloseReason, u64>,
+    wait: Histogram,
+    hold: Histogram,
+    connect: Histogram,
+}
+
+impl Tally {
+    fn granted(&mut self, waited: Duration) {
+        self.grants += 1;
+        self.wait.record(waited);
+    }
+
+    fn rejected(&mut self, kind: &RejKind) {
+        *match kind {
+            RejKind::Timeout { .. } => &mut self.rejected_timeout,
+            RejKind::QueueFull => &mut self.rejected_queue_full,
+            RejKind::Closed => &mut self.rejected_closed,
+            RejKind::ConnectFailed => &mut self.rejected_connect_failed,
+        } += 1;
+    }
+
+    /// Every counter and histogram of `stats()` agrees with the tally.
+    fn check(&self, st: &Stats) {
+        let counters = |s: &Stats| {
+            [
+                s.acquires,
+                s.grants,
+                s.rejected_timeout,
+                s.rejected_queue_full,
+                s.rejected_closed,
+                s.rejected_connect_failed,
+                s.cancelled,
+                s.connects_started,
+                s.connects_ok,
+                s.connects_failed,
+                s.checks_started,
+                s.resets_started,
+                s.detached,
+                s.leaks_suspected,
+            ]
+        };
+        let tallied = [
+            self.acquires,
+            self.grants,
+            self.rejected_timeout,
+            self.rejected_queue_full,
+            self.rejected_closed,
+            self.rejected_connect_failed,
+            self.cancelled,
+            self.connects_started,
+            self.connects_ok,
+            self.connects_failed,
+            self.checks_started,
+            self.resets_started,
+            self.detached,
+            self.leaks_suspected,
+        ];
+        assert_eq!(
+            counters(st),
+            tallied,
+            "stats() (left) vs the actions' tally (right), in Stats' field order"
+        );
+        for r in CloseReason::ALL {
+            let n = self.closes.get(&r).copied().unwrap_or(0);
+            assert_eq!(st.closes(r), n, "stats().closes({r:?})");
+        }
+        assert_eq!(st.wait, self.wait, "stats().wait");
+        assert_eq!(st.hold, self.hold, "stats().hold");
+        assert_eq!(st.connect, self.connect, "stats().connect");
+    }
 }
 
 /// The answer to an input that hands in a connection: a refusal must hand back the very
@@ -1465,6 +1560,14 @@ impl Sut {
 
     fn record_lease(&mut self, lease: LeaseId) {
         self.leases.push(lease);
+        self.lease_since.push(self.now());
+    }
+
+    /// A lease came back (released or detached): how long it was held.
+    fn held(&mut self, lease: LeaseId) {
+        let i = self.leases.iter().position(|l| *l == lease).unwrap();
+        let held = self.now().saturating_since(self.lease_since[i]);
+        self.tally.hold.record(held);
     }
 
     /// Drain the actions into the comparable form, checking each carries the right
@@ -1474,14 +1577,18 @@ impl Sut {
             match action {
                 Action::Open { conn } => {
                     self.conns.insert(conn.get(), conn);
+                    self.open_since.insert(conn.get(), self.now());
+                    self.tally.connects_started += 1;
                     out.effects.push(Effect::Open(conn.get()));
                 }
                 Action::Check { conn, connection } => {
                     assert_eq!(connection, conn, "check of {conn:?} carries another");
+                    self.tally.checks_started += 1;
                     out.effects.push(Effect::Check(conn.get()))
                 }
                 Action::Reset { conn, connection } => {
                     assert_eq!(connection, conn, "reset of {conn:?} carries another");
+                    self.tally.resets_started += 1;
                     out.effects.push(Effect::Reset(conn.get()))
                 }
                 Action::Close {
@@ -1491,6 +1598,11 @@ impl Sut {
                 } => {
                     if let Some(c) = connection {
                         assert_eq!(c, conn, "close of {conn:?} carries another");
+                    }
+                    *self.tally.closes.entry(reason).or_default() += 1;
+                    if reason == CloseReason::ConnectTimeout {
+                        // An open given up on is a failed connect.
+                        self.tally.connects_failed += 1;
                     }
                     out.effects
                         .push(Effect::Close(conn.get(), reason, connection.is_some()))
@@ -1504,6 +1616,7 @@ impl Sut {
                     assert_eq!(token, waiter, "grant to {waiter:?} with another's token");
                     assert_eq!(connection, grant.conn(), "grant of another connection");
                     self.record_lease(grant.lease);
+                    self.tally.granted(grant.waited);
                     out.answers.push(Answer::Grant {
                         waiter: waiter.get(),
                         conn: grant.conn().get(),
@@ -1516,12 +1629,15 @@ impl Sut {
                     rejection,
                 } => {
                     assert_eq!(token, waiter, "reject of {waiter:?} with another's token");
+                    let kind = RejKind::of(&rejection);
+                    self.tally.rejected(&kind);
                     out.answers.push(Answer::Reject {
                         waiter: waiter.get(),
-                        kind: RejKind::of(&rejection),
+                        kind,
                     })
                 }
                 Action::LeakSuspected { lease, held } => {
+                    self.tally.leaks_suspected += 1;
                     out.effects.push(Effect::Leak(lease.conn().get(), held))
                 }
                 Action::Drained { forced } => out.effects.push(Effect::Drained(forced)),
@@ -1649,12 +1765,20 @@ impl Sut {
                 if !matches!(out.ret, Ret::Queued { .. }) {
                     assert_eq!(made, None, "a token made for a caller that does not wait");
                 }
+                self.tally.acquires += 1;
+                match &out.ret {
+                    Ret::Ready { .. } => self.tally.granted(Duration::ZERO),
+                    Ret::Rejected(kind) => self.tally.rejected(kind),
+                    _ => {}
+                }
             }
             Op::TryAcquire => {
                 let got = self.pool.try_acquire(now);
                 if let Some((g, connection)) = got {
                     assert_eq!(connection, g.conn(), "try_acquire with another connection");
                     self.record_lease(g.lease);
+                    self.tally.acquires += 1;
+                    self.tally.granted(g.waited);
                 }
                 out.ret = Ret::Try(got.map(|(g, _)| g.conn().get()));
             }
@@ -1681,14 +1805,29 @@ impl Sut {
                 let r = self.pool.cancel(now, w).map(|token| {
                     assert_eq!(token, w, "cancel of {w:?} handed back another's token")
                 });
+                self.tally.cancelled += u64::from(r.is_ok());
                 out.ret = input(r)
             }
             Op::Release { verdict, .. } => {
                 let lease = self.lease(target);
-                let r = self.pool.release(now, lease, lease.conn(), verdict);
-                out.ret = input(handed_back(r, lease.conn()))
+                let r = handed_back(
+                    self.pool.release(now, lease, lease.conn(), verdict),
+                    lease.conn(),
+                );
+                if r.is_ok() {
+                    self.held(lease);
+                }
+                out.ret = input(r)
             }
-            Op::Detach { .. } => out.ret = input(self.pool.detach(now, self.lease(target))),
+            Op::Detach { .. } => {
+                let lease = self.lease(target);
+                let r = self.pool.detach(now, lease);
+                if r.is_ok() {
+                    self.held(lease);
+                    self.tally.detached += 1;
+                }
+                out.ret = input(r)
+            }
             Op::Connect { result, .. } => {
                 let conn = self.conn(target);
                 let (r, handed) = match result {
@@ -1696,8 +1835,17 @@ impl Sut {
                     ConnectResult::Transient => (Err(ConnectError::transient("refused")), None),
                     ConnectResult::Fatal => (Err(ConnectError::fatal("bad password")), None),
                 };
-                let r = self.pool.connect_finished(now, conn, r);
-                out.ret = input(handed_back(r, handed));
+                let r = handed_back(self.pool.connect_finished(now, conn, r), handed);
+                if r.is_ok() {
+                    if result == ConnectResult::Ok {
+                        self.tally.connects_ok += 1;
+                        let took = now.saturating_since(self.open_since[&conn.get()]);
+                        self.tally.connect.record(took);
+                    } else {
+                        self.tally.connects_failed += 1;
+                    }
+                }
+                out.ret = input(r);
             }
             Op::Check { healthy, .. } => {
                 let conn = self.conn(target);
@@ -1814,6 +1962,7 @@ impl Sut {
             m.status(),
             "status (core left, model right)"
         );
+        self.tally.check(self.pool.stats());
         let tokens: Vec<u64> = self.pool.waiter_tokens().map(|w| w.get()).collect();
         let queue: Vec<u64> = m.waiters.iter().map(|w| w.id).collect();
         assert_eq!(tokens, queue, "waiter_tokens (left) vs the model's queue");
@@ -1871,6 +2020,9 @@ impl StateMachineTest for PoolTest {
             leases: Vec::new(),
             killed,
             armed: None,
+            lease_since: Vec::new(),
+            open_since: BTreeMap::new(),
+            tally: Tally::default(),
         };
         let mut out = StepOut::default();
         sut.drain(&mut out);
