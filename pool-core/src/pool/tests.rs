@@ -701,6 +701,36 @@ fn idle_timeout_shrinks_the_pool_to_min_idle_and_no_further() {
     assert_eq!(t.pool.poll_timeout(), None);
 }
 
+/// `min_idle` counts idle connections, not every connection: with connections in use
+/// and no more than `min_idle` idle, none of the idle ones times out.
+#[test]
+fn idle_timeout_spares_min_idle_idle_connections_while_others_are_in_use() {
+    let mut t = T::new(Config {
+        min_idle: 2,
+        idle_timeout: Some(ms(1000)),
+        ..bare(3)
+    });
+    let conns = t.warm(3);
+    let in_use = [t.ready(), t.ready()];
+    assert_eq!(t.pool.status().idle, 1);
+    assert_eq!(t.actions(), vec![], "no room to restore min_idle");
+    assert_eq!(t.pool.next_timeout(), None, "no idle timeout is pending");
+    t.to(5000);
+    t.timeout();
+    assert_eq!(t.actions(), vec![]);
+    assert_eq!(t.pool.status().idle, 1);
+    for g in in_use {
+        t.release(g.lease, Verdict::Reusable);
+    }
+    // Now three are idle: the one idle longest (since the warm-up) times out, down to
+    // min_idle.
+    assert_eq!(t.actions(), vec![]);
+    t.to(6000);
+    t.timeout();
+    assert_eq!(t.actions(), vec![close(conns[0], CloseReason::IdleTimeout)]);
+    assert_eq!(t.pool.status().idle, 2);
+}
+
 #[test]
 fn max_lifetime_is_jittered_and_enforced_when_idle_and_on_return() {
     let lifetime = ms(100_000);
