@@ -2099,7 +2099,7 @@ fn cases() -> u32 {
 /// another (`scripts/deep-check.sh` picks a new one each run and prints it).
 fn rng_seed() -> RngSeed {
     match ProptestConfig::default().rng_seed {
-        RngSeed::Random => RngSeed::Fixed(0x5EED_0F_40DE1),
+        RngSeed::Random => RngSeed::Fixed(0x05EE_D0F4_0DE1),
         seed => seed,
     }
 }
