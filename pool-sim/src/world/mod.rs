@@ -6,9 +6,12 @@
 //! Each event is handled by the concern that owns it (see `event.rs`): the pool driver
 //! (`host`), the pool's connections at the database (`conns`), requests and their leases
 //! (`request`, `lease`), the workload (`arrivals`), serverless instances (`instances`),
-//! connection per request (`direct`), fault windows (`faults`), and the checks (`checks`).
+//! connection per request (`direct`), fault windows (`faults`), and the checks: the
+//! invariants and the simulator's rules (`checks`), and the policy oracles (`oracles`),
+//! judged against the simulator's own books of each pool (`books`).
 
 mod arrivals;
+mod books;
 mod checks;
 mod conns;
 mod direct;
@@ -18,6 +21,7 @@ mod host;
 mod instances;
 mod lease;
 mod metrics;
+mod oracles;
 mod queue;
 mod request;
 mod result;
@@ -65,6 +69,8 @@ pub struct Sim {
     cancel_window: u64,
     /// A `SlowClose` fault is on: closes take this many milliseconds.
     slow_close: Option<u64>,
+    /// While a fatal connect result is fed to a pool: the requests it rejected.
+    fatal_answers: Option<Vec<usize>>,
 }
 
 impl Sim {
@@ -98,6 +104,7 @@ impl Sim {
             recovery_mark,
             cancel_window,
             slow_close: None,
+            fatal_answers: None,
         };
         sim.init();
         Ok(sim)
