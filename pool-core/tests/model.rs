@@ -44,10 +44,21 @@
 //! `max_lifetime`, in that order of events. So any change to a retry delay or an expiry
 //! shows as a different action or a different `poll_timeout`.
 //!
-//! What the model leaves out (docs/verification.md says why each is safe):
-//! - **Statistics** (`stats()`): counters and histograms are not modelled; the invariant
-//!   check cross-checks the per-state counters against the connection table, and the unit
-//!   tests assert each counter.
+//! Closing (issue 14): a closed connection stays in the model, `Closing`, counted against
+//! `max_size` and in `status().closing`, until `close_finished` or its close deadline
+//! (`close_timeout` after the first `Close`; then it is abandoned, with no action). One
+//! closed while its open, check or reset ran keeps that answer owed: a late success hands
+//! it back with a second `Close` (same reason, with the connection), a late failed connect
+//! leaves nothing to close.
+//!
+//! Statistics: every counter and histogram of `stats()` must equal a tally kept from the
+//! actions and return values alone. A close is counted at a connection's first `Close`
+//! (a `ConnectTimeout` one is also a failed connect); a second `Close` and a late connect
+//! answer count nothing; a close neither finished nor answered by its deadline (the first
+//! `Close` plus `close_timeout`) counts as abandoned at the `handle_timeout` that reaches
+//! it; a revoked lease's `Close` is gone at once.
+//!
+//! What the model leaves out (docs/verification.md says why it is safe):
 //! - `acquire_timeout` is unused by the core (adapters turn it into deadlines), so every
 //!   acquire gets an explicit deadline.
 //!
@@ -1611,6 +1622,9 @@ struct Sut {
     /// When each lease was granted (by lease index) and each open started (by connection).
     lease_since: Vec<Instant>,
     open_since: BTreeMap<u64, Instant>,
+    /// Connections lent out now (granted, not yet released or detached): a `Close` of one
+    /// is a revoked lease, forgotten at once.
+    lent: BTreeSet<u64>,
     /// The statistics as the actions and return values tell them.
     tally: Tally,
 }
@@ -1632,7 +1646,13 @@ struct Tally {
     resets_started: u64,
     detached: u64,
     leaks_suspected: u64,
+    closes_abandoned: u64,
     closes: BTreeMap<CloseReason, u64>,
+    /// Connections whose first `Close` was seen and whose close has not finished: each
+    /// with its close deadline (that `Close` plus `close_timeout`, as the config says).
+    /// A second `Close` of one (the connection a late answer handed back) counts nothing.
+    closing: BTreeMap<u64, Instant>,
+    close_timeout: Duration,
     wait: Histogram,
     hold: Histogram,
     connect: Histogram,
@@ -1653,6 +1673,37 @@ impl Tally {
         } += 1;
     }
 
+    /// A `Close` action: counted the first time for a connection; a revoked lease is gone
+    /// at once, any other stays closing until its close finishes or is abandoned.
+    fn closed(&mut self, conn: u64, reason: CloseReason, handed: bool, lent: bool, now: Instant) {
+        if self.closing.contains_key(&conn) {
+            assert!(handed, "a second Close of {conn} without the connection");
+            return;
+        }
+        *self.closes.entry(reason).or_default() += 1;
+        if reason == CloseReason::ConnectTimeout {
+            // An open given up on is a failed connect.
+            self.connects_failed += 1;
+        }
+        if !lent {
+            self.closing.insert(conn, now + self.close_timeout);
+        }
+    }
+
+    /// `handle_timeout(now)` ran: closes past their deadline are abandoned.
+    fn abandon_due(&mut self, now: Instant) {
+        let due: Vec<u64> = self
+            .closing
+            .iter()
+            .filter(|(_, deadline)| **deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            self.closing.remove(&id);
+            self.closes_abandoned += 1;
+        }
+    }
+
     /// Every counter and histogram of `stats()` agrees with the tally.
     fn check(&self, st: &Stats) {
         let counters = |s: &Stats| {
@@ -1671,6 +1722,7 @@ impl Tally {
                 s.resets_started,
                 s.detached,
                 s.leaks_suspected,
+                s.closes_abandoned,
             ]
         };
         let tallied = [
@@ -1688,6 +1740,7 @@ impl Tally {
             self.resets_started,
             self.detached,
             self.leaks_suspected,
+            self.closes_abandoned,
         ];
         assert_eq!(
             counters(st),
@@ -1724,6 +1777,7 @@ impl Sut {
     fn record_lease(&mut self, lease: LeaseId) {
         self.leases.push(lease);
         self.lease_since.push(self.now());
+        self.lent.insert(lease.conn().get());
     }
 
     /// A lease came back (released or detached): how long it was held.
@@ -1731,6 +1785,7 @@ impl Sut {
         let i = self.leases.iter().position(|l| *l == lease).unwrap();
         let held = self.now().saturating_since(self.lease_since[i]);
         self.tally.hold.record(held);
+        self.lent.remove(&lease.conn().get());
     }
 
     /// Drain the actions into the comparable form, checking each carries the right
@@ -1762,11 +1817,11 @@ impl Sut {
                     if let Some(c) = connection {
                         assert_eq!(c, conn, "close of {conn:?} carries another");
                     }
-                    *self.tally.closes.entry(reason).or_default() += 1;
-                    if reason == CloseReason::ConnectTimeout {
-                        // An open given up on is a failed connect.
-                        self.tally.connects_failed += 1;
-                    }
+                    let id = conn.get();
+                    let lent = self.lent.remove(&id);
+                    let now = self.now();
+                    self.tally
+                        .closed(id, reason, connection.is_some(), lent, now);
                     out.effects
                         .push(Effect::Close(conn.get(), reason, connection.is_some()))
                 }
@@ -1873,6 +1928,7 @@ impl Sut {
         // The timer fired.
         self.armed = None;
         self.pool.handle_timeout(now);
+        self.tally.abandon_due(now);
         self.drain(out);
         // Idempotent: a second call at the same instant has nothing to do.
         self.pool.handle_timeout(now);
@@ -1998,8 +2054,15 @@ impl Sut {
                     ConnectResult::Transient => (Err(ConnectError::transient("refused")), None),
                     ConnectResult::Fatal => (Err(ConnectError::fatal("bad password")), None),
                 };
+                // A late answer for a connection closed while it opened: no connect is
+                // counted; a failed one leaves nothing to close.
+                let late = self.tally.closing.contains_key(&conn.get());
                 let r = handed_back(self.pool.connect_finished(now, conn, r), handed);
-                if r.is_ok() {
+                if r.is_ok() && late {
+                    if result != ConnectResult::Ok {
+                        self.tally.closing.remove(&conn.get());
+                    }
+                } else if r.is_ok() {
                     if result == ConnectResult::Ok {
                         self.tally.connects_ok += 1;
                         let took = now.saturating_since(self.open_since[&conn.get()]);
@@ -2021,7 +2084,12 @@ impl Sut {
                 out.ret = input(handed_back(r, conn))
             }
             Op::CloseDone { .. } => {
-                out.ret = input(self.pool.close_finished(now, self.conn(target)))
+                let conn = self.conn(target);
+                let r = self.pool.close_finished(now, conn);
+                if r.is_ok() {
+                    self.tally.closing.remove(&conn.get());
+                }
+                out.ret = input(r)
             }
             Op::Advance { .. } | Op::AdvanceToNext | Op::Timer => {
                 self.handle_timeout_checked(&mut out)
@@ -2131,6 +2199,11 @@ impl Sut {
             "status (core left, model right)"
         );
         self.tally.check(self.pool.stats());
+        assert_eq!(
+            self.pool.status().closing,
+            self.tally.closing.len(),
+            "status().closing vs the closes the actions started and nothing finished"
+        );
         let tokens: Vec<u64> = self.pool.waiter_tokens().map(|w| w.get()).collect();
         let queue: Vec<u64> = m.waiters.iter().map(|w| w.id).collect();
         assert_eq!(tokens, queue, "waiter_tokens (left) vs the model's queue");
@@ -2190,7 +2263,11 @@ impl StateMachineTest for PoolTest {
             armed: None,
             lease_since: Vec::new(),
             open_since: BTreeMap::new(),
-            tally: Tally::default(),
+            lent: BTreeSet::new(),
+            tally: Tally {
+                close_timeout: ms(m.cfg.close_timeout),
+                ..Tally::default()
+            },
         };
         let mut out = StepOut::default();
         sut.drain(&mut out);
@@ -2246,7 +2323,9 @@ impl StateMachineTest for PoolTest {
             .conns
             .values()
             .filter_map(|c| match c.state {
-                CState::Closing { deadline, .. } => Some(deadline.saturating_sub(m.clock).div_ceil(MS)),
+                CState::Closing { deadline, .. } => {
+                    Some(deadline.saturating_sub(m.clock).div_ceil(MS))
+                }
                 _ => None,
             })
             .max()
