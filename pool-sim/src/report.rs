@@ -85,6 +85,17 @@ impl RunResult {
                 d.at_ms, d.forced
             );
         }
+        if let Some(a) = &self.abandoned {
+            let _ = writeln!(
+                w,
+                "    abandoned queries      {} (slot busy at most {} ms; next borrower waits p99 {} ms, max {} ms; at most {} queries running at the server)",
+                a.abandoned,
+                a.slot_busy_max_ms,
+                a.next_wait_p99_ms,
+                a.next_wait_max_ms,
+                a.peak_running_queries
+            );
+        }
         if let Some(t) = self.first_ok_after_faults_ms {
             let _ = writeln!(w, "    first query ok after the last fault window: {t} ms");
         }

@@ -217,3 +217,45 @@ fn slow_close_keeps_the_server_within_max_size() {
         assert_eq!(counted.final_pool_total, 0);
     }
 }
+
+#[test]
+fn abandoned_queries_are_cancelled_and_the_next_borrower_is_served() {
+    for seed in SEEDS {
+        let r = run("abandoned-query", seed);
+        let (cancel, wait) = (&r.runs[0], &r.runs[1]);
+        let (x, y) = (
+            cancel.abandoned.as_ref().expect("the model is on"),
+            wait.abandoned.as_ref().expect("the model is on"),
+        );
+        assert!(x.abandoned > 100, "{}", x.abandoned);
+        assert_eq!(
+            cancel.cancelled_mid_query, x.abandoned,
+            "every request that gave up left its query running at the server"
+        );
+        // The cancel round trip, at most 5 ms for the server to stop, the reset's answer.
+        assert!(x.slot_busy_max_ms <= 6.0, "{}", x.slot_busy_max_ms);
+        assert!(x.next_wait_max_ms <= 50.0, "{}", x.next_wait_max_ms);
+        assert!(x.peak_running_queries <= 10, "{}", x.peak_running_queries);
+        assert_eq!(cancel.rejected_total(), 0);
+        assert_eq!(cancel.final_pool_leased + cancel.final_pool_waiters, 0);
+        // The contrast: a reset that waits holds the slot for the rest of the query
+        // (1-2.5 s) and the pool of 10 clogs.
+        assert!(y.slot_busy_max_ms > 1000.0, "{}", y.slot_busy_max_ms);
+        assert!(y.next_wait_max_ms > 100.0, "{}", y.next_wait_max_ms);
+        assert!(
+            cancel.throughput_per_s > 3.0 * wait.throughput_per_s,
+            "{} vs {}",
+            cancel.throughput_per_s,
+            wait.throughput_per_s
+        );
+    }
+}
+
+#[test]
+fn runs_without_abandoned_queries_report_none() {
+    let r = run("cancel-storm", 1);
+    assert!(r.runs[0].cancelled_mid_query > 0);
+    assert!(r.runs[0].abandoned.is_none());
+    let json = serde_json::to_string(&r).expect("serializes");
+    assert!(!json.contains("abandoned"), "{json}");
+}

@@ -1,11 +1,11 @@
-//! Clients give up, hold on, or are cut off: cancellations, leaked leases, and the pool
-//! closed under load.
+//! Clients give up, hold on, or are cut off: cancellations, leaked leases, the pool
+//! closed under load, and queries abandoned mid-flight.
 
 use pool_core::Config;
 
 use crate::client::{Spike, Workload};
 use crate::db::{DbSpec, Latency};
-use crate::world::Setup;
+use crate::world::{AbandonedQueries, AbandonedReset, AbandonedStats, Setup};
 
 use super::{ms, s, Claim};
 
@@ -116,6 +116,74 @@ pub(super) fn close_under_load() -> (Vec<Setup>, Claim) {
                 && a.final_db_connections == 0
                 && a.unresolved_waiting == 0
                 && a.rejections.get("closed").copied().unwrap_or(0) > 0,
+        )
+    })
+}
+
+pub(super) fn abandoned_query() -> (Vec<Setup>, Claim) {
+    let mut runs = Vec::new();
+    for (label, reset) in [
+        (
+            "max 10, 100 ms request timeout, cancelled",
+            AbandonedReset::Cancel {
+                stop: Latency::ms(1, 4),
+            },
+        ),
+        (
+            "same, reset waits for the query (before)",
+            AbandonedReset::WaitForQuery,
+        ),
+    ] {
+        // 20 tasks on a pool of 10: a waiter is always there when a query is abandoned.
+        let mut st = Setup::new(
+            label,
+            Config::default(),
+            DbSpec {
+                // 2% of queries are slow: 1-2.5 s.
+                query: Latency::ms(2, 3).with_tail(20, 500),
+                ..DbSpec::default()
+            },
+            Workload::Closed {
+                tasks: 20,
+                think: ms(5),
+            },
+        );
+        st.client.acquire_timeout = s(1);
+        st.abandoned = Some(AbandonedQueries {
+            give_up_after: ms(100),
+            reset,
+        });
+        st.workload_end = s(8);
+        st.end = s(10);
+        runs.push(st);
+    }
+    (runs, |r| {
+        let (a, b) = (&r[0], &r[1]);
+        let none = AbandonedStats::default();
+        let (x, y) = (
+            a.abandoned.as_ref().unwrap_or(&none),
+            b.abandoned.as_ref().unwrap_or(&none),
+        );
+        (
+            format!(
+                "{} slow queries abandoned at 100 ms: the reset cancels each, its slot is busy at most {} ms and the next borrower waits at most {} ms; the server runs at most {} queries (max_size 10). Waiting for the query instead (before issue 14): slots busy up to {} ms, the next borrower waits up to {} ms, {:.0} instead of {:.0} queries/s",
+                x.abandoned,
+                x.slot_busy_max_ms,
+                x.next_wait_max_ms,
+                x.peak_running_queries,
+                y.slot_busy_max_ms,
+                y.next_wait_max_ms,
+                b.throughput_per_s,
+                a.throughput_per_s
+            ),
+            x.abandoned > 0
+                && x.slot_busy_max_ms <= 20.0
+                && x.next_wait_max_ms <= 50.0
+                && x.peak_running_queries <= 10
+                && a.rejected_total() == 0
+                && a.unresolved_holding + a.unresolved_waiting == 0
+                && y.slot_busy_max_ms > 500.0
+                && y.next_wait_max_ms > 100.0,
         )
     })
 }

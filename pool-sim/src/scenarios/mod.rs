@@ -81,6 +81,11 @@ pub const SCENARIOS: &[Scenario] = &[
         summary: "closes take 800 ms for 6 s while connections expire: max_size still caps what the server sees",
         build: database::slow_close,
     },
+    Scenario {
+        name: "abandoned-query",
+        summary: "requests time out at 100 ms on slow queries still running at the server: the reset cancels them, the next borrower is served at once",
+        build: clients::abandoned_query,
+    },
 ];
 
 pub fn names() -> Vec<&'static str> {

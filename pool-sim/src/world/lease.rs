@@ -41,6 +41,7 @@ impl Sim {
             Health::Dead => ns(self.db.spec.rtt),
             Health::HalfOpen => ns(self.client.query_timeout),
         };
+        self.abandoned_query_starts(h, conn, req, d);
         self.queue.push(
             self.now + d,
             Ev::QueryDone {

@@ -10,6 +10,7 @@
 //! invariants and the simulator's rules (`checks`), and the policy oracles (`oracles`),
 //! judged against the simulator's own books of each pool (`books`).
 
+mod abandoned;
 mod arrivals;
 mod books;
 mod checks;
@@ -41,6 +42,7 @@ use metrics::Metrics;
 use queue::EventQueue;
 use request::Request;
 
+pub use abandoned::{AbandonedQueries, AbandonedReset, AbandonedStats};
 pub use result::{Drain, RunResult};
 pub use setup::{Setup, PROBE_TIMEOUT};
 pub use timeline::{Timeline, TIMELINE_BUCKETS};
@@ -69,6 +71,8 @@ pub struct Sim {
     cancel_window: u64,
     /// A `SlowClose` fault is on: closes take this many milliseconds.
     slow_close: Option<u64>,
+    /// Queries abandoned mid-flight, as the server sees them (`Setup::abandoned`).
+    abandoned: abandoned::Abandoned,
     /// While a fatal connect result is fed to a pool: the requests it rejected.
     fatal_answers: Option<Vec<usize>>,
 }
@@ -104,6 +108,7 @@ impl Sim {
             recovery_mark,
             cancel_window,
             slow_close: None,
+            abandoned: abandoned::Abandoned::default(),
             fatal_answers: None,
         };
         sim.init();

@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::faults::Fault;
 use crate::vtime::ms;
 
+use super::abandoned::AbandonedStats;
 use super::timeline::Timeline;
 use super::Sim;
 
@@ -65,6 +66,9 @@ pub struct RunResult {
     pub invariant_checks: u64,
     pub error: Option<String>,
     pub liveness: Vec<String>,
+    /// Only for runs whose borrowers abandon queries mid-flight (`Setup::abandoned`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub abandoned: Option<AbandonedStats>,
     #[serde(skip)]
     pub timeline: Option<Timeline>,
 }
@@ -87,6 +91,7 @@ impl Sim {
     /// The run is over: settle the liveness verdicts and gather what it measured.
     pub(super) fn finish(mut self) -> RunResult {
         let liveness = self.unresolved_at_end();
+        let abandoned = self.abandoned_stats();
         let status = self.live_status();
         let (setup, db, mut m, now) = (&self.setup, &self.db, self.m, self.now);
         let (error, timeline) = (self.error, self.timeline);
@@ -177,6 +182,7 @@ impl Sim {
             invariant_checks: m.invariant_checks,
             error,
             liveness,
+            abandoned,
             timeline,
         }
     }

@@ -9,6 +9,8 @@ use crate::client::{ClientSpec, Topology, Workload};
 use crate::db::DbSpec;
 use crate::faults::Fault;
 
+use super::AbandonedQueries;
+
 /// How long the health probe may wait: a connect plus a check, with room to spare.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -47,6 +49,9 @@ pub struct Setup {
     /// let go (what pool-tokio did before closes counted against `max_size`): the pool
     /// forgets a connection the server still holds.
     pub early_close_answer: bool,
+    /// Borrowers give up on slow queries mid-flight and the server runs them on (see
+    /// `abandoned.rs`); `None`: the server drops an abandoned query at once.
+    pub abandoned: Option<AbandonedQueries>,
 }
 
 impl Setup {
@@ -69,6 +74,7 @@ impl Setup {
             max_events: 200_000_000,
             drop_timers: false,
             early_close_answer: false,
+            abandoned: None,
         }
     }
 }
