@@ -22,6 +22,9 @@ pub(super) enum Held {
     Upkeep { since: u64, reset: bool },
     /// Lent at `since`; `reported` once the pool suspected it of leaking.
     Leased { since: u64, reported: bool },
+    /// Closed; the pool counts it until its close is answered (`close_finished`) or
+    /// `deadline` (its first `Close` plus `close_timeout`) abandons it.
+    Closing { deadline: u64 },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -75,6 +78,11 @@ impl Books {
     /// A connect failed (the open is gone: a failed connect was never a connection).
     pub(super) fn failed(&mut self, conn: ConnId, now: u64, message: Option<Arc<str>>) {
         self.conns.remove(&conn);
+        self.connect_failed(now, message);
+    }
+
+    /// A connect failed or was given up on: one more failure in a row.
+    pub(super) fn connect_failed(&mut self, now: u64, message: Option<Arc<str>>) {
         self.failures = self.failures.saturating_add(1);
         self.last_failure = Some(Failure { at: now, message });
     }
@@ -104,6 +112,12 @@ impl Books {
         self.conns.remove(&conn)
     }
 
+    /// Closes past their deadline at a timer step: abandoned, gone.
+    pub(super) fn abandon_due(&mut self, now: u64) {
+        self.conns
+            .retain(|_, c| !matches!(c.held, Held::Closing { deadline } if deadline <= now));
+    }
+
     pub(super) fn idle(&self) -> usize {
         self.conns
             .values()
@@ -113,21 +127,22 @@ impl Books {
 
     /// Where the books and the pool's counts disagree, if they do.
     pub(super) fn out_of_step(&self, s: &Status) -> Option<String> {
-        let (mut opening, mut idle, mut upkeep, mut leased) = (0, 0, 0, 0);
+        let (mut opening, mut idle, mut upkeep, mut leased, mut closing) = (0, 0, 0, 0, 0);
         for c in self.conns.values() {
             match c.held {
                 Held::Opening => opening += 1,
                 Held::Idle { .. } => idle += 1,
                 Held::Upkeep { .. } => upkeep += 1,
                 Held::Leased { .. } => leased += 1,
+                Held::Closing { .. } => closing += 1,
             }
         }
-        let books = (self.conns.len(), opening, idle, upkeep, leased);
-        let pool = (s.total, s.opening, s.idle, s.checking, s.leased);
+        let books = (self.conns.len(), opening, idle, upkeep, leased, closing);
+        let pool = (s.total, s.opening, s.idle, s.checking, s.leased, s.closing);
         (books != pool).then(|| {
             format!(
-                "the simulator's books (total, opening, idle, checking, leased) {books:?} \
-                 disagree with the pool's status {pool:?}"
+                "the simulator's books (total, opening, idle, checking, leased, closing) \
+                 {books:?} disagree with the pool's status {pool:?}"
             )
         })
     }

@@ -94,6 +94,11 @@ impl Sim {
             return;
         };
         let rtt = ns(self.db.spec.rtt);
+        let at = if reset {
+            self.reset_ready_at(h, conn)
+        } else {
+            self.now
+        };
         let answer = match self.db.health(b) {
             Health::Alive => Some(true),
             Health::Dead => Some(false),
@@ -111,7 +116,7 @@ impl Sim {
             ),
             (Some(ok), true) => self
                 .queue
-                .push(self.now + rtt, Ev::ResetDone { host: h, conn, ok }),
+                .push(at + rtt, Ev::ResetDone { host: h, conn, ok }),
         }
     }
 
@@ -202,8 +207,11 @@ impl Sim {
         let r = self.hosts[h]
             .pool
             .close_finished(Instant::from_nanos(self.now), conn);
-        if let Err(e) = r {
-            self.fail(format!("close_finished refused: {e}"));
+        match r {
+            Ok(()) => {
+                self.hosts[h].books.remove(conn);
+            }
+            Err(e) => self.fail(format!("close_finished refused: {e}")),
         }
     }
 
@@ -215,9 +223,17 @@ impl Sim {
         if self.hosts[h].dead || self.setup.early_close_answer {
             return;
         }
-        let _ = self.hosts[h]
+        let r = self.hosts[h]
             .pool
             .close_finished(Instant::from_nanos(self.now), conn);
-        self.input_done(h, "close_finished");
+        let what = match r {
+            Ok(()) => {
+                self.hosts[h].books.remove(conn);
+                "close_finished"
+            }
+            // Abandoned at its close timeout, or already answered.
+            Err(_) => "late close_finished",
+        };
+        self.input_done(h, what);
     }
 }

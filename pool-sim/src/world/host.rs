@@ -144,6 +144,7 @@ impl Sim {
         }
         let now = Instant::from_nanos(self.now);
         self.hosts[h].pool.handle_timeout(now);
+        self.hosts[h].books.abandon_due(self.now);
         self.input_done(h, "handle_timeout");
         self.leaks_reported(h);
     }

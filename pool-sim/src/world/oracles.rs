@@ -33,7 +33,7 @@ use super::Sim;
 /// Inputs after which the pool has run its dispatch (opens for unmet demand): the
 /// `what` that `input_done` is given. A rejected acquire, an empty `try_acquire`, a
 /// cancel and a refused late answer change no demand the pool must act on.
-const DISPATCHED: [&str; 9] = [
+const DISPATCHED: [&str; 10] = [
     "new",
     "acquire",
     "try_acquire",
@@ -43,6 +43,7 @@ const DISPATCHED: [&str; 9] = [
     "release",
     "detach",
     "handle_timeout",
+    "close_finished",
 ];
 
 fn d(nanos: u64) -> std::time::Duration {
@@ -184,26 +185,34 @@ impl Sim {
     }
 
     /// `Action::Close`: an idle timeout keeps more than `min_idle` idle; a connect
-    /// timeout is a failed connect.
+    /// timeout is a failed connect. The connection is closing, still counted, until its
+    /// close is answered or abandoned at `close_timeout`; a lease revoked at the drain
+    /// deadline is gone at once; a second `Close` (the connection a late answer handed
+    /// back) changes nothing.
     pub(super) fn conn_gone(&mut self, h: usize, conn: ConnId, reason: CloseReason) {
         let now = self.now;
+        let c = self.hosts[h].pool.config();
+        let (min_idle, deadline) = (c.min_idle, now.saturating_add(ns(c.close_timeout)));
         let books = &mut self.hosts[h].books;
-        match reason {
-            CloseReason::ConnectTimeout => books.failed(conn, now, None),
-            CloseReason::IdleTimeout => {
+        let held = books.get(conn).map(|c| c.held);
+        match (held, reason) {
+            (Some(Held::Closing { .. }), _) => return,
+            (Some(Held::Leased { .. }), CloseReason::DrainTimeout) => {
+                books.remove(conn);
+                return;
+            }
+            (_, CloseReason::ConnectTimeout) => books.connect_failed(now, None),
+            (_, CloseReason::IdleTimeout) => {
                 let idle = books.idle();
-                let min_idle = self.hosts[h].pool.config().min_idle;
-                let held = self.hosts[h].books.remove(conn).map(|c| c.held);
                 if !matches!(held, Some(Held::Idle { .. })) || idle <= min_idle {
                     self.fail(format!(
                         "policy (min_idle): an idle timeout closed {conn} ({held:?}) with {idle} idle, min_idle {min_idle}"
                     ));
                 }
             }
-            _ => {
-                books.remove(conn);
-            }
+            _ => {}
         }
+        self.hosts[h].books.set(conn, Held::Closing { deadline });
     }
 
     /// `Action::LeakSuspected`: only for a lease held at least `leak_threshold`.
