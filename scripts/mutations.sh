@@ -42,6 +42,21 @@ suites_for() {
     keep-idle-past-shrink) printf '%s\n' \
         "unit: cargo test -p pool-core --lib" \
         "proptest model: cargo test -p pool-core --test model" ;;
+    backoff-survives-success | idle-timeout-below-min-idle | min-idle-counts-leased | \
+    lend-expired-on-return | fatal-error-times-out | timeout-loses-its-cause | \
+    leak-never-reported | check-wrong-connections) printf '%s\n' \
+        "unit: cargo test -p pool-core --lib" \
+        "proptest model: cargo test -p pool-core --test model" \
+        "pool-sim swarm: cargo run --release -p pool-sim -- swarm --seeds 2000" ;;
+    stale-timer-after-fire) printf '%s\n' \
+        "unit: cargo test -p pool-core --lib" \
+        "proptest model: cargo test -p pool-core --test model" \
+        "loom: cargo test --features loom --test loom_shell" \
+        "shuttle: cargo test --features shuttle --test shuttle_shell" ;;
+    no-arm-without-work) printf '%s\n' \
+        "shell unit: cargo test -p pool-core --lib shell" \
+        "loom: cargo test --features loom --test loom_shell" \
+        "shuttle: cargo test --features shuttle --test shuttle_shell" ;;
     reset-misses-queued-request) printf '%s\n' \
         "real PostgreSQL: cargo test --test pg_reset" ;;
     status-read-below-tls) printf '%s\n' \
@@ -70,7 +85,7 @@ for patch in "${patches[@]}"; do
         if (cd "$scratch" && timeout 900 $cmd >"$scratch.log" 2>&1); then
             result="MISSED (suite passed)"
         else
-            result="caught: $(grep -m1 -E 'panicked at|assertion|Violation|deadlock|FAILED' "$scratch.log" | cut -c1-90 | tr '|' '/')"
+            result="caught: $(grep -m1 -E 'panicked at|assertion|Violation|deadlock|FAILED' "$scratch.log" | sed -E 's/^FAILED seed ([0-9]+): .*\]: /seed \1: /' | cut -c1-110 | tr '|' '/')"
         fi
         printf '| %s | %s | %s |\n' "$patch" "$name" "$result" >>"$scratch.results"
     done < <(suites_for "$patch")

@@ -4,6 +4,11 @@
 //! ends with exactly one answer, no wake-up is lost (loom reports a deadlock if a thread
 //! parks forever), and no connection or capacity leaks. Preemption bound: see
 //! `PREEMPTION_BOUND` and docs/verification.md.
+//!
+//! The runtime keeps one timer as pool-tokio does (moved only earlier by `arm_timer`,
+//! cleared when it fires), and a timer thread calls `handle_timeout` only when that timer
+//! is due: a deadline the shell never armed, or armed too late, is never acted on, and the
+//! waiter behind it parks forever.
 #![cfg(feature = "loom")]
 
 // pool-core's own source, built with its shell on loom's primitives (verify/loom).
@@ -48,6 +53,8 @@ struct Rt {
     now: AtomicU64,
     queue_opens: bool,
     opens: StdMutex<VecDeque<Opening<u32>>>,
+    /// The one timer: where the shell last armed it, until it fires.
+    timer: StdMutex<Option<Instant>>,
 }
 
 #[derive(Clone)]
@@ -67,7 +74,32 @@ impl Runtime<u32> for Handle {
             }
         }
     }
-    fn arm_timer(&self, _: Instant) {}
+    fn arm_timer(&self, at: Instant) {
+        // Only ever earlier: two inputs on two threads may arm out of order.
+        let mut timer = self.0.timer.lock().unwrap();
+        if timer.is_none_or(|t| at < t) {
+            *timer = Some(at);
+        }
+    }
+}
+
+impl Handle {
+    /// The timer thread's step: move the clock to `ms`, and fire the timer if it is armed
+    /// and due (cleared first: the firing arms the next one).
+    fn tick_to(&self, pool: &SharedPool<u32>, ms: u64) {
+        let now = Duration::from_millis(ms).as_nanos() as u64;
+        self.0.now.store(now, Ordering::SeqCst);
+        let due = {
+            let mut timer = self.0.timer.lock().unwrap();
+            match *timer {
+                Some(at) if at.as_nanos() <= now => timer.take().is_some(),
+                _ => false,
+            }
+        };
+        if due {
+            pool.handle_timeout();
+        }
+    }
 }
 
 fn pool(max_size: usize, queue_opens: bool) -> (SharedPool<u32>, Handle) {
@@ -230,13 +262,7 @@ fn race_open_against_deadline(
             .expect("an open was asked for");
     let connector = thread::spawn(move || answer(open));
     let (p, r) = (pool.clone(), rt.clone());
-    let timer = thread::spawn(move || {
-        r.0.now.store(
-            Duration::from_millis(10).as_nanos() as u64,
-            Ordering::SeqCst,
-        );
-        p.handle_timeout();
-    });
+    let timer = thread::spawn(move || r.tick_to(&p, 10));
     let result = block_on(acquire);
     connector.join().unwrap();
     timer.join().unwrap();
@@ -280,5 +306,35 @@ fn an_open_dropped_unanswered_races_the_waiters_deadline() {
             let Some(open) = open else { break };
             drop(open);
         }
+    });
+}
+
+/// Two deadlines fire in turn while an acquire on another thread arms a third between
+/// them: the timer thread acts only on what the shell armed, so the first firing must arm
+/// the next deadline, and the new acquire must move the timer earlier whether it lands
+/// before, during or after that firing. A deadline left unarmed parks its waiter forever.
+#[test]
+fn deadlines_fire_in_turn_while_an_acquire_arms_another() {
+    model(|| {
+        let (pool, rt) = pool(1, false);
+        let held = block_on(pool.acquire()).unwrap();
+        let waker = noop_waker();
+        let mut a = pool.acquire_timeout(Duration::from_millis(10));
+        let mut b = pool.acquire_timeout(Duration::from_millis(20));
+        for w in [&mut a, &mut b] {
+            assert!(w.poll_unpin(&mut Context::from_waker(&waker)).is_pending());
+        }
+        let (p, r) = (pool.clone(), rt.clone());
+        let timer = thread::spawn(move || {
+            r.tick_to(&p, 10);
+            r.tick_to(&p, 20);
+        });
+        let c = pool.acquire_until(Instant::from_nanos(15_000_000));
+        for w in [c, a, b] {
+            assert!(matches!(block_on(w), Err(Rejection::Timeout(_))));
+        }
+        timer.join().unwrap();
+        drop(held);
+        assert_quiescent(&pool, 1);
     });
 }

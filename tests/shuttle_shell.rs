@@ -6,8 +6,16 @@
 //! while tasks run (the check takes the pool's lock, so it sees a consistent state) and at
 //! the end of every schedule, where nothing may be leased, waiting or lost.
 //!
-//! Iterations: `SHUTTLE_ITERATIONS` (default 1000 per test and strategy). A failure prints the schedule;
-//! replay it with `SHUTTLE_REPLAY='<schedule>' cargo test --features shuttle <test name>`.
+//! The runtime keeps one timer as pool-tokio does (moved only earlier by `arm_timer`,
+//! cleared when it fires), and the clock task calls `handle_timeout` only when that timer
+//! is due: a deadline the shell never armed, or armed too late, is never acted on, and a
+//! waiter behind it is still waiting when the clock stops (a deadlock).
+//!
+//! Schedules are seeded, so a run is deterministic: `SHUTTLE_SEED` (default
+//! `DEFAULT_SEED`) seeds both strategies, `SHUTTLE_ITERATIONS` (default 1000) schedules
+//! each per test. Every test prints its seed; a failure also prints its schedule. Replay
+//! the run with the same `SHUTTLE_SEED` and `SHUTTLE_ITERATIONS`, or the one schedule with
+//! `SHUTTLE_REPLAY='<schedule>' cargo test --features shuttle <test name>`.
 #![cfg(feature = "shuttle")]
 
 // pool-core's own source, built with its shell on shuttle's primitives (verify/shuttle).
@@ -32,16 +40,37 @@ fn iterations() -> usize {
         .unwrap_or(1000)
 }
 
+/// CI's seed: every run explores the same schedules. `scripts/deep-check.sh` picks a new
+/// one each time (and prints it).
+const DEFAULT_SEED: u64 = 0x05EE_D0F5_1070;
+
+fn seed() -> u64 {
+    match std::env::var("SHUTTLE_SEED") {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("SHUTTLE_SEED={v:?} is not a u64")),
+        Err(_) => DEFAULT_SEED,
+    }
+}
+
 fn run(name: &str, f: impl Fn() + Send + Sync + 'static) {
     if let Ok(schedule) = std::env::var("SHUTTLE_REPLAY") {
         eprintln!("replaying {name}");
         shuttle::replay(f, &schedule);
         return;
     }
+    let (seed, n) = (seed(), iterations());
+    // Captured by the test harness and shown if the test fails.
+    eprintln!(
+        "{name}: seed {seed}, {n} random and {n} PCT schedules; replay with \
+         SHUTTLE_SEED={seed} SHUTTLE_ITERATIONS={n} cargo test --features shuttle \
+         --test shuttle_shell {name}"
+    );
     let f = Arc::new(f);
     let g = f.clone();
-    shuttle::check_random(move || f(), iterations());
-    shuttle::check_pct(move || g(), iterations(), 3);
+    shuttle::check_random_with_seed(move || f(), seed, n);
+    let pct = shuttle::scheduler::PctScheduler::new_from_seed(seed, 3, n);
+    shuttle::Runner::new(pct, shuttle::Config::default()).run(move || g());
 }
 
 /// Connects, checks and resets run as their own tasks and fail now and then. The tasks
@@ -50,6 +79,8 @@ fn run(name: &str, f: impl Fn() + Send + Sync + 'static) {
 struct Rt {
     now: Arc<AtomicU64>,
     work: Arc<std::sync::Mutex<Vec<shuttle::future::JoinHandle<()>>>>,
+    /// The one timer: where the shell last armed it, until it fires.
+    timer: Arc<std::sync::Mutex<Option<Instant>>>,
 }
 
 impl Rt {
@@ -105,7 +136,13 @@ impl Runtime<u64> for Rt {
         }
     }
 
-    fn arm_timer(&self, _: Instant) {}
+    fn arm_timer(&self, at: Instant) {
+        // Only ever earlier: two inputs on two tasks may arm out of order.
+        let mut timer = self.timer.lock().unwrap();
+        if timer.is_none_or(|t| at < t) {
+            *timer = Some(at);
+        }
+    }
 
     /// Now and then a connection is found dead at checkout or at return.
     fn judge(&self, _: &mut u64, _: Moment) -> Verdict {
@@ -182,10 +219,26 @@ async fn client(pool: SharedPool<u64>, ops: usize) {
 fn scenario(tasks: usize, max_size: usize, with_close: bool) {
     let now = Arc::new(AtomicU64::new(0));
     let work = Arc::default();
+    let timer: Arc<std::sync::Mutex<Option<Instant>>> = Arc::default();
     let rt = Rt {
         now: now.clone(),
         work: Arc::clone(&work),
+        timer: Arc::clone(&timer),
     };
+    // The timer fires if it is armed and due: cleared first (the firing arms the next).
+    let fire = move |pool: &SharedPool<u64>, now: u64| {
+        let due = {
+            let mut t = timer.lock().unwrap();
+            match *t {
+                Some(at) if at.as_nanos() <= now => t.take().is_some(),
+                _ => false,
+            }
+        };
+        if due {
+            pool.handle_timeout();
+        }
+    };
+    let fire = Arc::new(fire);
     let pool = SharedPool::new(config(max_size), 7, rt).unwrap();
     let done = Arc::new(AtomicUsize::new(0));
     let mut handles = Vec::new();
@@ -197,17 +250,18 @@ fn scenario(tasks: usize, max_size: usize, with_close: bool) {
             done.fetch_add(1, Ordering::SeqCst);
         }));
     }
-    // The clock: advances 1 ms per step and fires the pool's timers until every client is
-    // done. Bounded: every deadline is under 60 ms, so 10,000 steps is far past them all;
-    // a client still waiting then is a lost wake-up and shuttle reports the deadlock.
-    let (p, d, n) = (pool.clone(), done.clone(), now.clone());
+    // The clock: advances 1 ms per step and fires the pool's timer when it is due, until
+    // every client is done. Bounded: every deadline is under 60 ms, so 10,000 steps is far
+    // past them all; a client still waiting then is a lost wake-up or a deadline never
+    // armed, and shuttle reports the deadlock.
+    let (p, d, n, f) = (pool.clone(), done.clone(), now.clone(), fire.clone());
     let ticker = spawn(async move {
         for _ in 0..10_000 {
             if d.load(Ordering::SeqCst) == tasks {
                 break;
             }
-            n.fetch_add(1_000_000, Ordering::SeqCst);
-            p.handle_timeout();
+            let t = n.fetch_add(1_000_000, Ordering::SeqCst) + 1_000_000;
+            f(&p, t);
             yield_now().await;
         }
     });
@@ -247,8 +301,8 @@ fn scenario(tasks: usize, max_size: usize, with_close: bool) {
     if let Some(closer) = closer {
         // Drain deadlines are under 30 ms and the clock ran past them, or every lease
         // came back: the close must resolve.
-        now.fetch_add(100_000_000, Ordering::SeqCst);
-        pool.handle_timeout();
+        let t = now.fetch_add(100_000_000, Ordering::SeqCst) + 100_000_000;
+        fire(&pool, t);
         block_on(closer).unwrap();
         drain(&work);
         pool.check_invariants().unwrap();

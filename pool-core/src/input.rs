@@ -149,3 +149,19 @@ impl<C> fmt::Debug for Refused<C> {
         write!(f, "Refused({:?})", self.error)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The same failure: class and message agree, whatever source either carries.
+    #[test]
+    fn connect_errors_are_equal_when_class_and_message_agree() {
+        let refused = ConnectError::transient("refused");
+        let with_source = ConnectError::transient("refused").with_source(Arc::new(7u8));
+        assert_eq!(refused, with_source);
+        assert_ne!(refused, ConnectError::fatal("refused"), "another class");
+        assert_ne!(refused, ConnectError::transient("reset"), "another message");
+        assert_ne!(refused, ConnectError::fatal("reset"), "both differ");
+    }
+}

@@ -123,13 +123,17 @@ pub fn setup_for(seed: u64) -> Setup {
         .map(|_| {
             let start = r.range(0, safety - 1);
             let end = r.range(start + 1, safety);
-            let kind = match r.below(5) {
+            let kind = match r.below(6) {
                 0 => FaultKind::Down,
                 1 => FaultKind::Restart,
                 2 => FaultKind::HalfOpen {
                     count: r.range(1, 4) as usize,
                 },
                 3 => FaultKind::AuthFail,
+                // Up to past the 5 s close_timeout: some closes are abandoned.
+                4 => FaultKind::SlowClose {
+                    delay_ms: r.range(10, 8000),
+                },
                 _ => FaultKind::SlowConnect {
                     factor: r.range(2, 30) as u32,
                 },
@@ -183,7 +187,18 @@ pub fn liveness_failures(setup: &Setup, r: &RunResult) -> Vec<String> {
         ));
     }
     if let Some((at, drain)) = setup.close_at {
-        let deadline = crate::vtime::ms((at + drain).as_nanos() as u64);
+        // `Drained` waits for the closes too: a slow close may take until its
+        // `close_timeout` abandons it.
+        let slow_close = setup
+            .faults
+            .iter()
+            .any(|f| matches!(f.kind, FaultKind::SlowClose { .. }));
+        let closes = if slow_close {
+            setup.config.close_timeout
+        } else {
+            Duration::ZERO
+        };
+        let deadline = crate::vtime::ms((at + drain + closes).as_nanos() as u64);
         match &r.drained {
             Some(d) if d.at_ms <= deadline => {}
             Some(d) => f.push(format!(

@@ -570,6 +570,65 @@ fn backoff_is_capped_and_reset_by_a_success() {
     assert_eq!(r.last_connect_error, None);
 }
 
+/// The retry delay follows the curve (`base * 2^(n-1)` capped at `max`, then equal
+/// jitter: half fixed, half random) through an outage, and a success starts it over: after
+/// a recovery the first failure waits about `backoff_base`, not the outage's `backoff_max`.
+#[test]
+fn the_first_failure_after_a_recovery_backs_off_from_backoff_base() {
+    let (base, max) = (ms(10), ms(80));
+    let mut t = T::new(Config {
+        backoff_base: base,
+        backoff_max: max,
+        ..bare(1)
+    });
+    // Fail the open the waiter asked for; return the retry delay the pool chose.
+    let fail = |t: &mut T| -> Duration {
+        let acts = t.actions();
+        let [Open { conn }] = acts[..] else {
+            panic!("{acts:?}")
+        };
+        t.pool
+            .connect_finished(t.now, conn, Err(ConnectError::transient("refused")))
+            .unwrap();
+        assert_eq!(t.actions(), vec![], "no open before the retry time");
+        let retry = t.pool.next_timeout().unwrap();
+        assert_eq!(retry.1, Timer::Backoff, "the retry is the next deadline");
+        let delay = retry.0.saturating_since(t.now);
+        t.now = retry.0;
+        t.timeout();
+        delay
+    };
+    let within = |delay: Duration, full: Duration| {
+        assert!(
+            delay >= full / 2 && delay <= full,
+            "delay {delay:?} outside {:?}..={full:?}",
+            full / 2
+        )
+    };
+    t.queued(1_000_000);
+    for n in 0..6 {
+        within(fail(&mut t), (base * (1 << n)).min(max));
+    }
+    // Recovery: the connect succeeds and the waiter is served.
+    let acts = t.actions();
+    let [Open { conn }] = acts[..] else {
+        panic!("{acts:?}")
+    };
+    t.connect_ok(conn);
+    let acts = t.actions();
+    let [Action::Grant { grant, .. }] = acts[..] else {
+        panic!("{acts:?}")
+    };
+    t.pool
+        .release(t.now, grant.lease, conn, Verdict::Broken)
+        .unwrap();
+    t.actions();
+    // The next outage starts the curve over.
+    t.queued(1_000_000);
+    within(fail(&mut t), base);
+    within(fail(&mut t), base * 2);
+}
+
 #[test]
 fn a_fatal_connect_error_rejects_waiters_at_once_and_fails_fast_until_retry() {
     let mut t = T::new(bare(2));
@@ -653,6 +712,36 @@ fn idle_timeout_shrinks_the_pool_to_min_idle_and_no_further() {
     // min_idle is a floor the reaper respects, and nothing reopens (no reaper churn).
     assert_eq!(t.pool.status().idle, 1);
     assert_eq!(t.pool.poll_timeout(), None);
+}
+
+/// `min_idle` counts idle connections, not every connection: with connections in use
+/// and no more than `min_idle` idle, none of the idle ones times out.
+#[test]
+fn idle_timeout_spares_min_idle_idle_connections_while_others_are_in_use() {
+    let mut t = T::new(Config {
+        min_idle: 2,
+        idle_timeout: Some(ms(1000)),
+        ..bare(3)
+    });
+    let conns = t.warm(3);
+    let in_use = [t.ready(), t.ready()];
+    assert_eq!(t.pool.status().idle, 1);
+    assert_eq!(t.actions(), vec![], "no room to restore min_idle");
+    assert_eq!(t.pool.next_timeout(), None, "no idle timeout is pending");
+    t.to(5000);
+    t.timeout();
+    assert_eq!(t.actions(), vec![]);
+    assert_eq!(t.pool.status().idle, 1);
+    for g in in_use {
+        t.release(g.lease, Verdict::Reusable);
+    }
+    // Now three are idle: the one idle longest (since the warm-up) times out, down to
+    // min_idle.
+    assert_eq!(t.actions(), vec![]);
+    t.to(6000);
+    t.timeout();
+    assert_eq!(t.actions(), vec![close(conns[0], CloseReason::IdleTimeout)]);
+    assert_eq!(t.pool.status().idle, 2);
 }
 
 #[test]

@@ -19,6 +19,8 @@ struct Manual {
     now: AtomicU64,
     work: Mutex<VecDeque<Work<u32>>>,
     armed: Mutex<Vec<Instant>>,
+    /// The one timer, as pool-tokio keeps it: moved only earlier, cleared when it fires.
+    timer: Mutex<Option<Instant>>,
     /// Connections the judge calls broken.
     dead: Mutex<HashSet<u32>>,
 }
@@ -35,6 +37,10 @@ impl Runtime<u32> for Rt {
     }
     fn arm_timer(&self, at: Instant) {
         self.0.armed.lock().unwrap().push(at);
+        let mut timer = self.0.timer.lock().unwrap();
+        if timer.is_none_or(|t| at < t) {
+            *timer = Some(at);
+        }
     }
     fn judge(&self, connection: &mut u32, _: Moment) -> Verdict {
         if self.0.dead.lock().unwrap().contains(connection) {
@@ -75,6 +81,38 @@ impl Rt {
     }
     fn kill(&self, connection: u32) {
         self.0.dead.lock().unwrap().insert(connection);
+    }
+
+    /// Fire the timer the shell armed, as a runtime does: move the clock to it, clear it
+    /// and call `handle_timeout`. Panics if nothing is armed while the core has a
+    /// deadline, or if the timer is later than it. Returns what was due, if anything (a
+    /// timer armed for a deadline that has since gone fires early, harmlessly). After the
+    /// firing the timer must stand exactly at the core's next deadline.
+    fn fire(&self, pool: &SharedPool<u32>) -> Option<crate::Timer> {
+        let next = lock(&pool.shared.state).core.next_timeout();
+        let at = self
+            .0
+            .timer
+            .lock()
+            .unwrap()
+            .take()
+            .unwrap_or_else(|| panic!("no timer armed; the core's next deadline: {next:?}"));
+        assert!(
+            next.is_none_or(|(t, _)| at <= t),
+            "the timer ({at:?}) is later than the core's next deadline {next:?}"
+        );
+        let now = self.0.now.load(Ordering::SeqCst);
+        self.0.now.store(now.max(at.as_nanos()), Ordering::SeqCst);
+        let due = next.filter(|(t, _)| *t <= at).map(|(_, why)| why);
+        pool.handle_timeout();
+        let next = lock(&pool.shared.state).core.poll_timeout();
+        assert_eq!(
+            *self.0.timer.lock().unwrap(),
+            next,
+            "after {due:?} fired at {at:?}, the timer (left) is not armed for the next deadline"
+        );
+        pool.check_invariants().unwrap();
+        due
     }
 }
 
@@ -930,4 +968,157 @@ fn a_close_counts_until_its_handle_answers_or_the_close_timeout_passes() {
     assert_eq!(pool.status().closing, 0);
     assert_eq!(pool.stats().closes_abandoned, 1);
     pool.check_invariants().unwrap();
+}
+
+/// The timer is re-armed after every kind of deadline fires: the runtime here calls
+/// `handle_timeout` only when the timer the shell armed comes due, and after each firing
+/// that timer must stand exactly at the core's next deadline. Each scenario leaves a later
+/// deadline pending behind the one that fires, so a timer left unarmed, or armed for a
+/// deadline that is gone, shows at once.
+#[test]
+fn the_timer_is_re_armed_after_every_kind_of_deadline_fires() {
+    let ms = Duration::from_millis;
+    let bare = Config {
+        max_size: 2,
+        max_connecting: 2,
+        check_after_idle: None,
+        idle_timeout: None,
+        max_lifetime: None,
+        leak_threshold: None,
+        connect_timeout: ms(100),
+        check_timeout: ms(50),
+        backoff_base: ms(10),
+        backoff_max: ms(40),
+        // A timed-out connect is closing until this passes (nobody answers the close
+        // here): short, so that the retries behind it come due.
+        close_timeout: ms(20),
+        ..Config::default()
+    };
+    // What a timer is for, without which one.
+    let kind = |why: crate::Timer| format!("{why:?}").split('(').next().unwrap().to_string();
+    let mut fired = Vec::new();
+    // Fire until nothing is pending (or `n` firings), noting what fired.
+    let mut run = |pool: &SharedPool<u32>, rt: &Rt, n: usize| {
+        for _ in 0..n {
+            if lock(&pool.shared.state).core.poll_timeout().is_none() {
+                break;
+            }
+            if let Some(why) = rt.fire(pool) {
+                fired.push(kind(why));
+            }
+        }
+    };
+
+    // A waiter's deadline, then a later waiter's; a lease's leak threshold before both.
+    let (pool, rt) = pool_with(Config {
+        max_size: 1,
+        leak_threshold: Some(ms(50)),
+        ..bare.clone()
+    });
+    let held = lend_one(&pool, &rt);
+    let mut a = pool.acquire_timeout(ms(100));
+    let mut b = pool.acquire_timeout(ms(200));
+    assert!(poll(&mut a, &flag()).is_pending() && poll(&mut b, &flag()).is_pending());
+    run(&pool, &rt, 3);
+    assert!(matches!(
+        poll(&mut a, &flag()),
+        Poll::Ready(Err(Rejection::Timeout(_)))
+    ));
+    assert!(matches!(
+        poll(&mut b, &flag()),
+        Poll::Ready(Err(Rejection::Timeout(_)))
+    ));
+    drop(held);
+
+    // Connect timeouts and backoff retries, until the waiter's deadline.
+    let (pool, rt) = pool_with(Config {
+        max_size: 1,
+        ..bare.clone()
+    });
+    let mut a = pool.acquire_timeout(ms(1000));
+    assert!(poll(&mut a, &flag()).is_pending());
+    run(&pool, &rt, 50);
+    assert!(matches!(
+        poll(&mut a, &flag()),
+        Poll::Ready(Err(Rejection::Timeout(_)))
+    ));
+
+    // A checkout check that never answers, then the open that replaces it.
+    let (pool, rt) = pool_with(Config {
+        check_after_idle: Some(ms(10)),
+        ..bare.clone()
+    });
+    drop(lend_one(&pool, &rt));
+    rt.advance(ms(20));
+    let mut a = pool.acquire_timeout(ms(300));
+    assert!(poll(&mut a, &flag()).is_pending());
+    let check = rt.take();
+    assert!(
+        matches!(check[..], [Work::Check(_)]),
+        "a check, kept unanswered"
+    );
+    run(&pool, &rt, 1);
+    drop(a);
+
+    // A reset that never answers, then a leak report of another lease.
+    let (pool, rt) = pool_with(Config {
+        leak_threshold: Some(ms(80)),
+        ..bare.clone()
+    });
+    let mut first = lend_one(&pool, &rt);
+    let _second = lend_one(&pool, &rt);
+    first.set_verdict(Verdict::NeedsReset);
+    drop(first);
+    let _reset = rt.take();
+    run(&pool, &rt, 2);
+
+    // An idle connection's lifetime and another's idle timeout, behind a held lease's
+    // leak threshold.
+    let (pool, rt) = pool_with(Config {
+        max_size: 3,
+        max_connecting: 3,
+        max_lifetime: Some(ms(100)),
+        lifetime_jitter_permille: 0,
+        idle_timeout: Some(ms(60)),
+        leak_threshold: Some(ms(500)),
+        ..bare.clone()
+    });
+    let old = lend_one(&pool, &rt);
+    rt.advance(ms(50));
+    let young = lend_one(&pool, &rt);
+    let _held = lend_one(&pool, &rt);
+    drop(old); // idle from 50 ms: its lifetime ends at 100 ms, before its idle timeout
+    rt.advance(ms(5));
+    drop(young); // idle from 55 ms: its idle timeout at 115 ms, before its lifetime
+    run(&pool, &rt, 3);
+
+    // The drain deadline of a close, behind a lease's leak threshold.
+    let (pool, rt) = pool_with(Config {
+        leak_threshold: Some(ms(30)),
+        ..bare
+    });
+    let held = lend_one(&pool, &rt);
+    let mut closing = pool.close(ms(100));
+    assert!(poll(&mut closing, &flag()).is_pending());
+    run(&pool, &rt, 3);
+    assert_eq!(poll(&mut closing, &flag()), Poll::Ready(1));
+    drop(held);
+
+    for expected in [
+        "Waiter",
+        "Connect",
+        "Check",
+        "Reset",
+        "Leak",
+        "Lifetime",
+        "IdleTimeout",
+        "Backoff",
+        "Close",
+        "Drain",
+    ] {
+        assert!(
+            fired.iter().any(|k| k == expected),
+            "no {expected} deadline fired; fired: {fired:?}"
+        );
+    }
 }

@@ -12,6 +12,7 @@ use super::Sim;
 impl Sim {
     /// `Action::Open`: the server decides the handshake's fate now; it lands at `ConnectDone`.
     pub(super) fn open(&mut self, h: usize, conn: ConnId) {
+        self.hosts[h].books.opening(conn);
         let (lat, start) = self.db.start_connect(&mut self.rng);
         self.hosts[h].opening.insert(conn, start);
         self.queue.push(
@@ -51,17 +52,31 @@ impl Sim {
             self.fail(format!("connect result for {conn}, which is not opening"));
             return;
         }
+        let mut fatal = None;
         let outcome = match result {
             Ok(b) => {
                 self.hosts[h].conns.insert(conn, b);
+                self.hosts[h].books.connected(conn, self.now);
                 Ok(())
             }
-            Err(e) => Err(e),
+            Err(e) => {
+                self.hosts[h]
+                    .books
+                    .failed(conn, self.now, Some(e.message.clone()));
+                if e.is_fatal() {
+                    fatal = Some(self.hosts[h].pool.waiter_tokens().copied().collect());
+                    self.fatal_answers = Some(Vec::new());
+                }
+                Err(e)
+            }
         };
         let r = self.hosts[h]
             .pool
             .connect_finished(Instant::from_nanos(self.now), conn, outcome);
         self.input_done(h, "connect_finished");
+        if let Some(waiting) = fatal {
+            self.fatal_reached_every_waiter(waiting);
+        }
         if let Err(refused) = r {
             self.fail(format!("connect_finished refused: {}", refused.error));
         }
@@ -70,6 +85,7 @@ impl Sim {
     /// `Action::Check` or `Action::Reset`: one round trip, except that a half-open backend
     /// never answers (the pool's check timeout must catch it).
     pub(super) fn check_or_reset(&mut self, h: usize, conn: ConnId, reset: bool) {
+        self.upkeep_started(h, conn, reset);
         let Some(&b) = self.hosts[h].conns.get(&conn) else {
             self.fail(format!(
                 "{} for {conn}, which is not open",
@@ -112,13 +128,21 @@ impl Sim {
         let now = Instant::from_nanos(self.now);
         let pool = &mut self.hosts[h].pool;
         // Refused (harmlessly) if the check already timed out.
-        if reset {
-            let _ = pool.reset_finished(now, conn, (), ok);
-            self.input_done(h, "reset_finished");
+        let taken = if reset {
+            pool.reset_finished(now, conn, (), ok).is_ok()
         } else {
-            let _ = pool.check_finished(now, conn, (), ok);
-            self.input_done(h, "check_finished");
+            pool.check_finished(now, conn, (), ok).is_ok()
+        };
+        if taken {
+            self.upkeep_answered(h, conn, ok);
         }
+        let what = match (reset, taken) {
+            (true, true) => "reset_finished",
+            (true, false) => "late reset_finished",
+            (false, true) => "check_finished",
+            (false, false) => "late check_finished",
+        };
+        self.input_done(h, what);
     }
 
     /// `Action::Close`: a leased connection may only be closed by a drain that ran out of
@@ -127,6 +151,7 @@ impl Sim {
     /// at once, or after a `SlowClose` fault's delay (or at once regardless, with
     /// `early_close_answer`). Answered inside the input that closed it, when at once.
     pub(super) fn conn_closed(&mut self, h: usize, conn: ConnId, reason: CloseReason) {
+        self.conn_gone(h, conn, reason);
         *self.m.closes.entry(reason.as_str()).or_default() += 1;
         let host = &mut self.hosts[h];
         if let Some(req) = host.leased.remove(&conn) {
@@ -182,8 +207,11 @@ impl Sim {
         let r = self.hosts[h]
             .pool
             .close_finished(Instant::from_nanos(self.now), conn);
-        if let Err(e) = r {
-            self.fail(format!("close_finished refused: {e}"));
+        match r {
+            Ok(()) => {
+                self.hosts[h].books.remove(conn);
+            }
+            Err(e) => self.fail(format!("close_finished refused: {e}")),
         }
     }
 
@@ -195,9 +223,17 @@ impl Sim {
         if self.hosts[h].dead || self.setup.early_close_answer {
             return;
         }
-        let _ = self.hosts[h]
+        let r = self.hosts[h]
             .pool
             .close_finished(Instant::from_nanos(self.now), conn);
-        self.input_done(h, "close_finished");
+        let what = match r {
+            Ok(()) => {
+                self.hosts[h].books.remove(conn);
+                "close_finished"
+            }
+            // Abandoned at its close timeout, or already answered.
+            Err(_) => "late close_finished",
+        };
+        self.input_done(h, what);
     }
 }

@@ -9,6 +9,7 @@ use pool_core::{Action, ConnId, Instant, Pool, Status};
 use crate::db::ConnectStart;
 use crate::vtime::ns;
 
+use super::books::Books;
 use super::event::Ev;
 use super::Sim;
 
@@ -35,6 +36,8 @@ pub(super) struct Host {
     pub(super) dead: bool,
     pub(super) busy_timer_t: u64,
     pub(super) busy_timer_n: u32,
+    /// The simulator's own account of the pool, for the policy oracles.
+    pub(super) books: Books,
 }
 
 impl Host {
@@ -66,6 +69,7 @@ impl Sim {
             dead: false,
             busy_timer_t: u64::MAX,
             busy_timer_n: 0,
+            books: Books::default(),
         });
         let h = self.hosts.len() - 1;
         self.input_done(h, "new");
@@ -81,6 +85,9 @@ impl Sim {
         while let Some(a) = self.hosts[h].pool.poll_action() {
             self.m.pool_actions += 1;
             self.on_action(h, a);
+        }
+        if !self.policies_hold(h, what) {
+            return;
         }
         if !self.hosts[h].runs_timers() || self.stalled(h, what) {
             return;
@@ -106,13 +113,19 @@ impl Sim {
                 token,
                 grant,
                 ..
-            } => self.waiter_granted(waiter, token, grant),
+            } => {
+                self.conn_lent(h, grant.conn());
+                self.waiter_granted(waiter, token, grant)
+            }
             Action::Reject {
                 waiter,
                 token,
                 rejection,
             } => self.waiter_rejected(waiter, token, &rejection),
-            Action::LeakSuspected { .. } => self.m.leaks_suspected += 1,
+            Action::LeakSuspected { lease, held } => {
+                self.m.leaks_suspected += 1;
+                self.leak_reported(h, lease, held);
+            }
             Action::Drained { forced } => {
                 self.m.drained.push((self.now, forced));
             }
@@ -131,7 +144,9 @@ impl Sim {
         }
         let now = Instant::from_nanos(self.now);
         self.hosts[h].pool.handle_timeout(now);
+        self.hosts[h].books.abandon_due(self.now);
         self.input_done(h, "handle_timeout");
+        self.leaks_reported(h);
     }
 
     /// `Ev::Close`: every live pool closes with the setup's drain window.

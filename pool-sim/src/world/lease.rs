@@ -6,6 +6,7 @@ use pool_core::{Grant, InputError, Instant, LeaseId, Verdict};
 use crate::db::Health;
 use crate::vtime::ns;
 
+use super::books::Held;
 use super::event::Ev;
 use super::request::Stage;
 use super::Sim;
@@ -100,6 +101,15 @@ impl Sim {
         let Some(h) = self.hand_back(req, lease) else {
             return;
         };
+        // Ready again, as far as the books know, until the actions say otherwise (lent,
+        // reset or closed).
+        let conn = lease.conn();
+        if matches!(
+            self.hosts[h].books.get(conn).map(|c| c.held),
+            Some(Held::Leased { .. })
+        ) {
+            self.hosts[h].books.ready(conn, self.now, None);
+        }
         let r = self.hosts[h]
             .pool
             .release(Instant::from_nanos(self.now), lease, (), verdict)
@@ -117,6 +127,9 @@ impl Sim {
         let r = self.hosts[h]
             .pool
             .detach(Instant::from_nanos(self.now), lease);
+        if r.is_ok() {
+            self.hosts[h].books.remove(lease.conn());
+        }
         self.input_done(h, "detach");
         if self.pool_took(req, r, "detach") {
             self.m.detached += 1;

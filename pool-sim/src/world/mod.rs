@@ -6,10 +6,13 @@
 //! Each event is handled by the concern that owns it (see `event.rs`): the pool driver
 //! (`host`), the pool's connections at the database (`conns`), requests and their leases
 //! (`request`, `lease`), the workload (`arrivals`), serverless instances (`instances`),
-//! connection per request (`direct`), fault windows (`faults`), and the checks (`checks`).
+//! connection per request (`direct`), fault windows (`faults`), and the checks: the
+//! invariants and the simulator's rules (`checks`), and the policy oracles (`oracles`),
+//! judged against the simulator's own books of each pool (`books`).
 
 mod abandoned;
 mod arrivals;
+mod books;
 mod checks;
 mod conns;
 mod direct;
@@ -19,6 +22,7 @@ mod host;
 mod instances;
 mod lease;
 mod metrics;
+mod oracles;
 mod queue;
 mod request;
 mod result;
@@ -69,6 +73,8 @@ pub struct Sim {
     slow_close: Option<u64>,
     /// Queries abandoned mid-flight, as the server sees them (`Setup::abandoned`).
     abandoned: abandoned::Abandoned,
+    /// While a fatal connect result is fed to a pool: the requests it rejected.
+    fatal_answers: Option<Vec<usize>>,
 }
 
 impl Sim {
@@ -103,6 +109,7 @@ impl Sim {
             cancel_window,
             slow_close: None,
             abandoned: abandoned::Abandoned::default(),
+            fatal_answers: None,
         };
         sim.init();
         Ok(sim)

@@ -113,7 +113,17 @@ impl Sim {
             let g = self.hosts[h]
                 .pool
                 .try_acquire(Instant::from_nanos(self.now));
-            self.input_done(h, "try_acquire");
+            if let Some((g, ())) = &g {
+                self.conn_lent(h, g.conn());
+            }
+            self.input_done(
+                h,
+                if g.is_some() {
+                    "try_acquire"
+                } else {
+                    "empty try_acquire"
+                },
+            );
             if let Some((g, ())) = g {
                 self.m.try_acquired += 1;
                 self.lease_granted(req, g);
@@ -131,11 +141,21 @@ impl Sim {
         let mut ready = None;
         let mut rejected = None;
         match r {
-            Ok(Acquired::Ready(g, ())) => ready = Some(g),
+            Ok(Acquired::Ready(g, ())) => {
+                self.conn_lent(h, g.conn());
+                ready = Some(g)
+            }
             Ok(Acquired::Queued(w)) => self.reqs[req].stage = Stage::Waiting(w),
             Err(e) => rejected = Some(e),
         }
-        self.input_done(h, "acquire");
+        self.input_done(
+            h,
+            if rejected.is_some() {
+                "rejected acquire"
+            } else {
+                "acquire"
+            },
+        );
         if let Some(g) = ready {
             self.lease_granted(req, g);
         } else if let Some(e) = rejected {
@@ -174,6 +194,7 @@ impl Sim {
     }
 
     fn acquire_rejected(&mut self, req: usize, rejection: &Rejection) {
+        self.rejection_policies(req, rejection);
         let reason = match rejection {
             Rejection::Timeout(r) => {
                 if r.last_connect_error.is_some() {
