@@ -37,6 +37,7 @@ mod metrics;
 mod pool;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+mod replicas;
 mod runtime;
 
 pub use builder::{Builder, DEFAULT_NAME};
@@ -48,6 +49,15 @@ pub use pool::{Health, Pool, PooledConnection};
 pub use pool_core::{
     CloseReason, Config, ConfigError, ConfigOverrides, ConnId, ConnectError, ErrorClass, Histogram,
     HumanDuration, IdleOrder, Stats, Status, Verdict,
+};
+pub use pool_router::{
+    BenchReason, Counters as ReplicaCounters, Fallback, Member, MemberId, Probe, ReadReport, Role,
+    RouterConfig, State as MemberState,
+};
+#[cfg(feature = "postgres")]
+pub use replicas::ReplicaUrlError;
+pub use replicas::{
+    MemberStatus, ReplicaError, ReplicaProbe, ReplicaSet, ReplicaSetBuilder, Session, SetBuildError,
 };
 pub use runtime::LeakReport;
 

@@ -62,16 +62,18 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-pub use self::socket::{connect_socket, RawSocket, SocketError};
+pub use self::socket::{connect_socket, RawSocket, SocketError, NOT_WRITABLE};
 pub use self::status::{PgConnection, TransactionStatus};
 use crate::manager::{Manager, Target};
 
+mod probe;
 mod socket;
 mod status;
 pub mod tls;
 mod url;
 
 pub use self::tls::{ClientCert, RootCerts, SslMode, TlsError, TlsSettings, Verification};
+pub(crate) use self::url::split_hosts;
 pub use self::url::{KeyKind, UrlError, KEYS, NO_TIMEOUT};
 
 /// How a returned connection is cleaned before its next borrower; see the module docs.
@@ -104,6 +106,9 @@ pub struct PgManager {
     tls: Option<MakeRustlsConnect>,
     /// Behind PgBouncer in transaction mode (`pgbouncer=true`).
     pgbouncer: bool,
+    /// Connects only to a server that takes writes, and a refusal is fatal
+    /// ([`PgManager::expect_primary`]).
+    primary: bool,
 }
 
 impl PgManager {
@@ -130,6 +135,7 @@ impl PgManager {
             tls_settings,
             tls,
             pgbouncer: false,
+            primary: false,
         }
     }
 
@@ -186,6 +192,7 @@ impl PgManager {
             tls_settings: parsed.tls,
             tls,
             pgbouncer: parsed.pgbouncer,
+            primary: false,
         };
         Ok((manager, parsed.options))
     }
@@ -207,6 +214,24 @@ impl PgManager {
     /// The TLS settings connections are opened with.
     pub fn tls(&self) -> &TlsSettings {
         &self.tls_settings
+    }
+
+    /// Connect only to a server that takes writes (`target_session_attrs=read-write`: with
+    /// several hosts, the one that does), and treat one that does not (in recovery, or
+    /// read-only) as a **fatal** connect error: writes fail at once saying so ("database
+    /// does not allow writes") instead of waiting out `acquire_timeout`, and the pool
+    /// tries again after its backoff (a failover may have promoted a standby by then).
+    /// The primary of a [`crate::ReplicaSet`] built from URLs is opened this way.
+    pub fn expect_primary(mut self) -> Self {
+        self.config
+            .target_session_attrs(tokio_postgres::config::TargetSessionAttrs::ReadWrite);
+        self.primary = true;
+        self
+    }
+
+    /// Whether [`PgManager::expect_primary`] was called.
+    pub fn expects_primary(&self) -> bool {
+        self.primary
     }
 
     /// Choose how returned connections are cleaned (default [`ResetMode::Auto`]).
@@ -259,6 +284,7 @@ impl fmt::Debug for PgManager {
             .field("application_name", &c.get_application_name())
             .field("tls", &self.tls_settings)
             .field("pgbouncer", &self.pgbouncer)
+            .field("primary", &self.primary)
             .field("reset", &self.reset)
             // Whether it is set only: init SQL may carry a secret (`SET ... 'key'`).
             .field("init_sql", &self.init_sql.is_some())
@@ -284,6 +310,9 @@ impl Manager for PgManager {
     }
 
     fn classify(&self, e: &tokio_postgres::Error) -> ErrorClass {
+        if self.primary && refuses_writes(&crate::error::error_chain(e)) {
+            return ErrorClass::Fatal;
+        }
         classify(e)
     }
 
@@ -375,6 +404,12 @@ pub fn classify(e: &tokio_postgres::Error) -> ErrorClass {
     } else {
         ErrorClass::Transient
     }
+}
+
+/// Whether a connect error's text says the server does not take writes (see
+/// [`NOT_WRITABLE`]).
+pub fn refuses_writes(error: &str) -> bool {
+    error.contains(NOT_WRITABLE)
 }
 
 /// [`classify`] for a server error code.
