@@ -7,7 +7,11 @@
 //! * [`PgCluster`] — a throwaway PostgreSQL cluster per test (own directory, own
 //!   127.0.0.1 port, low `max_connections`, scram-sha-256 auth), stopped and deleted on drop;
 //!   [`PgCluster::shared_or_start`] uses `DATABASE_URL` instead when it is set.
-//! * [`PgAdmin`] — superuser SQL: count / terminate backends in `pg_stat_activity`.
+//! * [`PgAdmin`] — superuser SQL: count / terminate backends in `pg_stat_activity`; pause,
+//!   resume and wait for a standby's replay.
+//! * Streaming replication: a primary started with [`PgOptions::replication`] and hot
+//!   standbys of it ([`PgCluster::start_standby`]: `pg_basebackup -R`, each on its own
+//!   port), which [`PgCluster::promote`] turns into primaries.
 //! * [`PgBouncer`] — a real PgBouncer in front of a cluster.
 //! * [`FaultProxy`] — an in-process TCP proxy that can blackhole, reset or refuse
 //!   connections.
