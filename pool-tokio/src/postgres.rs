@@ -67,6 +67,7 @@ pub use self::status::{PgConnection, TransactionStatus};
 use crate::manager::{Manager, Target};
 
 mod probe;
+pub use self::probe::PROBE_SQL;
 mod socket;
 mod status;
 pub mod tls;

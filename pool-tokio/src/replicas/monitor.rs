@@ -60,12 +60,8 @@ async fn probe<M: ReplicaProbe>(set: Arc<SetInner<M>>, member: MemberId) {
             last_connect_error: Some(e),
             status,
             ..
-        }) if status.idle + status.leased + status.checking == 0 => {
-            Probe::Unreachable { error: e.message }
-        }
-        Err(PoolError::Connect { error, .. }) => Probe::Unreachable {
-            error: error.message,
-        },
+        }) if status.idle + status.leased + status.checking == 0 => unreachable(&pool, member, e),
+        Err(PoolError::Connect { error, .. }) => unreachable(&pool, member, error),
         Err(PoolError::Closed) => return,
         Err(_) => Probe::Inconclusive,
     };
@@ -74,6 +70,23 @@ async fn probe<M: ReplicaProbe>(set: Arc<SetInner<M>>, member: MemberId) {
     #[cfg(feature = "metrics")]
     record(&set);
     set.wake.notify_one();
+}
+
+/// A probe that found no connection because the member's connects fail. A primary whose
+/// connects say it does not take writes is in recovery as far as writes go: reported so,
+/// and writes are refused at once until a probe finds it writable.
+fn unreachable<M: ReplicaProbe>(
+    pool: &crate::Pool<M>,
+    member: MemberId,
+    error: pool_core::ConnectError,
+) -> Probe {
+    if member.is_primary() && pool.manager().refuses_writes(&error) {
+        Probe::Standby { behind: None }
+    } else {
+        Probe::Unreachable {
+            error: error.message,
+        }
+    }
 }
 
 /// The set's own series, per member, labelled with the member pool's name
