@@ -1,11 +1,12 @@
 //! The built-in scenarios: each sets up one or more runs, and states a headline claim that
 //! its numbers must bear out (the tests check every claim). The scenarios themselves are
 //! grouped by what goes wrong: the load (`load`), the database (`database`), the clients
-//! (`clients`).
+//! (`clients`), a read replica (`replicas`).
 
 mod clients;
 mod database;
 mod load;
+mod replicas;
 
 use std::time::Duration;
 
@@ -75,6 +76,16 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "slow-paths",
         summary: "connects slow past connect_timeout for 3 s while connections expire; 20% of releases take 300 ms",
         build: database::slow_paths,
+    },
+    Scenario {
+        name: "replica-down",
+        summary: "a primary and 2 read replicas: replica-1 is killed at 4 s and restarts at 7 s under read load",
+        build: replicas::replica_down,
+    },
+    Scenario {
+        name: "replica-lag",
+        summary: "a primary and 2 read replicas: replica-1's replay pauses for 4 s while the primary writes",
+        build: replicas::replica_lag,
     },
 ];
 

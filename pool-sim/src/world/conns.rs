@@ -12,7 +12,8 @@ use super::Sim;
 impl Sim {
     /// `Action::Open`: the server decides the handshake's fate now; it lands at `ConnectDone`.
     pub(super) fn open(&mut self, h: usize, conn: ConnId) {
-        let (lat, start) = self.db.start_connect(&mut self.rng);
+        let d = self.hosts[h].db;
+        let (lat, start) = self.dbs[d].start_connect(&mut self.rng);
         self.hosts[h].opening.insert(conn, start);
         self.queue.push(
             self.now + lat,
@@ -40,10 +41,11 @@ impl Sim {
             }
             return;
         }
-        let result = self.db.finish_connect(start);
+        let d = self.hosts[h].db;
+        let result = self.dbs[d].finish_connect(start);
         if self.hosts[h].dead {
             if let Ok(b) = result {
-                self.db.disconnect(b);
+                self.dbs[d].disconnect(b);
             }
             return;
         }
@@ -77,8 +79,9 @@ impl Sim {
             ));
             return;
         };
-        let rtt = ns(self.db.spec.rtt);
-        let answer = match self.db.health(b) {
+        let db = &self.dbs[self.hosts[h].db];
+        let rtt = ns(db.spec.rtt);
+        let answer = match db.health(b) {
             Health::Alive => Some(true),
             Health::Dead => Some(false),
             Health::HalfOpen => None,
@@ -132,15 +135,16 @@ impl Sim {
             self.reqs[req].revoked = true;
         }
         let host = &mut self.hosts[h];
+        let db = &mut self.dbs[host.db];
         if let Some(start) = host.opening.remove(&conn) {
             // Abandoned open: the client closes its socket, the server frees the
             // handshake's slot, and the core must refuse the late result.
             host.aborted.insert(conn);
             if start == ConnectStart::Pending {
-                self.db.abort_connect();
+                db.abort_connect();
             }
         } else if let Some(b) = host.conns.remove(&conn) {
-            self.db.disconnect(b);
+            db.disconnect(b);
         } else {
             self.fail(format!("Close for unknown {conn}"));
         }

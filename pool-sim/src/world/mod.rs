@@ -19,6 +19,7 @@ mod instances;
 mod lease;
 mod metrics;
 mod queue;
+mod replicas;
 mod request;
 mod result;
 mod setup;
@@ -37,8 +38,9 @@ use metrics::Metrics;
 use queue::EventQueue;
 use request::Request;
 
+pub use replicas::ReplicaResult;
 pub use result::{Drain, RunResult};
-pub use setup::{Setup, PROBE_TIMEOUT};
+pub use setup::{ReplicaSetup, Setup, PROBE_TIMEOUT};
 pub use timeline::{Timeline, TIMELINE_BUCKETS};
 
 /// One simulated run. Build with [`Sim::new`], then [`Sim::run`].
@@ -48,7 +50,10 @@ pub struct Sim {
     now: u64,
     queue: EventQueue,
     rng: Rng,
-    db: Db,
+    /// The databases: the primary first, then each replica's.
+    dbs: Vec<Db>,
+    /// The replica set's routing and its figures, when the setup has replicas.
+    replicas: Option<replicas::ReplicaState>,
     hosts: Vec<Host>,
     /// Serverless instance slot -> its current host.
     slots: Vec<usize>,
@@ -73,7 +78,14 @@ impl Sim {
             .map_err(|e| format!("{}: {e}", setup.label))?;
         let mut rng = Rng::new(seed);
         let pool_seed = rng.next_u64();
-        let db = Db::new(setup.db.clone());
+        let mut dbs = vec![Db::new(setup.db.clone())];
+        let replica_set = match &setup.replicas {
+            Some(r) => {
+                dbs.extend((0..r.replicas).map(|_| Db::new(setup.db.clone())));
+                Some(replicas::ReplicaState::new(r).map_err(|e| format!("{}: {e}", setup.label))?)
+            }
+            None => None,
+        };
         let timeline = setup.timeline.then(|| Timeline::new(ns(setup.end)));
         let cancel_window = ns(setup.client.acquire_timeout)
             .min(4 * setup.db.query.mean_nanos() as u64 + setup.db.connect.mean_nanos() as u64)
@@ -85,7 +97,8 @@ impl Sim {
             now: 0,
             queue: EventQueue::default(),
             rng,
-            db,
+            dbs,
+            replicas: replica_set,
             hosts: Vec::new(),
             slots: Vec::new(),
             reqs: Vec::new(),

@@ -67,6 +67,9 @@ pub struct RunResult {
     pub liveness: Vec<String>,
     #[serde(skip)]
     pub timeline: Option<Timeline>,
+    /// The replica set's figures, when the run has replicas.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<super::ReplicaResult>,
 }
 
 fn quantile(sorted: &[u64], q: f64) -> u64 {
@@ -88,7 +91,11 @@ impl Sim {
     pub(super) fn finish(mut self) -> RunResult {
         let liveness = self.unresolved_at_end();
         let status = self.live_status();
-        let (setup, db, mut m, now) = (&self.setup, &self.db, self.m, self.now);
+        let replicas = self.replicas.as_mut().map(|rs| {
+            let mut waits = std::mem::take(rs.read_waits());
+            rs.result(&mut waits)
+        });
+        let (setup, db, mut m, now) = (&self.setup, &self.dbs[0], self.m, self.now);
         let (error, timeline) = (self.error, self.timeline);
         m.waits.sort_unstable();
         let mut hold = pool_core::Histogram::default();
@@ -178,6 +185,7 @@ impl Sim {
             error,
             liveness,
             timeline,
+            replicas,
         }
     }
 }
