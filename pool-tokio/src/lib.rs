@@ -12,6 +12,9 @@
 //!   `tokio::time::pause()` drives the pool in tests;
 //! - runs the [`Builder`]'s hooks (`after_connect`, `before_acquire`, `after_release`,
 //!   `on_create`, `on_close`) and keeps each connection's [`Extensions`];
+//! - puts a primary and its read replicas, each a [`Pool`], behind one [`ReplicaSet`]
+//!   (`write()`, `read()`, sessions with read-your-writes), routed by `pool-router`'s
+//!   sans-IO policy and probed in the background (docs/guides/read-replicas.md);
 //! - reports: [`Pool::health`] for readiness probes, OpenTelemetry's fields on its
 //!   `pool.get`/`pool.connect` spans, and with the `metrics` feature OpenTelemetry's
 //!   `db.client.connection.*` series through the `metrics` facade (see the crate's
