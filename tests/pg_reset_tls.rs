@@ -99,4 +99,27 @@ async fn auto_reset_reads_the_status_above_tls() {
         1
     );
     assert!(!log.contains("there is no transaction in progress"));
+
+    // A query abandoned mid-flight is cancelled over TLS too (the cancel request is sent
+    // with the session's `sslmode=require`): the next borrower is served at once, on the
+    // same connection.
+    let request = async {
+        let c = pool.get().await.unwrap();
+        c.simple_query("SELECT pg_sleep(5)").await.map(drop)
+    };
+    assert!(tokio::time::timeout(Duration::from_millis(100), request)
+        .await
+        .is_err());
+    let dropped = std::time::Instant::now();
+    let c = within(Duration::from_secs(10), "get", pool.get())
+        .await
+        .unwrap();
+    assert_eq!(select(&c, 1).await.unwrap(), 1);
+    let waited = dropped.elapsed();
+    assert!(waited < Duration::from_millis(500), "waited {waited:?}");
+    assert_eq!(
+        pool.metrics().stats.connects_ok,
+        1,
+        "cancelled, not replaced"
+    );
 }

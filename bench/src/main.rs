@@ -3,15 +3,17 @@
 //! figure that matters is a ratio measured in the same run.
 //!
 //! ```text
-//! cargo run --release -p pool-bench -- [noop|postgres|queue|core|all] [--seconds N] [--rounds R]
+//! cargo run --release -p pool-bench -- [noop|postgres|queue|core|proxy|all] [--seconds N] [--rounds R]
 //! ```
 //!
 //! See docs/performance.md for what each part measures and the latest results.
 
 mod contenders;
 mod core_bench;
+mod cpu;
 mod noop;
 mod pg;
+mod proxy;
 mod queue;
 mod stats;
 
@@ -31,8 +33,9 @@ pub(crate) fn allocator() -> &'static StatsAlloc<System> {
 /// Options shared by every part.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Opts {
-    /// Measured time per row and contender.
-    pub seconds: f64,
+    /// Measured time per row and contender, when given (`--seconds`); each part has its
+    /// own default.
+    pub seconds: Option<f64>,
     /// Rounds per row: contenders run interleaved, and the median round is reported.
     pub rounds: usize,
     /// Run only this no-op contender (for profiling): ours, deadpool, bb8 or floor.
@@ -40,19 +43,24 @@ pub(crate) struct Opts {
 }
 
 impl Opts {
+    /// `--seconds`, else 2 s (every part but `proxy`, whose cells default to 15 s).
     pub fn duration(&self) -> Duration {
-        Duration::from_secs_f64(self.seconds)
+        Duration::from_secs_f64(self.seconds.unwrap_or(2.0))
     }
 }
 
 fn usage() -> ! {
     eprintln!(
-        "usage: pool-bench [noop|postgres|queue|core|all] [--seconds N] [--rounds R] [--only ours|deadpool|bb8|floor]\n\
+        "usage: pool-bench [noop|postgres|queue|core|proxy|all] [--seconds N] [--rounds R] [--only ours|deadpool|bb8|floor]\n\
          \n  noop      pool-tokio vs deadpool, bb8 and a bare semaphore, no-op connection\n  \
          postgres  SELECT 1 from 64 tasks through 10 connections (starts a PostgreSQL cluster)\n  \
          queue     acquire + release with 10, 1,000 and 100,000 queued waiters; bytes per waiter\n  \
          core      events per second through the pool-core state machine alone\n  \
-         all       every part (default)"
+         proxy     pgbench -S direct, through PgBouncer and through pool-proxy (builds pool-proxy\n            \
+         in release mode unless POOL_PROXY_BIN is set); 15 s per cell unless --seconds or\n            \
+         POOL_BENCH_PROXY_SECONDS says otherwise; one round\n  \
+         all       every part (default)\n\
+         \n  --seconds N   measured time per row and contender (default 2; proxy: 15)"
     );
     std::process::exit(2)
 }
@@ -60,7 +68,7 @@ fn usage() -> ! {
 fn main() {
     let mut what = "all".to_owned();
     let mut opts = Opts {
-        seconds: 2.0,
+        seconds: None,
         rounds: 3,
         only: None,
     };
@@ -68,11 +76,12 @@ fn main() {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--seconds" => {
-                opts.seconds = args
-                    .next()
-                    .and_then(|s| s.parse().ok())
-                    .filter(|s: &f64| *s > 0.0)
-                    .unwrap_or_else(|| usage())
+                opts.seconds = Some(
+                    args.next()
+                        .and_then(|s| s.parse().ok())
+                        .filter(|s: &f64| *s > 0.0)
+                        .unwrap_or_else(|| usage()),
+                )
             }
             "--rounds" => {
                 opts.rounds = args
@@ -88,15 +97,21 @@ fn main() {
                         .unwrap_or_else(|| usage()),
                 )
             }
-            "noop" | "postgres" | "queue" | "core" | "all" => what = arg,
+            "noop" | "postgres" | "queue" | "core" | "proxy" | "all" => what = arg,
             "-h" | "--help" => usage(),
             _ => usage(),
         }
     }
-    println!(
-        "# pool-bench: {what}, {} s per measurement, {} round(s), median round reported\n",
-        opts.seconds, opts.rounds
-    );
+    if what == "proxy" {
+        // Its own timing and a single round: said in its own heading.
+        println!("# pool-bench: proxy\n");
+    } else {
+        println!(
+            "# pool-bench: {what}, {} s per measurement, {} round(s), median round reported\n",
+            opts.duration().as_secs_f64(),
+            opts.rounds
+        );
+    }
     println!("machine: {}\n", stats::machine());
     let all = what == "all";
     if all || what == "noop" {
@@ -110,5 +125,8 @@ fn main() {
     }
     if all || what == "postgres" {
         pg::run(opts);
+    }
+    if all || what == "proxy" {
+        proxy::run(opts);
     }
 }

@@ -18,6 +18,10 @@
 //!   and no step that opens leaves the pool above `max_size`;
 //! - inputs that must succeed do (release of a live lease, result for an opening
 //!   connection, ...) and misuse is refused without changing the pool;
+//! - closing: a closed connection stays counted (`status().closing`) until the harness
+//!   answers `close_finished` or its close timeout passes (never sooner); one closed while
+//!   its open, check or reset was under way comes back with that work's late answer, and
+//!   then a second `Close` carries it;
 //! - `waiter_tokens()` lists exactly the waiters still owed an answer, in arrival order,
 //!   and `poll_timeout()` is never later than the earliest of their deadlines (read from
 //!   their tokens); the timer kept as `poll_timer()` says is never later than
@@ -72,6 +76,7 @@ fn usable(config: Config) -> Config {
         acquire_timeout: nonzero(config.acquire_timeout),
         connect_timeout: nonzero(config.connect_timeout),
         check_timeout: nonzero(config.check_timeout),
+        close_timeout: nonzero(config.close_timeout),
         idle_timeout: config.idle_timeout.map(nonzero),
         max_lifetime: config.max_lifetime.map(nonzero),
         lifetime_jitter_permille: config.lifetime_jitter_permille % 501,
@@ -122,6 +127,8 @@ enum Op {
     /// `resize` to `n % 12`, or above `MAX_SIZE_LIMIT` for 255.
     Resize(u8),
     EvictAll,
+    /// `close_finished` for a closing connection: it is gone.
+    CloseDone(u8),
 }
 
 #[derive(Arbitrary, Debug)]
@@ -189,6 +196,34 @@ impl Drop for Ticket {
 
 type FPool = Pool<FConn, Ticket>;
 
+/// Work whose answer the harness still owes for a connection the pool closed while the
+/// work ran.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Work {
+    Open,
+    Check,
+    Reset,
+}
+
+/// A connection the pool is closing, as the harness sees it.
+#[derive(Debug)]
+enum Closing {
+    /// The harness was handed it to close.
+    Held(FConn),
+    /// The pool closed it while the harness still ran `Work` on it (the object, except
+    /// for an open).
+    Owed(Work, Option<FConn>),
+}
+
+impl Closing {
+    fn close(self) {
+        match self {
+            Closing::Held(c) | Closing::Owed(_, Some(c)) => c.close(),
+            Closing::Owed(_, None) => {}
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Outcome {
     Granted,
@@ -222,6 +257,8 @@ struct Harness {
     evicted: BTreeSet<ConnId>,
     /// `Open`s drained in the current step.
     opened: usize,
+    /// Connections the pool is closing, with their close deadline.
+    closing: BTreeMap<ConnId, (Instant, Closing)>,
 }
 
 fn pick<T: Copy>(items: impl Iterator<Item = T>, i: u8) -> Option<T> {
@@ -244,6 +281,15 @@ impl Harness {
         self.live.contains_key(&conn)
             || self.checking.contains_key(&conn)
             || self.resetting.contains_key(&conn)
+            || self.closing.contains_key(&conn)
+    }
+
+    /// Closing connections whose `work` answer is still owed.
+    fn owed(&self, work: Work) -> impl Iterator<Item = ConnId> + '_ {
+        self.closing
+            .iter()
+            .filter(move |(_, (_, c))| matches!(c, Closing::Owed(w, _) if *w == work))
+            .map(|(id, _)| *id)
     }
 
     /// `from_idle`: lent from the idle list, so the judge was asked (the fast path of
@@ -254,8 +300,9 @@ impl Harness {
         assert!(
             !self.opening.contains(&conn)
                 && !self.checking.contains_key(&conn)
-                && !self.resetting.contains_key(&conn),
-            "{conn} lent while opening, checking or resetting"
+                && !self.resetting.contains_key(&conn)
+                && !self.closing.contains_key(&conn),
+            "{conn} lent while opening, checking, resetting or closing"
         );
         assert!(
             !(from_idle && self.killed.lock().unwrap().contains(&conn)),
@@ -338,25 +385,48 @@ impl Harness {
                     conn, connection, ..
                 } => {
                     assert!(self.all_conns.contains(&conn), "closing unknown {conn}");
-                    let held = self.live.remove(&conn).map(|(_, c)| c);
-                    let held = held
-                        .or_else(|| self.checking.remove(&conn))
-                        .or_else(|| self.resetting.remove(&conn));
-                    let opening = self.opening.remove(&conn);
-                    match (connection, held) {
-                        // The pool held it (idle, or handed in with this input).
-                        (Some(c), None) => {
+                    let deadline = self.pool.now() + self.pool.config().close_timeout;
+                    match connection {
+                        // The pool held it (idle, or handed in with this input, or the
+                        // late answer of work it gave up on): the harness closes it and
+                        // answers `close_finished` later (`CloseDone`).
+                        Some(c) => {
                             assert_eq!(c.id, conn, "close of {conn} carries another");
+                            assert!(
+                                !self.live.contains_key(&conn)
+                                    && !self.checking.contains_key(&conn)
+                                    && !self.resetting.contains_key(&conn)
+                                    && !self.opening.contains(&conn),
+                                "close of {conn} hands back a second copy"
+                            );
+                            let deadline = match self.closing.remove(&conn) {
+                                Some((d, Closing::Owed(_, None))) => d,
+                                Some((_, other)) => {
+                                    panic!("second close of {conn}, closing as {other:?}")
+                                }
+                                None => deadline,
+                            };
+                            self.closing.insert(conn, (deadline, Closing::Held(c)));
+                        }
+                        // A lease revoked: the pool forgot it, its borrower closes it.
+                        None if self.live.contains_key(&conn) => {
+                            let (_, c) = self.live.remove(&conn).expect("live");
                             c.close();
                         }
-                        // The harness holds it (a check or reset given up on, a lease
-                        // revoked): it closes it itself.
-                        (None, Some(c)) => c.close(),
-                        (None, None) => assert!(
-                            opening,
-                            "close of {conn} without the connection the pool held"
-                        ),
-                        (Some(_), Some(_)) => panic!("close of {conn} hands back a second copy"),
+                        // Work given up on: still counted, its answer still owed.
+                        None => {
+                            let owed = if let Some(c) = self.checking.remove(&conn) {
+                                Closing::Owed(Work::Check, Some(c))
+                            } else if let Some(c) = self.resetting.remove(&conn) {
+                                Closing::Owed(Work::Reset, Some(c))
+                            } else if self.opening.remove(&conn) {
+                                Closing::Owed(Work::Open, None)
+                            } else {
+                                panic!("close of {conn} without the connection the pool held")
+                            };
+                            let earlier = self.closing.insert(conn, (deadline, owed));
+                            assert!(earlier.is_none(), "{conn} closed twice");
+                        }
                     }
                 }
                 Action::Grant {
@@ -428,6 +498,7 @@ impl Harness {
         );
         assert_eq!(status.leased, self.live.len(), "live leases");
         assert_eq!(status.opening, self.opening.len(), "opening");
+        assert_eq!(status.closing, self.closing.len(), "closing");
         // A waiter's `NEVER` deadline needs no timer.
         let finite = self
             .pool
@@ -449,6 +520,17 @@ impl Harness {
         self.pool.handle_timeout(self.now);
         self.drain();
         let now = self.pool.now();
+        // Closes past their close timeout are abandoned: the pool stops counting them.
+        let abandoned: Vec<ConnId> = self
+            .closing
+            .iter()
+            .filter(|(_, (d, _))| due(*d, now))
+            .map(|(id, _)| *id)
+            .collect();
+        for conn in abandoned {
+            let (_, c) = self.closing.remove(&conn).expect("listed");
+            c.close();
+        }
         assert!(
             self.pool.waiter_tokens().all(|t| !due(t.deadline, now)),
             "a waiter past its deadline remains after handle_timeout({now:?})"
@@ -462,6 +544,39 @@ impl Harness {
         self.pool.handle_timeout(self.now);
         assert_eq!(self.drain(), 0, "second handle_timeout produced actions");
         self.track_timer();
+    }
+
+    /// A check or reset answer: for one under way, or late, for one the pool closed.
+    fn upkeep_answer(&mut self, work: Work, i: u8, ok: bool) {
+        let now = self.now;
+        let running: Vec<ConnId> = match work {
+            Work::Check => self.checking.keys().copied().collect(),
+            _ => self.resetting.keys().copied().collect(),
+        };
+        let late: Vec<ConnId> = self.owed(work).collect();
+        let Some(conn) = pick(running.iter().chain(late.iter()).copied(), i) else {
+            return;
+        };
+        let (c, is_late) = match work {
+            Work::Check => self.checking.remove(&conn),
+            _ => self.resetting.remove(&conn),
+        }
+        .map(|c| (c, false))
+        .unwrap_or_else(|| match self.closing.remove(&conn) {
+            Some((d, Closing::Owed(_, Some(c)))) => {
+                // Put the entry back while the pool decides: its Close moves it to Held.
+                self.closing.insert(conn, (d, Closing::Owed(work, None)));
+                (c, true)
+            }
+            other => panic!("picked {conn}: {other:?}"),
+        });
+        let r = match work {
+            Work::Check => self.pool.check_finished(now, conn, c, ok),
+            _ => self.pool.reset_finished(now, conn, c, ok),
+        };
+        if let Err(e) = r {
+            panic!("{work:?} result for {conn} (late: {is_late}) refused: {e:?}");
+        }
     }
 
     fn step(&mut self, op: Op) {
@@ -530,32 +645,41 @@ impl Harness {
                 }
             }
             Op::Connect(i, result) => {
-                if let Some(conn) = pick(self.opening.iter().copied(), i) {
-                    self.opening.remove(&conn);
+                let late = self.owed(Work::Open);
+                if let Some(conn) = pick(self.opening.iter().copied().chain(late), i) {
+                    let is_late = !self.opening.remove(&conn);
                     let r = match result {
                         ConnectResult::Ok => Ok(self.conn(conn)),
                         ConnectResult::Transient => Err(ConnectError::transient("refused")),
                         ConnectResult::Fatal => Err(ConnectError::fatal("auth failed")),
                     };
+                    let failed = r.is_err();
+                    // Late or not, the pool still counts it (an abandoned close is
+                    // forgotten by `handle_timeout` here too), so it must accept.
                     self.pool
                         .connect_finished(now, conn, r)
-                        .expect("result for an opening connection");
+                        .expect("result for an opening or closing connection");
+                    if is_late && failed {
+                        // A failed open leaves nothing to close.
+                        self.closing.remove(&conn);
+                    }
                 }
             }
-            Op::Check(i, healthy) => {
-                if let Some(conn) = pick(self.checking.keys().copied(), i) {
-                    let c = self.checking.remove(&conn).expect("picked");
+            Op::Check(i, healthy) => self.upkeep_answer(Work::Check, i, healthy),
+            Op::Reset(i, ok) => self.upkeep_answer(Work::Reset, i, ok),
+            Op::CloseDone(i) => {
+                if let Some(conn) = pick(self.closing.keys().copied(), i) {
+                    let (_, c) = self.closing.remove(&conn).expect("picked");
+                    c.close();
+                    // Abandoned closes are forgotten in `handle_timeout`, so this one
+                    // still counts.
                     self.pool
-                        .check_finished(now, conn, c, healthy)
-                        .expect("result for a checking connection");
-                }
-            }
-            Op::Reset(i, ok) => {
-                if let Some(conn) = pick(self.resetting.keys().copied(), i) {
-                    let c = self.resetting.remove(&conn).expect("picked");
-                    self.pool
-                        .reset_finished(now, conn, c, ok)
-                        .expect("result for a resetting connection");
+                        .close_finished(now, conn)
+                        .expect("close_finished for a closing connection");
+                    assert!(
+                        self.pool.close_finished(now, conn).is_err(),
+                        "a close finished twice"
+                    );
                 }
             }
             Op::Advance(d) => {
@@ -603,15 +727,25 @@ impl Harness {
                 let not = |set: &dyn Fn(&ConnId) -> bool| {
                     pick(self.all_conns.iter().copied().filter(|c| !set(c)), i)
                 };
-                let target = match kind % 3 {
-                    0 => not(&|c| self.opening.contains(c)),
-                    1 => not(&|c| self.checking.contains_key(c)),
-                    _ => not(&|c| self.resetting.contains_key(c)),
+                let owed = |w: Work| -> BTreeSet<ConnId> { self.owed(w).collect() };
+                let (open, check, reset) = (owed(Work::Open), owed(Work::Check), owed(Work::Reset));
+                let target = match kind % 4 {
+                    0 => not(&|c| self.opening.contains(c) || open.contains(c)),
+                    1 => not(&|c| self.checking.contains_key(c) || check.contains(c)),
+                    2 => not(&|c| self.resetting.contains_key(c) || reset.contains(c)),
+                    _ => not(&|c| self.closing.contains_key(c)),
                 };
                 if let Some(target) = target {
                     let c = self.conn(target);
                     let serial = Some(c.serial);
-                    match kind % 3 {
+                    match kind % 4 {
+                        3 => {
+                            c.close();
+                            assert!(
+                                self.pool.close_finished(now, target).is_err(),
+                                "close_finished for {target}, which is not closing"
+                            );
+                        }
                         0 => Self::refused(
                             self.pool.connect_finished(now, target, Ok(c)),
                             serial,
@@ -720,6 +854,7 @@ fuzz_target!(|input: Input| {
         drained: false,
         evicted: BTreeSet::new(),
         opened: 0,
+        closing: BTreeMap::new(),
     };
     h.drain();
     h.track_timer();
@@ -767,6 +902,17 @@ fuzz_target!(|input: Input| {
         h.track_timer();
     }
     h.handle_timeout();
+    // Every close under way finishes; `Drained` waits for them. (A late answer owed is
+    // given up: the connection is known gone.)
+    while let Some((&conn, _)) = h.closing.iter().next() {
+        let (_, c) = h.closing.remove(&conn).expect("listed");
+        c.close();
+        h.pool
+            .close_finished(h.now, conn)
+            .expect("close_finished for a closing connection");
+        h.drain();
+        h.track_timer();
+    }
     h.check();
     assert!(
         h.pool.is_closed(),

@@ -160,6 +160,11 @@ impl PgBouncer {
         std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
+    /// The process id (for CPU accounting in `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Its scratch directory (ini, userlist, log, pid file).
     pub fn dir(&self) -> &Path {
         self.dir.path()

@@ -12,6 +12,11 @@
 //! server refuses to run as root): the harness uses std's `CommandExt::uid`/`gid`, so it needs
 //! neither `su` nor `runuser`.
 //!
+//! Besides clean stops and restarts, the harness has the hard faults a server can suffer:
+//! [`PgCluster::kill_hard`] (`kill -9` of the postmaster; [`PgCluster::start_again`] then
+//! clears what the dead server left behind) and [`PgCluster::freeze`] /
+//! [`PgCluster::thaw`] (SIGSTOP / SIGCONT of every server process).
+//!
 //! Lifecycle methods are blocking (they wait for `pg_ctl`); each has an `_async` twin that
 //! runs it on tokio's blocking pool, so a pool under test keeps running on the same runtime
 //! while the server restarts. Admin SQL (as the superuser, over the cluster's Unix socket)
@@ -38,8 +43,10 @@ use std::time::{Duration, Instant};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, NoTls};
 
+use rustix::process::Signal;
+
 use crate::util::{self, RunAs, ScratchDir};
-use crate::HarnessError;
+use crate::{process, HarnessError};
 
 /// The superuser created by `initdb`.
 pub const ADMIN_USER: &str = "postgres";
@@ -229,16 +236,23 @@ impl Inner {
     }
 
     fn start(&self) -> Result<(), HarnessError> {
+        clear_dead_server(&self.data, &self.sock)?;
         let log = self.log.to_string_lossy().into_owned();
         self.run_pg_ctl(&["start", "-w", "-t", "60", "-l", &log])
     }
 
     fn restart_fast(&self) -> Result<(), HarnessError> {
+        // After `unwedge`, pg_ctl finds the server running or no server at all; it starts
+        // one either way.
+        self.unwedge()?;
         let log = self.log.to_string_lossy().into_owned();
         self.run_pg_ctl(&["restart", "-m", "fast", "-w", "-t", "60", "-l", &log])
     }
 
     fn stop(&self, mode: &str) -> Result<(), HarnessError> {
+        if self.unwedge()? {
+            return Ok(()); // it was dead; what it left is gone now
+        }
         self.run_pg_ctl(&["stop", "-m", mode, "-w", "-t", "60"])
     }
 
@@ -280,7 +294,71 @@ impl Inner {
         let mut cmd = self.pg_ctl(&["status"]);
         cmd.stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
-        cmd.status().map(|s| s.success()).unwrap_or(false)
+        // pg_ctl takes a killed postmaster's zombie for a running server.
+        cmd.status().map(|s| s.success()).unwrap_or(false) && self.postmaster().is_some()
+    }
+
+    /// The live postmaster's pid: the one in `postmaster.pid`, if that process is alive
+    /// and works in this data directory (not a stranger that reused a dead server's pid).
+    fn postmaster(&self) -> Option<u32> {
+        let pid = process::lock_file_pid(&self.data.join("postmaster.pid"))?;
+        process::working_in(&self.data)
+            .contains(&pid)
+            .then_some(pid)
+    }
+
+    fn live_postmaster(&self, what: &str) -> Result<u32, HarnessError> {
+        self.postmaster().ok_or_else(|| {
+            HarnessError::Other(format!(
+                "{what}: the server is not running (no live postmaster in {})",
+                self.data.join("postmaster.pid").display()
+            ))
+        })
+    }
+
+    /// SIGKILL to the postmaster alone, as an OOM killer or an operator's `kill -9` would
+    /// do; returns once it is dead (a zombie counts: it holds nothing but its pid). Its
+    /// backends are left to notice on their own, as they would be.
+    fn kill_hard(&self) -> Result<(), HarnessError> {
+        let pm = self.live_postmaster("kill_hard")?;
+        process::signal(pm, Signal::KILL, "kill_hard")?;
+        process::wait_dead(&[pm], process::SETTLE, "kill_hard: the postmaster")
+    }
+
+    /// SIGSTOP to the postmaster, then to each of its children; returns once every one is
+    /// really stopped (state `T`), so nothing of the server runs any more.
+    fn freeze(&self) -> Result<(), HarnessError> {
+        let pm = self.live_postmaster("freeze")?;
+        process::signal(pm, Signal::STOP, "freeze")?;
+        process::wait_stopped(&[pm], process::SETTLE, "freeze: the postmaster")?;
+        // A stopped postmaster forks no more: from here its children are a fixed set.
+        let children = process::children(pm);
+        for &child in &children {
+            process::signal(child, Signal::STOP, "freeze")?;
+        }
+        process::wait_stopped(&children, process::SETTLE, "freeze: the server's processes")
+    }
+
+    /// SIGCONT to the postmaster's children, then to the postmaster; returns once none is
+    /// stopped. A server that is not frozen is left as it is.
+    fn thaw(&self) -> Result<(), HarnessError> {
+        let pm = self.live_postmaster("thaw")?;
+        let mut all = process::children(pm);
+        all.push(pm);
+        for &p in &all {
+            process::signal(p, Signal::CONT, "thaw")?;
+        }
+        process::wait_running(&all, process::SETTLE, "thaw")
+    }
+
+    /// Makes a server that cannot take `pg_ctl`'s signals able to again: a frozen one is
+    /// thawed, a dead one's leftovers are cleared away. Returns whether the server was dead.
+    fn unwedge(&self) -> Result<bool, HarnessError> {
+        if self.postmaster().is_some() {
+            self.thaw()?;
+            return Ok(false);
+        }
+        clear_dead_server(&self.data, &self.sock)
     }
 }
 
@@ -290,6 +368,52 @@ impl Drop for Inner {
             let _ = self.stop("immediate");
         }
     }
+}
+
+/// After a postmaster died without shutting down (`kill -9`, a crash): the start of a new
+/// one would fail on what the dead one left, so this clears it away. Returns whether there
+/// was such a dead server.
+///
+/// * Backends still running: one busy in a query notices its postmaster's death only when
+///   the query ends, and while any process holds the old shared memory PostgreSQL refuses
+///   to start ("pre-existing shared memory block is still in use"). They are killed.
+/// * `postmaster.pid` and the socket's `.s.PGSQL.<port>.lock`, naming the dead pid.
+///   PostgreSQL removes such files itself once that pid is gone, but a zombie still has
+///   it (here init reaps orphans only every second or two; in a container with no real
+///   init, never), and the start fails with "lock file already exists".
+fn clear_dead_server(data: &Path, sock: &Path) -> Result<bool, HarnessError> {
+    let pid_file = data.join("postmaster.pid");
+    let Some(pm) = process::lock_file_pid(&pid_file) else {
+        return Ok(false);
+    };
+    if process::working_in(data).contains(&pm) {
+        return Ok(false); // alive: not ours to clear
+    }
+    let left = process::working_in(data);
+    for &p in &left {
+        process::signal(p, Signal::KILL, "clearing a dead server's processes")?;
+    }
+    process::wait_dead(&left, process::SETTLE, "clearing a dead server's processes")?;
+    let mut locks = vec![pid_file];
+    locks.extend(
+        std::fs::read_dir(sock)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(".s.PGSQL.") && n.ends_with(".lock"))
+            }),
+    );
+    for lock in locks {
+        if process::lock_file_pid(&lock).is_some_and(|p| p == pm || process::is_dead(p)) {
+            std::fs::remove_file(&lock)
+                .map_err(|e| HarnessError::io(format!("removing {}", lock.display()), e))?;
+        }
+    }
+    Ok(true)
 }
 
 /// A running throwaway PostgreSQL cluster; stopped and deleted on drop.
@@ -578,6 +702,18 @@ impl PgCluster {
         Ok(path)
     }
 
+    /// The postmaster's process id (the first line of `postmaster.pid`): its children are
+    /// the backends, and its reaped children's CPU time is in its own `/proc` counters.
+    pub fn postmaster_pid(&self) -> Result<u32, HarnessError> {
+        let file = self.inner.data.join("postmaster.pid");
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| HarnessError::io(format!("reading {}", file.display()), e))?;
+        text.lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .ok_or_else(|| HarnessError::Other(format!("{} names no pid", file.display())))
+    }
+
     /// The server log file.
     pub fn log_path(&self) -> &Path {
         &self.inner.log
@@ -601,7 +737,8 @@ impl PgCluster {
     }
 
     /// `pg_ctl restart -m fast`: disconnects every client, then starts again on the same
-    /// port. Blocking; see [`PgCluster::restart_fast_async`].
+    /// port. Blocking; see [`PgCluster::restart_fast_async`]. A frozen server is thawed
+    /// first; after [`PgCluster::kill_hard`] this is [`PgCluster::start_again`].
     pub fn restart_fast(&self) -> Result<(), HarnessError> {
         self.inner.restart_fast()
     }
@@ -616,15 +753,55 @@ impl PgCluster {
         self.inner.stop("immediate")
     }
 
-    /// `pg_ctl start` again after [`PgCluster::stop`], on the same port.
+    /// `pg_ctl start` again after [`PgCluster::stop`] or [`PgCluster::kill_hard`], on the
+    /// same port. After a hard kill it first clears what the dead server left (backends
+    /// still busy in a query, lock files naming its pid), as an operator would have to;
+    /// the server then runs crash recovery before it accepts connections.
     pub fn start_again(&self) -> Result<(), HarnessError> {
         let _ = std::fs::remove_file(&self.inner.log);
         self.inner.start()
     }
 
-    /// Whether the server is running (`pg_ctl status`).
+    /// Whether the server is running (`pg_ctl status`, and its postmaster is alive).
     pub fn is_running(&self) -> bool {
         self.inner.is_running()
+    }
+
+    /// `kill -9` of the postmaster: the server dies with no shutdown at all, as under the
+    /// OOM killer. Returns once the postmaster is dead. Its backends are not signalled:
+    /// idle ones, and ones waiting (e.g. in `pg_sleep`), notice and exit within
+    /// milliseconds, closing their clients' connections; one busy computing runs on until
+    /// its query ends. Connects are refused until [`PgCluster::start_again`] (or
+    /// [`PgCluster::restart_fast`]). Errors if the server is not running.
+    pub fn kill_hard(&self) -> Result<(), HarnessError> {
+        self.inner.kill_hard()
+    }
+
+    /// SIGSTOP to the postmaster and every backend and auxiliary process: the server
+    /// stops answering without closing anything, like a host that hangs or a VM that is
+    /// paused. Connections stay open and queries sent wait; new TCP connects complete in
+    /// the kernel's listen backlog but get no answer to their startup message. Returns once
+    /// every process is really stopped (state `T` in `/proc/<pid>/stat`). Undo with
+    /// [`PgCluster::thaw`]; stopping, restarting or dropping the cluster thaws it first.
+    pub fn freeze(&self) -> Result<(), HarnessError> {
+        self.inner.freeze()
+    }
+
+    /// SIGCONT to every process of a frozen server; returns once none is stopped. What
+    /// clients sent meanwhile is then processed.
+    pub fn thaw(&self) -> Result<(), HarnessError> {
+        self.inner.thaw()
+    }
+
+    /// The server's processes: the postmaster's pid, then its children's (backends and
+    /// auxiliary processes). Empty when no live postmaster runs.
+    pub fn server_pids(&self) -> Vec<u32> {
+        let Some(pm) = self.inner.postmaster() else {
+            return Vec::new();
+        };
+        let mut pids = vec![pm];
+        pids.extend(process::children(pm));
+        pids
     }
 
     async fn blocking(
@@ -656,6 +833,21 @@ impl PgCluster {
     /// [`PgCluster::stop_immediate`] on tokio's blocking pool.
     pub async fn stop_immediate_async(&self) -> Result<(), HarnessError> {
         self.blocking(|i| i.stop("immediate")).await
+    }
+
+    /// [`PgCluster::kill_hard`] on tokio's blocking pool.
+    pub async fn kill_hard_async(&self) -> Result<(), HarnessError> {
+        self.blocking(Inner::kill_hard).await
+    }
+
+    /// [`PgCluster::freeze`] on tokio's blocking pool.
+    pub async fn freeze_async(&self) -> Result<(), HarnessError> {
+        self.blocking(Inner::freeze).await
+    }
+
+    /// [`PgCluster::thaw`] on tokio's blocking pool.
+    pub async fn thaw_async(&self) -> Result<(), HarnessError> {
+        self.blocking(Inner::thaw).await
     }
 
     /// [`PgCluster::start_again`] on tokio's blocking pool.
@@ -724,6 +916,11 @@ fn harness_conf(i: &Inner) -> String {
 fn sweep_stale_clusters(bin: &Path, run_as: Option<RunAs>) {
     util::sweep_stale("pg", |dir| {
         let data = dir.join("data");
+        // A server left frozen cannot take pg_ctl's signal; one left dead has leftovers.
+        for p in process::working_in(&data) {
+            let _ = process::signal(p, Signal::CONT, "sweeping a stale cluster");
+        }
+        let _ = clear_dead_server(&data, &dir.join("sock"));
         if data.join("postmaster.pid").exists() {
             let mut cmd = util::command(&bin.join("pg_ctl"), run_as, dir);
             cmd.args(["stop", "-m", "immediate", "-w", "-t", "10", "-D"])
@@ -922,6 +1119,22 @@ impl PgAdmin {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// `user`'s stored password (`pg_authid.rolpassword`): with the harness's
+    /// `password_encryption = scram-sha-256`, the SCRAM verifier a pooler's users file can
+    /// hold instead of the password.
+    pub async fn scram_verifier(&self, user: &str) -> Result<String, HarnessError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT rolpassword FROM pg_authid WHERE rolname = $1",
+                &[&user],
+            )
+            .await?;
+        row.and_then(|r| r.get::<_, Option<String>>(0))
+            .ok_or_else(|| HarnessError::Other(format!("role {user:?} has no stored password")))
     }
 
     /// How many matching client backends exist now.

@@ -19,10 +19,15 @@ pub enum Action<C, W> {
     Check { conn: ConnId, connection: C },
     /// Reset a returned connection's session state; answer with `reset_finished`.
     Reset { conn: ConnId, connection: C },
-    /// Close this connection and forget it. `connection` is `None` when the pool does not
-    /// hold it: for a connection still opening, abandon the open (and close whatever it
-    /// yields); for a leased one (revoked by close), the borrower still has it and it
-    /// comes back as the `Refused` connection of its `release`. No answer is expected.
+    /// Close this connection, then answer `close_finished(conn)` once it is gone from the
+    /// server: until then it counts against `max_size` (`Status::closing`), and at
+    /// `close_timeout` the pool stops waiting (abandoned, counted gone). `connection` is
+    /// `None` when the pool does not hold it: for a connection still opening, being
+    /// checked or reset, abandon that work; its answer (`connect_finished`,
+    /// `check_finished`, `reset_finished`) hands the connection back and another `Close`
+    /// follows with it (or answer `close_finished` if it is known gone). For a leased one
+    /// (revoked by close) the pool has already forgotten it: the borrower still has it,
+    /// and it comes back as the `Refused` connection of its `release`; no answer then.
     Close {
         conn: ConnId,
         reason: CloseReason,

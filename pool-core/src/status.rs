@@ -11,13 +11,16 @@ use crate::close_reason::CloseReason;
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Status {
     pub max_size: usize,
-    /// Connections counted against `max_size`: opening + idle + checking + leased.
+    /// Connections counted against `max_size`: opening + idle + checking + leased +
+    /// closing.
     pub total: usize,
     pub idle: usize,
     pub leased: usize,
     pub opening: usize,
     /// Being health-checked or reset.
     pub checking: usize,
+    /// Closed by the pool, not yet gone from the server (until `close_timeout`).
+    pub closing: usize,
     pub waiters: usize,
 }
 
@@ -25,13 +28,14 @@ impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "size {}/{}: {} idle, {} leased, {} opening, {} checking; {} waiting",
+            "size {}/{}: {} idle, {} leased, {} opening, {} checking, {} closing; {} waiting",
             self.total,
             self.max_size,
             self.idle,
             self.leased,
             self.opening,
             self.checking,
+            self.closing,
             self.waiters
         )
     }
@@ -167,6 +171,8 @@ pub struct Stats {
     pub resets_started: u64,
     pub detached: u64,
     pub leaks_suspected: u64,
+    /// Closes that did not finish within `close_timeout`: abandoned, counted as gone.
+    pub closes_abandoned: u64,
     #[cfg_attr(feature = "serde", serde(serialize_with = "closes_by_name"))]
     closes: [u64; CloseReason::ALL.len()],
     /// Time from acquire to grant.

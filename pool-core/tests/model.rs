@@ -91,6 +91,7 @@ struct MConfig {
     max_waiters: usize,
     connect_timeout: u64,
     check_timeout: u64,
+    close_timeout: u64,
     check_after_idle: Option<u64>,
     idle_timeout: Option<u64>,
     max_lifetime: Option<u64>,
@@ -109,6 +110,7 @@ impl MConfig {
             acquire_timeout: Duration::from_secs(30),
             connect_timeout: ms(self.connect_timeout),
             check_timeout: ms(self.check_timeout),
+            close_timeout: ms(self.close_timeout),
             check_after_idle: self.check_after_idle.map(ms),
             idle_timeout: self.idle_timeout.map(ms),
             max_lifetime: self.max_lifetime.map(ms),
@@ -125,7 +127,7 @@ fn config_strategy() -> impl Strategy<Value = MConfig> {
     (
         (1..=4usize, prop_oneof![3 => Just(0usize), 1 => 1..=3usize]),
         (1..=3usize, 1..=6usize),
-        (1..=20u64, 1..=10u64),
+        (1..=20u64, 1..=10u64, 1..=20u64),
         proptest::option::weighted(0.5, 0..=10u64),
         proptest::option::weighted(0.5, 1..=40u64),
         proptest::option::weighted(0.5, 5..=60u64),
@@ -137,7 +139,7 @@ fn config_strategy() -> impl Strategy<Value = MConfig> {
             |(
                 (max_size, min_idle),
                 (max_connecting, max_waiters),
-                (connect_timeout, check_timeout),
+                (connect_timeout, check_timeout, close_timeout),
                 check_after_idle,
                 idle_timeout,
                 max_lifetime,
@@ -151,6 +153,7 @@ fn config_strategy() -> impl Strategy<Value = MConfig> {
                 max_waiters,
                 connect_timeout,
                 check_timeout,
+                close_timeout,
                 check_after_idle,
                 idle_timeout,
                 max_lifetime,
@@ -301,6 +304,8 @@ enum Misuse {
     CheckNotChecking,
     /// Report a reset result for a connection that is not being reset.
     ResetNotResetting,
+    /// Report a close finished for a connection that is not closing.
+    CloseNotClosing,
 }
 
 #[derive(Clone, Debug)]
@@ -363,6 +368,10 @@ enum Op {
     },
     /// `evict_all(now)`.
     EvictAll,
+    /// `close_finished` for the i-th closing connection: it is gone from the server.
+    CloseDone {
+        i: usize,
+    },
 }
 
 // ---- the reference model -----------------------------------------------------------------
@@ -386,6 +395,22 @@ enum CState {
         lease: usize,
         leak_reported: bool,
     },
+    /// Closed, still counted until `close_finished` or `deadline`. `owed`: the work whose
+    /// answer still holds the connection (closed while opening, checking or resetting);
+    /// `None` once the embedder has it to close.
+    Closing {
+        deadline: u64,
+        reason: CloseReason,
+        owed: Option<MWork>,
+    },
+}
+
+/// Work whose answer hands a connection back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MWork {
+    Open,
+    Check,
+    Reset,
 }
 
 #[derive(Clone, Debug)]
@@ -410,6 +435,7 @@ enum Due {
     Leak(usize),
     Lifetime(u64),
     IdleTimeout(u64),
+    Close(u64),
     Drain,
 }
 
@@ -542,12 +568,62 @@ impl Model {
     }
 
     /// `handed`: the input handed the connection in. An idle one the pool holds itself.
+    /// The connection stays, closing, until `close_finished` or its close deadline; one
+    /// closed while its open, check or reset runs comes back with that answer. A revoked
+    /// lease is forgotten at once.
     fn close_conn(&mut self, id: u64, reason: CloseReason, handed: bool) {
-        if let Some(c) = self.conns.remove(&id) {
-            self.take_idle(id);
-            let held = handed || matches!(c.state, CState::Idle { .. });
-            self.out.effects.push(Effect::Close(id, reason, held));
+        let Some(c) = self.conns.get(&id) else { return };
+        let held = handed || matches!(c.state, CState::Idle { .. });
+        let owed = match c.state {
+            CState::Closing { .. } => return,
+            _ if held => None,
+            CState::Opening { .. } => Some(MWork::Open),
+            CState::Checking { .. } => Some(MWork::Check),
+            CState::Resetting { .. } => Some(MWork::Reset),
+            CState::Leased { .. } | CState::Idle { .. } => {
+                self.conns.remove(&id);
+                self.out.effects.push(Effect::Close(id, reason, false));
+                return;
+            }
+        };
+        self.take_idle(id);
+        self.out.effects.push(Effect::Close(id, reason, held));
+        self.conns.get_mut(&id).unwrap().state = CState::Closing {
+            deadline: self.now + self.cfg.close_timeout,
+            reason,
+            owed,
+        };
+    }
+
+    /// The answer owed for a closing connection: what it hands back is closed now.
+    fn closing_answered(&mut self, id: u64, handed: bool) {
+        let CState::Closing {
+            deadline, reason, ..
+        } = self.conns[&id].state
+        else {
+            unreachable!()
+        };
+        if handed {
+            self.conns.get_mut(&id).unwrap().state = CState::Closing {
+                deadline,
+                reason,
+                owed: None,
+            };
+            self.out.effects.push(Effect::Close(id, reason, true));
+        } else {
+            self.conns.remove(&id);
         }
+    }
+
+    /// Connections in `state`, or closing while that work's answer is still owed.
+    fn awaiting(&self, state: fn(&CState) -> bool, work: MWork) -> Vec<u64> {
+        self.ids_where(|s| {
+            state(s) || matches!(s, CState::Closing { owed: Some(w), .. } if *w == work)
+        })
+    }
+
+    fn is_closing(&self, id: u64) -> bool {
+        matches!(self.conns[&id].state, CState::Closing { .. })
     }
 
     fn lend(&mut self, id: u64) {
@@ -830,13 +906,18 @@ impl Model {
     }
 
     fn connect(&mut self, i: usize, result: ConnectResult) {
-        let opening = self.ids_where(|s| matches!(s, CState::Opening { .. }));
+        let opening = self.awaiting(|s| matches!(s, CState::Opening { .. }), MWork::Open);
         if opening.is_empty() {
             return;
         }
         let id = opening[i % opening.len()];
         self.target = Target::Conn(id);
         self.out.ret = Ret::Input(Ok(()));
+        if self.is_closing(id) {
+            self.closing_answered(id, result == ConnectResult::Ok);
+            self.dispatch();
+            return;
+        }
         match result {
             ConnectResult::Ok => {
                 self.failed_at = None;
@@ -863,14 +944,16 @@ impl Model {
     }
 
     fn check(&mut self, i: usize, healthy: bool) {
-        let checking = self.ids_where(|s| matches!(s, CState::Checking { .. }));
+        let checking = self.awaiting(|s| matches!(s, CState::Checking { .. }), MWork::Check);
         if checking.is_empty() {
             return;
         }
         let id = checking[i % checking.len()];
         self.target = Target::Conn(id);
         self.out.ret = Ret::Input(Ok(()));
-        if healthy {
+        if self.is_closing(id) {
+            self.closing_answered(id, true);
+        } else if healthy {
             self.make_available(id);
         } else {
             self.close_conn(id, CloseReason::CheckFailed, true);
@@ -879,14 +962,16 @@ impl Model {
     }
 
     fn reset(&mut self, i: usize, ok: bool) {
-        let resetting = self.ids_where(|s| matches!(s, CState::Resetting { .. }));
+        let resetting = self.awaiting(|s| matches!(s, CState::Resetting { .. }), MWork::Reset);
         if resetting.is_empty() {
             return;
         }
         let id = resetting[i % resetting.len()];
         self.target = Target::Conn(id);
         self.out.ret = Ret::Input(Ok(()));
-        if ok {
+        if self.is_closing(id) {
+            self.closing_answered(id, true);
+        } else if ok {
             self.make_available(id);
         } else {
             self.close_conn(id, CloseReason::ResetFailed, true);
@@ -947,6 +1032,18 @@ impl Model {
         self.dispatch();
     }
 
+    fn close_done(&mut self, i: usize) {
+        let closing = self.ids_where(|s| matches!(s, CState::Closing { .. }));
+        if closing.is_empty() {
+            return;
+        }
+        let id = closing[i % closing.len()];
+        self.target = Target::Conn(id);
+        self.out.ret = Ret::Input(Ok(()));
+        self.conns.remove(&id);
+        self.dispatch();
+    }
+
     fn handle_timeout(&mut self) {
         // 1. Waiters past their deadline, earliest deadline first.
         let mut due: Vec<(u64, u64)> = self
@@ -980,6 +1077,10 @@ impl Model {
                 }
                 CState::Idle { .. } if c.expires_at <= now => {
                     self.close_conn(id, CloseReason::MaxLifetime, false)
+                }
+                // Abandoned: counted as gone, no action.
+                CState::Closing { deadline, .. } if deadline <= now => {
+                    self.conns.remove(&id);
                 }
                 CState::Leased {
                     since,
@@ -1048,15 +1149,49 @@ impl Model {
                 (pick(stale).map(Target::Waiter), ErrKind::UnknownWaiter)
             }
             Misuse::ConnectNotOpening => (
-                pick(conns_not(self, |s| matches!(s, CState::Opening { .. }))).map(Target::Conn),
+                pick(conns_not(self, |s| {
+                    matches!(
+                        s,
+                        CState::Opening { .. }
+                            | CState::Closing {
+                                owed: Some(MWork::Open),
+                                ..
+                            }
+                    )
+                }))
+                .map(Target::Conn),
                 ErrKind::UnexpectedConnection,
             ),
             Misuse::CheckNotChecking => (
-                pick(conns_not(self, |s| matches!(s, CState::Checking { .. }))).map(Target::Conn),
+                pick(conns_not(self, |s| {
+                    matches!(
+                        s,
+                        CState::Checking { .. }
+                            | CState::Closing {
+                                owed: Some(MWork::Check),
+                                ..
+                            }
+                    )
+                }))
+                .map(Target::Conn),
                 ErrKind::UnexpectedConnection,
             ),
             Misuse::ResetNotResetting => (
-                pick(conns_not(self, |s| matches!(s, CState::Resetting { .. }))).map(Target::Conn),
+                pick(conns_not(self, |s| {
+                    matches!(
+                        s,
+                        CState::Resetting { .. }
+                            | CState::Closing {
+                                owed: Some(MWork::Reset),
+                                ..
+                            }
+                    )
+                }))
+                .map(Target::Conn),
+                ErrKind::UnexpectedConnection,
+            ),
+            Misuse::CloseNotClosing => (
+                pick(conns_not(self, |s| matches!(s, CState::Closing { .. }))).map(Target::Conn),
                 ErrKind::UnexpectedConnection,
             ),
         };
@@ -1079,6 +1214,7 @@ impl Model {
                 CState::Opening { deadline } => all.push((deadline, Due::Connect(id))),
                 CState::Checking { deadline } => all.push((deadline, Due::Check(id))),
                 CState::Resetting { deadline } => all.push((deadline, Due::Reset(id))),
+                CState::Closing { deadline, .. } => all.push((deadline, Due::Close(id))),
                 CState::Idle { .. } if c.expires_at != NEVER => {
                     all.push((c.expires_at, Due::Lifetime(id)))
                 }
@@ -1104,8 +1240,15 @@ impl Model {
                 all.push((since + t, Due::IdleTimeout(oldest)));
             }
         }
+        // Spent once no lease is left to revoke.
         if let Phase::Draining { deadline, .. } = self.phase {
-            all.push((deadline, Due::Drain));
+            if self
+                .conns
+                .values()
+                .any(|c| matches!(c.state, CState::Leased { .. }))
+            {
+                all.push((deadline, Due::Drain));
+            }
         }
         all
     }
@@ -1165,6 +1308,7 @@ impl Model {
             Op::Misuse { what, i } => self.misuse(what, i),
             Op::Resize { max_size } => self.resize(max_size),
             Op::EvictAll => self.evict_all(),
+            Op::CloseDone { i } => self.close_done(i),
             Op::Tick { .. } | Op::Kill { .. } => unreachable!(),
         }
         let indexed = !matches!(
@@ -1205,6 +1349,8 @@ impl ReferenceStateMachine for PoolModel {
         let opening = count(|s| matches!(s, CState::Opening { .. }));
         let checking = count(|s| matches!(s, CState::Checking { .. }));
         let resetting = count(|s| matches!(s, CState::Resetting { .. }));
+        let closing = count(|s| matches!(s, CState::Closing { .. }));
+        let late = |w: MWork| count_owed(state, w);
         let running = state.phase == Phase::Running;
 
         let mut ops: Vec<(u32, BoxedStrategy<Op>)> = vec![
@@ -1233,6 +1379,7 @@ impl ReferenceStateMachine for PoolModel {
                         Just(Misuse::ConnectNotOpening),
                         Just(Misuse::CheckNotChecking),
                         Just(Misuse::ResetNotResetting),
+                        Just(Misuse::CloseNotClosing),
                     ],
                     idx(),
                 )
@@ -1273,7 +1420,10 @@ impl ReferenceStateMachine for PoolModel {
             ));
             ops.push((1, idx().prop_map(|i| Op::Detach { i }).boxed()));
         }
-        if opening > 0 {
+        if closing > 0 {
+            ops.push((6, idx().prop_map(|i| Op::CloseDone { i }).boxed()));
+        }
+        if opening + late(MWork::Open) > 0 {
             let result = prop_oneof![
                 6 => Just(ConnectResult::Ok),
                 2 => Just(ConnectResult::Transient),
@@ -1286,7 +1436,7 @@ impl ReferenceStateMachine for PoolModel {
                     .boxed(),
             ));
         }
-        if checking > 0 {
+        if checking + late(MWork::Check) > 0 {
             ops.push((
                 4,
                 (idx(), prop::bool::weighted(0.8))
@@ -1294,7 +1444,7 @@ impl ReferenceStateMachine for PoolModel {
                     .boxed(),
             ));
         }
-        if resetting > 0 {
+        if resetting + late(MWork::Reset) > 0 {
             ops.push((
                 4,
                 (idx(), prop::bool::weighted(0.8))
@@ -1310,6 +1460,15 @@ impl ReferenceStateMachine for PoolModel {
         state.apply(op);
         state
     }
+}
+
+/// Closing connections whose `work` answer is still owed.
+fn count_owed(state: &Model, work: MWork) -> usize {
+    state
+        .conns
+        .values()
+        .filter(|c| matches!(c.state, CState::Closing { owed: Some(w), .. } if w == work))
+        .count()
 }
 
 // ---- the system under test ---------------------------------------------------------------
@@ -1596,6 +1755,9 @@ impl Sut {
                 let r = self.pool.reset_finished(now, conn, conn, ok);
                 out.ret = input(handed_back(r, conn))
             }
+            Op::CloseDone { .. } => {
+                out.ret = input(self.pool.close_finished(now, self.conn(target)))
+            }
             Op::Advance { .. } | Op::AdvanceToNext | Op::Timer => {
                 self.handle_timeout_checked(&mut out)
             }
@@ -1649,6 +1811,7 @@ impl Sut {
                         let conn = self.conn(target);
                         handed_back(self.pool.reset_finished(now, conn, conn, true), conn)
                     }
+                    Misuse::CloseNotClosing => self.pool.close_finished(now, self.conn(target)),
                 };
                 assert!(r.is_err(), "{what:?} on {target:?} was accepted");
                 assert_eq!(
@@ -1685,6 +1848,7 @@ impl Sut {
             ),
             Timer::Lifetime(c) => Due::Lifetime(c.get()),
             Timer::IdleTimeout(c) => Due::IdleTimeout(c.get()),
+            Timer::Close(c) => Due::Close(c.get()),
             Timer::Drain => Due::Drain,
             Timer::Backoff => return None,
         })
@@ -1710,6 +1874,11 @@ impl Sut {
             s.checking,
             count(|s| matches!(s, CState::Checking { .. } | CState::Resetting { .. })),
             "checking + resetting"
+        );
+        assert_eq!(
+            s.closing,
+            count(|s| matches!(s, CState::Closing { .. })),
+            "closing"
         );
         assert_eq!(s.waiters, m.waiters.len(), "waiters");
         let tokens: Vec<u64> = self.pool.waiter_tokens().map(|w| w.get()).collect();
@@ -1838,6 +2007,20 @@ impl StateMachineTest for PoolTest {
             Phase::Draining { deadline, .. } => deadline.saturating_sub(m.clock),
             _ => 0,
         };
+        let op = Op::Advance { by };
+        m.apply(&op);
+        sut.apply(&m, &op);
+        sut.check(&m);
+        // Closes never answered are abandoned at their close timeout.
+        let by = m
+            .conns
+            .values()
+            .filter_map(|c| match c.state {
+                CState::Closing { deadline, .. } => Some(deadline.saturating_sub(m.clock)),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
         let op = Op::Advance { by };
         m.apply(&op);
         sut.apply(&m, &op);

@@ -13,7 +13,11 @@ use crate::protocol::backend::error_response;
 use crate::protocol::frame::Framer;
 use crate::protocol::frontend::ClientMessage;
 use crate::protocol::take_cstr;
+use crate::proxy::SHUTTING_DOWN;
 use crate::routes::Route;
+
+/// How long the console's goodbye may take to write to a client that does not read.
+const CLOSE_WRITE: Duration = Duration::from_secs(1);
 
 /// The ParameterStatus the console reports: what psql and drivers look for.
 pub fn parameters() -> Vec<(String, String)> {
@@ -59,6 +63,7 @@ pub(crate) async fn serve(
     framer.push(&early);
     let mut buf = vec![0u8; 8192];
     let mut failed_batch = false;
+    let mut shutdown = ctx.shared.shutdown.subscribe();
     loop {
         if !out.is_empty() {
             if stream.write_all(&out).await.is_err() {
@@ -68,13 +73,25 @@ pub(crate) async fn serve(
         }
         let frame = match framer.next_frame() {
             Ok(Some(frame)) => frame,
-            Ok(None) => match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => {
-                    framer.push(&buf[..n]);
-                    continue;
+            Ok(None) => {
+                // A console client holds no server: a shutdown lets it go at once.
+                let read = tokio::select! {
+                    biased;
+                    () = async { drop(shutdown.wait_for(|down| *down).await) } => {
+                        let bytes = error_response("FATAL", "57P01", SHUTTING_DOWN);
+                        let _ = tokio::time::timeout(CLOSE_WRITE, stream.write_all(&bytes)).await;
+                        return;
+                    }
+                    read = stream.read(&mut buf) => read,
+                };
+                match read {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        framer.push(&buf[..n]);
+                        continue;
+                    }
                 }
-            },
+            }
             Err(e) => {
                 let text = format!("pool-proxy: protocol violation: {e}");
                 out.extend(error_response("FATAL", "08P01", &text));

@@ -1,10 +1,14 @@
 //! The proxy: the listener, the limit on clients, and the shutdown.
 //!
 //! Shutdown (SIGTERM, or [`ProxyHandle::shutdown`]): the listener closes at once; a client
-//! between transactions (or still waiting for a server) is told `57P01` and let go; one
+//! still logging in is told `57P03`, and an admin console client or a client between
+//! transactions (or still waiting for a server) `57P01`, and let go; one
 //! inside a transaction is left to finish it and then let go; at `shutdown_timeout` the
-//! rest are cut off (their servers closed, never returned mid-transaction); then every
-//! pool closes its connections.
+//! rest are told `57P01` and let go as any client that leaves mid-transaction (its
+//! transaction rolled back or its server closed, per `abandoned_transaction`; a server
+//! with a request in flight is closed), and a task that still has not ended a moment
+//! later (a client that does not read) is cut off, its server closed; then every pool
+//! closes its connections.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -20,6 +24,22 @@ use crate::clock::Clock;
 use crate::config::ProxyConfig;
 use crate::routes::Routes;
 
+/// What a client let go by a shutdown is told, with SQLSTATE 57P01 (PostgreSQL's own for
+/// an administrator's shutdown).
+pub(crate) const SHUTTING_DOWN: &str =
+    "pool-proxy: terminating connection because the proxy is shutting down";
+
+/// What a client that has not finished logging in is told when the proxy shuts down
+/// (57P03, PostgreSQL's "cannot connect now").
+pub(crate) const NOT_ACCEPTING: &str = "pool-proxy: the proxy is shutting down";
+
+/// What a client still inside a transaction at `shutdown_timeout` is told (57P01).
+pub(crate) const CUT_OFF: &str = "pool-proxy: terminating connection because the proxy is \
+     shutting down and shutdown_timeout has passed";
+
+/// How long clients told [`CUT_OFF`] have to go before their tasks are aborted.
+const CUT_OFF_GRACE: Duration = Duration::from_secs(1);
+
 /// A client's place under `max_client_conn`.
 pub(crate) type ClientSlot = OwnedSemaphorePermit;
 
@@ -31,6 +51,8 @@ pub(crate) struct Shared {
     pub clock: Clock,
     /// `true` once shutting down.
     pub shutdown: watch::Sender<bool>,
+    /// `true` once `shutdown_timeout` has passed: clients still inside a transaction go.
+    pub cut_off: watch::Sender<bool>,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// The key an unknown user's fake SCRAM salt (and a password secret's salt) is
     /// derived from: fixed for the proxy's life, so a salt never gives a user away by
@@ -107,6 +129,7 @@ impl Proxy {
             cancel_keys: Arc::new(CancelKeys::default()),
             clock: Clock::start(),
             shutdown: watch::Sender::new(false),
+            cut_off: watch::Sender::new(false),
             tls,
             salt_key: rand::random(),
             next_client: AtomicU64::new(0),
@@ -161,6 +184,9 @@ impl Proxy {
                 next = clients.join_next() => if next.is_none() { break },
                 () = tokio::time::sleep_until(deadline) => {
                     tracing::warn!(clients = clients.len(), "shutdown_timeout: cutting off the rest");
+                    shared.cut_off.send_replace(true);
+                    let grace = tokio::time::Instant::now() + CUT_OFF_GRACE;
+                    while let Ok(Some(_)) = tokio::time::timeout_at(grace, clients.join_next()).await {}
                     clients.abort_all();
                     while clients.join_next().await.is_some() {}
                     break;

@@ -403,10 +403,12 @@ impl Link {
     /// Nothing in flight: no unanswered request, no open batch or COPY, no partial
     /// message from the server.
     fn quiet(&self) -> bool {
-        self.outstanding.is_empty()
-            && !self.batch_open
-            && !self.copy_in
-            && self.server_in.buffered() == 0
+        self.answered() && self.server_in.buffered() == 0
+    }
+
+    /// Every request answered: none unanswered, no open batch, no COPY.
+    fn answered(&self) -> bool {
+        self.outstanding.is_empty() && !self.batch_open && !self.copy_in
     }
 }
 
@@ -708,6 +710,24 @@ impl ClientSession {
     }
 
     fn on_server_message(&mut self, server: ServerId, frame: Frame, message: ServerMessage) {
+        if matches!(message, ServerMessage::ErrorResponse { .. })
+            && self.lends_per_transaction()
+            && self.link.answered()
+            && self.link.status == TransactionStatus::Idle
+        {
+            // The server's goodbye (FATAL 57P01 after pg_terminate_backend or a shutdown,
+            // an idle-session timeout) read together with the ReadyForQuery that ended the
+            // client's transaction: it answers nothing the client asked, and the session
+            // it ends is not the client's. Forwarded, it would end the client's connection
+            // (a FATAL says the session is over) while the proxy kept it open. The server
+            // is closed instead; the client's next transaction gets another.
+            self.actions.push_back(Action::CloseServer(
+                server,
+                "it sent an error after its client's transaction had ended".into(),
+            ));
+            self.phase = Phase::Idle;
+            return;
+        }
         let link = &mut self.link;
         match message {
             ServerMessage::ReadyForQuery(status) => {
@@ -795,8 +815,7 @@ impl ClientSession {
     /// The release rule.
     fn maybe_release(&mut self) {
         if let Phase::Active(server) = self.phase {
-            if self.config.pool_mode == PoolMode::Transaction
-                && self.pinned.is_none()
+            if self.lends_per_transaction()
                 && self.link.quiet()
                 && self.link.status == TransactionStatus::Idle
             {
@@ -805,6 +824,12 @@ impl ClientSession {
                 self.phase = Phase::Idle;
             }
         }
+    }
+
+    /// Whether the client's server goes back to the pool after each transaction:
+    /// transaction pooling, and nothing pinned the client.
+    fn lends_per_transaction(&self) -> bool {
+        self.config.pool_mode == PoolMode::Transaction && self.pinned.is_none()
     }
 
     /// Session state detected: pin or refuse, per the policy, reported once. Returns

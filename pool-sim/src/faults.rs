@@ -26,6 +26,9 @@ pub enum FaultKind {
     /// primary keeps writing: it falls behind by the time since the window opened, and
     /// catches up when it ends.
     ReplayPaused,
+    /// Closes take `delay_ms`: the server keeps a backend that long after the pool
+    /// closes it (slow to take the Terminate, a TLS close_notify on a slow path).
+    SlowClose { delay_ms: u64 },
 }
 
 impl FaultKind {
@@ -37,6 +40,7 @@ impl FaultKind {
             FaultKind::AuthFail => "auth-fail",
             FaultKind::SlowConnect { .. } => "slow-connect",
             FaultKind::ReplayPaused => "replay-paused",
+            FaultKind::SlowClose { .. } => "slow-close",
         }
     }
 }

@@ -55,6 +55,9 @@ pub fn setup_for(seed: u64) -> Setup {
         acquire_timeout: Duration::from_secs(30),
         connect_timeout: ms(r.range(600, 2000)),
         check_timeout: ms(r.range(20, 1000)),
+        // Fixed, not drawn: the draws after it (and so every seed's world) stay as they
+        // were. The swarm's closes take no time.
+        close_timeout: Duration::from_secs(5),
         check_after_idle: maybe(&mut r, 0.7, 0, 500),
         idle_timeout: maybe(&mut r, 0.5, 100, 5000),
         max_lifetime: maybe(&mut r, 0.5, 500, 10_000),
@@ -155,6 +158,7 @@ pub fn setup_for(seed: u64) -> Setup {
         max_events: 2_000_000,
         drop_timers: false,
         replicas: None,
+        early_close_answer: false,
     }
 }
 

@@ -198,6 +198,27 @@ fn slow_connects_time_out_and_say_so() {
 }
 
 #[test]
+fn slow_close_keeps_the_server_within_max_size() {
+    for seed in SEEDS {
+        let r = run("slow-close", seed);
+        let (counted, forgotten) = (&r.runs[0], &r.runs[1]);
+        assert!(
+            counted.peak_db_connections <= 10,
+            "{}",
+            counted.peak_db_connections
+        );
+        assert!(
+            forgotten.peak_db_connections > 10,
+            "the contrast: closing connections forgotten at once exceed max_size ({})",
+            forgotten.peak_db_connections
+        );
+        assert!(counted.closes.get("max_lifetime").copied().unwrap_or(0) > 20);
+        assert_eq!(counted.rejected_total(), 0);
+        assert_eq!(counted.final_pool_total, 0);
+    }
+}
+
+#[test]
 fn replica_down_moves_reads_and_brings_them_back() {
     for seed in SEEDS {
         let r = run("replica-down", seed);

@@ -142,6 +142,7 @@ fn regression_seed_25129_abandoned_handshakes_free_their_slot() {
         acquire_timeout: Duration::from_secs(30),
         connect_timeout: ms(1687),
         check_timeout: ms(90),
+        close_timeout: Duration::from_secs(5),
         check_after_idle: Some(ms(27)),
         idle_timeout: None,
         max_lifetime: Some(ms(967)),

@@ -189,6 +189,7 @@ impl<M: Manager> Builder<M> {
             info.clone(),
             handle,
             self.on_leak,
+            self.config.close_timeout,
         );
         let timer = runtime.timer_starter();
         let shared = SharedPool::new(self.config, seed, runtime)?;
@@ -248,6 +249,7 @@ mod tests {
             acquire_timeout: Duration::from_secs(3),
             connect_timeout: Duration::from_secs(2),
             check_timeout: Duration::from_secs(1),
+            close_timeout: Duration::from_secs(2),
             check_after_idle: None,
             idle_timeout: None,
             max_lifetime: None,

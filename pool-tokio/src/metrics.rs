@@ -73,9 +73,10 @@ mod otel {
         let min_idle = pool.shared.config().min_idle;
         let name = pool.name().to_owned();
         gauge!(COUNT, POOL_NAME => name.clone(), STATE => "idle").set(status.idle as f64);
-        // Lent, or being checked or reset: not available.
+        // Lent, being checked or reset, or closing (the server still has it): not
+        // available.
         gauge!(COUNT, POOL_NAME => name.clone(), STATE => "used")
-            .set((status.leased + status.checking) as f64);
+            .set((status.leased + status.checking + status.closing) as f64);
         gauge!(MAX, POOL_NAME => name.clone()).set(status.max_size as f64);
         gauge!(IDLE_MIN, POOL_NAME => name.clone()).set(min_idle as f64);
         gauge!(PENDING, POOL_NAME => name.clone()).set(status.waiters as f64);

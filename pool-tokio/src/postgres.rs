@@ -28,8 +28,10 @@
 //!   task, bounded by `check_timeout`, the connection closed if it fails) waits, sending
 //!   nothing, until the connection task has written what was queued and the server has
 //!   answered everything, then sends `ROLLBACK` only if the server says a transaction is
-//!   open. A query cancelled mid-flight is waited for, not cancelled: a long one
-//!   holds its connection in the reset until it ends or `check_timeout` closes it.
+//!   open. A query the borrower abandoned mid-flight (a request timeout dropped the query
+//!   future) is cancelled on the server (`CancelRequest`) rather than waited for, so the
+//!   connection is back in milliseconds; if it is not back within
+//!   [`PgManager::cancel_timeout`] (1 s) the connection is closed and replaced.
 //! - [`ResetMode::Rollback`] (the default before `Auto`): `ROLLBACK` on every return.
 //!   One round trip per return (about half the throughput of short queries), and on an
 //!   idle connection PostgreSQL answers with `WARNING: there is no transaction in
@@ -47,15 +49,20 @@
 //! outside a transaction (`SET`, temporary tables, prepared statements) survives both;
 //! use `Discard` for that.
 //!
+//! Every mode first settles what the last borrower left in flight that way (`Skip`
+//! included: a connection returned with a request in flight is reset, not lent on).
+//!
 //! Because the manager opens the socket, `Client::cancel_token()` on these clients
 //! cannot open a cancel connection (tokio-postgres keeps the socket settings private);
-//! `CancelToken::cancel_query_raw` over a stream the caller opens still works.
+//! `CancelToken::cancel_query_raw` over a stream the caller opens still works, and is
+//! what the reset uses, to the address the connection's socket reached.
 //!
 //! A closed client (`Client::is_closed`) is always returned as `Broken` and closed, and
 //! so is one whose byte stream could not be followed (malformed framing from the server:
 //! its status would never be known again).
 
 use std::fmt;
+use std::time::Duration;
 
 use pool_core::{ConfigOverrides, ErrorClass, Verdict};
 use tokio_postgres::error::SqlState;
@@ -68,6 +75,7 @@ use crate::manager::{Manager, Target};
 
 mod probe;
 pub use self::probe::PROBE_SQL;
+mod cancel;
 mod socket;
 mod status;
 pub mod tls;
@@ -89,7 +97,9 @@ pub enum ResetMode {
     Rollback,
     /// `DISCARD ALL` on every return, after a `ROLLBACK` when in a transaction.
     Discard,
-    /// No reset: only for borrowers that use `Client::transaction()` exclusively.
+    /// No reset: only for borrowers that use `Client::transaction()` exclusively. (A
+    /// connection returned with a request still in flight is still settled first,
+    /// cancelling an abandoned query.)
     Skip,
 }
 
@@ -110,7 +120,15 @@ pub struct PgManager {
     /// Connects only to a server that takes writes, and a refusal is fatal
     /// ([`PgManager::expect_primary`]).
     primary: bool,
+    /// How long a reset may take to cancel a query the borrower abandoned
+    /// (`PgManager::cancel_timeout`).
+    cancel_timeout: Duration,
 }
+
+/// The default [`PgManager::cancel_timeout`]: a cancel on a healthy server takes a few
+/// milliseconds (a connection to the postmaster, a signal, the backend's error answer);
+/// a server that needs a second has problems a fresh connection will not have.
+pub const DEFAULT_CANCEL_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl PgManager {
     /// A manager for `config` as it is: its keepalive settings are tokio-postgres's
@@ -137,6 +155,7 @@ impl PgManager {
             tls,
             pgbouncer: false,
             primary: false,
+            cancel_timeout: DEFAULT_CANCEL_TIMEOUT,
         }
     }
 
@@ -194,6 +213,7 @@ impl PgManager {
             tls,
             pgbouncer: parsed.pgbouncer,
             primary: false,
+            cancel_timeout: DEFAULT_CANCEL_TIMEOUT,
         };
         Ok((manager, parsed.options))
     }
@@ -238,6 +258,16 @@ impl PgManager {
     /// Choose how returned connections are cleaned (default [`ResetMode::Auto`]).
     pub fn reset_mode(mut self, mode: ResetMode) -> Self {
         self.reset = mode;
+        self
+    }
+
+    /// Bound the part of a reset that waits for what the last borrower left in flight,
+    /// cancelling a query it abandoned (default [`DEFAULT_CANCEL_TIMEOUT`]). A connection
+    /// still busy then is closed (and replaced) instead: the next borrower never waits
+    /// behind an abandoned query for longer. The pool's `check_timeout` still bounds the
+    /// whole reset.
+    pub fn cancel_timeout(mut self, bound: Duration) -> Self {
+        self.cancel_timeout = bound;
         self
     }
 
@@ -322,10 +352,14 @@ impl Manager for PgManager {
     }
 
     async fn reset(&self, client: &mut PgConnection) -> Result<(), tokio_postgres::Error> {
+        // First what the last borrower left in flight: wait for it, cancelling a query
+        // it abandoned, within `cancel_timeout` (anything sent before would queue behind
+        // it).
+        let status = cancel::settle(client, self.tls.as_ref(), self.cancel_timeout).await?;
         match self.reset {
             ResetMode::Skip => Ok(()),
             ResetMode::Auto => {
-                if client.settled_transaction_status().await != TransactionStatus::Idle {
+                if status != TransactionStatus::Idle {
                     client.batch_execute("ROLLBACK").await?;
                 }
                 Ok(())
@@ -334,7 +368,7 @@ impl Manager for PgManager {
             ResetMode::Discard => {
                 // Two messages: in one, DISCARD ALL would run inside the implicit
                 // transaction block and fail.
-                if client.settled_transaction_status().await != TransactionStatus::Idle {
+                if status != TransactionStatus::Idle {
                     client.batch_execute("ROLLBACK").await?;
                 }
                 client.batch_execute("DISCARD ALL").await
@@ -351,11 +385,13 @@ impl Manager for PgManager {
         if client.is_closed() || client.stream_lost() {
             return Verdict::Broken;
         }
+        let status = client.transaction_status();
         match self.reset {
+            // Skip trusts the borrowers with transactions, not with abandoned requests:
+            // a query still running would hold up the next borrower's first statement.
+            ResetMode::Skip if status == TransactionStatus::Unknown => Verdict::NeedsReset,
             ResetMode::Skip => Verdict::Reusable,
-            ResetMode::Auto if client.transaction_status() == TransactionStatus::Idle => {
-                Verdict::Reusable
-            }
+            ResetMode::Auto if status == TransactionStatus::Idle => Verdict::Reusable,
             ResetMode::Auto | ResetMode::Rollback | ResetMode::Discard => Verdict::NeedsReset,
         }
     }

@@ -84,6 +84,9 @@ pub(crate) struct TokioRuntime<M: Manager> {
     /// them. Each task removes its own entry before reporting.
     tasks: Arc<Mutex<HashMap<ConnId, AbortHandle>>>,
     on_leak: Option<LeakHook>,
+    /// The pool's `close_timeout`: a close still running then is dropped (its socket
+    /// closes with it), as the core stops counting it.
+    close_timeout: Duration,
 }
 
 pub(crate) struct TimerStarter {
@@ -113,6 +116,7 @@ impl<M: Manager> TokioRuntime<M> {
         info: Arc<PoolInfo>,
         handle: Handle,
         on_leak: Option<LeakHook>,
+        close_timeout: Duration,
     ) -> Self {
         TokioRuntime {
             manager,
@@ -123,6 +127,7 @@ impl<M: Manager> TokioRuntime<M> {
             timer: Arc::default(),
             tasks: Arc::default(),
             on_leak,
+            close_timeout,
         }
     }
 
@@ -237,6 +242,7 @@ impl<M: Manager> Runtime<Conn<M::Connection>> for TokioRuntime<M> {
                 conn,
                 connection,
                 reason,
+                done,
             } => {
                 tracing::debug!(
                     conn = conn.get(),
@@ -251,8 +257,23 @@ impl<M: Manager> Runtime<Conn<M::Connection>> for TokioRuntime<M> {
                 if let Some(connection) = connection {
                     self.hooks.on_close(conn, reason);
                     let manager = self.manager.clone();
+                    let limit = self.close_timeout;
                     self.handle.spawn(async move {
-                        manager.close(connection.conn).await;
+                        // Until `done` answers, the connection counts against max_size.
+                        // Past the close timeout it is dropped mid-close (its socket
+                        // closes with it) and left to the core's own close timeout,
+                        // which counts it abandoned.
+                        match tokio::time::timeout(limit, manager.close(connection.conn)).await {
+                            Ok(()) => done.finish(),
+                            Err(_) => {
+                                tracing::warn!(
+                                    conn = conn.get(),
+                                    timeout = %HumanDuration(limit),
+                                    "close did not finish within close_timeout; connection dropped"
+                                );
+                                done.abandon();
+                            }
+                        }
                     });
                 }
             }

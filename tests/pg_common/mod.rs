@@ -5,6 +5,7 @@
 pub mod certs;
 
 use std::future::Future;
+use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +32,12 @@ pub fn watchdog(test: &'static str, limit: Duration) -> Watchdog {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        eprintln!("watchdog: test `{test}` still running after {limit:?}: hung; aborting");
+        // Straight to file descriptor 2: `eprintln!` from a thread spawned by a test goes
+        // to libtest's capture buffer, which `process::exit` throws away, leaving only
+        // "error: test failed" and no name.
+        let message =
+            format!("\nwatchdog: test `{test}` still running after {limit:?}: hung; aborting\n");
+        let _ = std::io::stderr().write_all(message.as_bytes());
         std::process::exit(101);
     });
     Watchdog(done)

@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 
+use crate::close_reason::CloseReason;
 use crate::config::IdleOrder;
 use crate::id::ConnId;
 use crate::id_map::IdMap;
@@ -24,6 +25,32 @@ pub(crate) enum State {
         since: Instant,
         leak_reported: bool,
     },
+    /// Closed by the pool but maybe not gone from the server yet: still counted against
+    /// `max_size` until `close_finished`, or abandoned at `deadline`.
+    Closing {
+        deadline: Instant,
+        reason: CloseReason,
+        owed: Owed,
+    },
+}
+
+/// What the embedder still owes the pool for a closing connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Owed {
+    /// It was closed while its open, check or reset was under way, so the embedder still
+    /// holds it: the answer to that work (`connect_finished`, `check_finished`,
+    /// `reset_finished`) hands it back to be closed, or `close_finished` says it is gone.
+    Answer(Work),
+    /// The embedder was handed it to close: `close_finished` when it is gone.
+    Close,
+}
+
+/// Work the embedder does on a connection, whose answer hands it back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Work {
+    Open,
+    Check,
+    Reset,
 }
 
 #[derive(Clone, Debug)]
@@ -49,6 +76,7 @@ pub(crate) struct Connections<C> {
     pub checking: usize,
     pub resetting: usize,
     pub leased: usize,
+    pub closing: usize,
     next_id: u64,
     /// Ids ever handed out and connections ever removed: `created - retired == len()`.
     pub created: u64,
@@ -69,6 +97,7 @@ impl<C> Default for Connections<C> {
             checking: 0,
             resetting: 0,
             leased: 0,
+            closing: 0,
             next_id: 0,
             created: 0,
             retired: 0,
@@ -171,6 +200,13 @@ impl<C> Connections<C> {
         .map(|(_, c)| c)
     }
 
+    /// Take a given idle connection out of the idle list (its state is still `Idle`, as
+    /// with [`Self::pop_idle`]).
+    pub fn take_idle(&mut self, id: ConnId) -> Option<C> {
+        let pos = self.idle.iter().position(|(i, _)| *i == id)?;
+        self.idle.remove(pos).map(|(_, c)| c)
+    }
+
     /// Take the next idle connection in `order`. Its state is still `Idle`: the caller
     /// must move it on with [`Self::set`] or [`Self::remove`] at once.
     pub fn pop_idle(&mut self, order: IdleOrder) -> Option<(ConnId, C)> {
@@ -188,28 +224,20 @@ impl<C> Connections<C> {
 
     /// Move a connection to a state other than `Idle` (see [`Self::set_idle`]), keeping
     /// counts in step. A connection leaving `Idle` must have been taken with
-    /// [`Self::pop_idle`].
+    /// [`Self::pop_idle`] or [`Self::take_idle`].
     pub fn set(&mut self, id: ConnId, state: State) {
+        let generation = self.generation;
         let Some(conn) = self.table.get_mut(&id) else {
             return;
         };
         let old = std::mem::replace(&mut conn.state, state);
-        Self::count(
-            &mut self.opening,
-            &mut self.checking,
-            &mut self.resetting,
-            &mut self.leased,
-            old,
-            -1,
-        );
-        Self::count(
-            &mut self.opening,
-            &mut self.checking,
-            &mut self.resetting,
-            &mut self.leased,
-            state,
-            1,
-        );
+        let evicted = conn.generation < generation;
+        if evicted && in_flight(old) && !in_flight(state) {
+            // An evicted connection in flight is being closed: no longer doomed supply.
+            self.doomed -= 1;
+        }
+        self.count(old, -1);
+        self.count(state, 1);
     }
 
     /// Forget a connection (closed, failed to open, or detached), with the connection
@@ -222,34 +250,19 @@ impl<C> Connections<C> {
         }
         let mut connection = None;
         if let State::Idle { .. } = conn.state {
-            if let Some(pos) = self.idle.iter().position(|(i, _)| *i == id) {
-                connection = self.idle.remove(pos).map(|(_, c)| c);
-            }
+            connection = self.take_idle(id);
         }
-        Self::count(
-            &mut self.opening,
-            &mut self.checking,
-            &mut self.resetting,
-            &mut self.leased,
-            conn.state,
-            -1,
-        );
+        self.count(conn.state, -1);
         Some((conn, connection))
     }
 
-    fn count(
-        opening: &mut usize,
-        checking: &mut usize,
-        resetting: &mut usize,
-        leased: &mut usize,
-        state: State,
-        delta: isize,
-    ) {
+    fn count(&mut self, state: State, delta: isize) {
         let slot = match state {
-            State::Opening { .. } => opening,
-            State::Checking { .. } => checking,
-            State::Resetting { .. } => resetting,
-            State::Leased { .. } => leased,
+            State::Opening { .. } => &mut self.opening,
+            State::Checking { .. } => &mut self.checking,
+            State::Resetting { .. } => &mut self.resetting,
+            State::Leased { .. } => &mut self.leased,
+            State::Closing { .. } => &mut self.closing,
             State::Idle { .. } => return,
         };
         *slot = slot.wrapping_add_signed(delta);

@@ -38,9 +38,11 @@ impl<C, W> Pool<C, W> {
 
         // Conservation: each connection is in exactly one state, the per-state counts
         // agree with the table, and every id handed out is either live or retired once.
-        let (mut opening, mut idle, mut checking, mut resetting, mut leased) = (0, 0, 0, 0, 0);
+        let (mut opening, mut idle, mut checking, mut resetting, mut leased, mut closing) =
+            (0, 0, 0, 0, 0, 0);
         for (_, conn) in c.iter() {
             match conn.state {
+                State::Closing { .. } => closing += 1,
                 State::Opening { .. } => opening += 1,
                 State::Idle { .. } => idle += 1,
                 State::Checking { .. } => checking += 1,
@@ -52,9 +54,10 @@ impl<C, W> Pool<C, W> {
             }
         }
         ensure!(
-            (opening, checking, resetting, leased) == (c.opening, c.checking, c.resetting, c.leased),
-            "state counts drifted: table has opening {opening}, checking {checking}, resetting {resetting}, leased {leased}; counters say {}, {}, {}, {}",
-            c.opening, c.checking, c.resetting, c.leased
+            (opening, checking, resetting, leased, closing)
+                == (c.opening, c.checking, c.resetting, c.leased, c.closing),
+            "state counts drifted: table has opening {opening}, checking {checking}, resetting {resetting}, leased {leased}, closing {closing}; counters say {}, {}, {}, {}, {}",
+            c.opening, c.checking, c.resetting, c.leased, c.closing
         );
         ensure!(
             idle == c.idle_len(),
@@ -76,14 +79,23 @@ impl<C, W> Pool<C, W> {
             c.retired,
             c.len()
         );
+        // A close is counted when it starts; the connection retires when it is gone (or
+        // abandoned at its close timeout), so the closing ones are counted, not retired.
         let failed_without_close = s.connects_failed - s.closes(CloseReason::ConnectTimeout);
         ensure!(
-            c.retired == s.closes_total() + s.detached + failed_without_close,
-            "retired {} != closed {} + detached {} + failed connects {}",
+            c.retired + c.closing as u64 == s.closes_total() + s.detached + failed_without_close,
+            "retired {} + closing {} != closed {} + detached {} + failed connects {}",
             c.retired,
+            c.closing,
             s.closes_total(),
             s.detached,
             failed_without_close
+        );
+        ensure!(
+            s.closes_abandoned <= s.closes_total(),
+            "{} closes abandoned of {} started",
+            s.closes_abandoned,
+            s.closes_total()
         );
         ensure!(
             c.created == s.connects_started,
@@ -92,7 +104,8 @@ impl<C, W> Pool<C, W> {
             s.connects_started
         );
 
-        // Bounds: capacity, connect concurrency, queue length. After a shrink the pool may
+        // Bounds: capacity (closing connections included: the server still has them),
+        // connect concurrency, queue length. After a shrink the pool may
         // hold more than `max_size` until the excess drains: `over` (set by `resize`, only
         // falling after) says by how much at most; while over, nothing is idle (shed at
         // once) and so nothing can be lent from idle.
@@ -168,9 +181,9 @@ impl<C, W> Pool<C, W> {
             Phase::Draining { .. } => {
                 ensure!(self.waiters.is_empty(), "waiters remain while draining");
                 ensure!(
-                    c.len() == c.leased,
-                    "draining pool holds {} connections that are not leased",
-                    c.len() - c.leased
+                    c.len() == c.leased + c.closing,
+                    "draining pool holds {} connections that are neither leased nor closing",
+                    c.len() - c.leased - c.closing
                 );
             }
             Phase::Closed => {

@@ -30,7 +30,7 @@ use crate::status::{Stats, Status};
 use crate::time::Instant;
 
 use backoff::Backoff;
-use conns::{Connections, State};
+use conns::{Connections, Owed, State};
 pub use invariants::InvariantViolation;
 use timers::Alarm;
 pub use timers::Timer;
@@ -143,6 +143,7 @@ impl<C, W> Pool<C, W> {
             leased: self.conns.leased,
             opening: self.conns.opening,
             checking: self.conns.checking + self.conns.resetting,
+            closing: self.conns.closing,
             waiters: self.waiters.len(),
         }
     }
@@ -319,11 +320,22 @@ impl<C, W> Pool<C, W> {
     ) -> Result<(), Refused<Option<C>>> {
         self.tick(now);
         self.alarm.stale();
-        let Some(State::Opening { started, .. }) = self.conns.get(conn).map(|c| c.state) else {
-            return Err(Refused {
-                error: InputError::UnexpectedConnection(conn),
-                connection: result.ok(),
-            });
+        let started = match self.conns.get(conn).map(|c| c.state) {
+            Some(State::Opening { started, .. }) => started,
+            Some(State::Closing {
+                owed: Owed::Answer(conns::Work::Open),
+                ..
+            }) => {
+                self.closing_answered(conn, result.ok());
+                self.dispatch();
+                return Ok(());
+            }
+            _ => {
+                return Err(Refused {
+                    error: InputError::UnexpectedConnection(conn),
+                    connection: result.ok(),
+                })
+            }
         };
         match result {
             Ok(connection) => {
@@ -385,8 +397,24 @@ impl<C, W> Pool<C, W> {
     ) -> Result<(), Refused<C>> {
         self.tick(now);
         self.alarm.stale();
+        let state = self.conns.get(conn).map(|c| c.state);
+        let owed = match kind {
+            Upkeep::Check => conns::Work::Check,
+            Upkeep::Reset => conns::Work::Reset,
+        };
+        if let Some(State::Closing {
+            owed: Owed::Answer(work),
+            ..
+        }) = state
+        {
+            if work == owed {
+                self.closing_answered(conn, Some(connection));
+                self.dispatch();
+                return Ok(());
+            }
+        }
         let expected = matches!(
-            (kind, self.conns.get(conn).map(|c| c.state)),
+            (kind, state),
             (Upkeep::Check, Some(State::Checking { .. }))
                 | (Upkeep::Reset, Some(State::Resetting { .. }))
         );
@@ -409,9 +437,26 @@ impl<C, W> Pool<C, W> {
         Ok(())
     }
 
+    /// The embedder finished an `Action::Close`: the connection is gone from the server
+    /// (or, for a close without the connection, the embedder knows it is gone without
+    /// handing it back). Until then it counted against `max_size`. Refused for a
+    /// connection that is not closing (never closed, already finished, or abandoned at
+    /// its close timeout).
+    pub fn close_finished(&mut self, now: Instant, conn: ConnId) -> Result<(), InputError> {
+        self.tick(now);
+        match self.conns.get(conn).map(|c| c.state) {
+            Some(State::Closing { .. }) => {
+                self.conns.remove(conn);
+                self.dispatch();
+                Ok(())
+            }
+            _ => Err(InputError::UnexpectedConnection(conn)),
+        }
+    }
+
     /// Close the pool: reject every waiter, close every connection not lent out, and wait
     /// for leased ones until `drain_deadline`; then revoke what is left. `Action::Drained`
-    /// reports the end.
+    /// reports the end, once every close is finished (or abandoned at `close_timeout`).
     pub fn close(&mut self, now: Instant, drain_deadline: Instant) -> Result<(), InputError> {
         self.tick(now);
         self.alarm.stale();
@@ -532,15 +577,80 @@ impl<C, W> Pool<C, W> {
     }
 
     /// Close a connection. `connection` is the one handed in with the input, if any; an
-    /// idle one is taken from the idle list.
+    /// idle one is taken from the idle list. It stays counted, `Closing`, until the
+    /// embedder reports it gone or `close_timeout` passes; one still opening, being
+    /// checked or reset comes back with that work's answer first. A lease revoked at the
+    /// drain deadline is forgotten at once: its borrower may keep it for ever, and a
+    /// draining pool opens nothing that could exceed `max_size`.
     fn close_conn(&mut self, conn: ConnId, reason: CloseReason, connection: Option<C>) {
-        if let Some((_, idle)) = self.conns.remove(conn) {
-            self.stats.count_close(reason);
-            self.actions.push_back(Action::Close {
-                conn,
+        let Some(state) = self.conns.get(conn).map(|c| c.state) else {
+            return;
+        };
+        let (connection, owed) = match state {
+            State::Closing { .. } => return,
+            State::Idle { .. } => (connection.or(self.conns.take_idle(conn)), Owed::Close),
+            _ if connection.is_some() => (connection, Owed::Close),
+            State::Opening { .. } => (None, Owed::Answer(conns::Work::Open)),
+            State::Checking { .. } => (None, Owed::Answer(conns::Work::Check)),
+            State::Resetting { .. } => (None, Owed::Answer(conns::Work::Reset)),
+            State::Leased { .. } => {
+                self.conns.remove(conn);
+                self.stats.count_close(reason);
+                self.actions.push_back(Action::Close {
+                    conn,
+                    reason,
+                    connection: None,
+                });
+                return;
+            }
+        };
+        self.stats.count_close(reason);
+        let deadline = self.now + self.config.close_timeout;
+        self.conns.set(
+            conn,
+            State::Closing {
+                deadline,
                 reason,
-                connection: connection.or(idle),
-            });
+                owed,
+            },
+        );
+        self.alarm.note(deadline);
+        self.actions.push_back(Action::Close {
+            conn,
+            reason,
+            connection,
+        });
+    }
+
+    /// The answer owed for a connection closed while its open, check or reset was under
+    /// way has come: the connection it hands back is closed now (a second `Close`, with
+    /// it), and a failed open leaves nothing to close.
+    fn closing_answered(&mut self, conn: ConnId, connection: Option<C>) {
+        let Some(State::Closing {
+            deadline, reason, ..
+        }) = self.conns.get(conn).map(|c| c.state)
+        else {
+            return;
+        };
+        match connection {
+            Some(connection) => {
+                self.conns.set(
+                    conn,
+                    State::Closing {
+                        deadline,
+                        reason,
+                        owed: Owed::Close,
+                    },
+                );
+                self.actions.push_back(Action::Close {
+                    conn,
+                    reason,
+                    connection: Some(connection),
+                });
+            }
+            None => {
+                self.conns.remove(conn);
+            }
         }
     }
 

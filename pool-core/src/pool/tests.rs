@@ -39,6 +39,9 @@ fn bare(max_size: usize) -> Config {
 struct T {
     pool: P,
     now: Instant,
+    /// Answer every `Close` with `close_finished` at once, as an embedder whose closes
+    /// take no time (most tests); off for the tests of the closing state itself.
+    instant_close: bool,
 }
 
 impl T {
@@ -46,6 +49,7 @@ impl T {
         T {
             pool: Pool::new(config, Instant::ZERO, 42).unwrap(),
             now: Instant::ZERO,
+            instant_close: true,
         }
     }
 
@@ -55,7 +59,16 @@ impl T {
 
     fn actions(&mut self) -> Vec<A> {
         self.pool.check_invariants().unwrap();
-        std::iter::from_fn(|| self.pool.poll_action()).collect()
+        let mut out = Vec::new();
+        while let Some(a) = self.pool.poll_action() {
+            if let (Close { conn, .. }, true) = (&a, self.instant_close) {
+                // Refused for a revoked lease, which the pool already forgot.
+                let _ = self.pool.close_finished(self.now, *conn);
+                self.pool.check_invariants().unwrap();
+            }
+            out.push(a);
+        }
+        out
     }
 
     fn acquire(&mut self, timeout_ms: u64) -> Acquired<ConnId> {
@@ -1753,4 +1766,175 @@ fn the_last_connect_error_is_kept_with_its_time_until_a_connect_succeeds() {
     let _ = t.actions();
     t.pool.connect_finished(t.now, c(1), Ok(c(1))).unwrap();
     assert_eq!(t.pool.last_connect_error(), None);
+}
+
+// ---- the closing state ---------------------------------------------------------------------
+
+/// A closed connection stays counted against `max_size` until the embedder says it is
+/// gone: with a slow close, the replacement waits for it (the database never sees more
+/// than `max_size` connections from the pool), and `status()` shows it closing.
+#[test]
+fn a_closing_connection_counts_against_max_size_until_its_close_is_done() {
+    let mut t = T::new(bare(1));
+    t.instant_close = false;
+    t.warm(1);
+    let g = t.ready();
+    let waiter = t.queued(1000);
+    t.release(g.lease, Verdict::Broken);
+    assert_eq!(
+        t.actions(),
+        vec![close(c(0), CloseReason::Broken)],
+        "no replacement while the closing one holds the only slot"
+    );
+    let s = t.pool.status();
+    assert_eq!((s.total, s.closing, s.waiters), (1, 1, 1), "{s}");
+    assert!(s.to_string().contains("1 closing"), "{s}");
+    t.to(3);
+    t.pool.close_finished(t.now, c(0)).unwrap();
+    assert_eq!(t.actions(), vec![Open { conn: c(1) }]);
+    t.connect_ok(c(1));
+    grant_of(&t.actions(), waiter);
+    assert_eq!(
+        t.pool.close_finished(t.now, c(0)),
+        Err(InputError::UnexpectedConnection(c(0))),
+        "a close is finished once"
+    );
+    assert_eq!(
+        t.pool.close_finished(t.now, c(1)),
+        Err(InputError::UnexpectedConnection(c(1))),
+        "a leased connection is not closing"
+    );
+    t.pool.check_invariants().unwrap();
+}
+
+/// A close that never finishes is abandoned at `close_timeout` and counted as gone: the
+/// slot comes back, the abandonment is counted, and a late answer is refused.
+#[test]
+fn a_close_that_does_not_finish_is_abandoned_at_its_close_timeout() {
+    let mut t = T::new(Config {
+        close_timeout: ms(50),
+        ..bare(1)
+    });
+    t.instant_close = false;
+    t.warm(1);
+    let g = t.ready();
+    let waiter = t.queued(1000);
+    t.release(g.lease, Verdict::Broken);
+    assert_eq!(t.actions(), vec![close(c(0), CloseReason::Broken)]);
+    assert_eq!(
+        t.pool.next_timeout(),
+        Some((at(50), Timer::Close(c(0)))),
+        "the close deadline comes before the waiter's"
+    );
+    t.to(49);
+    t.timeout();
+    assert_eq!(t.actions(), vec![], "not yet");
+    t.to(50);
+    t.timeout();
+    assert_eq!(t.actions(), vec![Open { conn: c(1) }]);
+    assert_eq!(t.pool.stats().closes_abandoned, 1);
+    assert_eq!(t.pool.status().closing, 0);
+    assert_eq!(
+        t.pool.close_finished(t.now, c(0)),
+        Err(InputError::UnexpectedConnection(c(0)))
+    );
+    t.connect_ok(c(1));
+    grant_of(&t.actions(), waiter);
+    t.pool.check_invariants().unwrap();
+}
+
+/// A connection closed while the embedder holds it (its reset or open ran past its
+/// timeout) stays counted; the late answer hands it back and a second `Close` carries it;
+/// a failed open leaves nothing to close.
+#[test]
+fn a_connection_closed_while_its_work_runs_comes_back_with_the_answer_and_is_closed() {
+    let mut t = T::new(Config {
+        check_timeout: ms(10),
+        connect_timeout: ms(10),
+        ..bare(2)
+    });
+    t.instant_close = false;
+    t.warm(1);
+    let g = t.ready();
+    t.release(g.lease, Verdict::NeedsReset);
+    assert_eq!(t.actions(), vec![reset(c(0))]);
+    let waiter = t.queued(1000);
+    assert_eq!(t.actions(), vec![], "the reset is on its way to the waiter");
+    t.to(10);
+    t.timeout();
+    assert_eq!(
+        t.actions(),
+        vec![
+            close_absent(c(0), CloseReason::ResetFailed),
+            Open { conn: c(1) }
+        ]
+    );
+    assert_eq!(t.pool.status().closing, 1);
+    t.to(11);
+    t.pool.reset_finished(t.now, c(0), c(0), true).unwrap();
+    assert_eq!(
+        t.actions(),
+        vec![close(c(0), CloseReason::ResetFailed)],
+        "the late answer is closed, not lent"
+    );
+    assert_eq!(
+        refused(t.pool.reset_finished(t.now, c(0), c(0), true)),
+        (InputError::UnexpectedConnection(c(0)), c(0)),
+        "answered once"
+    );
+    t.pool.close_finished(t.now, c(0)).unwrap();
+    assert_eq!(t.pool.status().closing, 0);
+    // The open for the waiter times out too: its late success is closed, and a late
+    // failure of the next one simply retires it.
+    t.to(20);
+    t.timeout();
+    let actions = t.actions();
+    assert!(
+        actions.contains(&close_absent(c(1), CloseReason::ConnectTimeout)),
+        "{actions:?}"
+    );
+    t.to(21);
+    t.connect_ok(c(1));
+    assert_eq!(t.actions(), vec![close(c(1), CloseReason::ConnectTimeout)]);
+    t.pool.close_finished(t.now, c(1)).unwrap();
+    // After the connect failure's backoff, a new open for the waiter; it times out too,
+    // and its late failure leaves nothing to close.
+    t.to(40);
+    t.timeout();
+    assert!(t.actions().contains(&Open { conn: c(2) }));
+    t.to(50);
+    t.timeout();
+    assert!(t
+        .actions()
+        .contains(&close_absent(c(2), CloseReason::ConnectTimeout)));
+    assert_eq!(t.pool.status().closing, 1);
+    t.to(51);
+    t.pool
+        .connect_finished(t.now, c(2), Err(ConnectError::transient("late")))
+        .unwrap();
+    assert_eq!(t.pool.status().closing, 0);
+    assert_eq!(
+        t.pool.stats().connects_failed,
+        2,
+        "each timeout once, no more"
+    );
+    t.pool.check_invariants().unwrap();
+    let _ = waiter;
+}
+
+/// `Drained` means every connection is gone: it waits for the closes `close` started.
+#[test]
+fn drained_waits_for_the_closes_it_started() {
+    let mut t = T::new(bare(2));
+    t.instant_close = false;
+    t.warm(2);
+    t.pool.close(t.now, t.now + ms(100)).unwrap();
+    let actions = t.actions();
+    assert_eq!(actions.len(), 2, "two closes, no Drained yet: {actions:?}");
+    assert!(!t.pool.is_closed());
+    t.pool.close_finished(t.now, c(0)).unwrap();
+    assert_eq!(t.actions(), vec![]);
+    t.pool.close_finished(t.now, c(1)).unwrap();
+    assert_eq!(t.actions(), vec![Drained { forced: 0 }]);
+    assert!(t.pool.is_closed());
 }

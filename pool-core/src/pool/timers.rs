@@ -37,6 +37,8 @@ pub enum Timer {
     Lifetime(ConnId),
     /// The longest-idle connection's `idle_timeout`.
     IdleTimeout(ConnId),
+    /// A closing connection's `close_timeout`.
+    Close(ConnId),
     /// The connect retry after a failure.
     Backoff,
     /// The drain deadline of `close`.
@@ -79,7 +81,8 @@ fn conn_deadline_at(
     match conn.state {
         State::Opening { deadline, .. }
         | State::Checking { deadline }
-        | State::Resetting { deadline } => Some(deadline),
+        | State::Resetting { deadline }
+        | State::Closing { deadline, .. } => Some(deadline),
         State::Leased {
             since,
             leak_reported: false,
@@ -118,8 +121,12 @@ impl<C, W> Pool<C, W> {
         if self.backoff.blocked(self.now) && self.opens_wanted() > 0 {
             consider(self.backoff.retry_at(), Timer::Backoff);
         }
+        // The drain deadline revokes leases; once none is left it is spent (closes still
+        // under way have their own deadlines).
         if let Phase::Draining { deadline, .. } = self.phase {
-            consider(deadline, Timer::Drain);
+            if self.conns.leased > 0 {
+                consider(deadline, Timer::Drain);
+            }
         }
         next
     }
@@ -197,6 +204,12 @@ impl<C, W> Pool<C, W> {
             Timer::Check(id) => self.close_conn(id, CloseReason::CheckTimeout, None),
             Timer::Reset(id) => self.close_conn(id, CloseReason::ResetFailed, None),
             Timer::Lifetime(id) => self.close_conn(id, CloseReason::MaxLifetime, None),
+            Timer::Close(id) => {
+                // Abandoned: counted as gone. Whatever comes back for it later is refused
+                // (and closed by the embedder).
+                self.conns.remove(id);
+                self.stats.closes_abandoned += 1;
+            }
             Timer::Leak(lease) => {
                 let Some(conn) = self.conns.get_mut(lease.conn) else {
                     return;
@@ -227,6 +240,7 @@ impl<C, W> Pool<C, W> {
             State::Resetting { .. } => Timer::Reset(id),
             State::Leased { seq, .. } => Timer::Leak(LeaseId { conn: id, seq }),
             State::Idle { .. } => Timer::Lifetime(id),
+            State::Closing { .. } => Timer::Close(id),
         };
         Some((t, why))
     }

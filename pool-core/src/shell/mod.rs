@@ -39,7 +39,7 @@ use cell::{Answer, Cell, Spares};
 pub use lease::Lease;
 use list::InlineList;
 use runtime::UpkeepKind;
-pub use runtime::{Moment, Opening, Runtime, Upkeep, Work};
+pub use runtime::{Closing, Moment, Opening, Runtime, Upkeep, Work};
 use sync::{lock, Arc, Mutex};
 
 /// A pool of `C` shared between threads and tasks. Cheap to clone.
@@ -274,6 +274,13 @@ impl<C: Send + 'static> SharedPool<C> {
         })
     }
 
+    fn close_finished(&self, conn: ConnId) {
+        self.with_state(self.now(), |st, now, _| {
+            // Refused only if the close timeout abandoned it first: nothing to do.
+            let _ = st.core.close_finished(now, conn);
+        })
+    }
+
     fn upkeep_finished(&self, conn: ConnId, connection: C, ok: bool, kind: UpkeepKind) {
         self.with_state(self.now(), |st, now, fx| {
             let (answer, late) = match kind {
@@ -346,11 +353,13 @@ impl<C: Send + 'static> SharedPool<C> {
 }
 
 impl<C: Send + 'static> Effects<C> {
+    /// Close a connection the core refused (it no longer counts it).
     fn close(&mut self, conn: ConnId, connection: C, reason: CloseReason) {
         self.work.push(Work::Close {
             conn,
             connection: Some(connection),
             reason,
+            done: Closing::new(None, conn),
         });
     }
 }
@@ -379,10 +388,14 @@ impl<C: Send + 'static> State<C> {
                     connection,
                 } => {
                     self.origins.remove(&conn);
+                    // Only a close the runtime is handed the connection for is answered;
+                    // the others come back through the work that holds the connection.
+                    let done = Closing::new(connection.is_some().then(|| pool.clone()), conn);
                     fx.work.push(Work::Close {
                         conn,
                         connection,
                         reason,
+                        done,
                     })
                 }
                 Action::Grant {

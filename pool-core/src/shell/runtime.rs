@@ -22,14 +22,18 @@ pub enum Work<C: Send + 'static> {
     Check(Upkeep<C>),
     /// Reset a returned connection's session state, and answer.
     Reset(Upkeep<C>),
-    /// Close and drop the connection. `connection` is `None` when the pool does not hold
-    /// it: an open that was abandoned (abort it: its `Opening` is dropped), or a lease
-    /// revoked at the drain deadline (the borrower still has it; it comes back later as
-    /// another `Close`).
+    /// Close and drop the connection, then answer through `done` (dropping `done`
+    /// answers too): until then it counts against `max_size`, since the server still has
+    /// it. `connection` is `None` when the pool does not hold it: an open, check or reset
+    /// the pool gave up on (abort it: its `Opening` or `Upkeep`, dropped, hands the
+    /// connection back and another `Close` follows with it), or a lease revoked at the
+    /// drain deadline (the borrower still has it; it comes back later as another
+    /// `Close`); `done` is then inert.
     Close {
         conn: ConnId,
         connection: Option<C>,
         reason: CloseReason,
+        done: Closing<C>,
     },
     /// A lease has been held longer than `leak_threshold`; `origin` is where it was
     /// acquired, when the acquire recorded it.
@@ -53,6 +57,7 @@ impl<C: Send + 'static> fmt::Debug for Work<C> {
                 conn,
                 connection,
                 reason,
+                ..
             } => write!(
                 f,
                 "Close({conn}, {}, held: {})",
@@ -157,6 +162,48 @@ impl<C: Send + 'static> Upkeep<C> {
 impl<C: Send + 'static> Drop for Upkeep<C> {
     fn drop(&mut self) {
         self.answer(false);
+    }
+}
+
+/// A close the pool asked for, to answer once the connection is gone. Answer with
+/// [`Closing::finish`]; dropped unanswered, it answers the same (a runtime that drops
+/// the work has dropped the connection with it). Inert for a close whose connection the
+/// runtime was not handed, or that the pool no longer counts.
+pub struct Closing<C: Send + 'static> {
+    pool: Option<SharedPool<C>>,
+    conn: ConnId,
+}
+
+impl<C: Send + 'static> Closing<C> {
+    pub(super) fn new(pool: Option<SharedPool<C>>, conn: ConnId) -> Self {
+        Closing { pool, conn }
+    }
+
+    pub fn conn(&self) -> ConnId {
+        self.conn
+    }
+
+    /// The connection is gone: it stops counting against `max_size`.
+    pub fn finish(mut self) {
+        self.answer();
+    }
+
+    /// The close did not finish in time and the runtime dropped the connection: no
+    /// answer; the pool counts it gone (and abandoned) at its `close_timeout`.
+    pub fn abandon(mut self) {
+        self.pool = None;
+    }
+
+    fn answer(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            pool.close_finished(self.conn);
+        }
+    }
+}
+
+impl<C: Send + 'static> Drop for Closing<C> {
+    fn drop(&mut self) {
+        self.answer();
     }
 }
 

@@ -250,6 +250,8 @@ fn a_lease_dropped_by_a_panicking_holder_is_closed_as_broken() {
         )),
         "{work:?}"
     );
+    assert_eq!(pool.status().closing, 1, "counted until its close is done");
+    drop(work);
     assert_eq!(pool.status().total, 0);
     pool.check_invariants().unwrap();
 }
@@ -457,17 +459,19 @@ fn a_stale_idle_connection_is_checked_then_lent_or_replaced() {
     assert!(
         matches!(
             work[..],
-            [
-                Work::Close {
-                    connection: Some(0),
-                    reason: CloseReason::CheckFailed,
-                    ..
-                },
-                Work::Open(_)
-            ]
+            [Work::Close {
+                connection: Some(0),
+                reason: CloseReason::CheckFailed,
+                ..
+            }]
         ),
         "{work:?}"
     );
+    // The closing connection still holds the only slot: the replacement opens once the
+    // close is done.
+    assert_eq!(pool.status().closing, 1);
+    drop(work);
+    assert!(matches!(rt.take()[..], [Work::Open(_)]));
     pool.check_invariants().unwrap();
 }
 
@@ -512,6 +516,8 @@ fn a_returned_connection_that_needs_a_reset_is_reset_then_lent_or_closed() {
         ),
         "{work:?}"
     );
+    assert_eq!(pool.status().closing, 1, "counted until its close is done");
+    drop(work);
     assert_eq!(pool.status().total, 0);
     pool.check_invariants().unwrap();
 }
@@ -642,6 +648,7 @@ fn a_returned_connection_is_judged_by_the_runtime_unless_the_borrower_said() {
         ),
         "{work:?}"
     );
+    drop(work);
     rt.0.dead.lock().unwrap().clear();
     let mut lease = lend_one(&pool, &rt);
     rt.kill(*lease);
@@ -687,17 +694,16 @@ fn work_dropped_unanswered_reports_a_failure_and_loses_nothing() {
     assert!(
         matches!(
             work[..],
-            [
-                Work::Close {
-                    reason: CloseReason::CheckFailed,
-                    connection: Some(_),
-                    ..
-                },
-                Work::Open(_)
-            ]
+            [Work::Close {
+                reason: CloseReason::CheckFailed,
+                connection: Some(_),
+                ..
+            }]
         ),
         "{work:?}"
     );
+    drop(work);
+    assert!(matches!(rt.take()[..], [Work::Open(_)]));
     pool.check_invariants().unwrap();
 }
 
@@ -878,5 +884,50 @@ fn at_most_64_answered_cells_are_kept_for_reuse() {
     let second = burst(&pool);
     assert_eq!(lock(&pool.shared.state).spares.made - made, 70 - 64);
     drop((second, held));
+    pool.check_invariants().unwrap();
+}
+
+/// A close runs until its `Closing` answers: the connection counts against `max_size`
+/// meanwhile. One the runtime gives up on (`abandon`) counts until the close timeout.
+#[test]
+fn a_close_counts_until_its_handle_answers_or_the_close_timeout_passes() {
+    let (pool, rt) = pool_with(Config {
+        max_size: 1,
+        check_after_idle: None,
+        close_timeout: Duration::from_millis(100),
+        ..Config::default()
+    });
+    let mut lease = lend_one(&pool, &rt);
+    lease.set_verdict(Verdict::Broken);
+    drop(lease);
+    let Work::Close {
+        done,
+        connection: Some(0),
+        ..
+    } = rt.take_one()
+    else {
+        panic!("expected the close of connection 0")
+    };
+    assert_eq!(pool.status().closing, 1);
+    let _ = pool.acquire().now_or_never();
+    assert!(
+        rt.take().is_empty(),
+        "no open while the close holds the slot"
+    );
+    done.finish();
+    assert_eq!(pool.status().closing, 0);
+
+    let mut lease = lend_one(&pool, &rt);
+    lease.set_verdict(Verdict::Broken);
+    drop(lease);
+    let Work::Close { done, .. } = rt.take_one() else {
+        panic!("expected a close")
+    };
+    done.abandon();
+    assert_eq!(pool.status().closing, 1, "abandoned, still counted");
+    rt.advance(Duration::from_millis(100));
+    pool.handle_timeout();
+    assert_eq!(pool.status().closing, 0);
+    assert_eq!(pool.stats().closes_abandoned, 1);
     pool.check_invariants().unwrap();
 }

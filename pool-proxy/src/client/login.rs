@@ -22,7 +22,7 @@ use crate::protocol::backend::error_response;
 use crate::protocol::frame::{
     Framer, StartupFramer, StartupPacket, DEFAULT_MAX_STARTUP_LEN, PROTOCOL_3_0,
 };
-use crate::proxy::{ClientSlot, Shared};
+use crate::proxy::{ClientSlot, Shared, NOT_ACCEPTING};
 use crate::routes::Route;
 
 /// A client's byte stream: TCP, or TLS over it.
@@ -59,10 +59,21 @@ pub(crate) async fn serve(
             .client_login_timeout
             .unwrap_or(Duration::from_secs(100 * 365 * 24 * 3600));
     let mut stream: ClientStream = Box::new(socket);
-    let Ok((user, destination, hello, early)) =
-        login(&mut stream, &shared, slot.is_some(), deadline, id, peer).await
-    else {
-        return;
+    // A client still logging in has no transaction to finish: a shutdown lets it go at
+    // once rather than at shutdown_timeout.
+    let mut shutdown = shared.shutdown.subscribe();
+    let logged_in = tokio::select! {
+        logged_in = login(&mut stream, &shared, slot.is_some(), deadline, id, peer) => Some(logged_in),
+        _ = shutdown.wait_for(|down| *down) => None,
+    };
+    let (user, destination, hello, early) = match logged_in {
+        Some(Ok(logged_in)) => logged_in,
+        // Told why (or gone) already.
+        Some(Err(Gone)) => return,
+        None => {
+            let _: Result<(), Gone> = fail(&mut stream, "57P03", NOT_ACCEPTING).await;
+            return;
+        }
     };
     let ticket = shared.cancel_keys.issue();
     let ctx = ClientContext {
@@ -199,7 +210,7 @@ async fn login(
         }
     }
     if *shared.shutdown.borrow() {
-        return fail(stream, "57P03", "pool-proxy: the proxy is shutting down").await;
+        return fail(stream, "57P03", NOT_ACCEPTING).await;
     }
     if !admitted {
         let text = format!(

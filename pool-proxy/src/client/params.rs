@@ -10,12 +10,17 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
+#[cfg(test)]
 use crate::protocol::backend::ServerMessage;
+#[cfg(test)]
 use crate::protocol::frame::{Framer, DEFAULT_MAX_MESSAGE_LEN};
+use crate::server::run_to_idle;
 use crate::server::ServerConnection;
+use crate::server::ServerError;
 pub(crate) use crate::server::ServerSettings;
+
+/// How long a settings round trip may take before the server is given up on.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Startup parameters that are not settings: who and where, handled by login.
 pub(crate) const NOT_SETTINGS: [&str; 2] = ["user", "database"];
@@ -79,47 +84,24 @@ pub(crate) fn statement(current: &ServerSettings, wanted: &ServerSettings) -> Op
     (!sql.is_empty()).then_some(sql)
 }
 
-/// Makes the server's settings what the client wants. An error (a value the server
-/// refuses, a broken connection) is returned as text and the server must be closed.
+/// Makes the server's settings what the client wants. `Err(ServerError::Server)`: the
+/// server refused a value (a time zone it does not know); it is unchanged (the `SET`s ran
+/// in one implicit transaction) and still usable. Any other error: close it.
 pub(crate) async fn sync(
     server: &mut ServerConnection,
     wanted: &ServerSettings,
-) -> Result<(), String> {
+) -> Result<(), ServerError> {
     let Some(sql) = statement(&server.settings, wanted) else {
         return Ok(());
     };
-    let exchange = async {
-        let mut query = bytes::BytesMut::new();
-        postgres_protocol::message::frontend::query(&sql, &mut query).map_err(|e| e.to_string())?;
-        server.write_all(&query).await.map_err(|e| e.to_string())?;
-        let mut framer = Framer::new(DEFAULT_MAX_MESSAGE_LEN);
-        let mut buf = [0u8; 4096];
-        let mut failed = None;
-        loop {
-            while let Some(frame) = framer.next_frame().map_err(|e| e.to_string())? {
-                match ServerMessage::classify(&frame).map_err(|e| e.to_string())? {
-                    ServerMessage::ErrorResponse { sqlstate, .. } => failed = Some(sqlstate),
-                    ServerMessage::ReadyForQuery(_) => {
-                        return match failed {
-                            Some(sqlstate) => {
-                                Err(format!("the server refused {sql} (SQLSTATE {sqlstate})"))
-                            }
-                            None => Ok(()),
-                        };
-                    }
-                    _ => {}
-                }
-            }
-            let n = server.read(&mut buf).await.map_err(|e| e.to_string())?;
-            if n == 0 {
-                return Err("the server closed the connection".to_owned());
-            }
-            framer.push(&buf[..n]);
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), exchange)
+    tokio::time::timeout(SYNC_TIMEOUT, run_to_idle(server, &sql))
         .await
-        .map_err(|_| "the server did not answer within 10 s".to_owned())??;
+        .map_err(|_| {
+            ServerError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the server did not answer within {SYNC_TIMEOUT:?}"),
+            ))
+        })??;
     server.settings = wanted.clone();
     Ok(())
 }

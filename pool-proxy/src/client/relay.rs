@@ -19,8 +19,9 @@ use tokio::sync::watch;
 use super::params::{self, ServerSettings};
 use crate::client::ClientContext;
 use crate::protocol::backend::error_response;
+use crate::proxy::{CUT_OFF, SHUTTING_DOWN};
 use crate::routes::Route;
-use crate::server::ServerManager;
+use crate::server::{ServerError, ServerManager};
 use crate::session::{Action, ClientSession, Counters, Input, Release, ServerId};
 
 /// Stop reading a side while this much is still to be written to the other.
@@ -65,6 +66,7 @@ enum Event {
     Granted(Box<Result<Lease, pool_tokio::PoolError<crate::server::ServerError>>>),
     Timer,
     Shutdown,
+    CutOff,
 }
 
 /// Relays one logged-in client until it leaves, is sent away, or the proxy shuts down.
@@ -92,6 +94,7 @@ pub(crate) async fn relay<R, W>(
     let mut client_open = true;
     let mut shutdown: watch::Receiver<bool> = ctx.shared.shutdown.subscribe();
     let mut draining = *shutdown.borrow();
+    let mut cut_off: watch::Receiver<bool> = ctx.shared.cut_off.subscribe();
     let mut reported = Counters::default();
     let mut closing = false;
 
@@ -152,6 +155,16 @@ pub(crate) async fn relay<R, W>(
                         ctx.ticket.set(None);
                         tracing::info!(client = ctx.id, reason = %why, "closing a server connection");
                         to_server.clear();
+                        // A query still running there would run to its end for nobody
+                        // (PostgreSQL notices a closed socket only when it next writes):
+                        // cancel it. The server is closed, so the cancel can reach no one
+                        // else's query.
+                        let (addr, key) = (server.lease.cancel_addr.clone(), server.lease.key);
+                        tokio::spawn(async move {
+                            let bound = Duration::from_secs(5);
+                            let _ = tokio::time::timeout(bound, crate::server::cancel(&addr, key))
+                                .await;
+                        });
                         drop(server);
                     }
                 }
@@ -173,11 +186,7 @@ pub(crate) async fn relay<R, W>(
             // and idle) is told and let go; one inside a transaction is left to finish it.
             acquire = None;
             route.stats.wait_ended(ctx.id, None);
-            to_client.extend(error_response(
-                "FATAL",
-                "57P01",
-                "pool-proxy: terminating connection because the proxy is shutting down",
-            ));
+            to_client.extend(error_response("FATAL", "57P01", SHUTTING_DOWN));
             let _ = session.handle(clock.now(), Input::ClientClosed);
             continue;
         }
@@ -205,6 +214,7 @@ pub(crate) async fn relay<R, W>(
                 n = client_r.read(&mut client_buf), if client_open && !session.is_waiting() && to_server.len() < BUFFER_LIMIT => Event::Client(n),
                 () = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => Event::Timer,
                 _ = shutdown.changed(), if !draining => Event::Shutdown,
+                Ok(_) = cut_off.wait_for(|cut| *cut), if draining => Event::CutOff,
             }
         };
         let now = clock.now();
@@ -260,6 +270,16 @@ pub(crate) async fn relay<R, W>(
                 let _ = session.handle(now, Input::Timeout);
             }
             Event::Shutdown => draining = true,
+            Event::CutOff => {
+                // shutdown_timeout passed inside a transaction: the client goes as one that
+                // left would (its transaction rolled back or its server closed), told why.
+                tracing::info!(
+                    client = ctx.id,
+                    "shutdown_timeout: letting go of a client inside a transaction"
+                );
+                to_client.extend(error_response("FATAL", "57P01", CUT_OFF));
+                let _ = session.handle(now, Input::ClientClosed);
+            }
         }
     }
     // Write what is left for the client (its last answer, the reason it is sent away),
@@ -281,14 +301,30 @@ async fn take(
     next_id: &mut u64,
 ) -> Option<Held> {
     let clock = ctx.shared.clock;
-    if let Err(why) = params::sync(&mut lease, wanted).await {
-        lease.broken = true;
+    if let Err(error) = params::sync(&mut lease, wanted).await {
+        // A value the server refuses is the client's error, with the server's SQLSTATE
+        // (PostgreSQL would have refused the login); the server is fine. Anything else
+        // leaves the server unusable.
+        let (sqlstate, message) = match &error {
+            ServerError::Server {
+                sqlstate, message, ..
+            } => (
+                sqlstate.clone(),
+                format!("pool-proxy: the server refused the client's startup settings: {message}"),
+            ),
+            _ => {
+                lease.broken = true;
+                (
+                    "08006".to_owned(),
+                    format!("pool-proxy: the server could not take the client's settings: {error}"),
+                )
+            }
+        };
         drop(lease);
-        let message = format!("pool-proxy: the server could not take the client's settings: {why}");
         let _ = session.handle(
             clock.now(),
             Input::ServerUnavailable {
-                sqlstate: "08006",
+                sqlstate: &sqlstate,
                 message: &message,
             },
         );
@@ -305,10 +341,13 @@ async fn take(
     })
 }
 
-/// Adds what the session did since the last report to the route's statistics.
+/// Adds what the session did since the last report to the route's statistics: once per
+/// transaction (or when the client holds no server), not per message, so the route's
+/// lock is taken once per transaction.
 fn report(session: &ClientSession, reported: &mut Counters, route: &Route) {
     let now = session.counters();
-    if now != *reported {
+    let due = now.transactions != reported.transactions || session.server().is_none();
+    if due && now != *reported {
         route.stats.add(&now, reported);
         *reported = now;
     }

@@ -82,8 +82,8 @@ pub(crate) fn refused(severity: String, sqlstate: String, message: String) -> Se
 }
 
 /// Run `query` as one simple Query and read every answer up to its ReadyForQuery, which
-/// must say idle. An ErrorResponse ends it at once, as an error (the connection is then
-/// closed by whoever asked, so the rest of the answer is never read).
+/// must say idle. An ErrorResponse is the error, returned once its ReadyForQuery is read,
+/// so the connection is left at a message boundary and still usable.
 pub(crate) async fn run_to_idle(
     conn: &mut ServerConnection,
     query: &str,
@@ -93,20 +93,27 @@ pub(crate) async fn run_to_idle(
         .map_err(|_| ServerError::Config(format!("query {query:?} contains a NUL byte")))?;
     send(conn, &buf).await?;
     let mut reader = Reader::new();
+    let mut failed = None;
     loop {
         match reader.next(conn).await? {
-            ServerMessage::ReadyForQuery(TransactionStatus::Idle) => return reader.finish(),
             ServerMessage::ReadyForQuery(status) => {
-                return Err(ServerError::NotIdle {
-                    query: query.to_owned(),
-                    status,
-                })
+                reader.finish()?;
+                return match (failed, status) {
+                    (Some(error), _) => Err(error),
+                    (None, TransactionStatus::Idle) => Ok(()),
+                    (None, status) => Err(ServerError::NotIdle {
+                        query: query.to_owned(),
+                        status,
+                    }),
+                };
             }
             ServerMessage::ErrorResponse {
                 severity,
                 sqlstate,
                 message,
-            } => return Err(refused(severity, sqlstate, message)),
+            } => {
+                failed.get_or_insert(refused(severity, sqlstate, message));
+            }
             ServerMessage::CopyInResponse | ServerMessage::CopyBothResponse => {
                 return Err(ServerError::Protocol(format!(
                     "{query:?} started a COPY that waits for data"

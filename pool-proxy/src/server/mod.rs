@@ -31,5 +31,6 @@ mod upstream;
 pub use cancel::cancel;
 pub use connection::{BackendKey, CancelAddr, Liveness, ServerConnection, ServerSettings};
 pub use error::ServerError;
+pub(crate) use exchange::run_to_idle;
 pub use manager::{ServerManager, CLOSE_TIMEOUT};
 pub use upstream::Upstream;

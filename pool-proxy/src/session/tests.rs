@@ -735,6 +735,65 @@ fn a_lost_server_disconnects_its_client() {
     );
 }
 
+/// A server's FATAL as PostgreSQL sends it when its backend is terminated.
+fn server_goodbye() -> Vec<u8> {
+    msg(
+        b'E',
+        b"SFATAL\0VFATAL\0C57P01\0Mterminating connection due to administrator command\0\0",
+    )
+}
+
+#[test]
+fn a_servers_goodbye_after_the_transaction_closes_it_and_spares_the_client() {
+    // Read together with the ReadyForQuery that ended the transaction (a backend
+    // terminated just after answering): not the client's session, not its error.
+    let mut s = active_with("SELECT 1");
+    let answer = [data_row(), cc("SELECT 1"), rfq(b'I')].concat();
+    assert_eq!(
+        server(&mut s, &[answer.clone(), server_goodbye()].concat()),
+        vec![
+            to_client(answer),
+            Action::CloseServer(
+                S1,
+                "it sent an error after its client's transaction had ended".into()
+            ),
+        ]
+    );
+    assert_eq!(s.server(), None);
+    assert!(!s.is_closed());
+    // The next transaction goes to another server.
+    assert_eq!(client(&mut s, &q("SELECT 2")), vec![Action::RequestServer]);
+    assert_eq!(grant(&mut s, S2), vec![to_server(S2, q("SELECT 2"))]);
+}
+
+#[test]
+fn a_servers_goodbye_inside_a_transaction_or_a_pinned_session_reaches_the_client() {
+    // Inside a transaction the session that ends holds the client's transaction.
+    let mut s = active_with("BEGIN");
+    let begun = [cc("BEGIN"), rfq(b'T')].concat();
+    assert_eq!(
+        server(&mut s, &[begun.clone(), server_goodbye()].concat()),
+        vec![to_client([begun, server_goodbye()].concat())]
+    );
+    assert_eq!(s.server(), Some(S1));
+    // A pinned client's session is its server's.
+    let mut s = active_with("SET search_path = app");
+    assert_eq!(
+        server(&mut s, &[cc("SET"), rfq(b'I'), server_goodbye()].concat()),
+        vec![
+            to_client(cc("SET")),
+            Action::Pinned(PinReason::Set),
+            to_client([rfq(b'I'), server_goodbye()].concat())
+        ]
+    );
+    // So is a request still unanswered.
+    let mut s = active_with("SELECT pg_sleep(10)");
+    assert_eq!(
+        server(&mut s, &server_goodbye()),
+        vec![to_client(server_goodbye())]
+    );
+}
+
 #[test]
 fn a_ready_for_query_nobody_asked_for_closes_the_server() {
     // The release is decided at the end of an input: a second ReadyForQuery in the same

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod wire;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,6 +14,7 @@ use std::process::Command;
 
 use pg_harness::{PgCluster, PgOptions};
 use pool_proxy::{Proxy, ProxyHandle};
+use tokio::task::JoinHandle;
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
 /// The users file's users: (name, password).
@@ -157,6 +160,22 @@ impl TestProxy {
         cmd
     }
 
+    /// A client straight to the cluster (not through the proxy), as the test user.
+    pub async fn direct(&self) -> Client {
+        connect(&self.cluster.config())
+            .await
+            .expect("the cluster lets the test user in")
+    }
+
+    /// `SHOW STATS`'s row for `database`.
+    pub async fn stats_of(&self, database: &str) -> BTreeMap<String, String> {
+        self.show("STATS")
+            .await
+            .into_iter()
+            .find(|row| row["database"] == database)
+            .unwrap_or_else(|| panic!("SHOW STATS has no row for {database}"))
+    }
+
     /// Backends of the test user on the cluster (pg_stat_activity, client backends).
     pub async fn server_backends(&self) -> i64 {
         self.cluster
@@ -221,4 +240,71 @@ pub fn bin(program: &str) -> PathBuf {
     pg_harness::pg_bin_dir()
         .expect("PostgreSQL's binaries")
         .join(program)
+}
+
+/// An error's SQLSTATE and message, as the client saw them.
+pub fn described(e: &tokio_postgres::Error) -> (Option<String>, String) {
+    match e.as_db_error() {
+        Some(db) => (Some(db.code().code().to_owned()), db.message().to_owned()),
+        None => (None, e.to_string()),
+    }
+}
+
+/// A client whose connection task is kept: its result is what the server (the proxy)
+/// said when it ended the connection, and aborting it drops the socket abruptly (no
+/// Terminate), as a killed process would.
+pub struct Watched {
+    pub client: Client,
+    pub connection: JoinHandle<Result<(), tokio_postgres::Error>>,
+}
+
+pub async fn connect_watched(config: &tokio_postgres::Config) -> Watched {
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .expect("the proxy lets the test user in");
+    Watched {
+        client,
+        connection: tokio::spawn(connection),
+    }
+}
+
+impl Watched {
+    /// Waits (at most `within`) for the connection to end; the error it ended with.
+    pub async fn ended(&mut self, within: std::time::Duration) -> Option<tokio_postgres::Error> {
+        match tokio::time::timeout(within, &mut self.connection).await {
+            Ok(Ok(result)) => result.err(),
+            Ok(Err(join)) => panic!("the connection task failed: {join}"),
+            Err(_) => panic!("the connection is still open after {within:?}"),
+        }
+    }
+}
+
+/// A simple query's column names, in order (its first result set).
+pub async fn columns(client: &Client, sql: &str) -> Vec<String> {
+    client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .into_iter()
+        .find_map(|message| match message {
+            SimpleQueryMessage::RowDescription(columns) => {
+                Some(columns.iter().map(|c| c.name().to_owned()).collect())
+            }
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{sql}: no result set"))
+}
+
+/// The SQLSTATE of a server's (or the proxy's) error, `None` for any other failure.
+pub fn sqlstate(error: &tokio_postgres::Error) -> Option<String> {
+    described(error).0
+}
+
+/// A simple query's one value.
+pub async fn value(client: &Client, sql: &str) -> String {
+    let rows = rows(client, sql).await;
+    assert_eq!(rows.len(), 1, "{sql}: {rows:?}");
+    assert_eq!(rows[0].len(), 1, "{sql}: {rows:?}");
+    rows[0].values().next().unwrap().clone()
 }

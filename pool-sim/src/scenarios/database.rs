@@ -214,3 +214,57 @@ pub(super) fn slow_paths() -> (Vec<Setup>, Claim) {
         )
     })
 }
+
+pub(super) fn slow_close() -> (Vec<Setup>, Claim) {
+    let mut runs = Vec::new();
+    for (label, early) in [
+        ("max 10, lifetime 1 s, closes counted", false),
+        ("same, closes forgotten at start (before)", true),
+    ] {
+        let mut st = Setup::new(
+            label,
+            Config {
+                max_lifetime: Some(s(1)),
+                ..Config::default()
+            },
+            DbSpec {
+                query: Latency::ms(3, 4),
+                ..DbSpec::default()
+            },
+            Workload::Closed {
+                tasks: 20,
+                think: ms(5),
+            },
+        );
+        st.client.acquire_timeout = s(5);
+        st.early_close_answer = early;
+        st.faults = vec![Fault::new(
+            FaultKind::SlowClose { delay_ms: 800 },
+            s(2),
+            s(8),
+        )];
+        st.workload_end = s(10);
+        st.end = s(12);
+        runs.push(st);
+    }
+    (runs, |r| {
+        let (a, b) = (&r[0], &r[1]);
+        let expired = |x: &RunResult| x.closes.get("max_lifetime").copied().unwrap_or(0);
+        (
+            format!(
+                "closes take 800 ms for 6 s while connections expire every second: the server sees at most {} connections from a pool of 10 ({} when a closing connection stops counting at once), at the price of a p99 wait of {:.0} ms (vs {:.0} ms); {} and {} expiries",
+                a.peak_db_connections,
+                b.peak_db_connections,
+                a.wait_p99_ms,
+                b.wait_p99_ms,
+                expired(a),
+                expired(b)
+            ),
+            a.peak_db_connections <= 10
+                && b.peak_db_connections > 10
+                && expired(a) > 0
+                && a.rejected_total() == 0
+                && a.unresolved_holding + a.unresolved_waiting == 0,
+        )
+    })
+}

@@ -78,6 +78,11 @@ pub const SCENARIOS: &[Scenario] = &[
         build: database::slow_paths,
     },
     Scenario {
+        name: "slow-close",
+        summary: "closes take 800 ms for 6 s while connections expire: max_size still caps what the server sees",
+        build: database::slow_close,
+    },
+    Scenario {
         name: "replica-down",
         summary: "a primary and 2 read replicas: replica-1 is killed at 4 s and restarts at 7 s under read load",
         build: replicas::replica_down,

@@ -121,6 +121,9 @@ impl Sim {
 
     /// `Action::Close`: a leased connection may only be closed by a drain that ran out of
     /// time (its borrower's release is then refused); an abandoned open frees its slot.
+    /// The close is answered (`close_finished`) once the server has let the backend go:
+    /// at once, or after a `SlowClose` fault's delay (or at once regardless, with
+    /// `early_close_answer`). Answered inside the input that closed it, when at once.
     pub(super) fn conn_closed(&mut self, h: usize, conn: ConnId, reason: CloseReason) {
         *self.m.closes.entry(reason.as_str()).or_default() += 1;
         let host = &mut self.hosts[h];
@@ -136,17 +139,64 @@ impl Sim {
         }
         let host = &mut self.hosts[h];
         let db = &mut self.dbs[host.db];
-        if let Some(start) = host.opening.remove(&conn) {
+        let slow = if let Some(start) = host.opening.remove(&conn) {
             // Abandoned open: the client closes its socket, the server frees the
             // handshake's slot, and the core must refuse the late result.
             host.aborted.insert(conn);
             if start == ConnectStart::Pending {
                 db.abort_connect();
             }
+            false
         } else if let Some(b) = host.conns.remove(&conn) {
-            db.disconnect(b);
+            match self.slow_close[host.db] {
+                Some(delay_ms) => {
+                    host.closing.insert(conn);
+                    let at = self.now + delay_ms * 1_000_000;
+                    self.queue.push(
+                        at,
+                        Ev::CloseDone {
+                            host: h,
+                            conn,
+                            backend: b,
+                        },
+                    );
+                    true
+                }
+                None => {
+                    db.disconnect(b);
+                    false
+                }
+            }
+        } else if host.closing.contains(&conn) {
+            // Closed while its check or reset ran; the late answer handed it back: its
+            // slow close is already under way.
+            return;
         } else {
             self.fail(format!("Close for unknown {conn}"));
+            return;
+        };
+        if reason == CloseReason::DrainTimeout || (slow && !self.setup.early_close_answer) {
+            return;
         }
+        let r = self.hosts[h]
+            .pool
+            .close_finished(Instant::from_nanos(self.now), conn);
+        if let Err(e) = r {
+            self.fail(format!("close_finished refused: {e}"));
+        }
+    }
+
+    /// `Ev::CloseDone`: a slow close is over; the server lets the backend go, and the pool
+    /// hears of it (refused if the close timeout abandoned it first, or it already heard).
+    pub(super) fn close_done(&mut self, h: usize, conn: ConnId, backend: u64) {
+        self.dbs[self.hosts[h].db].disconnect(backend);
+        self.hosts[h].closing.remove(&conn);
+        if self.hosts[h].dead || self.setup.early_close_answer {
+            return;
+        }
+        let _ = self.hosts[h]
+            .pool
+            .close_finished(Instant::from_nanos(self.now), conn);
+        self.input_done(h, "close_finished");
     }
 }

@@ -59,6 +59,12 @@ pub(super) enum Ev {
         req: usize,
         lease: LeaseId,
     },
+    /// A slow close is over: the server lets the backend go.
+    CloseDone {
+        host: usize,
+        conn: ConnId,
+        backend: u64,
+    },
 }
 
 impl Sim {
@@ -93,6 +99,11 @@ impl Sim {
             Ev::DirectDone { req, backend } => self.direct_done(req, backend),
             Ev::Monitor => self.monitor(),
             Ev::ProbeDone { req, lease } => self.probe_done(req, lease),
+            Ev::CloseDone {
+                host,
+                conn,
+                backend,
+            } => self.close_done(host, conn, backend),
         }
     }
 }

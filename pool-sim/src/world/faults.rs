@@ -30,6 +30,7 @@ impl Sim {
             FaultKind::AuthFail => db.set_auth_broken(true),
             FaultKind::SlowConnect { factor } => db.set_slow(factor, true),
             FaultKind::ReplayPaused => self.replay_paused(f.db, true),
+            FaultKind::SlowClose { delay_ms } => self.slow_close[f.db] = Some(delay_ms),
         }
     }
 
@@ -43,6 +44,7 @@ impl Sim {
             FaultKind::AuthFail => db.set_auth_broken(false),
             FaultKind::SlowConnect { factor } => db.set_slow(factor, false),
             FaultKind::ReplayPaused => self.replay_paused(f.db, false),
+            FaultKind::SlowClose { .. } => self.slow_close[f.db] = None,
         }
     }
 }

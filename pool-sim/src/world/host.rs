@@ -26,6 +26,8 @@ pub(super) struct Host {
     pub(super) opening: BTreeMap<ConnId, ConnectStart>,
     /// Opens the pool abandoned while the handshake was in flight.
     pub(super) aborted: BTreeSet<ConnId>,
+    /// Connections whose slow close is under way (the server still has them).
+    pub(super) closing: BTreeSet<ConnId>,
     /// Leased connection -> request holding it.
     pub(super) leased: BTreeMap<ConnId, usize>,
     pub(super) timer_at: Option<u64>,
@@ -65,6 +67,7 @@ impl Sim {
             conns: BTreeMap::new(),
             opening: BTreeMap::new(),
             aborted: BTreeSet::new(),
+            closing: BTreeSet::new(),
             leased: BTreeMap::new(),
             timer_at: None,
             frozen: false,
@@ -168,6 +171,7 @@ impl Sim {
             status.leased += s.leased;
             status.opening += s.opening;
             status.checking += s.checking;
+            status.closing += s.closing;
             status.waiters += s.waiters;
         }
         status

@@ -68,6 +68,9 @@ pub struct Sim {
     recovery_mark: u64,
     /// Cancellations strike within this long of a request's arrival.
     cancel_window: u64,
+    /// Per database (as `dbs`): a `SlowClose` fault is on, closes take this many
+    /// milliseconds.
+    slow_close: Vec<Option<u64>>,
 }
 
 impl Sim {
@@ -91,6 +94,7 @@ impl Sim {
             .min(4 * setup.db.query.mean_nanos() as u64 + setup.db.connect.mean_nanos() as u64)
             .max(1);
         let recovery_mark = setup.faults.iter().map(|f| ns(f.end)).max().unwrap_or(0);
+        let slow_close = vec![None; dbs.len()];
         let mut sim = Sim {
             client: setup.client.clone(),
             setup,
@@ -108,6 +112,7 @@ impl Sim {
             timeline,
             recovery_mark,
             cancel_window,
+            slow_close,
         };
         sim.init();
         Ok(sim)

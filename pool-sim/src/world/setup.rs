@@ -56,6 +56,10 @@ pub struct Setup {
     pub drop_timers: bool,
     /// Read replicas behind the primary (topology `Shared` only); `None`: one database.
     pub replicas: Option<ReplicaSetup>,
+    /// The embedder reports a close finished when it starts it, not when the server has
+    /// let go (what pool-tokio did before closes counted against `max_size`): the pool
+    /// forgets a connection the server still holds.
+    pub early_close_answer: bool,
 }
 
 impl Setup {
@@ -78,6 +82,7 @@ impl Setup {
             max_events: 200_000_000,
             drop_timers: false,
             replicas: None,
+            early_close_answer: false,
         }
     }
 }

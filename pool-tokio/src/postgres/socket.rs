@@ -15,7 +15,9 @@
 //!
 //! Not carried over: `Client::cancel_token()` on these clients has no socket to connect
 //! to (tokio-postgres keeps that private), so `CancelToken::cancel_query` fails;
-//! `cancel_query_raw` over a stream the caller opens still works.
+//! `cancel_query_raw` over a stream the caller opens still works. The connection
+//! remembers the address it reached ([`Peer`]) so that the manager can cancel a query a
+//! borrower abandoned (see `cancel`).
 
 use std::fmt;
 use std::io;
@@ -33,6 +35,7 @@ use tokio_postgres::config::{Host, LoadBalanceHosts, SslNegotiation, TargetSessi
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::{Config, Error, NoTls, SimpleQueryMessage};
 
+use super::cancel::Peer;
 use super::status::{Driven, ObservedStream, Observer, PgConnection};
 
 /// The connect error (its cause) when `target_session_attrs=read-write` finds a server
@@ -154,7 +157,25 @@ where
             ),
             _ => None,
         };
-        Ok(handshake(config, socket, connector))
+        // Where the socket went, so that a query a borrower abandons can be cancelled.
+        let peer = match &socket {
+            RawSocket::Tcp(s) => Peer::Tcp {
+                addr: s
+                    .peer_addr()
+                    .map_err(|e| io_error_sync(e.kind(), e.to_string()))?,
+                hostname: hostname.map(str::to_owned),
+            },
+            #[cfg(unix)]
+            RawSocket::Unix(s) => Peer::Unix(
+                s.peer_addr()
+                    .ok()
+                    .and_then(|a| a.as_pathname().map(|p| p.to_path_buf()))
+                    .ok_or_else(|| {
+                        io_error_sync(io::ErrorKind::InvalidInput, "Unix socket peer has no path")
+                    })?,
+            ),
+        };
+        Ok(handshake(config, socket, peer, connector))
     })
     .await;
     match result {
@@ -370,6 +391,7 @@ fn configure_tcp(config: &Config, stream: TcpStream) -> io::Result<TcpStream> {
 async fn handshake<T>(
     config: &Config,
     socket: RawSocket,
+    peer: Peer,
     connector: Option<T>,
 ) -> Result<PgConnection, Error>
 where
@@ -413,7 +435,7 @@ where
             return Err(io_error(io::ErrorKind::PermissionDenied, what).await);
         }
     }
-    Ok(PgConnection::new(client, observer))
+    Ok(PgConnection::new(client, observer, peer))
 }
 
 /// Drive a client's socket until it closes.
@@ -533,7 +555,7 @@ async fn io_error(kind: io::ErrorKind, message: impl Into<String>) -> Error {
 }
 
 /// [`io_error`] without an executor: the future completes on its first poll.
-fn io_error_sync(kind: io::ErrorKind, message: impl Into<String>) -> Error {
+pub(crate) fn io_error_sync(kind: io::ErrorKind, message: impl Into<String>) -> Error {
     poll_once(io_error(kind, message)).unwrap_or_else(unreachable_error)
 }
 

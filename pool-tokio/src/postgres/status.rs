@@ -90,7 +90,7 @@ pub(crate) struct Observer {
     finished: AtomicBool,
     /// Signalled after each `ReadyForQuery` and at the end of each poll of the
     /// connection task: what [`Observer::settled`] waits on.
-    changed: tokio::sync::Notify,
+    pub(crate) changed: tokio::sync::Notify,
 }
 
 impl Observer {
@@ -157,6 +157,34 @@ impl Observer {
             }
             changed.await;
         }
+    }
+
+    /// A request that may change the transaction status (a query: `Q`, `F`, or an
+    /// extended-protocol batch with more than `Close`s) has been written and the server
+    /// has not answered it: the server is working on it (or on one queued behind it).
+    /// `Some(answers so far)`, to tell one such wait from the next; `None` when nothing
+    /// is awaited, or what is unanswered may still be in tokio-postgres's queue (the
+    /// connection task is running, woken or blocked on a write: ask again after it
+    /// polls).
+    pub(crate) fn awaiting_server(&self) -> Option<u64> {
+        let before = self.polls.load(SeqCst);
+        if before % 2 == 1
+            || self.woken.load(SeqCst)
+            || self.write_blocked.load(SeqCst)
+            || self.lost.load(SeqCst)
+            || self.finished.load(SeqCst)
+        {
+            return None;
+        }
+        let received = self.received.load(SeqCst);
+        let tainted = self.tainted.load(SeqCst);
+        (received < tainted && self.polls.load(SeqCst) == before).then_some(received)
+    }
+
+    /// The byte stream could not be followed, or the connection task ended: the status
+    /// will never settle.
+    pub(crate) fn hopeless(&self) -> bool {
+        self.lost.load(SeqCst) || self.finished.load(SeqCst)
     }
 
     fn on_frontend(&self, event: Frontend) {
@@ -576,11 +604,29 @@ impl<F: Future> Future for Driven<F> {
 pub struct PgConnection {
     client: tokio_postgres::Client,
     observer: Arc<Observer>,
+    /// Where the socket went: where a cancel request for this session goes.
+    peer: super::cancel::Peer,
 }
 
 impl PgConnection {
-    pub(crate) fn new(client: tokio_postgres::Client, observer: Arc<Observer>) -> Self {
-        PgConnection { client, observer }
+    pub(crate) fn new(
+        client: tokio_postgres::Client,
+        observer: Arc<Observer>,
+        peer: super::cancel::Peer,
+    ) -> Self {
+        PgConnection {
+            client,
+            observer,
+            peer,
+        }
+    }
+
+    pub(crate) fn observer(&self) -> &Observer {
+        &self.observer
+    }
+
+    pub(crate) fn peer(&self) -> &super::cancel::Peer {
+        &self.peer
     }
 
     /// The transaction status the server last reported, if it is current (no request
@@ -592,7 +638,8 @@ impl PgConnection {
     /// The transaction status once nothing is queued or in flight: waits for the
     /// connection task and the server's answers, sends nothing. `Unknown` only if the
     /// byte stream could not be followed or the connection ended. Not bounded: wrap it
-    /// in a timeout (the pool bounds its resets by `check_timeout`).
+    /// in a timeout. (The pool's reset does not wait like this: it cancels a query the
+    /// borrower abandoned, within `PgManager::cancel_timeout`.)
     pub async fn settled_transaction_status(&self) -> TransactionStatus {
         self.observer.settled().await
     }
