@@ -26,7 +26,7 @@ impl fmt::Display for ReadReport {
     /// `no replica could serve the read within 1.5s (fallback to the primary: never):
     /// replica-1 at 127.0.0.1:5433: benched 1.0s ago: unreachable (2 failed in a row):
     /// ...; next probe in 2.0s; replica-2 at ...: waited 500ms without a connection (size
-    /// 2/2: 0 idle, 2 leased, 0 opening, 0 checking; 3 waiting)`.
+    /// 2/2: 0 idle, 2 leased, 0 opening, 0 checking, 0 closing; 3 waiting)`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,

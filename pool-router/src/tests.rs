@@ -289,11 +289,11 @@ fn a_timeout_report_names_each_replicas_counts_and_last_error() {
     let text = r.explain(at(700), &read).to_string();
     assert!(text.contains("within 700ms"), "{text}");
     assert!(
-        text.contains("replica-1 at 10.0.0.2:5432: no connection in time (size 2/2: 0 idle, 2 leased, 0 opening, 0 checking; 3 waiting)"),
+        text.contains("replica-1 at 10.0.0.2:5432: no connection in time (size 2/2: 0 idle, 2 leased, 0 opening, 0 checking, 0 closing; 3 waiting)"),
         "{text}"
     );
     assert!(
-        text.contains("replica-2 at 10.0.0.3:5432: no connection in time (size 0/2: 0 idle, 0 leased, 0 opening, 0 checking; 0 waiting), last connect error: connection refused; now benched: unreachable"),
+        text.contains("replica-2 at 10.0.0.3:5432: no connection in time (size 0/2: 0 idle, 0 leased, 0 opening, 0 checking, 0 closing; 0 waiting), last connect error: connection refused; now benched: unreachable"),
         "{text}"
     );
 }
