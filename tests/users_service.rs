@@ -286,3 +286,147 @@ async fn users_service_without_a_database() {
     assert!(!error.contains("hunter2"), "{error}");
     server.abort();
 }
+
+/// With a primary and a hot standby (real streaming replication): `POST /users`, the
+/// write route, runs on the primary and `GET /users/{id}`, the read route, on the
+/// standby: while the standby's replay is paused a new user is not there yet (404), and
+/// it is once the replay resumes. The metrics carry each member's pool and the set's
+/// series labelled by member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_service_reads_from_a_standby_and_writes_on_the_primary() {
+    let _watchdog = watchdog(
+        "users_service_reads_from_a_standby",
+        Duration::from_secs(60),
+    );
+    let primary =
+        pg_harness::PgCluster::start_async(pg_harness::PgOptions::default().replication())
+            .await
+            .expect("primary");
+    let standby = primary.start_standby_async().await.expect("standby");
+    let app = "users-service-rr";
+    let set = users_service::replicas_from_urls(
+        &url_for(&primary.url(), app, "&connection_limit=3"),
+        &[&url_for(&standby.url(), app, "&connection_limit=3")],
+    )
+    .expect("replica set");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(users_service::serve(listener, set.clone()));
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .no_proxy()
+        .build()
+        .unwrap();
+    let post = |email: &'static str| {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            let body = json!({"name": "Grace", "email": email});
+            within(Duration::from_secs(20), "POST", async {
+                loop {
+                    match http.post(format!("{base}/users")).json(&body).send().await {
+                        Ok(r) => break r,
+                        Err(e) if e.is_connect() => {
+                            tokio::time::sleep(Duration::from_millis(50)).await
+                        }
+                        Err(e) => panic!("POST /users: {e}"),
+                    }
+                }
+            })
+            .await
+        }
+    };
+    let created = post("grace@example.org").await;
+    assert_eq!(created.status(), 201);
+    let first: Value = created.json().await.unwrap();
+    let (standby_admin, primary_admin) = (standby.admin(), primary.admin());
+    let replayed = || standby_admin.wait_for_replay(&primary_admin, Duration::from_secs(10));
+    replayed().await.unwrap();
+    let got = http
+        .get(format!("{base}/users/{}", first["id"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.json::<Value>().await.unwrap(), first);
+
+    // The standby stops replaying: the next user is on the primary only.
+    standby.admin().pause_replay().await.unwrap();
+    let second: Value = post("grace.h@example.org").await.json().await.unwrap();
+    let missing = http
+        .get(format!("{base}/users/{}", second["id"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404, "the read route ran on the standby");
+    standby.admin().resume_replay().await.unwrap();
+    replayed().await.unwrap();
+    let found = http
+        .get(format!("{base}/users/{}", second["id"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(found.status(), 200);
+    let members = set.members();
+    assert!(members[1].member.counters.reads >= 3, "{}", members[1]);
+    assert_eq!(members[0].member.counters.fallback_reads, 0);
+    assert!(members[0].member.counters.writes >= 2);
+
+    // Metrics: each member's pool by name, and the set's series labelled by member.
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    let value = |metric: &str, pool: &str| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| {
+                s.metric == metric && s.labels.get("db_client_connection_pool_name") == Some(pool)
+            })
+            .map(|s| match s.value {
+                prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            })
+            .unwrap_or_else(|| panic!("no {metric} for {pool} in:\n{text}"))
+    };
+    assert_eq!(
+        value("db_client_connection_max", "users-service.primary"),
+        3.0
+    );
+    assert_eq!(
+        value("db_client_connection_max", "users-service.replica-1"),
+        3.0
+    );
+    assert_eq!(
+        value("pool_replica_in_service", "users-service.replica-1"),
+        1.0
+    );
+    assert!(value("pool_replica_reads", "users-service.replica-1") >= 3.0);
+    assert!(value("pool_replica_writes", "users-service.primary") >= 2.0);
+    assert!(value("pool_replica_lag", "users-service.replica-1") >= 0.0);
+    let role = scrape
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == "pool_replica_in_service"
+                && s.labels.get("db_client_connection_pool_name") == Some("users-service.replica-1")
+        })
+        .and_then(|s| s.labels.get("pool_replica_role").map(str::to_owned));
+    assert_eq!(role.as_deref(), Some("replica"));
+
+    let health = http.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let body: Value = health.json().await.unwrap();
+    assert_eq!(body["status"], "ready");
+    assert_eq!(body["members"].as_array().unwrap().len(), 2);
+    server.abort();
+    let _ = server.await;
+    set.close(Duration::from_secs(1)).await;
+}

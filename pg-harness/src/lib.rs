@@ -8,7 +8,11 @@
 //!   127.0.0.1 port, low `max_connections`, scram-sha-256 auth), stopped and deleted on drop;
 //!   [`PgCluster::shared_or_start`] uses `DATABASE_URL` instead when it is set. Besides
 //!   restarts it can be killed hard (`kill -9`) and frozen (SIGSTOP) and thawed.
-//! * [`PgAdmin`] — superuser SQL: count / terminate backends in `pg_stat_activity`.
+//! * [`PgAdmin`] — superuser SQL: count / terminate backends in `pg_stat_activity`; pause,
+//!   resume and wait for a standby's replay.
+//! * Streaming replication: a primary started with [`PgOptions::replication`] and hot
+//!   standbys of it ([`PgCluster::start_standby`]: `pg_basebackup -R`, each on its own
+//!   port), which [`PgCluster::promote`] turns into primaries.
 //! * [`PgBouncer`] — a real PgBouncer in front of a cluster.
 //! * [`PoolProxy`] — the real `pool-proxy` binary in front of a cluster, as a child process
 //!   (the benchmark and the serverless fleet example).

@@ -83,6 +83,10 @@ pub struct PgOptions {
     /// line always comes first. E.g. `hostssl all all 127.0.0.1/32 scram-sha-256` for a
     /// TLS-only server, `hostssl all some_user 127.0.0.1/32 cert` for client certificates.
     pub hba: Vec<String>,
+    /// Ready to be a streaming-replication primary (default off): `wal_level = replica`,
+    /// WAL senders, and `local replication all trust` so standbys
+    /// ([`PgCluster::start_standby`]) copy and follow it over its Unix socket.
+    pub replication: bool,
 }
 
 /// A server certificate and key (PEM text), and optionally the CA whose client
@@ -116,6 +120,7 @@ impl Default for PgOptions {
             extra_conf: Vec::new(),
             tls: None,
             hba: vec!["host all all 127.0.0.1/32 scram-sha-256".into()],
+            replication: false,
         }
     }
 }
@@ -142,6 +147,12 @@ impl PgOptions {
     /// Turns TLS on with this certificate and key (and client CA).
     pub fn tls(mut self, tls: PgTls) -> Self {
         self.tls = Some(tls);
+        self
+    }
+
+    /// Makes the cluster a streaming-replication primary (see [`PgOptions::replication`]).
+    pub fn replication(mut self) -> Self {
+        self.replication = true;
         self
     }
 
@@ -243,6 +254,40 @@ impl Inner {
             return Ok(()); // it was dead; what it left is gone now
         }
         self.run_pg_ctl(&["stop", "-m", mode, "-w", "-t", "60"])
+    }
+
+    /// Pick a free port, write the harness's settings for it, and start; another process
+    /// may grab the port between the probe and the server's bind, so retry with a new one
+    /// when the log says so.
+    fn start_on_free_port(&mut self) -> Result<(), HarnessError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            self.port = util::free_port()?;
+            let settings = harness_conf(self);
+            self.dir.write_file(
+                &self.data.join("pool_suite.conf"),
+                &settings,
+                0o600,
+                self.run_as,
+            )?;
+            let _ = std::fs::remove_file(&self.log);
+            match self.start() {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    let log = util::tail(&self.log, 50);
+                    let port_taken = log.contains("Address already in use")
+                        || log.contains("could not bind")
+                        || log.contains("could not create any TCP/IP sockets");
+                    if port_taken && attempt < START_ATTEMPTS {
+                        // pg_ctl may have left a half-started server behind; make sure not.
+                        let _ = self.stop("immediate");
+                        continue;
+                    }
+                    return Err(e);
+                }
+            }
+        }
     }
 
     fn is_running(&self) -> bool {
@@ -422,6 +467,9 @@ impl PgCluster {
         let _ = std::fs::remove_file(&pwfile);
 
         let mut hba = String::from("# written by pg-harness\nlocal all all trust\n");
+        if opts.replication {
+            hba.push_str("local replication all trust\n");
+        }
         for line in &opts.hba {
             hba.push_str(line);
             hba.push('\n');
@@ -453,36 +501,7 @@ impl PgCluster {
             dir,
         };
 
-        // Pick a port, try to start; another process may grab the port between our probe
-        // and the server's bind, so retry with a new one when the log says so.
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            inner.port = util::free_port()?;
-            let settings = harness_conf(&inner);
-            inner.dir.write_file(
-                &inner.data.join("pool_suite.conf"),
-                &settings,
-                0o600,
-                inner.run_as,
-            )?;
-            let _ = std::fs::remove_file(&inner.log);
-            match inner.start() {
-                Ok(()) => break,
-                Err(e) => {
-                    let log = util::tail(&inner.log, 50);
-                    let port_taken = log.contains("Address already in use")
-                        || log.contains("could not bind")
-                        || log.contains("could not create any TCP/IP sockets");
-                    if port_taken && attempt < START_ATTEMPTS {
-                        // pg_ctl may have left a half-started server behind; make sure not.
-                        let _ = inner.stop("immediate");
-                        continue;
-                    }
-                    return Err(e);
-                }
-            }
-        }
+        inner.start_on_free_port()?;
 
         let cluster = PgCluster {
             inner: Arc::new(inner),
@@ -496,6 +515,68 @@ impl PgCluster {
         tokio::task::spawn_blocking(move || PgCluster::start(opts))
             .await
             .map_err(|e| HarnessError::Other(format!("cluster start task failed: {e}")))?
+    }
+
+    /// A hot standby of this cluster (which must have been started with
+    /// [`PgOptions::replication`]): `pg_basebackup -R` (streaming WAL, fast checkpoint)
+    /// into a fresh directory, the same options on its own free 127.0.0.1 port, started
+    /// and following this cluster over its Unix socket. It answers read-only queries as
+    /// the same user, password and database; `pg_is_in_recovery()` is true there.
+    /// Blocking (≈1 s); stopped and deleted on drop like any cluster.
+    pub fn start_standby(&self) -> Result<PgCluster, HarnessError> {
+        let primary = &self.inner;
+        if !primary.opts.replication {
+            return Err(HarnessError::Other(
+                "start_standby needs a primary started with PgOptions::replication()".into(),
+            ));
+        }
+        let dir = ScratchDir::new("pg", primary.run_as)?;
+        let data = dir.path().join("data");
+        let sock = dir.path().join("sock");
+        let log = dir.path().join("postgres.log");
+        dir.prepare(&sock, primary.run_as)?;
+        let mut backup = util::command(
+            &primary.bin.join("pg_basebackup"),
+            primary.run_as,
+            dir.path(),
+        );
+        backup
+            .arg("-D")
+            .arg(&data)
+            .args(["-R", "-X", "stream", "-c", "fast", "--no-sync", "-h"])
+            .arg(&primary.sock)
+            .args(["-p", &primary.port.to_string(), "-U", ADMIN_USER]);
+        util::run(backup, || util::tail(&primary.log, 20))?;
+        let mut inner = Inner {
+            bin: primary.bin.clone(),
+            run_as: primary.run_as,
+            port: 0,
+            opts: primary.opts.clone(),
+            data,
+            sock,
+            log,
+            dir,
+        };
+        // The copied pool_suite.conf names the primary's port and socket: replaced here.
+        inner.start_on_free_port()?;
+        Ok(PgCluster {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// [`PgCluster::start_standby`] on tokio's blocking pool.
+    pub async fn start_standby_async(&self) -> Result<PgCluster, HarnessError> {
+        let this = PgCluster {
+            inner: Arc::clone(&self.inner),
+        };
+        tokio::task::spawn_blocking(move || this.start_standby())
+            .await
+            .map_err(|e| HarnessError::Other(format!("standby start task failed: {e}")))?
+    }
+
+    /// `pg_ctl promote`: a standby stops following and takes writes. Blocking.
+    pub fn promote(&self) -> Result<(), HarnessError> {
+        self.inner.run_pg_ctl(&["promote", "-w", "-t", "60"])
     }
 
     /// If `DATABASE_URL` is set (and non-empty), a [`PgTarget::Shared`] pointing at it;
@@ -738,6 +819,12 @@ impl PgCluster {
         self.blocking(Inner::restart_fast).await
     }
 
+    /// [`PgCluster::promote`] on tokio's blocking pool.
+    pub async fn promote_async(&self) -> Result<(), HarnessError> {
+        self.blocking(|i| i.run_pg_ctl(&["promote", "-w", "-t", "60"]))
+            .await
+    }
+
     /// [`PgCluster::stop`] on tokio's blocking pool.
     pub async fn stop_async(&self) -> Result<(), HarnessError> {
         self.blocking(|i| i.stop("fast")).await
@@ -791,9 +878,19 @@ fn harness_conf(i: &Inner) -> String {
     // Speed over durability: the cluster is thrown away.
     set("fsync", "off".into());
     set("synchronous_commit", "off".into());
-    set("full_page_writes", "off".into());
-    set("wal_level", "minimal".into());
-    set("max_wal_senders", "0".into());
+    if o.replication {
+        // Standbys copy and follow this cluster: WAL for replicas, senders for them, and
+        // full-page writes (a base backup's replay needs them).
+        set("full_page_writes", "on".into());
+        set("wal_level", "replica".into());
+        set("max_wal_senders", "10".into());
+        // Standbys answer the primary quickly, so its lag figures are current.
+        set("wal_receiver_status_interval", "'1s'".into());
+    } else {
+        set("full_page_writes", "off".into());
+        set("wal_level", "minimal".into());
+        set("max_wal_senders", "0".into());
+    }
     set("shared_buffers", "16MB".into());
     set("autovacuum", "off".into());
     set("jit", "off".into());
@@ -963,6 +1060,65 @@ impl PgAdmin {
     pub async fn query_i64(&self, sql: &str) -> Result<i64, HarnessError> {
         let row = self.client().await?.query_one(sql, &[]).await?;
         Ok(row.try_get(0)?)
+    }
+
+    /// Runs a query returning one `boolean` (e.g. `SELECT pg_is_in_recovery()`).
+    pub async fn query_bool(&self, sql: &str) -> Result<bool, HarnessError> {
+        let row = self.client().await?.query_one(sql, &[]).await?;
+        Ok(row.try_get(0)?)
+    }
+
+    /// Whether the server is a standby (`pg_is_in_recovery()`).
+    pub async fn in_recovery(&self) -> Result<bool, HarnessError> {
+        self.query_bool("SELECT pg_is_in_recovery()").await
+    }
+
+    /// On a standby: stop replaying WAL (`pg_wal_replay_pause()`); it keeps receiving it,
+    /// so it falls behind while its primary writes.
+    pub async fn pause_replay(&self) -> Result<(), HarnessError> {
+        self.execute("SELECT pg_wal_replay_pause()").await
+    }
+
+    /// On a standby: replay again (`pg_wal_replay_resume()`).
+    pub async fn resume_replay(&self) -> Result<(), HarnessError> {
+        self.execute("SELECT pg_wal_replay_resume()").await
+    }
+
+    /// On a standby: wait until it has replayed everything `primary` had written when
+    /// this was called (`pg_last_wal_replay_lsn() >= ` the primary's
+    /// `pg_current_wal_insert_lsn()`: its commits too, which `synchronous_commit = off`
+    /// leaves unflushed for up to `wal_writer_delay`); error after `timeout`.
+    pub async fn wait_for_replay(
+        &self,
+        primary: &PgAdmin,
+        timeout: Duration,
+    ) -> Result<(), HarnessError> {
+        let lsn = primary
+            .client()
+            .await?
+            .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+            .await?
+            .try_get::<_, String>(0)?;
+        let deadline = Instant::now() + timeout;
+        let client = self.client().await?;
+        loop {
+            let caught_up: bool = client
+                .query_one(
+                    "SELECT coalesce(pg_last_wal_replay_lsn() >= $1::text::pg_lsn, false)",
+                    &[&lsn],
+                )
+                .await?
+                .try_get(0)?;
+            if caught_up {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(HarnessError::Timeout(format!(
+                    "the standby had not replayed up to {lsn} after {timeout:?}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// `user`'s stored password (`pg_authid.rolpassword`): with the harness's

@@ -355,3 +355,82 @@ fn a_panicking_test_still_removes_its_cluster() {
         "server still listening on {port}"
     );
 }
+
+/// Streaming replication on loopback: a standby on its own port answers reads, is in
+/// recovery, refuses writes, follows the primary, falls behind while its replay is
+/// paused and catches up when resumed; promoted, it takes writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standby_follows_its_primary_and_can_be_paused_and_promoted() {
+    let started = std::time::Instant::now();
+    let primary = PgCluster::start_async(PgOptions::default().replication())
+        .await
+        .expect("start primary");
+    let standby = primary.start_standby_async().await.expect("start standby");
+    assert_ne!(standby.port(), primary.port());
+    assert!(!primary.admin().in_recovery().await.unwrap());
+    assert!(standby.admin().in_recovery().await.unwrap());
+
+    let writer = connect_url(&primary.url()).await.unwrap();
+    writer
+        .batch_execute("CREATE TABLE t (n int); INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+    standby
+        .admin()
+        .wait_for_replay(&primary.admin(), Duration::from_secs(10))
+        .await
+        .unwrap();
+    // The test user logs in on the standby with the same URL shape.
+    let reader = connect_url(&standby.url())
+        .await
+        .expect("the role is replicated");
+    let n: i64 = reader
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+    let e = reader
+        .batch_execute("INSERT INTO t VALUES (2)")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(&SqlState::READ_ONLY_SQL_TRANSACTION));
+
+    // Paused: the primary's rows do not appear until the replay resumes.
+    standby.admin().pause_replay().await.unwrap();
+    writer
+        .batch_execute("INSERT INTO t VALUES (2)")
+        .await
+        .unwrap();
+    assert!(standby
+        .admin()
+        .wait_for_replay(&primary.admin(), Duration::from_millis(300))
+        .await
+        .is_err());
+    standby.admin().resume_replay().await.unwrap();
+    standby
+        .admin()
+        .wait_for_replay(&primary.admin(), Duration::from_secs(10))
+        .await
+        .unwrap();
+    let n: i64 = reader
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
+
+    // Promoted: it takes writes.
+    standby.promote_async().await.unwrap();
+    assert!(!standby.admin().in_recovery().await.unwrap());
+    let promoted = connect_url(&standby.url()).await.unwrap();
+    promoted
+        .batch_execute("INSERT INTO t VALUES (3)")
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+}

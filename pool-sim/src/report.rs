@@ -99,6 +99,39 @@ impl RunResult {
         if let Some(t) = self.first_ok_after_faults_ms {
             let _ = writeln!(w, "    first query ok after the last fault window: {t} ms");
         }
+        if let Some(rs) = &self.replicas {
+            let by: Vec<String> = rs
+                .reads_by_member
+                .iter()
+                .enumerate()
+                .map(|(i, n)| match i {
+                    0 => format!("primary {n}"),
+                    i => format!("replica-{i} {n}"),
+                })
+                .collect();
+            let _ = writeln!(
+                w,
+                "    replica set            {} reads ({}), {} writes; {} reads and {} writes failed",
+                rs.reads(),
+                by.join(", "),
+                rs.writes,
+                rs.reads_failed,
+                rs.writes_failed
+            );
+            let _ = writeln!(
+                w,
+                "    read wait              p99 {} ms, max {} ms; {} hops timed out; {} stale reads",
+                rs.read_wait_p99_ms, rs.read_wait_max_ms, rs.hops_timed_out, rs.stale_reads
+            );
+            for (i, (b, r)) in rs.benched_at_ms.iter().zip(&rs.restored_at_ms).enumerate() {
+                if !b.is_empty() || !r.is_empty() {
+                    let _ = writeln!(w, "      member {i}: benched at {b:?} ms, back at {r:?} ms");
+                }
+            }
+            for m in &rs.members {
+                let _ = writeln!(w, "      {m}");
+            }
+        }
         let _ = writeln!(
             w,
             "    pool at end            {} connections ({} idle, {} leased), {} waiting",

@@ -161,6 +161,7 @@ pub fn setup_for(seed: u64) -> Setup {
         timeline: false,
         max_events: 2_000_000,
         drop_timers: false,
+        replicas: None,
         early_close_answer: false,
         abandoned: None,
     }

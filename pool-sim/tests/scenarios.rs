@@ -252,10 +252,63 @@ fn abandoned_queries_are_cancelled_and_the_next_borrower_is_served() {
 }
 
 #[test]
+fn replica_down_moves_reads_and_brings_them_back() {
+    for seed in SEEDS {
+        let r = run("replica-down", seed);
+        let (two, one) = (&r.runs[0], &r.runs[1]);
+        let rs = two.replicas.as_ref().expect("replica figures");
+        assert_eq!(rs.reads_failed + rs.writes_failed, 0);
+        assert_eq!(two.rejected_total(), 0);
+        // Benched within the second after it died, back after its restart.
+        let benched = rs.benched_at_ms[1][0];
+        assert!((4000.0..5000.0).contains(&benched), "{benched}");
+        let back = *rs.restored_at_ms[1].last().unwrap();
+        assert!((7000.0..9500.0).contains(&back), "{back}");
+        // While it was out, replica-2 took its reads: no read waited past two hops.
+        assert!(rs.read_wait_max_ms <= 450.0, "{}", rs.read_wait_max_ms);
+        assert!(rs.reads_by_member[2] > rs.reads_by_member[1]);
+        assert!(rs.reads_after_faults[1] > 100, "reads came back");
+        assert_eq!(
+            rs.reads_by_member[0], 0,
+            "no fallback needed with a healthy replica"
+        );
+        // Alone, the replica's reads fell back to the primary, and came back after.
+        let rs = one.replicas.as_ref().expect("replica figures");
+        assert_eq!(rs.reads_failed + rs.writes_failed, 0);
+        assert!(rs.reads_by_member[0] > 1000);
+        assert!(rs.reads_after_faults[1] > 100);
+        assert!(rs.writes > 1000);
+    }
+}
+
+#[test]
 fn runs_without_abandoned_queries_report_none() {
     let r = run("cancel-storm", 1);
     assert!(r.runs[0].cancelled_mid_query > 0);
     assert!(r.runs[0].abandoned.is_none());
     let json = serde_json::to_string(&r).expect("serializes");
     assert!(!json.contains("abandoned"), "{json}");
+}
+
+#[test]
+fn replica_lag_benches_past_max_replica_lag_and_restores() {
+    for seed in SEEDS {
+        let r = run("replica-lag", seed);
+        let rs = r.runs[0].replicas.as_ref().expect("replica figures");
+        // Paused at 4 s, limit 1 s, probes every 250 ms: benched by 5.5 s, not before 5 s.
+        let benched = rs.benched_at_ms[1][0];
+        assert!((5000.0..=5500.0).contains(&benched), "{benched}");
+        // Stale reads only between crossing the limit and the bench.
+        assert!(rs.stale_reads > 0);
+        let last = rs.last_stale_read_ms.unwrap();
+        assert!(last <= benched + 200.0, "{last} vs {benched}");
+        assert!(*rs.restored_at_ms[1].last().unwrap() >= 8000.0);
+        assert_eq!(rs.reads_failed + rs.writes_failed, 0);
+        assert!(rs.reads_after_faults[1] > 100);
+        assert_eq!(
+            rs.benched_at_ms[2],
+            Vec::<f64>::new(),
+            "replica-2 never benched"
+        );
+    }
 }

@@ -12,6 +12,9 @@
 //!   `tokio::time::pause()` drives the pool in tests;
 //! - runs the [`Builder`]'s hooks (`after_connect`, `before_acquire`, `after_release`,
 //!   `on_create`, `on_close`) and keeps each connection's [`Extensions`];
+//! - puts a primary and its read replicas, each a [`Pool`], behind one [`ReplicaSet`]
+//!   (`write()`, `read()`, sessions with read-your-writes), routed by `pool-router`'s
+//!   sans-IO policy and probed in the background (docs/guides/read-replicas.md);
 //! - reports: [`Pool::health`] for readiness probes, OpenTelemetry's fields on its
 //!   `pool.get`/`pool.connect` spans, and with the `metrics` feature OpenTelemetry's
 //!   `db.client.connection.*` series through the `metrics` facade (see the crate's
@@ -37,6 +40,7 @@ mod metrics;
 mod pool;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+mod replicas;
 mod runtime;
 
 pub use builder::{Builder, DEFAULT_NAME};
@@ -48,6 +52,15 @@ pub use pool::{Health, Pool, PooledConnection};
 pub use pool_core::{
     CloseReason, Config, ConfigError, ConfigOverrides, ConnId, ConnectError, ErrorClass, Histogram,
     HumanDuration, IdleOrder, Stats, Status, Verdict,
+};
+pub use pool_router::{
+    BenchReason, Counters as ReplicaCounters, Fallback, Member, MemberId, Probe, ReadReport, Role,
+    RouterConfig, State as MemberState,
+};
+#[cfg(feature = "postgres")]
+pub use replicas::ReplicaUrlError;
+pub use replicas::{
+    MemberStatus, ReplicaError, ReplicaProbe, ReplicaSet, ReplicaSetBuilder, Session, SetBuildError,
 };
 pub use runtime::LeakReport;
 

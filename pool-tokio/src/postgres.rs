@@ -69,10 +69,12 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-pub use self::socket::{connect_socket, RawSocket, SocketError};
+pub use self::socket::{connect_socket, RawSocket, SocketError, NOT_WRITABLE};
 pub use self::status::{PgConnection, TransactionStatus};
 use crate::manager::{Manager, Target};
 
+mod probe;
+pub use self::probe::PROBE_SQL;
 mod cancel;
 mod socket;
 mod status;
@@ -80,6 +82,7 @@ pub mod tls;
 mod url;
 
 pub use self::tls::{ClientCert, RootCerts, SslMode, TlsError, TlsSettings, Verification};
+pub(crate) use self::url::split_hosts;
 pub use self::url::{KeyKind, UrlError, KEYS, NO_TIMEOUT};
 
 /// How a returned connection is cleaned before its next borrower; see the module docs.
@@ -114,6 +117,9 @@ pub struct PgManager {
     tls: Option<MakeRustlsConnect>,
     /// Behind PgBouncer in transaction mode (`pgbouncer=true`).
     pgbouncer: bool,
+    /// Connects only to a server that takes writes, and a refusal is fatal
+    /// ([`PgManager::expect_primary`]).
+    primary: bool,
     /// How long a reset may take to cancel a query the borrower abandoned
     /// (`PgManager::cancel_timeout`).
     cancel_timeout: Duration,
@@ -148,6 +154,7 @@ impl PgManager {
             tls_settings,
             tls,
             pgbouncer: false,
+            primary: false,
             cancel_timeout: DEFAULT_CANCEL_TIMEOUT,
         }
     }
@@ -205,6 +212,7 @@ impl PgManager {
             tls_settings: parsed.tls,
             tls,
             pgbouncer: parsed.pgbouncer,
+            primary: false,
             cancel_timeout: DEFAULT_CANCEL_TIMEOUT,
         };
         Ok((manager, parsed.options))
@@ -227,6 +235,24 @@ impl PgManager {
     /// The TLS settings connections are opened with.
     pub fn tls(&self) -> &TlsSettings {
         &self.tls_settings
+    }
+
+    /// Connect only to a server that takes writes (`target_session_attrs=read-write`: with
+    /// several hosts, the one that does), and treat one that does not (in recovery, or
+    /// read-only) as a **fatal** connect error: writes fail at once saying so ("database
+    /// does not allow writes") instead of waiting out `acquire_timeout`, and the pool
+    /// tries again after its backoff (a failover may have promoted a standby by then).
+    /// The primary of a [`crate::ReplicaSet`] built from URLs is opened this way.
+    pub fn expect_primary(mut self) -> Self {
+        self.config
+            .target_session_attrs(tokio_postgres::config::TargetSessionAttrs::ReadWrite);
+        self.primary = true;
+        self
+    }
+
+    /// Whether [`PgManager::expect_primary`] was called.
+    pub fn expects_primary(&self) -> bool {
+        self.primary
     }
 
     /// Choose how returned connections are cleaned (default [`ResetMode::Auto`]).
@@ -289,6 +315,7 @@ impl fmt::Debug for PgManager {
             .field("application_name", &c.get_application_name())
             .field("tls", &self.tls_settings)
             .field("pgbouncer", &self.pgbouncer)
+            .field("primary", &self.primary)
             .field("reset", &self.reset)
             // Whether it is set only: init SQL may carry a secret (`SET ... 'key'`).
             .field("init_sql", &self.init_sql.is_some())
@@ -314,6 +341,9 @@ impl Manager for PgManager {
     }
 
     fn classify(&self, e: &tokio_postgres::Error) -> ErrorClass {
+        if self.primary && refuses_writes(&crate::error::error_chain(e)) {
+            return ErrorClass::Fatal;
+        }
         classify(e)
     }
 
@@ -411,6 +441,12 @@ pub fn classify(e: &tokio_postgres::Error) -> ErrorClass {
     } else {
         ErrorClass::Transient
     }
+}
+
+/// Whether a connect error's text says the server does not take writes (see
+/// [`NOT_WRITABLE`]).
+pub fn refuses_writes(error: &str) -> bool {
+    error.contains(NOT_WRITABLE)
 }
 
 /// [`classify`] for a server error code.

@@ -1,15 +1,17 @@
 //! # users-service
 //!
 //! A small HTTP service that embeds the pool: users stored in PostgreSQL, read back by id,
-//! the pool's metrics for Prometheus, and a readiness probe.
+//! the pool's metrics for Prometheus, and a readiness probe. With read replicas
+//! ([`Database::Replicas`], a `pool_tokio::ReplicaSet`) the write route borrows from the
+//! primary and the read route from a replica.
 //!
 //! | route | answer |
 //! |---|---|
-//! | `POST /users` with `{"name": .., "email": ..}` | `201` and the stored user (with its `id`); `400` with a reason for bad JSON or a missing/invalid field; `409` if the email is taken |
-//! | `GET /users/{id}` | `200` and the user; `404` if there is none; `400` for a non-numeric id |
+//! | `POST /users` with `{"name": .., "email": ..}` | the **write route** (the primary): `201` and the stored user (with its `id`); `400` with a reason for bad JSON or a missing/invalid field; `409` if the email is taken |
+//! | `GET /users/{id}` | the **read route** (a replica, when there are replicas): `200` and the user; `404` if there is none (on a replica: none *yet*, within its replication lag); `400` for a non-numeric id |
 //! | `GET /metrics` | `200` and Prometheus text: the pool's OpenTelemetry-named series (`db_client_connection_count{db_client_connection_pool_name="users-service",db_client_connection_state="idle"}`, `..._wait_time_bucket`, ...), recorded by pool-tokio's `metrics` feature and rendered by `metrics-exporter-prometheus` |
 //! | `GET /metrics.json` | `200` and the pool's [`pool_tokio::Metrics`] snapshot as JSON |
-//! | `GET /healthz` | `200` `{"status": "ready", ..}` when the pool can serve; `503` `{"error": ..}` naming the last connect error and how long ago it was otherwise |
+//! | `GET /healthz` | `200` `{"status": "ready", ..}` when the pool can serve (with replicas: when writes and reads can be served); `503` `{"error": ..}` naming the last connect error and how long ago it was (with replicas: each member's state) otherwise |
 //!
 //! Every error body is `{"error": "<reason>"}`. A pool that cannot hand out a connection
 //! in time answers `503` (the pool's message says why: its status and the last connect
@@ -28,7 +30,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use pool_tokio::{PgManager, Pool, PoolError};
+use pool_tokio::{PgManager, Pool, PoolError, PooledConnection, ReplicaError, ReplicaSet};
 use serde::Serialize;
 use serde_json::{json, Value};
 use tokio_postgres::error::SqlState;
@@ -36,6 +38,87 @@ use tokio_postgres::types::Type;
 
 /// The pool type this service runs on.
 pub type PgPool = Pool<PgManager>;
+
+/// A primary and its read replicas.
+pub type PgReplicaSet = ReplicaSet<PgManager>;
+
+/// Where the service's queries go: one pool, or a primary and read replicas.
+#[derive(Clone, Debug)]
+pub enum Database {
+    Pool(PgPool),
+    Replicas(PgReplicaSet),
+}
+
+impl From<PgPool> for Database {
+    fn from(pool: PgPool) -> Self {
+        Database::Pool(pool)
+    }
+}
+
+impl From<PgReplicaSet> for Database {
+    fn from(set: PgReplicaSet) -> Self {
+        Database::Replicas(set)
+    }
+}
+
+impl Database {
+    /// A connection for a write: the primary.
+    pub async fn write(&self) -> Result<PooledConnection<PgManager>, ApiError> {
+        match self {
+            Database::Pool(pool) => Ok(pool.get().await?),
+            Database::Replicas(set) => Ok(set.write().await?),
+        }
+    }
+
+    /// A connection for a read: a replica (or the primary, as the set routes it).
+    pub async fn read(&self) -> Result<PooledConnection<PgManager>, ApiError> {
+        match self {
+            Database::Pool(pool) => Ok(pool.get().await?),
+            Database::Replicas(set) => Ok(set.read().await?),
+        }
+    }
+
+    /// The primary's pool (the only one without replicas).
+    pub fn primary(&self) -> &PgPool {
+        match self {
+            Database::Pool(pool) => pool,
+            Database::Replicas(set) => set.primary(),
+        }
+    }
+
+    /// Record every pool's series (and, with replicas, the set's per member) now.
+    pub fn record_metrics(&self) {
+        match self {
+            Database::Pool(pool) => pool.record_metrics(),
+            Database::Replicas(set) => set.record_metrics(),
+        }
+    }
+
+    /// Close every pool.
+    pub async fn close(&self, drain: Duration) -> usize {
+        match self {
+            Database::Pool(pool) => pool.close(drain).await,
+            Database::Replicas(set) => set.close(drain).await,
+        }
+    }
+}
+
+/// A primary URL (`DATABASE_URL`) and replica URLs (`DATABASE_REPLICA_URLS`), or one
+/// multi-host URL, as a replica set: the primary's pool is named `users-service.primary`,
+/// the replicas' `users-service.replica-1`, ...; each URL's own options set its pool.
+/// Must be called inside a tokio runtime.
+pub fn replicas_from_urls(
+    primary: &str,
+    replicas: &[&str],
+) -> Result<PgReplicaSet, Box<dyn StdError + Send + Sync>> {
+    let timeout = |b: pool_tokio::Builder<PgManager>, _| b.acquire_timeout(Duration::from_secs(5));
+    let builder = if replicas.is_empty() {
+        ReplicaSet::from_url(POOL_NAME, primary, timeout)?
+    } else {
+        ReplicaSet::from_urls(POOL_NAME, primary, replicas, timeout)?
+    };
+    Ok(builder.build()?)
+}
 
 /// Longest accepted name, in characters.
 pub const MAX_NAME_CHARS: usize = 200;
@@ -102,12 +185,12 @@ pub fn prometheus() -> PrometheusHandle {
 /// What the handlers share.
 #[derive(Clone)]
 struct AppState {
-    pool: PgPool,
+    db: Database,
     prometheus: PrometheusHandle,
 }
 
-/// The service's routes over `pool`.
-pub fn app(pool: PgPool) -> Router {
+/// The service's routes over `db` (a pool, or a replica set).
+pub fn app(db: impl Into<Database>) -> Router {
     let prometheus = prometheus();
     Router::new()
         .route("/users", post(create_user))
@@ -115,7 +198,10 @@ pub fn app(pool: PgPool) -> Router {
         .route("/metrics", get(metrics))
         .route("/metrics.json", get(metrics_json))
         .route("/healthz", get(healthz))
-        .with_state(AppState { pool, prometheus })
+        .with_state(AppState {
+            db: db.into(),
+            prometheus,
+        })
 }
 
 /// At startup: wait for the database, at most `bound`, retrying a first `get()` (each
@@ -146,19 +232,21 @@ pub async fn wait_for_database(pool: &PgPool, bound: Duration) -> Result<(), Str
 /// Create the table, then serve [`app`] on `listener` until the process ends.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    pool: PgPool,
+    db: impl Into<Database>,
 ) -> Result<(), Box<dyn StdError + Send + Sync>> {
-    serve_until(listener, pool, std::future::pending()).await
+    serve_until(listener, db, std::future::pending()).await
 }
 
 /// [`serve`], stopping gracefully (in-flight requests finish) once `shutdown` resolves.
 pub async fn serve_until(
     listener: tokio::net::TcpListener,
-    pool: PgPool,
+    db: impl Into<Database>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Box<dyn StdError + Send + Sync>> {
-    init_schema(&pool).await?;
-    axum::serve(listener, app(pool))
+    let db = db.into();
+    // The schema is written on the primary; replicas receive it by replication.
+    init_schema(db.primary()).await?;
+    axum::serve(listener, app(db))
         .with_graceful_shutdown(shutdown)
         .await?;
     Ok(())
@@ -271,6 +359,17 @@ impl From<PoolError<tokio_postgres::Error>> for ApiError {
     }
 }
 
+impl From<ReplicaError<tokio_postgres::Error>> for ApiError {
+    fn from(e: ReplicaError<tokio_postgres::Error>) -> Self {
+        // No replica or primary in time, or the primary is in recovery: "try again later",
+        // naming each member and why.
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("database unavailable: {e}"),
+        )
+    }
+}
+
 impl From<tokio_postgres::Error> for ApiError {
     fn from(e: tokio_postgres::Error) -> Self {
         // The server's own message; tokio-postgres' Display says only "db error".
@@ -290,14 +389,15 @@ fn user_from_row(row: &tokio_postgres::Row) -> Result<User, tokio_postgres::Erro
     })
 }
 
-/// `POST /users`. The body is parsed by hand (not with `Json<T>`) so every rejection,
-/// whatever the content type, is a 400 with a reason in the same JSON shape.
+/// `POST /users`, the write route: on the primary. The body is parsed by hand (not with
+/// `Json<T>`) so every rejection, whatever the content type, is a 400 with a reason in
+/// the same JSON shape.
 async fn create_user(
-    State(AppState { pool, .. }): State<AppState>,
+    State(AppState { db, .. }): State<AppState>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let new = NewUser::parse(&body).map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, r))?;
-    let client = pool.get().await?;
+    let client = db.write().await?;
     // `query_typed`: one round trip with an unnamed statement, so this also works behind
     // PgBouncer in transaction mode.
     let rows = client
@@ -328,9 +428,9 @@ async fn create_user(
         .into_response())
 }
 
-/// `GET /users/{id}`.
+/// `GET /users/{id}`, the read route: on a replica when there are replicas.
 async fn get_user(
-    State(AppState { pool, .. }): State<AppState>,
+    State(AppState { db, .. }): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<User>, ApiError> {
     let id: i64 = id.parse().map_err(|_| {
@@ -339,7 +439,7 @@ async fn get_user(
             format!("user id must be an integer, got {id:?}"),
         )
     })?;
-    let client = pool.get().await?;
+    let client = db.read().await?;
     let rows = client
         .query_typed(
             "SELECT id, name, email FROM users WHERE id = $1",
@@ -357,7 +457,7 @@ async fn get_user(
 
 /// `GET /metrics`: the pool records its series now, then the exporter renders them.
 async fn metrics(State(state): State<AppState>) -> Response {
-    state.pool.record_metrics();
+    state.db.record_metrics();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.prometheus.render(),
@@ -365,18 +465,32 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// `GET /metrics.json`.
+/// `GET /metrics.json`: the pool's metrics; with replicas, the primary's.
 async fn metrics_json(State(state): State<AppState>) -> Json<pool_tokio::Metrics> {
-    Json(state.pool.metrics())
+    Json(state.db.primary().metrics())
 }
 
 /// `GET /healthz`: a readiness probe.
 async fn healthz(State(state): State<AppState>) -> Response {
-    let health = state.pool.health();
-    if health.can_serve() {
-        Json(json!({ "status": "ready", "pool": health.status.to_string() })).into_response()
-    } else {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, health.to_string()).into_response()
+    match &state.db {
+        Database::Pool(pool) => {
+            let health = pool.health();
+            if health.can_serve() {
+                Json(json!({ "status": "ready", "pool": health.status.to_string() }))
+                    .into_response()
+            } else {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, health.to_string()).into_response()
+            }
+        }
+        Database::Replicas(set) => {
+            let members: Vec<String> = set.members().iter().map(ToString::to_string).collect();
+            if set.can_write() && set.can_read() {
+                Json(json!({ "status": "ready", "members": members })).into_response()
+            } else {
+                let reason = format!("not ready: {}", members.join("; "));
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, reason).into_response()
+            }
+        }
     }
 }
 

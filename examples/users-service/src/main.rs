@@ -1,5 +1,10 @@
 //! `DATABASE_URL=postgresql://user:pw@host/db?connection_limit=10 users-service`
 //!
+//! With read replicas: `DATABASE_REPLICA_URLS` (URLs separated by spaces) beside
+//! `DATABASE_URL`, or a multi-host `DATABASE_URL` (`postgresql://user:pw@h1,h2,h3/db`):
+//! `POST /users` then writes on the primary and `GET /users/{id}` reads from a replica
+//! (see docs/guides/read-replicas.md).
+//!
 //! Listens on `LISTEN_ADDR` (default `127.0.0.1:3000`). At start it waits for the
 //! database for at most `DATABASE_WAIT_SECS` (default 30) and exits non-zero with the
 //! reason if it is still unreachable. Ctrl-C or SIGTERM stops accepting requests, lets
@@ -34,20 +39,37 @@ async fn main() -> ExitCode {
     // Registered now, so a signal that arrives while the database is awaited or the
     // table created is not lost (nor fatal).
     let mut signal = Box::pin(shutdown_signal());
-    let pool = match users_service::pool_from_url(&url) {
-        Ok(pool) => pool,
-        Err(e) => {
-            tracing::error!("bad DATABASE_URL: {e}");
-            return ExitCode::FAILURE;
+    let replica_urls = std::env::var("DATABASE_REPLICA_URLS").unwrap_or_default();
+    let replica_urls: Vec<&str> = replica_urls.split_whitespace().collect();
+    let multi_host = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split(['/', '?']).next())
+        .is_some_and(|authority| authority.contains(','));
+    let db: users_service::Database = if replica_urls.is_empty() && !multi_host {
+        match users_service::pool_from_url(&url) {
+            Ok(pool) => pool.into(),
+            Err(e) => {
+                tracing::error!("bad DATABASE_URL: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        match users_service::replicas_from_urls(&url, &replica_urls) {
+            Ok(set) => set.into(),
+            Err(e) => {
+                tracing::error!("bad DATABASE_URL or DATABASE_REPLICA_URLS: {e}");
+                return ExitCode::FAILURE;
+            }
         }
     };
+    let pool = db.primary().clone();
     let waited = tokio::select! {
         waited = users_service::wait_for_database(&pool, wait) => waited,
         signal = &mut signal => Err(format!("{signal} while waiting for the database")),
     };
     if let Err(reason) = waited {
         tracing::error!("giving up: {reason}");
-        pool.close(Duration::ZERO).await;
+        db.close(Duration::ZERO).await;
         return ExitCode::FAILURE;
     }
     let listener = match tokio::net::TcpListener::bind(&addr).await {
@@ -65,8 +87,8 @@ async fn main() -> ExitCode {
         let signal = signal.await;
         tracing::info!("{signal}: shutting down");
     };
-    let served = users_service::serve_until(listener, pool.clone(), shutdown).await;
-    let forced = pool.close(Duration::from_secs(5)).await;
+    let served = users_service::serve_until(listener, db.clone(), shutdown).await;
+    let forced = db.close(Duration::from_secs(5)).await;
     if forced > 0 {
         tracing::warn!("{forced} connection(s) still borrowed at shutdown were closed");
     }

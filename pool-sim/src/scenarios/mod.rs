@@ -1,11 +1,12 @@
 //! The built-in scenarios: each sets up one or more runs, and states a headline claim that
 //! its numbers must bear out (the tests check every claim). The scenarios themselves are
 //! grouped by what goes wrong: the load (`load`), the database (`database`), the clients
-//! (`clients`).
+//! (`clients`), a read replica (`replicas`).
 
 mod clients;
 mod database;
 mod load;
+mod replicas;
 
 use std::time::Duration;
 
@@ -85,6 +86,16 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "abandoned-query",
         summary: "requests time out at 100 ms on slow queries still running at the server: the reset cancels them, the next borrower is served at once",
         build: clients::abandoned_query,
+    },
+    Scenario {
+        name: "replica-down",
+        summary: "a primary and 2 read replicas: replica-1 is killed at 4 s and restarts at 7 s under read load",
+        build: replicas::replica_down,
+    },
+    Scenario {
+        name: "replica-lag",
+        summary: "a primary and 2 read replicas: replica-1's replay pauses for 4 s while the primary writes",
+        build: replicas::replica_lag,
     },
 ];
 

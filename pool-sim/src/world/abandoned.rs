@@ -109,7 +109,7 @@ impl Sim {
             Some(&end) if end > now => end,
             _ => return now,
         };
-        let rtt = ns(self.db.spec.rtt);
+        let rtt = ns(self.dbs[self.hosts[h].db].spec.rtt);
         let ready = match mode {
             AbandonedReset::Cancel { stop } => {
                 let stopped = (now + rtt + stop.sample(&mut self.rng)).min(end);

@@ -13,7 +13,8 @@ impl Sim {
     /// `Action::Open`: the server decides the handshake's fate now; it lands at `ConnectDone`.
     pub(super) fn open(&mut self, h: usize, conn: ConnId) {
         self.hosts[h].books.opening(conn);
-        let (lat, start) = self.db.start_connect(&mut self.rng);
+        let d = self.hosts[h].db;
+        let (lat, start) = self.dbs[d].start_connect(&mut self.rng);
         self.hosts[h].opening.insert(conn, start);
         self.queue.push(
             self.now + lat,
@@ -41,10 +42,11 @@ impl Sim {
             }
             return;
         }
-        let result = self.db.finish_connect(start);
+        let d = self.hosts[h].db;
+        let result = self.dbs[d].finish_connect(start);
         if self.hosts[h].dead {
             if let Ok(b) = result {
-                self.db.disconnect(b);
+                self.dbs[d].disconnect(b);
             }
             return;
         }
@@ -93,13 +95,14 @@ impl Sim {
             ));
             return;
         };
-        let rtt = ns(self.db.spec.rtt);
         let at = if reset {
             self.reset_ready_at(h, conn)
         } else {
             self.now
         };
-        let answer = match self.db.health(b) {
+        let db = &self.dbs[self.hosts[h].db];
+        let rtt = ns(db.spec.rtt);
+        let answer = match db.health(b) {
             Health::Alive => Some(true),
             Health::Dead => Some(false),
             Health::HalfOpen => None,
@@ -165,16 +168,17 @@ impl Sim {
             self.reqs[req].revoked = true;
         }
         let host = &mut self.hosts[h];
+        let db = &mut self.dbs[host.db];
         let slow = if let Some(start) = host.opening.remove(&conn) {
             // Abandoned open: the client closes its socket, the server frees the
             // handshake's slot, and the core must refuse the late result.
             host.aborted.insert(conn);
             if start == ConnectStart::Pending {
-                self.db.abort_connect();
+                db.abort_connect();
             }
             false
         } else if let Some(b) = host.conns.remove(&conn) {
-            match self.slow_close {
+            match self.slow_close[host.db] {
                 Some(delay_ms) => {
                     host.closing.insert(conn);
                     let at = self.now + delay_ms * 1_000_000;
@@ -189,7 +193,7 @@ impl Sim {
                     true
                 }
                 None => {
-                    self.db.disconnect(b);
+                    db.disconnect(b);
                     false
                 }
             }
@@ -218,7 +222,7 @@ impl Sim {
     /// `Ev::CloseDone`: a slow close is over; the server lets the backend go, and the pool
     /// hears of it (refused if the close timeout abandoned it first, or it already heard).
     pub(super) fn close_done(&mut self, h: usize, conn: ConnId, backend: u64) {
-        self.db.disconnect(backend);
+        self.dbs[self.hosts[h].db].disconnect(backend);
         self.hosts[h].closing.remove(&conn);
         if self.hosts[h].dead || self.setup.early_close_answer {
             return;

@@ -10,7 +10,7 @@ use super::Sim;
 impl Sim {
     pub(super) fn connect_direct(&mut self, req: usize) {
         self.reqs[req].stage = Stage::Direct;
-        let (lat, start) = self.db.start_connect(&mut self.rng);
+        let (lat, start) = self.dbs[0].start_connect(&mut self.rng);
         self.queue
             .push(self.now + lat, Ev::DirectConnected { req, start });
     }
@@ -18,11 +18,11 @@ impl Sim {
     /// `Ev::DirectConnected`: the query runs, or the request fails as the pool would have
     /// said it (`connect_failed`).
     pub(super) fn direct_connected(&mut self, req: usize, start: ConnectStart) {
-        match self.db.finish_connect(start) {
+        match self.dbs[0].finish_connect(start) {
             Ok(backend) => {
                 let wait = self.now - self.reqs[req].arrived;
                 self.m.granted(wait);
-                let d = self.db.spec.query.sample(&mut self.rng);
+                let d = self.dbs[0].spec.query.sample(&mut self.rng);
                 self.queue
                     .push(self.now + d, Ev::DirectDone { req, backend });
             }
@@ -36,12 +36,12 @@ impl Sim {
 
     /// `Ev::DirectDone`: the query is over and the connection closed.
     pub(super) fn direct_done(&mut self, req: usize, backend: u64) {
-        if self.db.health(backend) == Health::Alive {
+        if self.dbs[0].health(backend) == Health::Alive {
             self.m.completed += 1;
         } else {
             self.m.query_errors += 1;
         }
-        self.db.disconnect(backend);
+        self.dbs[0].disconnect(backend);
         self.finish_request(req);
     }
 }

@@ -52,6 +52,13 @@ pub(super) enum Ev {
         req: usize,
         backend: u64,
     },
+    /// The replica set's monitor: start the probes that are due.
+    Monitor,
+    /// A probe's query answered on its lease.
+    ProbeDone {
+        req: usize,
+        lease: LeaseId,
+    },
     /// A slow close is over: the server lets the backend go.
     CloseDone {
         host: usize,
@@ -90,6 +97,8 @@ impl Sim {
             Ev::Reap(h) => self.reap(h),
             Ev::DirectConnected { req, start } => self.direct_connected(req, start),
             Ev::DirectDone { req, backend } => self.direct_done(req, backend),
+            Ev::Monitor => self.monitor(),
+            Ev::ProbeDone { req, lease } => self.probe_done(req, lease),
             Ev::CloseDone {
                 host,
                 conn,

@@ -15,30 +15,36 @@ impl Sim {
     }
 
     pub(super) fn fault_starts(&mut self, i: usize) {
-        match self.setup.faults[i].kind {
-            FaultKind::Down => self.db.set_down(true),
+        let f = self.setup.faults[i];
+        let db = &mut self.dbs[f.db];
+        match f.kind {
+            FaultKind::Down => db.set_down(true),
             FaultKind::Restart => {
-                self.db.kill_all();
-                self.db.set_down(true);
+                db.kill_all();
+                db.set_down(true);
             }
             FaultKind::HalfOpen { count } => {
-                let n = self.db.make_half_open(count, &mut self.rng);
+                let n = db.make_half_open(count, &mut self.rng);
                 self.m.half_opened += n as u64;
             }
-            FaultKind::AuthFail => self.db.set_auth_broken(true),
-            FaultKind::SlowConnect { factor } => self.db.set_slow(factor, true),
-            FaultKind::SlowClose { delay_ms } => self.slow_close = Some(delay_ms),
+            FaultKind::AuthFail => db.set_auth_broken(true),
+            FaultKind::SlowConnect { factor } => db.set_slow(factor, true),
+            FaultKind::ReplayPaused => self.replay_paused(f.db, true),
+            FaultKind::SlowClose { delay_ms } => self.slow_close[f.db] = Some(delay_ms),
         }
     }
 
     /// Half-open backends stay half-open: the pool has to find and drop them.
     pub(super) fn fault_ends(&mut self, i: usize) {
-        match self.setup.faults[i].kind {
-            FaultKind::Down | FaultKind::Restart => self.db.set_down(false),
+        let f = self.setup.faults[i];
+        let db = &mut self.dbs[f.db];
+        match f.kind {
+            FaultKind::Down | FaultKind::Restart => db.set_down(false),
             FaultKind::HalfOpen { .. } => {}
-            FaultKind::AuthFail => self.db.set_auth_broken(false),
-            FaultKind::SlowConnect { factor } => self.db.set_slow(factor, false),
-            FaultKind::SlowClose { .. } => self.slow_close = None,
+            FaultKind::AuthFail => db.set_auth_broken(false),
+            FaultKind::SlowConnect { factor } => db.set_slow(factor, false),
+            FaultKind::ReplayPaused => self.replay_paused(f.db, false),
+            FaultKind::SlowClose { .. } => self.slow_close[f.db] = None,
         }
     }
 }

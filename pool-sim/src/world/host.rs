@@ -19,6 +19,8 @@ pub(super) type SimPool = Pool<(), usize>;
 
 pub(super) struct Host {
     pub(super) pool: SimPool,
+    /// Which database its connections go to (`Sim::dbs`): 0 unless it is a replica's.
+    pub(super) db: usize,
     /// Pool connection -> database backend, once connected.
     pub(super) conns: BTreeMap<ConnId, u64>,
     /// Connections whose open is in flight, with what the server decided at the start.
@@ -50,6 +52,11 @@ impl Host {
 
 impl Sim {
     pub(super) fn new_host(&mut self) -> usize {
+        self.new_host_on(0)
+    }
+
+    /// A host whose pool connects to database `db`.
+    pub(super) fn new_host_on(&mut self, db: usize) -> usize {
         let seed = self.pool_seed.wrapping_add(self.hosts.len() as u64);
         let pool = Pool::new(
             self.setup.config.clone(),
@@ -59,6 +66,7 @@ impl Sim {
         .expect("config validated in Sim::new");
         self.hosts.push(Host {
             pool,
+            db,
             conns: BTreeMap::new(),
             opening: BTreeMap::new(),
             aborted: BTreeSet::new(),

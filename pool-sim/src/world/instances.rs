@@ -13,6 +13,7 @@ impl Sim {
             Topology::Shared => {
                 let h = self.new_host();
                 self.slots.push(h);
+                self.open_replicas();
             }
             Topology::Direct => {}
             Topology::PerInstance {
@@ -57,7 +58,7 @@ impl Sim {
     pub(super) fn reap(&mut self, h: usize) {
         let backends: Vec<u64> = self.hosts[h].conns.values().copied().collect();
         for b in backends {
-            self.db.kill(b);
+            self.dbs[self.hosts[h].db].kill(b);
         }
         self.hosts[h].dead = true;
         // Requests still on it end with their instance.

@@ -29,16 +29,34 @@ impl Sim {
         let r = &self.reqs[req];
         let wait = self.now - r.arrived;
         let (leak, probe) = (r.leak, r.probe);
+        if r.probe_of.is_some() {
+            // The monitor's probe: one query's round trip, then what it found.
+            self.hosts[h].leased.insert(conn, req);
+            self.reqs[req].stage = Stage::Holding(grant.lease);
+            let rtt = ns(self.dbs[self.hosts[h].db].spec.rtt);
+            self.queue.push(
+                self.now + rtt,
+                Ev::ProbeDone {
+                    req,
+                    lease: grant.lease,
+                },
+            );
+            return;
+        }
+        if self.replicas.is_some() {
+            self.read_or_write_served(req, wait);
+        }
         if probe {
             self.m.probe = Some(Ok(wait));
         }
         self.m.granted(wait);
         self.hosts[h].leased.insert(conn, req);
         self.reqs[req].stage = Stage::Holding(grant.lease);
-        let d = match self.db.health(b) {
+        let db = &self.dbs[self.hosts[h].db];
+        let d = match db.health(b) {
             Health::Alive if leak => ns(self.client.leak_hold),
-            Health::Alive => self.db.spec.query.sample(&mut self.rng),
-            Health::Dead => ns(self.db.spec.rtt),
+            Health::Alive => db.spec.query.sample(&mut self.rng),
+            Health::Dead => ns(db.spec.rtt),
             Health::HalfOpen => ns(self.client.query_timeout),
         };
         self.abandoned_query_starts(h, conn, req, d);
@@ -59,7 +77,7 @@ impl Sim {
         }
         let h = self.reqs[req].host;
         let health = match self.hosts[h].conns.get(&lease.conn()) {
-            Some(&b) => self.db.health(b),
+            Some(&b) => self.dbs[self.hosts[h].db].health(b),
             None => Health::Dead, // revoked by a forced close
         };
         let verdict = if health == Health::Alive {
@@ -134,7 +152,7 @@ impl Sim {
         if self.pool_took(req, r, "detach") {
             self.m.detached += 1;
             if let Some(b) = self.hosts[h].conns.remove(&lease.conn()) {
-                self.db.disconnect(b);
+                self.dbs[self.hosts[h].db].disconnect(b);
             }
         }
         self.finish_request(req);

@@ -24,6 +24,7 @@ mod lease;
 mod metrics;
 mod oracles;
 mod queue;
+mod replicas;
 mod request;
 mod result;
 mod setup;
@@ -43,8 +44,9 @@ use queue::EventQueue;
 use request::Request;
 
 pub use abandoned::{AbandonedQueries, AbandonedReset, AbandonedStats};
+pub use replicas::ReplicaResult;
 pub use result::{Drain, RunResult};
-pub use setup::{Setup, PROBE_TIMEOUT};
+pub use setup::{ReplicaSetup, Setup, PROBE_TIMEOUT};
 pub use timeline::{Timeline, TIMELINE_BUCKETS};
 
 /// One simulated run. Build with [`Sim::new`], then [`Sim::run`].
@@ -54,7 +56,10 @@ pub struct Sim {
     now: u64,
     queue: EventQueue,
     rng: Rng,
-    db: Db,
+    /// The databases: the primary first, then each replica's.
+    dbs: Vec<Db>,
+    /// The replica set's routing and its figures, when the setup has replicas.
+    replicas: Option<replicas::ReplicaState>,
     hosts: Vec<Host>,
     /// Serverless instance slot -> its current host.
     slots: Vec<usize>,
@@ -69,8 +74,9 @@ pub struct Sim {
     recovery_mark: u64,
     /// Cancellations strike within this long of a request's arrival.
     cancel_window: u64,
-    /// A `SlowClose` fault is on: closes take this many milliseconds.
-    slow_close: Option<u64>,
+    /// Per database (as `dbs`): a `SlowClose` fault is on, closes take this many
+    /// milliseconds.
+    slow_close: Vec<Option<u64>>,
     /// Queries abandoned mid-flight, as the server sees them (`Setup::abandoned`).
     abandoned: abandoned::Abandoned,
     /// While a fatal connect result is fed to a pool: the requests it rejected.
@@ -85,19 +91,28 @@ impl Sim {
             .map_err(|e| format!("{}: {e}", setup.label))?;
         let mut rng = Rng::new(seed);
         let pool_seed = rng.next_u64();
-        let db = Db::new(setup.db.clone());
+        let mut dbs = vec![Db::new(setup.db.clone())];
+        let replica_set = match &setup.replicas {
+            Some(r) => {
+                dbs.extend((0..r.replicas).map(|_| Db::new(setup.db.clone())));
+                Some(replicas::ReplicaState::new(r).map_err(|e| format!("{}: {e}", setup.label))?)
+            }
+            None => None,
+        };
         let timeline = setup.timeline.then(|| Timeline::new(ns(setup.end)));
         let cancel_window = ns(setup.client.acquire_timeout)
             .min(4 * setup.db.query.mean_nanos() as u64 + setup.db.connect.mean_nanos() as u64)
             .max(1);
         let recovery_mark = setup.faults.iter().map(|f| ns(f.end)).max().unwrap_or(0);
+        let slow_close = vec![None; dbs.len()];
         let mut sim = Sim {
             client: setup.client.clone(),
             setup,
             now: 0,
             queue: EventQueue::default(),
             rng,
-            db,
+            dbs,
+            replicas: replica_set,
             hosts: Vec::new(),
             slots: Vec::new(),
             reqs: Vec::new(),
@@ -107,7 +122,7 @@ impl Sim {
             timeline,
             recovery_mark,
             cancel_window,
-            slow_close: None,
+            slow_close,
             abandoned: abandoned::Abandoned::default(),
             fatal_answers: None,
         };

@@ -43,6 +43,12 @@ pub(super) struct Request {
     /// Its lease was revoked by a forced close: the release is expected to be refused.
     pub(super) revoked: bool,
     pub(super) probe: bool,
+    /// In a replica set: a write (to the primary), else a read routed by the router.
+    pub(super) write: bool,
+    /// A read's way through the set (its hops), from its first routing on.
+    pub(super) read: Option<pool_router::Read>,
+    /// The monitor's probe of this member (not a client request).
+    pub(super) probe_of: Option<pool_router::MemberId>,
 }
 
 impl Sim {
@@ -72,6 +78,10 @@ impl Sim {
             self.slots[self.rng.below(self.slots.len() as u64) as usize]
         };
         let leak = !probe && self.rng.chance(self.client.leak_prob);
+        let write = match &self.setup.replicas {
+            Some(r) if !probe => self.rng.chance(r.write_ratio),
+            _ => false,
+        };
         let req = self.reqs.len();
         self.reqs.push(Request {
             host,
@@ -82,6 +92,9 @@ impl Sim {
             leak,
             revoked: false,
             probe,
+            write,
+            read: None,
+            probe_of: None,
         });
         self.m.requests += 1;
         if leak {
@@ -103,6 +116,14 @@ impl Sim {
     pub(super) fn acquire(&mut self, req: usize) {
         if self.reqs[req].stage != Stage::Hop {
             return; // cancelled on the way
+        }
+        // In a replica set the router picks the member (and bounds the wait there).
+        let mut until = None;
+        if self.replicas.is_some() && !self.reqs[req].probe {
+            match self.route(req) {
+                Some(u) => until = Some(u),
+                None => return,
+            }
         }
         let h = self.reqs[req].host;
         if h == NO_POOL {
@@ -131,7 +152,8 @@ impl Sim {
             }
         }
         // The deadline counts from the request's start at the pool.
-        let deadline = self.now + ns(self.acquire_timeout(self.reqs[req].probe));
+        let deadline =
+            until.unwrap_or_else(|| self.now + ns(self.acquire_timeout(self.reqs[req].probe)));
         self.reqs[req].deadline = deadline;
         let r = self.hosts[h].pool.acquire(
             Instant::from_nanos(self.now),
@@ -195,6 +217,9 @@ impl Sim {
 
     fn acquire_rejected(&mut self, req: usize, rejection: &Rejection) {
         self.rejection_policies(req, rejection);
+        if self.replicas.is_some() && self.hop_rejected(req, rejection) {
+            return;
+        }
         let reason = match rejection {
             Rejection::Timeout(r) => {
                 if r.last_connect_error.is_some() {

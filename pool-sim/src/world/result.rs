@@ -71,6 +71,9 @@ pub struct RunResult {
     pub abandoned: Option<AbandonedStats>,
     #[serde(skip)]
     pub timeline: Option<Timeline>,
+    /// The replica set's figures, when the run has replicas.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<super::ReplicaResult>,
 }
 
 fn quantile(sorted: &[u64], q: f64) -> u64 {
@@ -93,7 +96,11 @@ impl Sim {
         let liveness = self.unresolved_at_end();
         let abandoned = self.abandoned_stats();
         let status = self.live_status();
-        let (setup, db, mut m, now) = (&self.setup, &self.db, self.m, self.now);
+        let replicas = self.replicas.as_mut().map(|rs| {
+            let mut waits = std::mem::take(rs.read_waits());
+            rs.result(&mut waits)
+        });
+        let (setup, db, mut m, now) = (&self.setup, &self.dbs[0], self.m, self.now);
         let (error, timeline) = (self.error, self.timeline);
         m.waits.sort_unstable();
         let mut hold = pool_core::Histogram::default();
@@ -184,6 +191,7 @@ impl Sim {
             liveness,
             abandoned,
             timeline,
+            replicas,
         }
     }
 }

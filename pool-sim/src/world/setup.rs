@@ -10,6 +10,16 @@ use crate::db::DbSpec;
 use crate::faults::Fault;
 
 use super::AbandonedQueries;
+/// A primary and read replicas instead of one database: each replica is a database like
+/// the primary (`Setup::db`) with its own pool (`Setup::config`); the real pool-router
+/// routes reads between them and probes each in the background.
+#[derive(Clone, Debug)]
+pub struct ReplicaSetup {
+    pub replicas: usize,
+    pub routing: pool_router::RouterConfig,
+    /// The share of requests that are writes (the rest are reads).
+    pub write_ratio: f64,
+}
 
 /// How long the health probe may wait: a connect plus a check, with room to spare.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -45,6 +55,8 @@ pub struct Setup {
     /// Sabotage, for tests that show the checks can fail: the embedder never calls
     /// `handle_timeout` (a lost timer).
     pub drop_timers: bool,
+    /// Read replicas behind the primary (topology `Shared` only); `None`: one database.
+    pub replicas: Option<ReplicaSetup>,
     /// The embedder reports a close finished when it starts it, not when the server has
     /// let go (what pool-tokio did before closes counted against `max_size`): the pool
     /// forgets a connection the server still holds.
@@ -73,6 +85,7 @@ impl Setup {
             timeline: false,
             max_events: 200_000_000,
             drop_timers: false,
+            replicas: None,
             early_close_answer: false,
             abandoned: None,
         }

@@ -64,7 +64,7 @@ impl Timeline {
 impl Sim {
     pub(super) fn sample(&mut self) {
         let s = self.live_status();
-        let open = self.db.open_count();
+        let open = self.dbs[0].open_count();
         if let Some(tl) = &mut self.timeline {
             tl.record(self.now, open, s.leased, s.idle, s.waiters, s.opening);
         }

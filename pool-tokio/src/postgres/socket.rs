@@ -38,6 +38,10 @@ use tokio_postgres::{Config, Error, NoTls, SimpleQueryMessage};
 use super::cancel::Peer;
 use super::status::{Driven, ObservedStream, Observer, PgConnection};
 
+/// The connect error (its cause) when `target_session_attrs=read-write` finds a server
+/// that does not allow writes: in recovery (a standby) or `default_transaction_read_only`.
+pub const NOT_WRITABLE: &str = "database does not allow writes";
+
 /// A TCP or Unix socket.
 pub enum RawSocket {
     Tcp(TcpStream),
@@ -426,7 +430,7 @@ where
             let what = if wanted_read_only {
                 "database is not read-only"
             } else {
-                "database does not allow writes"
+                NOT_WRITABLE
             };
             return Err(io_error(io::ErrorKind::PermissionDenied, what).await);
         }

@@ -185,17 +185,12 @@ fn quote(value: &str) -> String {
 
 /// Parse `text`; `env` reads the libpq environment variables (`PGSSLMODE`, ...).
 pub(crate) fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Parsed, UrlError> {
-    let (scheme, rest) = text.split_once("://").ok_or(UrlError::Scheme)?;
-    if scheme != "postgres" && scheme != "postgresql" {
-        return Err(UrlError::Scheme);
-    }
-    // The authority ends at the first '/', '?' or '#'; the host list follows the last '@'.
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    let (userinfo, hostlist) = match authority.rsplit_once('@') {
-        Some((u, h)) => (Some(u), h),
-        None => (None, authority),
-    };
+    let Authority {
+        userinfo,
+        hostlist,
+        tail,
+        ..
+    } = authority(text)?;
     let placeholder = match userinfo {
         Some(u) => format!("postgresql://{u}@placeholder{tail}"),
         None => format!("postgresql://placeholder{tail}"),
@@ -587,6 +582,54 @@ pub(crate) fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<
         tls,
         pgbouncer,
     })
+}
+
+/// A URL cut around its host list.
+struct Authority<'a> {
+    /// Everything before the host list: `postgresql://user:pw@`.
+    head: &'a str,
+    userinfo: Option<&'a str>,
+    /// libpq's `host1:port1,host2:port2`, as written.
+    hostlist: &'a str,
+    /// Everything after it: `/db?key=value`.
+    tail: &'a str,
+}
+
+fn authority(text: &str) -> Result<Authority<'_>, UrlError> {
+    let (scheme, rest) = text.split_once("://").ok_or(UrlError::Scheme)?;
+    if scheme != "postgres" && scheme != "postgresql" {
+        return Err(UrlError::Scheme);
+    }
+    // The authority ends at the first '/', '?' or '#'; the host list follows the last '@'.
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let (userinfo, hostlist) = match authority.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, authority),
+    };
+    let head = &text[..text.len() - tail.len() - hostlist.len()];
+    Ok(Authority {
+        head,
+        userinfo,
+        hostlist,
+        tail,
+    })
+}
+
+/// One URL per host of a multi-host URL (`postgresql://u:pw@h1:5432,h2:5433/db?..` gives
+/// `postgresql://u:pw@h1:5432/db?..` and `postgresql://u:pw@h2:5433/db?..`); the URL
+/// itself when its authority names one host or none. The host list is checked as
+/// [`PgManager::from_url`](crate::PgManager::from_url) checks it.
+pub(crate) fn split_hosts(text: &str) -> Result<Vec<String>, UrlError> {
+    let a = authority(text)?;
+    parse_hosts(a.hostlist)?;
+    if !a.hostlist.contains(',') {
+        return Ok(vec![text.to_string()]);
+    }
+    Ok(a.hostlist
+        .split(',')
+        .map(|entry| format!("{}{entry}{}", a.head, a.tail))
+        .collect())
 }
 
 /// What a key sets, so that two keys setting one thing are caught.
@@ -1171,6 +1214,34 @@ mod tests {
                 assert!(!text.contains("s3cr"), "{bad}: {text}");
             }
         }
+    }
+
+    /// A multi-host URL splits into one URL per host, keeping user, password,
+    /// database and query; a one-host URL stays whole; a bad host list is refused.
+    #[test]
+    fn multi_host_urls_split_per_host() {
+        assert_eq!(
+            split_hosts("postgresql://u:p%40w@h1:5432,[::1]:5433,h3/db?sslmode=disable").unwrap(),
+            [
+                "postgresql://u:p%40w@h1:5432/db?sslmode=disable",
+                "postgresql://u:p%40w@[::1]:5433/db?sslmode=disable",
+                "postgresql://u:p%40w@h3/db?sslmode=disable",
+            ]
+        );
+        assert_eq!(
+            split_hosts("postgres://h1,h2").unwrap(),
+            ["postgres://h1", "postgres://h2"]
+        );
+        assert_eq!(
+            split_hosts("postgresql://h/db").unwrap(),
+            ["postgresql://h/db"]
+        );
+        assert_eq!(
+            split_hosts("mysql://h1,h2/db").unwrap_err(),
+            UrlError::Scheme
+        );
+        let e = split_hosts("postgresql://u:s3cr3t@h1:99999,h2/db").unwrap_err();
+        assert!(e.to_string().contains("`port`") && !e.to_string().contains("s3cr3t"));
     }
 
     /// docs/connection-urls.md lists every key `from_url` knows.
