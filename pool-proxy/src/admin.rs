@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::client::{ClientContext, ClientStream};
-use crate::protocol::backend::error_response;
+use crate::protocol::backend::{error_response, write_message};
 use crate::protocol::frame::Framer;
 use crate::protocol::frontend::ClientMessage;
 use crate::protocol::take_cstr;
@@ -324,7 +324,7 @@ impl Table {
             body.extend_from_slice(&(-1i32).to_be_bytes()); // type modifier
             body.extend_from_slice(&0i16.to_be_bytes()); // text format
         }
-        message(out, b'T', &body);
+        write_message(out, b'T', &body);
         for row in &self.rows {
             let mut body = Vec::new();
             body.extend_from_slice(&(row.len() as u16).to_be_bytes());
@@ -332,14 +332,8 @@ impl Table {
                 body.extend_from_slice(&(value.len() as u32).to_be_bytes());
                 body.extend_from_slice(value.as_bytes());
             }
-            message(out, b'D', &body);
+            write_message(out, b'D', &body);
         }
-        message(out, b'C', b"SHOW\0");
+        write_message(out, b'C', b"SHOW\0");
     }
-}
-
-fn message(out: &mut Vec<u8>, tag: u8, body: &[u8]) {
-    out.push(tag);
-    out.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
-    out.extend_from_slice(body);
 }

@@ -18,7 +18,7 @@ use super::{relay::relay, unavailable, ClientContext};
 use crate::admin;
 use crate::auth::{ClientAuth, Step};
 use crate::config::ClientTlsMode;
-use crate::protocol::backend::error_response;
+use crate::protocol::backend::{error_response, write_message};
 use crate::protocol::frame::{
     Framer, StartupFramer, StartupPacket, DEFAULT_MAX_STARTUP_LEN, PROTOCOL_3_0,
 };
@@ -337,12 +337,11 @@ async fn fail<T>(stream: &mut ClientStream, sqlstate: &str, message: &str) -> Re
     Err(Gone)
 }
 
-fn backend_key_data(process_id: u32, secret: u32) -> [u8; 13] {
-    let mut out = [0u8; 13];
-    out[0] = b'K';
-    out[1..5].copy_from_slice(&12u32.to_be_bytes());
-    out[5..9].copy_from_slice(&process_id.to_be_bytes());
-    out[9..13].copy_from_slice(&secret.to_be_bytes());
+fn backend_key_data(process_id: u32, secret: u32) -> Vec<u8> {
+    let mut body = process_id.to_be_bytes().to_vec();
+    body.extend_from_slice(&secret.to_be_bytes());
+    let mut out = Vec::new();
+    write_message(&mut out, b'K', &body);
     out
 }
 
@@ -356,8 +355,7 @@ fn negotiate_protocol_version(unknown: &[&str]) -> Vec<u8> {
         body.extend_from_slice(option.as_bytes());
         body.push(0);
     }
-    let mut out = vec![b'v'];
-    out.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
-    out.extend_from_slice(&body);
+    let mut out = Vec::new();
+    write_message(&mut out, b'v', &body);
     out
 }

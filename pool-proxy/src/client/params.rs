@@ -59,13 +59,12 @@ pub(crate) fn replay(defaults: &[(String, String)], wanted: &ServerSettings) -> 
     let mut out = Vec::new();
     for (name, default) in defaults {
         let value = wanted.get(&name.to_ascii_lowercase()).unwrap_or(default);
-        let body_len = name.len() + value.len() + 2;
-        out.push(b'S');
-        out.extend_from_slice(&(body_len as u32 + 4).to_be_bytes());
+        let mut body = Vec::with_capacity(name.len() + value.len() + 2);
         for part in [name, value] {
-            out.extend_from_slice(part.as_bytes());
-            out.push(0);
+            body.extend_from_slice(part.as_bytes());
+            body.push(0);
         }
+        crate::protocol::backend::write_message(&mut out, b'S', &body);
     }
     out
 }

@@ -235,6 +235,15 @@ fn fields(mut body: &[u8]) -> Option<Vec<(u8, &str)>> {
     }
 }
 
+/// Appends one whole message the proxy writes itself: its tag, its length, its body. The
+/// one place the proxy frames a message.
+pub fn write_message(out: &mut Vec<u8>, tag: u8, body: &[u8]) {
+    out.reserve(body.len() + 5);
+    out.push(tag);
+    out.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+    out.extend_from_slice(body);
+}
+
 /// Writes an ErrorResponse from the proxy itself: severity, SQLSTATE and message.
 pub fn error_response(severity: &str, sqlstate: &str, message: &str) -> Vec<u8> {
     let mut body = Vec::new();
@@ -251,10 +260,8 @@ pub fn error_response(severity: &str, sqlstate: &str, message: &str) -> Vec<u8> 
         body.push(0);
     }
     body.push(0);
-    let mut msg = Vec::with_capacity(body.len() + 5);
-    msg.push(b'E');
-    msg.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
-    msg.extend_from_slice(&body);
+    let mut msg = Vec::new();
+    write_message(&mut msg, b'E', &body);
     msg
 }
 
@@ -291,11 +298,10 @@ pub fn authentication_sasl_final(data: &[u8]) -> Vec<u8> {
 
 /// An Authentication message ('R'): its request code and the code's data.
 fn authentication(code: u32, data: &[u8]) -> Vec<u8> {
-    let mut msg = Vec::with_capacity(data.len() + 9);
-    msg.push(b'R');
-    msg.extend_from_slice(&(data.len() as u32 + 8).to_be_bytes());
-    msg.extend_from_slice(&code.to_be_bytes());
-    msg.extend_from_slice(data);
+    let mut body = code.to_be_bytes().to_vec();
+    body.extend_from_slice(data);
+    let mut msg = Vec::new();
+    write_message(&mut msg, b'R', &body);
     msg
 }
 
