@@ -216,7 +216,7 @@ impl Harness {
 
     fn step(&mut self, input: Input<'_>) {
         let expect_misuse = match input {
-            Input::ServerGranted(_) | Input::ServerUnavailable { .. } => !self.requested,
+            Input::ServerGranted(_, ServerStatements::default()) | Input::ServerUnavailable { .. } => !self.requested,
             Input::ServerBytes(_) | Input::ServerLost => self.lent.is_none(),
             Input::ClientBytes(_) | Input::ClientClosed | Input::Timeout => false,
         };
@@ -442,7 +442,7 @@ fuzz_target!(|case: Case| {
             Op::Grant => {
                 let id = ServerId(h.next_id);
                 h.next_id += 1;
-                h.step(Input::ServerGranted(id));
+                h.step(Input::ServerGranted(id, ServerStatements::default()));
             }
             Op::Unavailable => h.step(Input::ServerUnavailable {
                 sqlstate: "53300",

@@ -37,6 +37,12 @@ use crate::protocol::backend::{error_response, ServerMessage, TransactionStatus}
 use crate::protocol::frame::{Frame, Framer, DEFAULT_MAX_MESSAGE_LEN};
 use crate::protocol::frontend::ClientMessage;
 
+mod prepared;
+mod statements;
+
+use prepared::{Tracker, Verdict};
+pub use statements::{ServerStatements, Statement, SERVER_NAME_PREFIX};
+
 /// The driver's name for a server connection it lent to this session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ServerId(pub u64);
@@ -162,6 +168,10 @@ impl std::str::FromStr for AbandonedTransactionPolicy {
     }
 }
 
+/// PgBouncer's default since 1.22: enough for the statements of a typical application's
+/// hot paths, a few hundred kilobytes of plans per server at most.
+pub const DEFAULT_MAX_PREPARED_STATEMENTS: usize = 200;
+
 /// The session's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionConfig {
@@ -183,6 +193,11 @@ pub struct SessionConfig {
     /// long is disconnected with SQLSTATE 25P03, and its transaction rolled back or its
     /// server closed. `None` (the default, as PgBouncer's 0) never.
     pub idle_transaction_timeout: Option<Duration>,
+    /// PgBouncer's `max_prepared_statements`: in transaction mode, a client's named
+    /// protocol-level statements are tracked and prepared on whichever server it lands on,
+    /// at most this many kept per server; 0 turns tracking off (a named Parse is then
+    /// session state: pinned or refused).
+    pub max_prepared_statements: usize,
 }
 
 impl Default for SessionConfig {
@@ -195,6 +210,7 @@ impl Default for SessionConfig {
             on_session_state: StatePolicy::default(),
             on_abandoned_transaction: AbandonedTransactionPolicy::default(),
             idle_transaction_timeout: None,
+            max_prepared_statements: DEFAULT_MAX_PREPARED_STATEMENTS,
         }
     }
 }
@@ -214,7 +230,8 @@ pub enum PinReason {
     HoldCursor,
     /// CommandComplete `LOAD`.
     Load,
-    /// A Parse with a non-empty statement name.
+    /// A Parse with a non-empty statement name, when statements are not tracked
+    /// (`max_prepared_statements` 0).
     NamedStatement,
 }
 
@@ -256,8 +273,9 @@ pub enum Action {
     /// The client left while waiting: withdraw the request (a server granted anyway goes
     /// straight back, clean).
     WithdrawServerRequest,
-    /// Give the server back to the pool; the session no longer holds it.
-    ReleaseServer(ServerId, Release),
+    /// Give the server back to the pool, with the record of the statements prepared on
+    /// it; the session no longer holds it.
+    ReleaseServer(ServerId, Release, ServerStatements),
     /// Close that server connection; the session no longer holds it.
     CloseServer(ServerId, String),
     /// The client was pinned to its server, for this reason (reported once per client).
@@ -269,14 +287,15 @@ pub enum Action {
 }
 
 /// One input to the session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input<'a> {
     /// Bytes read from the client, split anywhere.
     ClientBytes(&'a [u8]),
     /// The client's connection ended (EOF or error).
     ClientClosed,
-    /// The pool lent this server, after [`Action::RequestServer`].
-    ServerGranted(ServerId),
+    /// The pool lent this server, after [`Action::RequestServer`], with the record of
+    /// the statements prepared on it (empty for a new one).
+    ServerGranted(ServerId, ServerStatements),
     /// The pool could not lend one (wait timeout, connect failure, closed pool): the
     /// client is told with this SQLSTATE and message, and disconnected.
     ServerUnavailable { sqlstate: &'a str, message: &'a str },
@@ -348,6 +367,9 @@ pub struct Counters {
     pub received: u64,
     /// Bytes sent to the client.
     pub sent: u64,
+    /// Client statements the proxy prepared on a server (a Parse it sent for one): one per
+    /// statement and server when the per-server record is large enough.
+    pub prepares: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -382,6 +404,8 @@ struct Link {
     always: Option<PinReason>,
     /// When the transaction in progress sent its first request.
     transaction_since: Option<Instant>,
+    /// The statements prepared on the server.
+    statements: ServerStatements,
 }
 
 impl Link {
@@ -397,6 +421,7 @@ impl Link {
             if_idle: None,
             always: None,
             transaction_since: None,
+            statements: ServerStatements::default(),
         }
     }
 
@@ -430,14 +455,19 @@ pub struct ClientSession {
     /// The `now` of the input being handled.
     now: Instant,
     counters: Counters,
+    /// Named prepared statements, tracked in transaction mode (see `prepared`).
+    tracker: Option<Tracker>,
 }
 
 impl ClientSession {
     /// A session for a client that finished startup and authentication.
     pub fn new(config: SessionConfig) -> Self {
+        let tracks_statements =
+            config.pool_mode == PoolMode::Transaction && config.max_prepared_statements > 0;
         Self {
             client_in: Framer::new(config.max_client_message_len),
             link: Link::new(config.max_server_message_len),
+            tracker: tracks_statements.then(|| Tracker::new(config.max_prepared_statements)),
             config,
             phase: Phase::Idle,
             queued: VecDeque::new(),
@@ -452,7 +482,15 @@ impl ClientSession {
 
     /// What the session has done so far.
     pub fn counters(&self) -> Counters {
-        self.counters
+        Counters {
+            prepares: self.tracker.as_ref().map_or(0, Tracker::prepares),
+            ..self.counters
+        }
+    }
+
+    /// How many named statements the client has defined (transaction mode, tracked).
+    pub fn statements(&self) -> usize {
+        self.tracker.as_ref().map_or(0, Tracker::defined)
     }
 
     /// The next action to carry out, in order.
@@ -538,7 +576,7 @@ impl ClientSession {
                 self.client_gone();
                 Ok(())
             }
-            Input::ServerGranted(server) => self.on_granted(server),
+            Input::ServerGranted(server, statements) => self.on_granted(server, statements),
             Input::ServerUnavailable { sqlstate, message } => {
                 self.on_unavailable(sqlstate, message)
             }
@@ -621,7 +659,9 @@ impl ClientSession {
     }
 
     fn forward(&mut self, server: ServerId, frame: Frame, message: ClientMessage) {
-        if message == (ClientMessage::Parse { named: true }) && !self.pin(PinReason::NamedStatement)
+        if message == (ClientMessage::Parse { named: true })
+            && self.tracker.is_none()
+            && !self.pin(PinReason::NamedStatement)
         {
             return;
         }
@@ -650,12 +690,29 @@ impl ClientSession {
             link.copy_ends_sent += 1;
             link.copy_in = false;
         }
-        self.send_to_server(server, frame.into_bytes());
+        let Some(tracker) = &mut self.tracker else {
+            self.send_to_server(server, frame.into_bytes());
+            return;
+        };
+        let (mut to_server, mut to_client) = (Vec::new(), Vec::new());
+        tracker.outgoing(
+            frame,
+            &message,
+            &mut link.statements,
+            &mut to_server,
+            &mut to_client,
+        );
+        if !to_server.is_empty() {
+            self.send_to_server(server, to_server);
+        }
+        if !to_client.is_empty() {
+            self.send_to_client(to_client);
+        }
     }
 
     // ---- the pool side ----
 
-    fn on_granted(&mut self, server: ServerId) -> Result<(), Misuse> {
+    fn on_granted(&mut self, server: ServerId, statements: ServerStatements) -> Result<(), Misuse> {
         match self.phase {
             Phase::Waiting => {}
             Phase::Closed => return Err(Misuse::Closed),
@@ -663,6 +720,10 @@ impl ClientSession {
         }
         self.phase = Phase::Active(server);
         self.link = Link::new(self.config.max_server_message_len);
+        if let Some(tracker) = &mut self.tracker {
+            tracker.granted(&statements);
+        }
+        self.link.statements = statements;
         self.queued_bytes = 0;
         while let Some((frame, message)) = self.queued.pop_front() {
             if self.phase != Phase::Active(server) {
@@ -728,6 +789,10 @@ impl ClientSession {
             self.phase = Phase::Idle;
             return;
         }
+        let verdict = match &mut self.tracker {
+            Some(tracker) => tracker.incoming(&frame, &message, &mut self.link.statements),
+            None => Verdict::Forward,
+        };
         let link = &mut self.link;
         match message {
             ServerMessage::ReadyForQuery(status) => {
@@ -791,7 +856,18 @@ impl ClientSession {
             | ServerMessage::Authentication(_)
             | ServerMessage::Other(_) => {}
         }
-        self.send_to_client(frame.into_bytes());
+        match verdict {
+            Verdict::Forward => self.send_to_client(frame.into_bytes()),
+            Verdict::Hide => {}
+            Verdict::Replace(bytes) => self.send_to_client(bytes),
+        }
+        if let Some(tracker) = &mut self.tracker {
+            let mut made = Vec::new();
+            tracker.make_due(&mut made);
+            if !made.is_empty() {
+                self.send_to_client(made);
+            }
+        }
     }
 
     fn on_server_lost(&mut self) -> Result<(), Misuse> {
@@ -819,8 +895,9 @@ impl ClientSession {
                 && self.link.quiet()
                 && self.link.status == TransactionStatus::Idle
             {
+                let statements = std::mem::take(&mut self.link.statements);
                 self.actions
-                    .push_back(Action::ReleaseServer(server, Release::Clean));
+                    .push_back(Action::ReleaseServer(server, Release::Clean, statements));
                 self.phase = Phase::Idle;
             }
         }
@@ -877,12 +954,15 @@ impl ClientSession {
                         } else {
                             Release::Clean
                         },
+                        std::mem::take(&mut self.link.statements),
                     )
                 } else {
                     match self.config.on_abandoned_transaction {
-                        AbandonedTransactionPolicy::Rollback => {
-                            Action::ReleaseServer(server, Release::Rollback { reset })
-                        }
+                        AbandonedTransactionPolicy::Rollback => Action::ReleaseServer(
+                            server,
+                            Release::Rollback { reset },
+                            std::mem::take(&mut self.link.statements),
+                        ),
                         AbandonedTransactionPolicy::Close => Action::CloseServer(
                             server,
                             "its client left inside a transaction".into(),

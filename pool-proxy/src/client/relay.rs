@@ -123,13 +123,14 @@ pub(crate) async fn relay<R, W>(
                     acquire = None;
                     route.stats.wait_ended(ctx.id, None);
                 }
-                Action::ReleaseServer(id, release) => {
+                Action::ReleaseServer(id, release, statements) => {
                     let Some(mut server) = held.take() else {
                         continue;
                     };
                     debug_assert_eq!(server.id, id);
                     ctx.ticket.set(None);
                     let lease = &mut server.lease;
+                    lease.statements = statements;
                     if !to_server.is_empty() {
                         // Whole messages after the last answered request (a Flush, leftover
                         // COPY messages): the server must read them before anyone else
@@ -333,7 +334,8 @@ async fn take(
     *next_id += 1;
     let id = ServerId(*next_id);
     ctx.ticket.set(Some((lease.cancel_addr.clone(), lease.key)));
-    let _ = session.handle(clock.now(), Input::ServerGranted(id));
+    let statements = std::mem::take(&mut lease.statements);
+    let _ = session.handle(clock.now(), Input::ServerGranted(id, statements));
     Some(Held {
         id,
         lease,

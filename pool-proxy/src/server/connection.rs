@@ -10,6 +10,8 @@ use std::task::{Context, Poll};
 use pool_tokio::postgres::RawSocket;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::tcp;
+
+use crate::session::ServerStatements;
 #[cfg(unix)]
 use tokio::net::unix;
 
@@ -80,6 +82,9 @@ pub struct ServerConnection {
     /// value), so a client's startup settings are applied only where they differ; a
     /// reset forgets them, as the server does.
     pub settings: ServerSettings,
+    /// The client statements prepared on it (transaction mode): lent to each client's
+    /// session with the server, handed back with it; a reset forgets them, as the server.
+    pub statements: ServerStatements,
     /// Set by the driver when its byte stream can no longer be trusted (a request in
     /// flight, a protocol error): it is closed, without even a Terminate.
     pub broken: bool,
@@ -110,6 +115,7 @@ impl ServerConnection {
             cancel_addr,
             pending: None,
             settings: ServerSettings::new(),
+            statements: ServerStatements::default(),
             broken: false,
         }
     }
@@ -168,6 +174,7 @@ impl fmt::Debug for ServerConnection {
             .field("cancel_addr", &self.cancel_addr)
             .field("parameters", &self.parameters.len())
             .field("pending", &self.pending)
+            .field("statements", &self.statements.len())
             .field("broken", &self.broken)
             .finish()
     }

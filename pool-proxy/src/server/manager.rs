@@ -78,8 +78,11 @@ impl Manager for ServerManager {
         }
         if reset && !reset_query.is_empty() {
             run_to_idle(conn, reset_query).await?;
-            // DISCARD ALL puts every setting back to the session's defaults.
+            // DISCARD ALL puts every setting back to the session's defaults and deallocates
+            // every statement. Another reset query may keep statements, but a record that
+            // knows of fewer than the server has is safe (see `ServerStatements`).
             conn.settings.clear();
+            conn.statements.clear();
         }
         conn.pending = None;
         Ok(())

@@ -5,6 +5,7 @@
 use bytes::BytesMut;
 use postgres_protocol::message::frontend;
 
+use super::statements;
 use super::*;
 use crate::protocol::backend::error_response;
 
@@ -150,6 +151,15 @@ fn with(policy: StatePolicy) -> ClientSession {
     })
 }
 
+/// A session that does not track named statements (`max_prepared_statements` 0).
+fn untracked(policy: StatePolicy) -> ClientSession {
+    ClientSession::new(SessionConfig {
+        on_session_state: policy,
+        max_prepared_statements: 0,
+        ..SessionConfig::default()
+    })
+}
+
 fn drain(s: &mut ClientSession) -> Vec<Action> {
     std::iter::from_fn(|| s.poll_action()).collect()
 }
@@ -165,7 +175,8 @@ fn server(s: &mut ClientSession, bytes: &[u8]) -> Vec<Action> {
 }
 
 fn grant(s: &mut ClientSession, id: ServerId) -> Vec<Action> {
-    s.handle(T0, Input::ServerGranted(id)).unwrap();
+    s.handle(T0, Input::ServerGranted(id, ServerStatements::default()))
+        .unwrap();
     drain(s)
 }
 
@@ -200,7 +211,7 @@ fn a_simple_query_round_trip_releases_the_server_at_ready_for_query_idle() {
         server(&mut s, &answer),
         vec![
             to_client(answer.clone()),
-            Action::ReleaseServer(S1, Release::Clean)
+            Action::ReleaseServer(S1, Release::Clean, ServerStatements::default())
         ]
     );
     assert_eq!(s.server(), None);
@@ -220,7 +231,11 @@ fn the_answer_split_anywhere_releases_only_when_the_last_byte_is_in() {
         let second = server(&mut s, &answer[split..]);
         assert_eq!(
             second.last(),
-            Some(&Action::ReleaseServer(S1, Release::Clean)),
+            Some(&Action::ReleaseServer(
+                S1,
+                Release::Clean,
+                ServerStatements::default()
+            )),
             "split {split}"
         );
     }
@@ -248,7 +263,7 @@ fn begin_commit_holds_the_server_until_the_idle_ready_for_query() {
         server(&mut s, &committed),
         vec![
             to_client(committed.clone()),
-            Action::ReleaseServer(S1, Release::Clean)
+            Action::ReleaseServer(S1, Release::Clean, ServerStatements::default())
         ]
     );
 }
@@ -267,7 +282,7 @@ fn a_failed_transaction_holds_the_server_until_rollback() {
         server(&mut s, &rolled),
         vec![
             to_client(rolled.clone()),
-            Action::ReleaseServer(S1, Release::Clean)
+            Action::ReleaseServer(S1, Release::Clean, ServerStatements::default())
         ]
     );
 }
@@ -292,7 +307,7 @@ fn pipelined_extended_batches_release_only_after_the_last_sync() {
         server(&mut s, &batch_answer(b'I')),
         vec![
             to_client(batch_answer(b'I')),
-            Action::ReleaseServer(S1, Release::Clean)
+            Action::ReleaseServer(S1, Release::Clean, ServerStatements::default())
         ]
     );
 }
@@ -318,7 +333,7 @@ fn an_error_in_the_middle_of_a_pipeline_is_answered_at_its_sync_and_the_next_syn
         server(&mut s, &batch_answer(b'I')),
         vec![
             to_client(batch_answer(b'I')),
-            Action::ReleaseServer(S1, Release::Clean)
+            Action::ReleaseServer(S1, Release::Clean, ServerStatements::default())
         ]
     );
 }
@@ -344,7 +359,7 @@ fn an_open_batch_after_the_last_sync_keeps_the_server() {
         server(&mut s, &answer),
         vec![
             to_client(answer.clone()),
-            Action::ReleaseServer(S1, Release::Clean)
+            Action::ReleaseServer(S1, Release::Clean, ServerStatements::default())
         ]
     );
 }
@@ -368,7 +383,7 @@ fn copy_from_stdin_holds_the_server_until_copy_done_and_ready_for_query() {
         server(&mut s, &done),
         vec![
             to_client(done.clone()),
-            Action::ReleaseServer(S1, Release::Clean)
+            Action::ReleaseServer(S1, Release::Clean, ServerStatements::default())
         ]
     );
 }
@@ -387,7 +402,7 @@ fn copy_fail_ends_the_copy_and_the_error_and_ready_for_query_release() {
         server(&mut s, &failed),
         vec![
             to_client(failed.clone()),
-            Action::ReleaseServer(S1, Release::Clean)
+            Action::ReleaseServer(S1, Release::Clean, ServerStatements::default())
         ]
     );
 }
@@ -416,7 +431,7 @@ fn extended_copy_as_tokio_postgres_sends_it() {
         server(&mut s, &done),
         vec![
             to_client(done.clone()),
-            Action::ReleaseServer(S1, Release::Clean)
+            Action::ReleaseServer(S1, Release::Clean, ServerStatements::default())
         ]
     );
 }
@@ -449,7 +464,7 @@ fn extended_copy_with_everything_pipelined_counts_the_sync_after_copy_done() {
         server(&mut s, &answer),
         vec![
             to_client(answer.clone()),
-            Action::ReleaseServer(S1, Release::Clean)
+            Action::ReleaseServer(S1, Release::Clean, ServerStatements::default())
         ]
     );
 }
@@ -473,7 +488,7 @@ fn a_query_pipelined_before_the_ready_for_query_keeps_the_server() {
         server(&mut s, &first),
         vec![
             to_client(first.clone()),
-            Action::ReleaseServer(S1, Release::Clean)
+            Action::ReleaseServer(S1, Release::Clean, ServerStatements::default())
         ]
     );
 }
@@ -489,7 +504,7 @@ fn a_query_after_the_release_is_queued_for_a_new_server_never_sent_to_the_old_on
         server(&mut s, &answer),
         vec![
             to_client(answer.clone()),
-            Action::ReleaseServer(S1, Release::Clean)
+            Action::ReleaseServer(S1, Release::Clean, ServerStatements::default())
         ]
     );
     assert_eq!(client(&mut s, &second[3..]), vec![Action::RequestServer]);
@@ -529,7 +544,7 @@ fn set_outside_a_transaction_pins_the_client_once() {
     assert_eq!(
         drain(&mut s),
         vec![
-            Action::ReleaseServer(S1, Release::Reset),
+            Action::ReleaseServer(S1, Release::Reset, ServerStatements::default()),
             Action::CloseClient
         ]
     );
@@ -547,7 +562,7 @@ fn set_inside_a_transaction_does_not_pin() {
         server(&mut s, &committed),
         vec![
             to_client(committed.clone()),
-            Action::ReleaseServer(S1, Release::Clean)
+            Action::ReleaseServer(S1, Release::Clean, ServerStatements::default())
         ]
     );
     assert_eq!(s.pinned(), None);
@@ -566,7 +581,7 @@ fn set_refused_answers_with_an_error_and_resets_the_server() {
             to_client(cc("SET")),
             Action::Refused(PinReason::Set),
             fatal("0A000", &refusal(PinReason::Set)),
-            Action::ReleaseServer(S1, Release::Reset),
+            Action::ReleaseServer(S1, Release::Reset, ServerStatements::default()),
             Action::CloseClient,
         ]
     );
@@ -607,8 +622,8 @@ fn listen_and_prepare_pin() {
 }
 
 #[test]
-fn a_named_parse_pins() {
-    let mut s = session();
+fn an_untracked_named_parse_pins() {
+    let mut s = untracked(StatePolicy::Pin);
     let prepared = [parse("s1", "SELECT 1"), sync()].concat();
     assert_eq!(client(&mut s, &prepared), vec![Action::RequestServer]);
     assert_eq!(
@@ -624,8 +639,8 @@ fn a_named_parse_pins() {
 }
 
 #[test]
-fn a_named_parse_refused_is_never_forwarded() {
-    let mut s = with(StatePolicy::Refuse);
+fn an_untracked_named_parse_refused_is_never_forwarded() {
+    let mut s = untracked(StatePolicy::Refuse);
     client(&mut s, &q("SELECT 1"));
     grant(&mut s, S1);
     server(&mut s, &[cc("SELECT 1"), rfq(b'T')].concat());
@@ -635,7 +650,11 @@ fn a_named_parse_refused_is_never_forwarded() {
         vec![
             Action::Refused(PinReason::NamedStatement),
             fatal("0A000", &refusal(PinReason::NamedStatement)),
-            Action::ReleaseServer(S1, Release::Rollback { reset: true }),
+            Action::ReleaseServer(
+                S1,
+                Release::Rollback { reset: true },
+                ServerStatements::default()
+            ),
             Action::CloseClient,
         ]
     );
@@ -648,7 +667,11 @@ fn a_client_gone_mid_transaction_leaves_its_server_for_rollback_or_close() {
     for (policy, expected) in [
         (
             AbandonedTransactionPolicy::Rollback,
-            Action::ReleaseServer(S1, Release::Rollback { reset: false }),
+            Action::ReleaseServer(
+                S1,
+                Release::Rollback { reset: false },
+                ServerStatements::default(),
+            ),
         ),
         (
             AbandonedTransactionPolicy::Close,
@@ -696,7 +719,10 @@ fn a_client_gone_while_waiting_withdraws_its_request() {
         drain(&mut s),
         vec![Action::WithdrawServerRequest, Action::CloseClient]
     );
-    assert_eq!(s.handle(T0, Input::ServerGranted(S1)), Err(Misuse::Closed));
+    assert_eq!(
+        s.handle(T0, Input::ServerGranted(S1, ServerStatements::default())),
+        Err(Misuse::Closed)
+    );
 }
 
 // ---- the pool and the server failing ----
@@ -843,7 +869,7 @@ fn the_servers_backend_key_data_is_not_forwarded() {
         server(&mut s, &answer),
         vec![
             to_client([cc("SELECT 1"), rfq(b'I')].concat()),
-            Action::ReleaseServer(S1, Release::Clean)
+            Action::ReleaseServer(S1, Release::Clean, ServerStatements::default())
         ]
     );
 }
@@ -861,7 +887,11 @@ fn a_lying_length_gets_an_error_and_a_disconnect() {
                 "08P01",
                 "pool-proxy: protocol violation: message 'Q' has length 2, below the minimum of 4"
             ),
-            Action::ReleaseServer(S1, Release::Rollback { reset: false }),
+            Action::ReleaseServer(
+                S1,
+                Release::Rollback { reset: false },
+                ServerStatements::default()
+            ),
             Action::CloseClient,
         ]
     );
@@ -930,7 +960,7 @@ fn too_much_queued_while_waiting_is_refused() {
 fn driver_misuse_is_an_error_and_changes_nothing() {
     let mut s = session();
     assert_eq!(
-        s.handle(T0, Input::ServerGranted(S1)),
+        s.handle(T0, Input::ServerGranted(S1, ServerStatements::default())),
         Err(Misuse::NotWaiting)
     );
     assert_eq!(s.handle(T0, Input::ServerLost), Err(Misuse::NoServerHeld));
@@ -948,7 +978,7 @@ fn driver_misuse_is_an_error_and_changes_nothing() {
     client(&mut s, &q("SELECT 1"));
     grant(&mut s, S1);
     assert_eq!(
-        s.handle(T0, Input::ServerGranted(S2)),
+        s.handle(T0, Input::ServerGranted(S2, ServerStatements::default())),
         Err(Misuse::NotWaiting)
     );
     assert_eq!(s.server(), Some(S1));
@@ -977,7 +1007,8 @@ fn a_client_idle_in_a_transaction_past_the_timeout_is_disconnected_and_rolled_ba
         ..SessionConfig::default()
     });
     s.handle(at(0), Input::ClientBytes(&q("BEGIN"))).unwrap();
-    s.handle(at(0), Input::ServerGranted(S1)).unwrap();
+    s.handle(at(0), Input::ServerGranted(S1, ServerStatements::default()))
+        .unwrap();
     assert_eq!(s.poll_timeout(), None, "BEGIN is in flight");
     s.handle(
         at(1),
@@ -1014,7 +1045,11 @@ fn a_client_idle_in_a_transaction_past_the_timeout_is_disconnected_and_rolled_ba
                 "25P03",
                 "pool-proxy: terminating connection due to idle-in-transaction timeout"
             ),
-            Action::ReleaseServer(S1, Release::Rollback { reset: false }),
+            Action::ReleaseServer(
+                S1,
+                Release::Rollback { reset: false },
+                ServerStatements::default()
+            ),
             Action::CloseClient,
         ]
     );
@@ -1052,7 +1087,7 @@ fn a_server_error_during_copy_in_ends_it_and_the_clients_leftover_copy_messages_
         server(&mut s, &failed),
         vec![
             to_client(failed.clone()),
-            Action::ReleaseServer(S1, Release::Clean)
+            Action::ReleaseServer(S1, Release::Clean, ServerStatements::default())
         ]
     );
     // The client had not noticed yet: its rest of the COPY goes nowhere.
@@ -1075,7 +1110,7 @@ fn a_function_call_is_counted_like_a_query() {
         server(&mut s, &answer),
         vec![
             to_client(answer.clone()),
-            Action::ReleaseServer(S1, Release::Clean)
+            Action::ReleaseServer(S1, Release::Clean, ServerStatements::default())
         ]
     );
 }
@@ -1140,7 +1175,7 @@ fn session_mode_keeps_the_server_between_transactions_and_resets_it_when_the_cli
     assert_eq!(
         client(&mut s, &terminate()),
         vec![
-            Action::ReleaseServer(S1, Release::Reset),
+            Action::ReleaseServer(S1, Release::Reset, ServerStatements::default()),
             Action::CloseClient
         ]
     );
@@ -1168,7 +1203,11 @@ fn session_mode_allows_session_state_without_pinning_or_refusing() {
     assert_eq!(
         drain(&mut s),
         vec![
-            Action::ReleaseServer(S1, Release::Rollback { reset: true }),
+            Action::ReleaseServer(
+                S1,
+                Release::Rollback { reset: true },
+                ServerStatements::default()
+            ),
             Action::CloseClient
         ]
     );
@@ -1181,7 +1220,8 @@ fn counters_count_requests_transactions_their_times_and_bytes() {
     let mut s = session();
     let t = |ms| T0 + Duration::from_millis(ms);
     s.handle(t(0), Input::ClientBytes(&q("BEGIN"))).unwrap();
-    s.handle(t(1), Input::ServerGranted(S1)).unwrap();
+    s.handle(t(1), Input::ServerGranted(S1, ServerStatements::default()))
+        .unwrap();
     let begun = [cc("BEGIN"), rfq(b'T')].concat();
     s.handle(t(3), Input::ServerBytes(&begun)).unwrap();
     s.handle(t(10), Input::ClientBytes(&q("COMMIT"))).unwrap();
@@ -1197,6 +1237,7 @@ fn counters_count_requests_transactions_their_times_and_bytes() {
             transaction_time: Duration::from_millis(13),
             received: (q("BEGIN").len() + q("COMMIT").len()) as u64,
             sent: (begun.len() + committed.len()) as u64,
+            prepares: 0,
         }
     );
 }
@@ -1220,4 +1261,353 @@ fn between_transactions_is_false_only_inside_a_transaction_or_a_request() {
     server(&mut s, &[cc("COMMIT"), rfq(b'I')].concat());
     assert_eq!(s.server(), Some(S1), "pinned");
     assert!(s.between_transactions(), "pinned, idle, quiet");
+}
+
+// ---- named statements in transaction mode (tracked) ----
+
+fn bind_to(statement: &str) -> Vec<u8> {
+    let mut b = BytesMut::new();
+    let no_params: [Option<&[u8]>; 0] = [];
+    frontend::bind(
+        "",
+        statement,
+        None::<i16>,
+        no_params,
+        |_: Option<&[u8]>, _: &mut BytesMut| Ok(postgres_protocol::IsNull::Yes),
+        None::<i16>,
+        &mut b,
+    )
+    .map_err(|_| ())
+    .unwrap();
+    b.to_vec()
+}
+
+fn close_statement(name: &str) -> Vec<u8> {
+    let mut b = BytesMut::new();
+    frontend::close(b'S', name, &mut b).unwrap();
+    b.to_vec()
+}
+
+/// The statement a `parse(_, sql)` defines (no parameter types).
+fn statement(sql: &str) -> Statement {
+    let mut definition = sql.as_bytes().to_vec();
+    definition.extend_from_slice(&[0, 0, 0]);
+    Statement::new(&definition)
+}
+
+/// What the proxy sends to prepare `sql` on a server: a Close, then the Parse.
+fn prepare_on_server(sql: &str) -> Vec<u8> {
+    let st = statement(sql);
+    let mut out = Vec::new();
+    statements::write_close(&mut out, st.server_name());
+    st.write_parse(&mut out);
+    out
+}
+
+fn close_complete() -> Vec<u8> {
+    msg(b'3', &[])
+}
+
+fn grant_with(s: &mut ClientSession, id: ServerId, on: ServerStatements) -> Vec<Action> {
+    s.handle(T0, Input::ServerGranted(id, on)).unwrap();
+    drain(s)
+}
+
+/// The record a released server carries back.
+fn released_record(actions: &[Action]) -> ServerStatements {
+    actions
+        .iter()
+        .find_map(|a| match a {
+            Action::ReleaseServer(_, Release::Clean, on) => Some(on.clone()),
+            _ => None,
+        })
+        .expect("the server was released clean")
+}
+
+fn names(on: &ServerStatements) -> Vec<String> {
+    let mut names: Vec<String> = on.names().map(str::to_owned).collect();
+    names.sort();
+    names
+}
+
+/// Transaction 1 prepares `s1` on server 1 and runs it; returns server 1's record.
+fn prepare_and_run(s: &mut ClientSession) -> ServerStatements {
+    let sql = "SELECT 1";
+    let batch = [parse("s1", sql), bind_to("s1"), execute(), sync()].concat();
+    assert_eq!(client(s, &batch), vec![Action::RequestServer]);
+    let st = statement(sql);
+    let mut bind_renamed = Vec::new();
+    crate::protocol::backend::write_message(
+        &mut bind_renamed,
+        b'B',
+        &[
+            &[0u8][..],
+            st.server_name().as_bytes(),
+            &[0],
+            &bind_to("s1")[9..],
+        ]
+        .concat(),
+    );
+    assert_eq!(
+        grant(s, S1),
+        vec![to_server(
+            S1,
+            [prepare_on_server(sql), bind_renamed, execute(), sync()].concat()
+        )],
+        "the client's name never reaches the server; no pin"
+    );
+    let answer = [
+        close_complete(),
+        parse_complete(),
+        bind_complete(),
+        data_row(),
+        cc("SELECT 1"),
+        rfq(b'I'),
+    ]
+    .concat();
+    let actions = server(s, &answer);
+    assert_eq!(
+        actions[0],
+        to_client(batch_answer(b'I')),
+        "the proxy's Close is answered to the proxy, not the client"
+    );
+    let record = released_record(&actions);
+    assert_eq!(names(&record), vec![st.server_name().to_owned()]);
+    assert_eq!(s.pinned(), None);
+    record
+}
+
+#[test]
+fn a_named_statement_is_prepared_again_on_the_next_server_hidden_from_the_client() {
+    let mut s = session();
+    prepare_and_run(&mut s);
+    // Transaction 2 lands on server 2, which has never seen the statement.
+    let again = [bind_to("s1"), execute(), sync()].concat();
+    assert_eq!(client(&mut s, &again), vec![Action::RequestServer]);
+    let sent = grant(&mut s, S2);
+    let Action::SendToServer(S2, bytes) = &sent[0] else {
+        panic!("{sent:?}")
+    };
+    assert!(bytes.starts_with(&prepare_on_server("SELECT 1")));
+    let answer = [
+        close_complete(),
+        parse_complete(),
+        bind_complete(),
+        data_row(),
+        cc("SELECT 1"),
+        rfq(b'I'),
+    ]
+    .concat();
+    let actions = server(&mut s, &answer);
+    assert_eq!(
+        actions[0],
+        to_client([bind_complete(), data_row(), cc("SELECT 1"), rfq(b'I')].concat()),
+        "the hidden Close and Parse are answered to the proxy only"
+    );
+    assert_eq!(s.counters().prepares, 2);
+}
+
+#[test]
+fn a_statement_the_server_has_is_not_parsed_again_and_the_proxy_answers_the_parse() {
+    let mut s = session();
+    let record = prepare_and_run(&mut s);
+    // Another client (a new session) defines the same text under another name, on the
+    // same server: the Parse is answered at once, and only the Bind goes (renamed).
+    let mut other = session();
+    assert_eq!(
+        client(&mut other, &parse("mine", "SELECT 1")),
+        vec![Action::RequestServer]
+    );
+    assert_eq!(
+        grant_with(&mut other, S1, record),
+        vec![to_client(parse_complete())]
+    );
+    // A Close of the client's name is answered by the proxy; the server keeps it.
+    assert_eq!(
+        client(&mut other, &[close_statement("mine"), sync()].concat()),
+        vec![to_client(close_complete()), to_server(S1, sync())]
+    );
+    let actions = server(&mut other, &rfq(b'I'));
+    assert_eq!(
+        names(&released_record(&actions)),
+        vec![statement("SELECT 1").server_name().to_owned()]
+    );
+    assert_eq!(other.statements(), 0);
+}
+
+#[test]
+fn a_failed_parse_defines_nothing_and_its_error_names_the_clients_statement() {
+    let mut s = session();
+    let batch = [parse("bad", "SELEC 1"), bind_to("bad"), execute(), sync()].concat();
+    client(&mut s, &batch);
+    grant(&mut s, S1);
+    let st = statement("SELEC 1");
+    let error = msg(
+        b'E',
+        format!(
+            "SERROR\0VERROR\0C42601\0Msyntax error in \"{}\"\0\0",
+            st.server_name()
+        )
+        .as_bytes(),
+    );
+    let actions = server(&mut s, &[close_complete(), error, rfq(b'I')].concat());
+    let renamed = msg(
+        b'E',
+        b"SERROR\0VERROR\0C42601\0Msyntax error in \"bad\"\0\0",
+    );
+    assert_eq!(actions[0], to_client([renamed, rfq(b'I')].concat()));
+    assert_eq!(s.statements(), 0, "the failed Parse defined nothing");
+    assert!(names(&released_record(&actions)).is_empty());
+    // A Bind of the undefined name goes as it is: the server says it does not exist.
+    client(&mut s, &[bind_to("bad"), sync()].concat());
+    assert_eq!(
+        grant(&mut s, S2),
+        vec![to_server(S2, [bind_to("bad"), sync()].concat())]
+    );
+}
+
+#[test]
+fn an_error_earlier_in_the_batch_undoes_the_parse_and_close_after_it() {
+    let mut s = session();
+    let record = prepare_and_run(&mut s);
+    // The failing Execute comes first; the server skips the Parse of `s2` (made by the
+    // proxy: the server has it) and the Close of `s1` that follow.
+    let batch = [
+        parse("", "SELECT 1/0"),
+        bind(),
+        execute(),
+        parse("s2", "SELECT 1"),
+        close_statement("s1"),
+        sync(),
+    ]
+    .concat();
+    client(&mut s, &batch);
+    grant_with(&mut s, S1, record);
+    let actions = server(
+        &mut s,
+        &[
+            parse_complete(),
+            bind_complete(),
+            server_error("22012"),
+            rfq(b'I'),
+        ]
+        .concat(),
+    );
+    assert_eq!(
+        actions[0],
+        to_client(
+            [
+                parse_complete(),
+                bind_complete(),
+                server_error("22012"),
+                rfq(b'I')
+            ]
+            .concat()
+        ),
+        "no ParseComplete or CloseComplete for messages the server skipped"
+    );
+    assert_eq!(s.statements(), 1, "s2 undefined again, s1 defined again");
+    client(&mut s, &[bind_to("s2"), sync()].concat());
+    let sent = grant(&mut s, S2);
+    assert_eq!(sent, vec![to_server(S2, [bind_to("s2"), sync()].concat())]);
+}
+
+#[test]
+fn a_name_defined_twice_fails_on_the_server_as_without_a_pooler() {
+    let mut s = session();
+    let record = prepare_and_run(&mut s);
+    client(&mut s, &[parse("s1", "SELECT 2"), sync()].concat());
+    let sent = grant_with(&mut s, S1, record);
+    let st = statement("SELECT 1");
+    let mut again = Vec::new();
+    Statement::with_name(&st, b"SELECT 2\0\0\0").write_parse(&mut again);
+    assert_eq!(sent, vec![to_server(S1, [again, sync()].concat())]);
+    let error = msg(
+        b'E',
+        format!(
+            "SERROR\0VERROR\0C42P05\0Mprepared statement \"{}\" already exists\0\0",
+            st.server_name()
+        )
+        .as_bytes(),
+    );
+    let actions = server(&mut s, &[error, rfq(b'I')].concat());
+    let expected = msg(
+        b'E',
+        b"SERROR\0VERROR\0C42P05\0Mprepared statement \"s1\" already exists\0\0",
+    );
+    assert_eq!(actions[0], to_client([expected, rfq(b'I')].concat()));
+    assert_eq!(s.statements(), 1, "s1 keeps its first definition");
+    assert_eq!(
+        names(&released_record(&actions)),
+        vec![st.server_name().to_owned()]
+    );
+}
+
+#[test]
+fn at_the_bound_the_least_recently_used_statement_is_closed() {
+    let mut s = ClientSession::new(SessionConfig {
+        max_prepared_statements: 1,
+        ..SessionConfig::default()
+    });
+    let record = prepare_and_run(&mut s);
+    client(&mut s, &[parse("s2", "SELECT 2"), sync()].concat());
+    let sent = grant_with(&mut s, S1, record);
+    let mut expected = Vec::new();
+    statements::write_close(&mut expected, statement("SELECT 1").server_name());
+    expected.extend(prepare_on_server("SELECT 2"));
+    expected.extend(sync());
+    assert_eq!(sent, vec![to_server(S1, expected)]);
+    let actions = server(
+        &mut s,
+        &[
+            close_complete(),
+            close_complete(),
+            parse_complete(),
+            rfq(b'I'),
+        ]
+        .concat(),
+    );
+    assert_eq!(
+        actions[0],
+        to_client([parse_complete(), rfq(b'I')].concat())
+    );
+    assert_eq!(
+        names(&released_record(&actions)),
+        vec![statement("SELECT 2").server_name().to_owned()]
+    );
+}
+
+#[test]
+fn a_plan_that_changed_result_type_is_prepared_again_next_time() {
+    let mut s = session();
+    let record = prepare_and_run(&mut s);
+    client(&mut s, &[bind_to("s1"), execute(), sync()].concat());
+    grant_with(&mut s, S1, record);
+    let actions = server(&mut s, &[server_error("0A000"), rfq(b'I')].concat());
+    assert_eq!(
+        actions[0],
+        to_client([server_error("0A000"), rfq(b'I')].concat())
+    );
+    let record = released_record(&actions);
+    assert!(
+        names(&record).is_empty(),
+        "the stale statement is forgotten"
+    );
+    client(&mut s, &[bind_to("s1"), sync()].concat());
+    let sent = grant_with(&mut s, S1, record);
+    let Action::SendToServer(S1, bytes) = &sent[0] else {
+        panic!("{sent:?}")
+    };
+    assert!(bytes.starts_with(&prepare_on_server("SELECT 1")));
+}
+
+#[test]
+fn deallocate_all_forgets_the_servers_and_the_clients_statements() {
+    let mut s = session();
+    let record = prepare_and_run(&mut s);
+    client(&mut s, &q("DEALLOCATE ALL"));
+    grant_with(&mut s, S1, record);
+    let actions = server(&mut s, &[cc("DEALLOCATE ALL"), rfq(b'I')].concat());
+    assert!(names(&released_record(&actions)).is_empty());
+    assert_eq!(s.statements(), 0);
 }
