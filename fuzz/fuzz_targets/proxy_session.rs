@@ -18,7 +18,13 @@
 //!   releases happen only as the client goes;
 //! - the count of unanswered requests never exceeds the counted requests forwarded;
 //! - the client receives whole, well-formed messages; CloseClient comes once, and nothing
-//!   is sent to anyone after it; a pin or a refusal is reported at most once.
+//!   is sent to anyone after it; a pin or a refusal is reported at most once;
+//! - with named statements tracked (transaction mode, `max_prepared_statements` > 0): a
+//!   client's statement is never prepared on a server under the client's name (every
+//!   Parse sent is of the unnamed statement or the proxy's; a Bind, Describe or Close of
+//!   a name the client never defined goes as it is, for the server to refuse), and a
+//!   named Parse never pins.
+//!   Each released server's record goes back to a shelf the next grants may take it from.
 #![no_main]
 
 use arbitrary::Arbitrary;
@@ -26,18 +32,19 @@ use libfuzzer_sys::fuzz_target;
 use pool_proxy::protocol::frame::Framer;
 use pool_proxy::{
     AbandonedTransactionPolicy, Action, ClientSession, Input, Instant, Misuse, PoolMode, Release,
-    ServerId, SessionConfig, StatePolicy,
+    ServerId, ServerStatements, SessionConfig, StatePolicy, SERVER_NAME_PREFIX,
 };
 use std::time::Duration;
 
 #[derive(Arbitrary, Debug)]
 enum ClientMsg {
     Query(u8),
-    Parse { named: bool },
-    Bind,
-    Describe,
+    /// Statement 0 is the unnamed one; 1 and 2 are named, each with two texts.
+    Parse { statement: u8, text: bool },
+    Bind { statement: u8 },
+    Describe { statement: Option<u8> },
     Execute,
-    Close,
+    Close { statement: Option<u8> },
     Sync,
     Flush,
     CopyData,
@@ -57,6 +64,8 @@ enum ServerMsg {
     CopyOut,
     CopyBoth,
     ParseComplete,
+    BindComplete,
+    CloseComplete,
     DataRow,
     ParameterStatus,
     BackendKeyData,
@@ -70,7 +79,8 @@ enum Op {
         split: u16,
     },
     ClientClosed,
-    Grant,
+    /// A server from the pool: a new one, or one released earlier (with its record).
+    Grant { reused: bool },
     Unavailable,
     ServerRaw(Vec<u8>),
     Server {
@@ -90,6 +100,8 @@ struct Case {
     refuse: bool,
     close_abandoned: bool,
     small_limits: bool,
+    /// `max_prepared_statements`: 0 (off) to 3.
+    statements: u8,
     /// `idle_transaction_timeout` in milliseconds, if any.
     idle_timeout_ms: Option<u16>,
     ops: Vec<Op>,
@@ -129,18 +141,22 @@ fn client_bytes(m: &ClientMsg) -> Vec<u8> {
             b'Q',
             format!("{}\0", QUERIES[*i as usize % QUERIES.len()]).as_bytes(),
         ),
-        ClientMsg::Parse { named } => msg(
+        ClientMsg::Parse { statement, text } => msg(
             b'P',
-            if *named {
-                b"s1\0SELECT 1\0\0\0"
-            } else {
-                b"\0SELECT 1\0\0\0"
-            },
+            format!(
+                "{}\0SELECT {}\0\0\0",
+                statement_name(*statement),
+                u8::from(*text)
+            )
+            .as_bytes(),
         ),
-        ClientMsg::Bind => msg(b'B', b"\0\0\0\0\0\0\0\0"),
-        ClientMsg::Describe => msg(b'D', b"P\0"),
+        ClientMsg::Bind { statement } => msg(
+            b'B',
+            format!("\0{}\0\0\0\0\0\0\0", statement_name(*statement)).as_bytes(),
+        ),
+        ClientMsg::Describe { statement } => msg(b'D', &describe_or_close(*statement)),
         ClientMsg::Execute => msg(b'E', b"\0\0\0\0\0"),
-        ClientMsg::Close => msg(b'C', b"S\0"),
+        ClientMsg::Close { statement } => msg(b'C', &describe_or_close(*statement)),
         ClientMsg::Sync => msg(b'S', b""),
         ClientMsg::Flush => msg(b'H', b""),
         ClientMsg::CopyData => msg(b'd', b"1\n"),
@@ -149,6 +165,24 @@ fn client_bytes(m: &ClientMsg) -> Vec<u8> {
         ClientMsg::FunctionCall => msg(b'F', b"\0\0\0\x01\0\0\0\0\0\0"),
         ClientMsg::Terminate => msg(b'X', b""),
     }
+}
+
+fn statement_name(statement: u8) -> &'static str {
+    ["", "s1", "s2"][usize::from(statement % 3)]
+}
+
+/// The body of a Describe or Close: of a statement, or of the unnamed portal.
+fn describe_or_close(statement: Option<u8>) -> Vec<u8> {
+    match statement {
+        Some(s) => format!("S{}\0", statement_name(s)).into_bytes(),
+        None => b"P\0".to_vec(),
+    }
+}
+
+/// The statement a Parse defines: its body up to the first NUL.
+fn parsed_statement(body: &[u8]) -> &[u8] {
+    let end = body.iter().position(|&c| c == 0).unwrap_or(body.len());
+    &body[..end]
 }
 
 fn server_bytes(m: &ServerMsg) -> Vec<u8> {
@@ -164,6 +198,8 @@ fn server_bytes(m: &ServerMsg) -> Vec<u8> {
         ServerMsg::CopyOut => msg(b'H', &[0, 0, 0]),
         ServerMsg::CopyBoth => msg(b'W', &[0, 0, 0]),
         ServerMsg::ParseComplete => msg(b'1', b""),
+        ServerMsg::BindComplete => msg(b'2', b""),
+        ServerMsg::CloseComplete => msg(b'3', b""),
         ServerMsg::DataRow => msg(b'D', &[0, 1, 0, 0, 0, 1, b'1']),
         ServerMsg::ParameterStatus => msg(b'S', b"TimeZone\0UTC\0"),
         ServerMsg::BackendKeyData => msg(b'K', &[0, 0, 0, 1, 0, 0, 0, 2]),
@@ -195,6 +231,9 @@ struct Harness {
     pin_reports: u32,
     client_out: Framer,
     session_mode: bool,
+    tracked: bool,
+    /// Records of released servers, for later grants.
+    shelf: Vec<ServerStatements>,
 }
 
 impl Harness {
@@ -216,7 +255,7 @@ impl Harness {
 
     fn step(&mut self, input: Input<'_>) {
         let expect_misuse = match input {
-            Input::ServerGranted(_, ServerStatements::default()) | Input::ServerUnavailable { .. } => !self.requested,
+            Input::ServerGranted(..) | Input::ServerUnavailable { .. } => !self.requested,
             Input::ServerBytes(_) | Input::ServerLost => self.lent.is_none(),
             Input::ClientBytes(_) | Input::ClientClosed | Input::Timeout => false,
         };
@@ -224,10 +263,10 @@ impl Harness {
             .session
             .poll_timeout()
             .is_some_and(|deadline| deadline <= self.now);
-        if let (Input::ServerBytes(bytes), false) = (input, expect_misuse) {
+        if let (Input::ServerBytes(bytes), false) = (&input, expect_misuse) {
             self.feed_server(bytes);
         }
-        let result = self.session.handle(self.now, input);
+        let result = self.session.handle(self.now, input.clone());
         assert_eq!(result.is_err(), expect_misuse, "{input:?} gave {result:?}");
         if let Err(e) = result {
             let expected = if self.closed {
@@ -248,7 +287,7 @@ impl Harness {
         }
         let was_closed = self.closed;
         match input {
-            Input::ServerGranted(ServerId(id)) => {
+            Input::ServerGranted(ServerId(id), _) => {
                 self.requested = false;
                 self.lent = Some(Lent {
                     id,
@@ -323,6 +362,14 @@ impl Harness {
                     if matches!(frame.tag(), b'Q' | b'S' | b'F') {
                         lent.counted += 1;
                     }
+                    if self.tracked && frame.tag() == b'P' {
+                        let name = parsed_statement(frame.body());
+                        assert!(
+                            name.is_empty() || name.starts_with(SERVER_NAME_PREFIX.as_bytes()),
+                            "a client's statement prepared under its name: {:?}",
+                            String::from_utf8_lossy(name)
+                        );
+                    }
                 }
                 assert_eq!(framer.buffered(), 0, "only whole messages are forwarded");
             }
@@ -337,8 +384,9 @@ impl Harness {
                 assert!(self.requested);
                 self.requested = false;
             }
-            Action::ReleaseServer(id, how) => {
+            Action::ReleaseServer(id, how, statements) => {
                 held(&self.lent, id);
+                self.shelf.push(statements);
                 let lent = self.lent.take().unwrap();
                 match how {
                     Release::Clean => {
@@ -371,8 +419,12 @@ impl Harness {
                 assert!(!reason.is_empty());
                 self.lent = None;
             }
-            Action::Pinned(_) | Action::Refused(_) => {
+            Action::Pinned(reason) | Action::Refused(reason) => {
                 assert!(!self.session_mode, "nothing pins in session mode");
+                assert!(
+                    !(self.tracked && reason == pool_proxy::PinReason::NamedStatement),
+                    "a tracked named statement pinned"
+                );
                 self.pin_reports += 1;
                 assert_eq!(self.pin_reports, 1, "pins are reported once per client");
             }
@@ -411,8 +463,10 @@ fuzz_target!(|case: Case| {
         idle_transaction_timeout: case
             .idle_timeout_ms
             .map(|ms| Duration::from_millis(ms.into())),
+        max_prepared_statements: usize::from(case.statements % 4),
         ..SessionConfig::default()
     };
+    let tracked = !case.session_mode && config.max_prepared_statements > 0;
     if case.small_limits {
         config.max_client_message_len = 64;
         config.max_server_message_len = 64;
@@ -428,6 +482,8 @@ fuzz_target!(|case: Case| {
         pin_reports: 0,
         client_out: Framer::new(u32::MAX),
         session_mode: case.session_mode,
+        tracked,
+        shelf: Vec::new(),
     };
     for op in case.ops.iter().take(256) {
         match op {
@@ -439,10 +495,15 @@ fuzz_target!(|case: Case| {
                 h.step(Input::ClientBytes(&bytes[at..]));
             }
             Op::ClientClosed => h.step(Input::ClientClosed),
-            Op::Grant => {
+            Op::Grant { reused } => {
                 let id = ServerId(h.next_id);
                 h.next_id += 1;
-                h.step(Input::ServerGranted(id, ServerStatements::default()));
+                let statements = if *reused {
+                    h.shelf.pop().unwrap_or_default()
+                } else {
+                    ServerStatements::default()
+                };
+                h.step(Input::ServerGranted(id, statements));
             }
             Op::Unavailable => h.step(Input::ServerUnavailable {
                 sqlstate: "53300",

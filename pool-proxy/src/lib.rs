@@ -30,5 +30,6 @@ pub mod tls;
 pub use proxy::{Proxy, ProxyHandle, StartError};
 pub use session::{
     AbandonedTransactionPolicy, Action, ClientSession, Counters, Input, Instant, Misuse, PinReason,
-    PoolMode, Release, ServerId, SessionConfig, StatePolicy,
+    PoolMode, Release, ServerId, ServerStatements, SessionConfig, StatePolicy, Statement,
+    SERVER_NAME_PREFIX,
 };

@@ -145,6 +145,7 @@ impl ProxyConfig {
             on_session_state: self.session_state,
             on_abandoned_transaction: self.abandoned_transaction,
             idle_transaction_timeout: self.idle_transaction_timeout,
+            max_prepared_statements: self.max_prepared_statements,
             ..SessionConfig::default()
         }
     }

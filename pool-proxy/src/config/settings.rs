@@ -119,8 +119,14 @@ macro_rules! proxy_settings {
             /// 16 MiB, not PgBouncer's 2 GiB: a larger query or row is rare, and the limit
             /// keeps one connection from making the proxy buffer gigabytes.
             max_packet_size: u32 = 16 * 1024 * 1024,
+            /// In transaction mode, a client's named protocol-level prepared statements
+            /// are tracked and prepared on whichever server its transaction lands on, at
+            /// most this many kept on one server (the least recently used is closed to
+            /// make room); 0 turns tracking off, and a named statement is then session
+            /// state. PgBouncer's default since 1.22.
+            max_prepared_statements: usize = crate::session::DEFAULT_MAX_PREPARED_STATEMENTS,
             /// A client that changes session state transaction pooling cannot keep (`SET`,
-            /// `LISTEN`, a named prepared statement): `pin` keeps it on its server until it
+            /// `LISTEN`, SQL `PREPARE`): `pin` keeps it on its server until it
             /// leaves, `refuse` disconnects it with an error. Pin by default, as RDS Proxy
             /// does: the client keeps working, at the cost of a server.
             session_state: StatePolicy = StatePolicy::Pin,
@@ -376,7 +382,6 @@ pub(crate) const PGBOUNCER_ONLY: &[&str] = &[
     "server_reset_query_always",
     "server_fast_close",
     "ignore_startup_parameters",
-    "max_prepared_statements",
     "client_idle_timeout",
     "query_timeout",
     "cancel_wait_timeout",
@@ -445,7 +450,7 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), SETTINGS.len());
-        assert_eq!(SETTINGS.len(), 26);
+        assert_eq!(SETTINGS.len(), 27);
         for name in PGBOUNCER_ONLY {
             assert!(setting(name).is_none(), "{name} is a setting now");
         }
