@@ -4,6 +4,7 @@
 
 mod login;
 mod params;
+mod read_buffer;
 mod relay;
 
 use std::sync::Arc;

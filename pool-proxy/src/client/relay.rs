@@ -13,10 +13,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use super::params::{self, ServerSettings};
+use super::read_buffer::ReadBuffer;
 use crate::client::ClientContext;
 use crate::protocol::backend::error_response;
 use crate::proxy::{CUT_OFF, SHUTTING_DOWN};
@@ -89,8 +90,8 @@ pub(crate) async fn relay<R, W>(
     let mut next_id = 0u64;
     let mut to_client: Vec<u8> = Vec::new();
     let mut to_server: Vec<u8> = Vec::new();
-    let mut client_buf = vec![0u8; 16 * 1024];
-    let mut server_buf = vec![0u8; 64 * 1024];
+    let mut client_buf = ReadBuffer::new(512, 16 * 1024);
+    let mut server_buf = ReadBuffer::new(0, 64 * 1024);
     let mut client_open = true;
     let mut shutdown: watch::Receiver<bool> = ctx.shared.shutdown.subscribe();
     let mut draining = *shutdown.borrow();
@@ -195,6 +196,11 @@ pub(crate) async fn relay<R, W>(
             break;
         }
 
+        if held.is_none() {
+            // Between transactions (or waiting): what the last one needed goes back.
+            client_buf.shrink();
+            server_buf.shrink();
+        }
         let deadline = session.poll_timeout().map(|at| clock.deadline(at));
         let event = {
             let (mut server_r, mut server_w) = match held.as_mut() {
@@ -208,11 +214,11 @@ pub(crate) async fn relay<R, W>(
             let server_writable = server_w.is_some() && !to_server.is_empty();
             tokio::select! {
                 biased;
-                n = async { server_r.as_mut().unwrap().read(&mut server_buf).await }, if server_readable => Event::Server(n),
+                n = server_buf.read_from(server_r.as_mut().unwrap()), if server_readable => Event::Server(n),
                 n = async { server_w.as_mut().unwrap().write(&to_server).await }, if server_writable => Event::WroteServer(n),
                 n = client_w.write(&to_client), if !to_client.is_empty() => Event::WroteClient(n),
                 granted = async { (&mut acquire.as_mut().unwrap().0).await }, if acquire.is_some() => Event::Granted(Box::new(granted)),
-                n = client_r.read(&mut client_buf), if client_open && !session.is_waiting() && to_server.len() < BUFFER_LIMIT => Event::Client(n),
+                n = client_buf.read_from(&mut client_r), if client_open && !session.is_waiting() && to_server.len() < BUFFER_LIMIT => Event::Client(n),
                 () = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => Event::Timer,
                 _ = shutdown.changed(), if !draining => Event::Shutdown,
                 Ok(_) = cut_off.wait_for(|cut| *cut), if draining => Event::CutOff,
@@ -225,7 +231,8 @@ pub(crate) async fn relay<R, W>(
                 let _ = session.handle(now, Input::ClientClosed);
             }
             Event::Client(Ok(n)) => {
-                let _ = session.handle(now, Input::ClientBytes(&client_buf[..n]));
+                debug_assert_eq!(client_buf.filled().len(), n);
+                let _ = session.handle(now, Input::ClientBytes(client_buf.filled()));
             }
             Event::Server(Ok(0)) | Event::Server(Err(_)) | Event::WroteServer(Err(_)) => {
                 // The session answers by telling the client; the server is closed.
@@ -235,7 +242,8 @@ pub(crate) async fn relay<R, W>(
                 to_server.clear();
             }
             Event::Server(Ok(n)) => {
-                let _ = session.handle(now, Input::ServerBytes(&server_buf[..n]));
+                debug_assert_eq!(server_buf.filled().len(), n);
+                let _ = session.handle(now, Input::ServerBytes(server_buf.filled()));
             }
             Event::WroteServer(Ok(n)) => {
                 to_server.drain(..n);

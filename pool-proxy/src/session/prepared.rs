@@ -37,7 +37,10 @@ enum Ends {
     /// CommandComplete, EmptyQueryResponse or PortalSuspended.
     Execution,
     CloseComplete,
+    /// ReadyForQuery, to a Query or FunctionCall.
     ReadyForQuery,
+    /// ReadyForQuery, to a Sync (which the server ignores in COPY-in mode).
+    Sync,
 }
 
 impl Ends {
@@ -48,9 +51,8 @@ impl Ends {
             ClientMessage::Describe => Self::Description,
             ClientMessage::Execute => Self::Execution,
             ClientMessage::Close => Self::CloseComplete,
-            ClientMessage::Query | ClientMessage::Sync | ClientMessage::FunctionCall => {
-                Self::ReadyForQuery
-            }
+            ClientMessage::Query | ClientMessage::FunctionCall => Self::ReadyForQuery,
+            ClientMessage::Sync => Self::Sync,
             _ => return None,
         })
     }
@@ -62,8 +64,13 @@ impl Ends {
             Self::Description => matches!(tag, b'T' | b'n'),
             Self::Execution => matches!(tag, b'C' | b'I' | b's'),
             Self::CloseComplete => tag == b'3',
-            Self::ReadyForQuery => tag == b'Z',
+            Self::ReadyForQuery | Self::Sync => tag == b'Z',
         }
+    }
+
+    /// Ends with a ReadyForQuery: the end of a batch, where the server stops skipping.
+    fn is_ready(self) -> bool {
+        matches!(self, Self::ReadyForQuery | Self::Sync)
     }
 }
 
@@ -87,6 +94,8 @@ enum Reply {
         ends: Ends,
         names: Option<(Arc<str>, String)>,
         undo: Undo,
+        /// COPY ends (CopyDone, CopyFail) the client had sent before it.
+        copy_mark: u64,
     },
     /// A message the proxy added: its answer is not the client's.
     Hidden { ends: Ends, undo: Undo },
@@ -133,6 +142,8 @@ pub struct Tracker {
     batch_start: u64,
     /// Statements the proxy prepared on servers (each a Parse it sent).
     prepares: u64,
+    /// COPY ends (CopyDone, CopyFail) the client has sent.
+    copy_ends: u64,
 }
 
 impl Tracker {
@@ -143,6 +154,7 @@ impl Tracker {
             bound: bound.max(1),
             batch_start: 0,
             prepares: 0,
+            copy_ends: 0,
         }
     }
 
@@ -178,16 +190,21 @@ impl Tracker {
             ClientMessage::Bind => self.bind(&frame, on_server, to_server),
             ClientMessage::Describe => self.describe(&frame, on_server, to_server),
             ClientMessage::Close => self.close(&frame),
+            ClientMessage::CopyDone | ClientMessage::CopyFail => {
+                self.copy_ends += 1;
+                false
+            }
             _ => false,
         };
         if !handled {
             if let Some(ends) = Ends::of(message) {
                 self.replies.push_back(Reply::Client {
+                    copy_mark: self.copy_ends,
                     ends,
                     names: None,
                     undo: Undo::default(),
                 });
-                if ends == Ends::ReadyForQuery {
+                if ends.is_ready() {
                     self.batch_start = on_server.now();
                 }
             }
@@ -221,7 +238,7 @@ impl Tracker {
         if tag == b'Z' {
             // Everything before the request it answers is answered: a point to resync at.
             while let Some(reply) = self.replies.pop_front() {
-                if reply.ends() == Some(Ends::ReadyForQuery) {
+                if reply.ends().is_some_and(Ends::is_ready) {
                     break;
                 }
                 self.undo(reply.into_undo(), on_server);
@@ -235,8 +252,15 @@ impl Tracker {
             // A made answer is given as soon as it is due, never left at the front.
             return Verdict::Forward;
         };
+        if matches!(
+            message,
+            ServerMessage::CopyInResponse | ServerMessage::CopyBothResponse
+        ) {
+            self.copy_began();
+            return Verdict::Forward;
+        }
         if let ServerMessage::ErrorResponse { sqlstate, .. } = message {
-            if ends == Ends::ReadyForQuery {
+            if ends.is_ready() {
                 return Verdict::Forward;
             }
             // The server skips the rest up to the next Sync: none of it happened.
@@ -258,7 +282,7 @@ impl Tracker {
             };
             self.undo(failed.into_undo(), on_server);
             while let Some(reply) = self.replies.front() {
-                if reply.ends() == Some(Ends::ReadyForQuery) {
+                if reply.ends().is_some_and(Ends::is_ready) {
                     break;
                 }
                 let skipped = self.replies.pop_front().expect("front");
@@ -272,6 +296,29 @@ impl Tracker {
         match self.replies.pop_front().expect("front") {
             Reply::Hidden { .. } => Verdict::Hide,
             _ => Verdict::Forward,
+        }
+    }
+
+    /// The front request (an Execute or Query of a `COPY ... FROM STDIN`) put the server
+    /// in COPY-in mode, where it ignores Syncs: those the client sent after the request and
+    /// before ending the COPY will get no ReadyForQuery.
+    fn copy_began(&mut self) {
+        let Some(Reply::Client { copy_mark, .. }) = self.replies.front() else {
+            return;
+        };
+        let mark = *copy_mark;
+        let mut i = 1;
+        while i < self.replies.len() {
+            match &self.replies[i] {
+                Reply::Client {
+                    ends: Ends::Sync,
+                    copy_mark,
+                    ..
+                } if *copy_mark == mark => {
+                    self.replies.remove(i);
+                }
+                _ => i += 1,
+            }
         }
     }
 
@@ -301,6 +348,7 @@ impl Tracker {
             let again = Statement::with_name(&existing, definition);
             again.write_parse(to_server);
             self.replies.push_back(Reply::Client {
+                copy_mark: self.copy_ends,
                 ends: Ends::ParseComplete,
                 names: Some((existing.server_name().into(), name.to_owned())),
                 undo: Undo::default(),
@@ -326,6 +374,7 @@ impl Tracker {
         on_server.insert(&statement);
         self.prepares += 1;
         self.replies.push_back(Reply::Client {
+            copy_mark: self.copy_ends,
             ends: Ends::ParseComplete,
             names: Some((statement.server_name().into(), name.to_owned())),
             undo: Undo {
@@ -362,6 +411,7 @@ impl Tracker {
         body.extend_from_slice(parameters);
         write_message(to_server, b'B', &body);
         self.replies.push_back(Reply::Client {
+            copy_mark: self.copy_ends,
             ends: Ends::BindComplete,
             names: Some((statement.server_name().into(), name.to_owned())),
             undo: Undo::default(),
@@ -391,6 +441,7 @@ impl Tracker {
         body.push(0);
         write_message(to_server, b'D', &body);
         self.replies.push_back(Reply::Client {
+            copy_mark: self.copy_ends,
             ends: Ends::Description,
             names: Some((statement.server_name().into(), name.to_owned())),
             undo: Undo::default(),

@@ -1611,3 +1611,31 @@ fn deallocate_all_forgets_the_servers_and_the_clients_statements() {
     assert!(names(&released_record(&actions)).is_empty());
     assert_eq!(s.statements(), 0);
 }
+
+#[test]
+fn a_sync_ignored_in_copy_in_mode_is_owed_no_reply_by_the_tracker() {
+    // As tokio-postgres's copy_in: Bind, Execute and Sync together, then the data, then
+    // CopyDone and Sync. The first Sync is read in COPY-in mode and ignored.
+    let mut s = session();
+    let sql = "COPY t FROM STDIN";
+    client(&mut s, &[parse("s1", sql), sync()].concat());
+    grant(&mut s, S1);
+    let actions = server(
+        &mut s,
+        &[close_complete(), parse_complete(), rfq(b'I')].concat(),
+    );
+    let record = released_record(&actions);
+    client(&mut s, &[bind_to("s1"), execute(), sync()].concat());
+    grant_with(&mut s, S1, record);
+    server(&mut s, &[bind_complete(), copy_in_response()].concat());
+    client(&mut s, &[copy_data(b"1\n"), copy_done(), sync()].concat());
+    let actions = server(&mut s, &[cc("COPY 1"), rfq(b'I')].concat());
+    assert_eq!(actions[0], to_client([cc("COPY 1"), rfq(b'I')].concat()));
+    let record = released_record(&actions);
+    // Nothing is owed any more: a Parse of a statement the server has is answered at once.
+    client(&mut s, &parse("s2", sql));
+    assert_eq!(
+        grant_with(&mut s, S1, record),
+        vec![to_client(parse_complete())]
+    );
+}

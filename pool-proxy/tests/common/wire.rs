@@ -106,3 +106,43 @@ async fn read_reply(stream: &mut TcpStream) -> Reply {
         _ => Reply::Other(header[0]),
     }
 }
+
+/// A client speaking the protocol by hand, logged in without a password (`trust`).
+pub struct RawClient {
+    stream: TcpStream,
+}
+
+impl RawClient {
+    /// Logs in as `user` to `database` at `addr`, and reads up to the first ReadyForQuery.
+    pub async fn login(addr: std::net::SocketAddr, user: &str, database: &str) -> RawClient {
+        use tokio::io::AsyncWriteExt;
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        stream
+            .write_all(&startup(&[("user", user), ("database", database)]))
+            .await
+            .unwrap();
+        let mut client = RawClient { stream };
+        for reply in client.until_ready().await {
+            assert!(!matches!(reply, Reply::Error { .. }), "login: {reply:?}");
+        }
+        client
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(bytes).await.expect("write");
+    }
+
+    /// Every reply up to and including the next ReadyForQuery.
+    pub async fn until_ready(&mut self) -> Vec<Reply> {
+        let mut replies = Vec::new();
+        loop {
+            let reply = next_reply(&mut self.stream, Duration::from_secs(10)).await;
+            let done = matches!(reply, Reply::Other(b'Z') | Reply::Closed);
+            replies.push(reply);
+            if done {
+                return replies;
+            }
+        }
+    }
+}
