@@ -214,7 +214,7 @@ pub(crate) async fn relay<R, W>(
             let server_writable = server_w.is_some() && !to_server.is_empty();
             tokio::select! {
                 biased;
-                n = server_buf.read_from(server_r.as_mut().unwrap()), if server_readable => Event::Server(n),
+                n = async { server_buf.read_from(server_r.as_mut().unwrap()).await }, if server_readable => Event::Server(n),
                 n = async { server_w.as_mut().unwrap().write(&to_server).await }, if server_writable => Event::WroteServer(n),
                 n = client_w.write(&to_client), if !to_client.is_empty() => Event::WroteClient(n),
                 granted = async { (&mut acquire.as_mut().unwrap().0).await }, if acquire.is_some() => Event::Granted(Box::new(granted)),
