@@ -22,6 +22,8 @@ use tokio::task::JoinSet;
 use crate::cancel::CancelKeys;
 use crate::clock::Clock;
 use crate::config::ProxyConfig;
+use crate::pause::Pauses;
+use crate::registry::Registry;
 use crate::routes::Routes;
 
 /// What a client let go by a shutdown is told, with SQLSTATE 57P01 (PostgreSQL's own for
@@ -45,8 +47,12 @@ pub(crate) type ClientSlot = OwnedSemaphorePermit;
 
 /// What every client task shares.
 pub(crate) struct Shared {
-    pub config: Arc<ProxyConfig>,
+    /// The routes, and the configuration in force ([`Shared::config`]).
     pub routes: Routes,
+    /// Live clients and servers (SHOW CLIENTS, SHOW SERVERS).
+    pub registry: Arc<Registry>,
+    /// PAUSE and RESUME.
+    pub pauses: Arc<Pauses>,
     pub cancel_keys: Arc<CancelKeys>,
     pub clock: Clock,
     /// `true` once shutting down.
@@ -62,6 +68,11 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The configuration in force: the one loaded at start, or the last RELOAD's.
+    pub fn config(&self) -> Arc<ProxyConfig> {
+        self.routes.config()
+    }
+
     pub fn next_client_id(&self) -> u64 {
         self.next_client.fetch_add(1, Relaxed) + 1
     }
@@ -122,10 +133,11 @@ impl Proxy {
             )),
             _ => None,
         };
-        let config = Arc::new(config);
+        let registry = Arc::new(Registry::default());
         let shared = Arc::new(Shared {
-            routes: Routes::new(config.clone()),
-            config,
+            routes: Routes::new(Arc::new(config), registry.clone()),
+            registry,
+            pauses: Arc::default(),
             cancel_keys: Arc::new(CancelKeys::default()),
             clock: Clock::start(),
             shutdown: watch::Sender::new(false),
@@ -152,7 +164,7 @@ impl Proxy {
     /// Serves clients until shut down, then drains them (see the module documentation).
     pub async fn run(self) {
         let Proxy { shared, listener } = self;
-        let config = shared.config.clone();
+        let config = shared.config();
         let slots = Arc::new(Semaphore::new(config.max_client_conn));
         let mut shutdown = shared.shutdown.subscribe();
         let mut clients = JoinSet::new();
@@ -176,9 +188,11 @@ impl Proxy {
             while clients.try_join_next().is_some() {}
         }
         drop(listener);
-        tracing::info!(clients = clients.len(), timeout = ?config.shutdown_timeout,
+        // The shutdown_timeout in force now (a RELOAD may have changed it).
+        let shutdown_timeout = shared.config().shutdown_timeout;
+        tracing::info!(clients = clients.len(), timeout = ?shutdown_timeout,
             "shutting down: draining clients");
-        let deadline = tokio::time::Instant::now() + config.shutdown_timeout;
+        let deadline = tokio::time::Instant::now() + shutdown_timeout;
         loop {
             tokio::select! {
                 next = clients.join_next() => if next.is_none() { break },
