@@ -19,6 +19,7 @@ pub mod cancel;
 mod client;
 pub mod clock;
 pub mod config;
+mod metrics;
 pub mod pause;
 pub mod protocol;
 pub mod proxy;

@@ -84,6 +84,7 @@ pub enum StartError {
     Bind(SocketAddr, std::io::Error),
     Address(String),
     Tls(String),
+    Metrics(String),
 }
 
 impl std::fmt::Display for StartError {
@@ -92,6 +93,7 @@ impl std::fmt::Display for StartError {
             StartError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
             StartError::Address(text) => write!(f, "listen_addr: {text}"),
             StartError::Tls(text) => write!(f, "client TLS: {text}"),
+            StartError::Metrics(text) => write!(f, "metrics_addr: {text}"),
         }
     }
 }
@@ -102,6 +104,8 @@ impl std::error::Error for StartError {}
 pub struct Proxy {
     shared: Arc<Shared>,
     listener: TcpListener,
+    /// The metrics endpoint's socket (`metrics_addr`), if set.
+    metrics: Option<TcpListener>,
 }
 
 /// Asks a running proxy to shut down.
@@ -133,6 +137,14 @@ impl Proxy {
             )),
             _ => None,
         };
+        let metrics = match config.metrics_addr.trim() {
+            "" => None,
+            addr => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| StartError::Metrics(format!("cannot listen on {addr:?}: {e}")))?,
+            ),
+        };
         let registry = Arc::new(Registry::default());
         let shared = Arc::new(Shared {
             routes: Routes::new(Arc::new(config), registry.clone()),
@@ -146,13 +158,22 @@ impl Proxy {
             salt_key: rand::random(),
             next_client: AtomicU64::new(0),
         });
-        Ok(Proxy { shared, listener })
+        Ok(Proxy {
+            shared,
+            listener,
+            metrics,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.listener
             .local_addr()
             .expect("a bound listener has an address")
+    }
+
+    /// Where `/metrics` and `/health` are served, when `metrics_addr` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn handle(&self) -> ProxyHandle {
@@ -163,7 +184,18 @@ impl Proxy {
 
     /// Serves clients until shut down, then drains them (see the module documentation).
     pub async fn run(self) {
-        let Proxy { shared, listener } = self;
+        let Proxy {
+            shared,
+            listener,
+            metrics,
+        } = self;
+        // The endpoint answers through the drain (`/health` says 503), until the end.
+        let (stopped, stop) = tokio::sync::oneshot::channel::<()>();
+        let metrics = metrics.map(|metrics| {
+            tokio::spawn(crate::metrics::serve(metrics, shared.clone(), async {
+                let _ = stop.await;
+            }))
+        });
         let config = shared.config();
         let slots = Arc::new(Semaphore::new(config.max_client_conn));
         let mut shutdown = shared.shutdown.subscribe();
@@ -209,6 +241,10 @@ impl Proxy {
         }
         for route in shared.routes.all() {
             route.pool.close(Duration::from_secs(5)).await;
+        }
+        let _ = stopped.send(());
+        if let Some(metrics) = metrics {
+            let _ = metrics.await;
         }
         tracing::info!("pool-proxy stopped");
     }

@@ -205,7 +205,8 @@ impl ClientEntry {
 
     /// It asked for a server at `now` (the proxy's clock) and waits for one.
     pub fn waiting(&self, now: Instant) {
-        self.requested.store(unix_micros(SystemTime::now()), Relaxed);
+        self.requested
+            .store(unix_micros(SystemTime::now()), Relaxed);
         let nanos = now.saturating_since(Instant::ZERO).as_nanos();
         self.waiting_since
             .store(u64::try_from(nanos).unwrap_or(u64::MAX).max(1), Relaxed);
@@ -216,7 +217,8 @@ impl ClientEntry {
     /// wait (an idle server at once) is a request too.
     pub fn active(&self, server: u64) {
         if self.waiting_since.swap(0, Relaxed) == 0 {
-            self.requested.store(unix_micros(SystemTime::now()), Relaxed);
+            self.requested
+                .store(unix_micros(SystemTime::now()), Relaxed);
         }
         self.link.store(server, Relaxed);
         self.state.store(ClientState::Active as u8, Relaxed);
@@ -258,7 +260,8 @@ impl ServerEntry {
 
     /// Lent to client `client`.
     pub fn lent(&self, client: u64) {
-        self.requested.store(unix_micros(SystemTime::now()), Relaxed);
+        self.requested
+            .store(unix_micros(SystemTime::now()), Relaxed);
         self.link.store(client, Relaxed);
         self.state.store(ServerState::Active as u8, Relaxed);
     }
@@ -377,7 +380,10 @@ mod tests {
         );
         assert!(entry.requested().is_some());
         entry.active(3);
-        assert_eq!((entry.state(), entry.link()), (ClientState::Active, Some(3)));
+        assert_eq!(
+            (entry.state(), entry.link()),
+            (ClientState::Active, Some(3))
+        );
         assert_eq!(entry.wait(Instant::from_nanos(9_000)), Duration::ZERO);
         entry.idle();
         assert_eq!((entry.state(), entry.link()), (ClientState::Idle, None));

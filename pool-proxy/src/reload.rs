@@ -18,7 +18,7 @@
 
 use std::sync::Arc;
 
-use crate::config::{ConfigError, Origin, ProxyConfig, NEEDS_RESTART};
+use crate::config::{ConfigError, Origin, NEEDS_RESTART};
 use crate::proxy::Shared;
 
 /// What a RELOAD did.

@@ -17,7 +17,10 @@ const PAUSE_POLL: Duration = Duration::from_millis(10);
 pub(super) async fn pause(ctx: &ClientContext, database: Option<&str>) -> Result<Vec<u8>, String> {
     known(ctx, database)?;
     ctx.shared.pauses.pause(database);
-    tracing::info!(database = database.unwrap_or("*"), "PAUSE: waiting for servers to come back");
+    tracing::info!(
+        database = database.unwrap_or("*"),
+        "PAUSE: waiting for servers to come back"
+    );
     let mut shutdown = ctx.shared.shutdown.subscribe();
     loop {
         let lent: usize = ctx

@@ -132,7 +132,11 @@ async fn answer(
     ctx: &ClientContext,
     may_change: bool,
 ) -> Result<Vec<u8>, (&'static str, String)> {
-    let words: Vec<&str> = sql.trim().trim_end_matches(';').split_whitespace().collect();
+    let words: Vec<&str> = sql
+        .trim()
+        .trim_end_matches(';')
+        .split_whitespace()
+        .collect();
     let keyword = |i: usize| words.get(i).map(|w| w.to_ascii_uppercase());
     let (first, second) = (keyword(0), keyword(1));
     let syntax = |text: String| ("42601", text);

@@ -381,4 +381,3 @@ pub(super) fn stats(ctx: &ClientContext) -> Table {
         rows,
     }
 }
-

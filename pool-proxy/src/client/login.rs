@@ -19,11 +19,11 @@ use crate::admin;
 use crate::auth::{ClientAuth, Step};
 use crate::config::ClientTlsMode;
 use crate::protocol::backend::{error_response, write_message};
-use crate::registry::ClientFacts;
 use crate::protocol::frame::{
     Framer, StartupFramer, StartupPacket, DEFAULT_MAX_STARTUP_LEN, PROTOCOL_3_0,
 };
 use crate::proxy::{ClientSlot, Shared, NOT_ACCEPTING};
+use crate::registry::ClientFacts;
 use crate::routes::Route;
 
 /// A client's byte stream: TCP, or TLS over it.
