@@ -64,6 +64,9 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     )
 }
 
+/// A counter family read from a route's totals: its name, its help, its value.
+type Counter = (&'static str, &'static str, fn(&crate::stats::Totals) -> f64);
+
 /// The whole scrape.
 pub(crate) fn render(shared: &Shared) -> String {
     let mut text = Exposition::default();
@@ -173,7 +176,7 @@ pub(crate) fn render(shared: &Shared) -> String {
     }
 
     let totals: Vec<_> = routes.iter().map(|r| (r, r.stats.totals())).collect();
-    let counters: [(&str, &str, fn(&crate::stats::Totals) -> f64); 6] = [
+    let counters: [Counter; 6] = [
         (
             "pool_proxy_transactions_total",
             "Transactions finished (SHOW STATS' total_xact_count).",
