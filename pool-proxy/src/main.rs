@@ -51,6 +51,9 @@ fn main() -> ExitCode {
         };
         // Scripts and tests read the address (the port may be 0: any free one).
         println!("listening on {}", proxy.local_addr());
+        if let Some(addr) = proxy.metrics_addr() {
+            println!("metrics on http://{addr}/metrics");
+        }
         let handle = proxy.handle();
         tokio::spawn(async move {
             wait_for_signal().await;

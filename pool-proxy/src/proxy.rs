@@ -22,6 +22,8 @@ use tokio::task::JoinSet;
 use crate::cancel::CancelKeys;
 use crate::clock::Clock;
 use crate::config::ProxyConfig;
+use crate::pause::Pauses;
+use crate::registry::Registry;
 use crate::routes::Routes;
 
 /// What a client let go by a shutdown is told, with SQLSTATE 57P01 (PostgreSQL's own for
@@ -45,8 +47,12 @@ pub(crate) type ClientSlot = OwnedSemaphorePermit;
 
 /// What every client task shares.
 pub(crate) struct Shared {
-    pub config: Arc<ProxyConfig>,
+    /// The routes, and the configuration in force ([`Shared::config`]).
     pub routes: Routes,
+    /// Live clients and servers (SHOW CLIENTS, SHOW SERVERS).
+    pub registry: Arc<Registry>,
+    /// PAUSE and RESUME.
+    pub pauses: Arc<Pauses>,
     pub cancel_keys: Arc<CancelKeys>,
     pub clock: Clock,
     /// `true` once shutting down.
@@ -62,6 +68,11 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The configuration in force: the one loaded at start, or the last RELOAD's.
+    pub fn config(&self) -> Arc<ProxyConfig> {
+        self.routes.config()
+    }
+
     pub fn next_client_id(&self) -> u64 {
         self.next_client.fetch_add(1, Relaxed) + 1
     }
@@ -73,6 +84,7 @@ pub enum StartError {
     Bind(SocketAddr, std::io::Error),
     Address(String),
     Tls(String),
+    Metrics(String),
 }
 
 impl std::fmt::Display for StartError {
@@ -81,6 +93,7 @@ impl std::fmt::Display for StartError {
             StartError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
             StartError::Address(text) => write!(f, "listen_addr: {text}"),
             StartError::Tls(text) => write!(f, "client TLS: {text}"),
+            StartError::Metrics(text) => write!(f, "metrics_addr: {text}"),
         }
     }
 }
@@ -91,6 +104,8 @@ impl std::error::Error for StartError {}
 pub struct Proxy {
     shared: Arc<Shared>,
     listener: TcpListener,
+    /// The metrics endpoint's socket (`metrics_addr`), if set.
+    metrics: Option<TcpListener>,
 }
 
 /// Asks a running proxy to shut down.
@@ -122,10 +137,19 @@ impl Proxy {
             )),
             _ => None,
         };
-        let config = Arc::new(config);
+        let metrics = match config.metrics_addr.trim() {
+            "" => None,
+            addr => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| StartError::Metrics(format!("cannot listen on {addr:?}: {e}")))?,
+            ),
+        };
+        let registry = Arc::new(Registry::default());
         let shared = Arc::new(Shared {
-            routes: Routes::new(config.clone()),
-            config,
+            routes: Routes::new(Arc::new(config), registry.clone()),
+            registry,
+            pauses: Arc::default(),
             cancel_keys: Arc::new(CancelKeys::default()),
             clock: Clock::start(),
             shutdown: watch::Sender::new(false),
@@ -134,13 +158,22 @@ impl Proxy {
             salt_key: rand::random(),
             next_client: AtomicU64::new(0),
         });
-        Ok(Proxy { shared, listener })
+        Ok(Proxy {
+            shared,
+            listener,
+            metrics,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.listener
             .local_addr()
             .expect("a bound listener has an address")
+    }
+
+    /// Where `/metrics` and `/health` are served, when `metrics_addr` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn handle(&self) -> ProxyHandle {
@@ -151,8 +184,19 @@ impl Proxy {
 
     /// Serves clients until shut down, then drains them (see the module documentation).
     pub async fn run(self) {
-        let Proxy { shared, listener } = self;
-        let config = shared.config.clone();
+        let Proxy {
+            shared,
+            listener,
+            metrics,
+        } = self;
+        // The endpoint answers through the drain (`/health` says 503), until the end.
+        let (stopped, stop) = tokio::sync::oneshot::channel::<()>();
+        let metrics = metrics.map(|metrics| {
+            tokio::spawn(crate::metrics::serve(metrics, shared.clone(), async {
+                let _ = stop.await;
+            }))
+        });
+        let config = shared.config();
         let slots = Arc::new(Semaphore::new(config.max_client_conn));
         let mut shutdown = shared.shutdown.subscribe();
         let mut clients = JoinSet::new();
@@ -176,9 +220,11 @@ impl Proxy {
             while clients.try_join_next().is_some() {}
         }
         drop(listener);
-        tracing::info!(clients = clients.len(), timeout = ?config.shutdown_timeout,
+        // The shutdown_timeout in force now (a RELOAD may have changed it).
+        let shutdown_timeout = shared.config().shutdown_timeout;
+        tracing::info!(clients = clients.len(), timeout = ?shutdown_timeout,
             "shutting down: draining clients");
-        let deadline = tokio::time::Instant::now() + config.shutdown_timeout;
+        let deadline = tokio::time::Instant::now() + shutdown_timeout;
         loop {
             tokio::select! {
                 next = clients.join_next() => if next.is_none() { break },
@@ -195,6 +241,10 @@ impl Proxy {
         }
         for route in shared.routes.all() {
             route.pool.close(Duration::from_secs(5)).await;
+        }
+        let _ = stopped.send(());
+        if let Some(metrics) = metrics {
+            let _ = metrics.await;
         }
         tracing::info!("pool-proxy stopped");
     }

@@ -21,6 +21,8 @@ pub struct RouteStats {
     waiting: Mutex<HashMap<u64, Instant>>,
     pins: AtomicU64,
     refusals: AtomicU64,
+    /// How long each grant waited (the metrics endpoint's histogram).
+    pub wait_histogram: WaitHistogram,
     errors: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -77,10 +79,16 @@ impl RouteStats {
             .remove(&client)
             .is_some();
         if let (true, Some(waited)) = (was_waiting, waited) {
+            self.wait_histogram.observe(waited);
             let mut totals = self.totals.lock().unwrap_or_else(PoisonError::into_inner);
             totals.waits += 1;
             totals.wait_time += waited;
         }
+    }
+
+    /// A server was lent at once, without a wait.
+    pub fn granted_at_once(&self) {
+        self.wait_histogram.observe(Duration::ZERO);
     }
 
     /// Clients waiting now, and the longest wait so far.
@@ -126,5 +134,69 @@ impl RouteStats {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+}
+
+/// The upper bounds (seconds) of the wait histogram's buckets: from an idle server at once
+/// (well under a millisecond) to PgBouncer's default `query_wait_timeout` (120 s).
+pub const WAIT_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 120.0,
+];
+
+/// A histogram of waits for a server, in atomics (one increment per grant, no lock).
+#[derive(Debug, Default)]
+pub struct WaitHistogram {
+    /// Grants that waited at most each bound (not cumulative; the last: above all).
+    buckets: [AtomicU64; WAIT_BUCKETS.len() + 1],
+    sum_nanos: AtomicU64,
+}
+
+impl WaitHistogram {
+    pub fn observe(&self, waited: Duration) {
+        let seconds = waited.as_secs_f64();
+        let bucket = WAIT_BUCKETS
+            .iter()
+            .position(|&bound| seconds <= bound)
+            .unwrap_or(WAIT_BUCKETS.len());
+        self.buckets[bucket].fetch_add(1, Relaxed);
+        let nanos = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_nanos.fetch_add(nanos, Relaxed);
+    }
+
+    /// Cumulative counts per bound (Prometheus's `le` buckets, `+Inf` last), and the sum
+    /// of the waits.
+    pub fn snapshot(&self) -> (Vec<u64>, Duration) {
+        let mut total = 0;
+        let cumulative = self
+            .buckets
+            .iter()
+            .map(|count| {
+                total += count.load(Relaxed);
+                total
+            })
+            .collect();
+        (
+            cumulative,
+            Duration::from_nanos(self.sum_nanos.load(Relaxed)),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wait_histogram_is_cumulative_by_bound() {
+        let histogram = WaitHistogram::default();
+        histogram.observe(Duration::ZERO);
+        histogram.observe(Duration::from_millis(3));
+        histogram.observe(Duration::from_secs(500));
+        let (buckets, sum) = histogram.snapshot();
+        assert_eq!(buckets.len(), WAIT_BUCKETS.len() + 1);
+        assert_eq!(&buckets[..3], &[1, 1, 2]);
+        assert_eq!(buckets[WAIT_BUCKETS.len() - 1], 2);
+        assert_eq!(buckets[WAIT_BUCKETS.len()], 3);
+        assert_eq!(sum, Duration::from_millis(500_003));
     }
 }

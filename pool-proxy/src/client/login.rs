@@ -23,6 +23,7 @@ use crate::protocol::frame::{
     Framer, StartupFramer, StartupPacket, DEFAULT_MAX_STARTUP_LEN, PROTOCOL_3_0,
 };
 use crate::proxy::{ClientSlot, Shared, NOT_ACCEPTING};
+use crate::registry::ClientFacts;
 use crate::routes::Route;
 
 /// A client's byte stream: TCP, or TLS over it.
@@ -35,6 +36,13 @@ pub const ADMIN_DATABASE: &str = "pgbouncer";
 
 /// The client went away, or was told why not and let go.
 struct Gone;
+
+/// What the registry lists about a logged-in client besides its route.
+struct Facts {
+    database: String,
+    application_name: String,
+    tls: bool,
+}
 
 /// Where a logged-in client goes.
 enum Destination {
@@ -51,11 +59,12 @@ pub(crate) async fn serve(
     slot: Option<ClientSlot>,
 ) {
     let _ = socket.set_nodelay(true);
+    let local = socket.local_addr().ok();
     let id = shared.next_client_id();
     // No timeout (0) is a deadline a century away.
     let deadline = Instant::now()
         + shared
-            .config
+            .config()
             .client_login_timeout
             .unwrap_or(Duration::from_secs(100 * 365 * 24 * 3600));
     let mut stream: ClientStream = Box::new(socket);
@@ -66,7 +75,7 @@ pub(crate) async fn serve(
         logged_in = login(&mut stream, &shared, slot.is_some(), deadline, id, peer) => Some(logged_in),
         _ = shutdown.wait_for(|down| *down) => None,
     };
-    let (user, destination, hello, early) = match logged_in {
+    let (user, facts, destination, hello, early) = match logged_in {
         Some(Ok(logged_in)) => logged_in,
         // Told why (or gone) already.
         Some(Err(Gone)) => return,
@@ -76,10 +85,20 @@ pub(crate) async fn serve(
         }
     };
     let ticket = shared.cancel_keys.issue();
+    let client = shared.registry.register_client(ClientFacts {
+        id,
+        database: facts.database,
+        user: user.clone(),
+        peer,
+        local,
+        application_name: facts.application_name,
+        tls: facts.tls,
+    });
     let ctx = ClientContext {
         id,
         shared: shared.clone(),
         ticket,
+        client,
     };
     let mut hello = hello;
     let (key_pid, key_secret) = ctx.ticket.key();
@@ -110,8 +129,8 @@ async fn login(
     deadline: Instant,
     id: u64,
     peer: SocketAddr,
-) -> Result<(String, Destination, Vec<u8>, Vec<u8>), Gone> {
-    let config = &shared.config;
+) -> Result<(String, Facts, Destination, Vec<u8>, Vec<u8>), Gone> {
+    let config = &*shared.config();
     let mut buf = vec![0u8; 8192];
     let mut startup = StartupFramer::new(DEFAULT_MAX_STARTUP_LEN);
     let mut encrypted = false;
@@ -262,6 +281,11 @@ async fn login(
 
     // Where the client goes.
     let early = framer.into_remaining();
+    let facts = Facts {
+        database: database.clone(),
+        application_name: param("application_name").unwrap_or_default(),
+        tls: encrypted,
+    };
     if database == ADMIN_DATABASE {
         let admin = config.admin_users.contains(&user);
         if !admin && !config.stats_users.contains(&user) {
@@ -275,7 +299,13 @@ async fn login(
             &admin::parameters(),
             &ServerSettings::new(),
         ));
-        return Ok((user, Destination::Admin { may_change: admin }, hello, early));
+        return Ok((
+            user,
+            facts,
+            Destination::Admin { may_change: admin },
+            hello,
+            early,
+        ));
     }
     let route = match shared.routes.route(&database, &user) {
         Ok(route) => route,
@@ -295,7 +325,7 @@ async fn login(
     };
     let wanted = params::wanted(defaults, &startup_params);
     hello.extend_from_slice(&params::replay(defaults, &wanted));
-    Ok((user, Destination::Route(route, wanted), hello, early))
+    Ok((user, facts, Destination::Route(route, wanted), hello, early))
 }
 
 async fn read(

@@ -13,6 +13,7 @@ use pool_tokio::PoolError;
 
 use crate::cancel::CancelTicket;
 use crate::proxy::Shared;
+use crate::registry::ClientRegistration;
 use crate::server::ServerError;
 
 pub(crate) use login::{serve, ClientStream};
@@ -23,6 +24,8 @@ pub(crate) struct ClientContext {
     pub id: u64,
     pub shared: Arc<Shared>,
     pub ticket: CancelTicket,
+    /// Its entry in the registry (SHOW CLIENTS), removed when it goes.
+    pub client: ClientRegistration,
 }
 
 /// What a client is told when the pool lends it no server: a SQLSTATE and a message.

@@ -22,13 +22,13 @@ use crate::client::ClientContext;
 use crate::protocol::backend::error_response;
 use crate::proxy::{CUT_OFF, SHUTTING_DOWN};
 use crate::routes::Route;
-use crate::server::{ServerError, ServerManager};
+use crate::server::ServerError;
 use crate::session::{Action, ClientSession, Counters, Input, Release, ServerId};
 
 /// Stop reading a side while this much is still to be written to the other.
 const BUFFER_LIMIT: usize = 256 * 1024;
 
-type Lease = pool_tokio::PooledConnection<ServerManager>;
+use crate::routes::Lease;
 type Acquire = Pin<
     Box<
         dyn Future<Output = Result<Lease, pool_tokio::PoolError<crate::server::ServerError>>>
@@ -84,7 +84,7 @@ pub(crate) async fn relay<R, W>(
     W: AsyncWrite + Unpin,
 {
     let clock = ctx.shared.clock;
-    let mut session = ClientSession::new(route.session_config.clone());
+    let mut session = ClientSession::new(route.session_config());
     let mut held: Option<Held> = None;
     let mut acquire: Option<(Acquire, tokio::time::Instant)> = None;
     let mut next_id = 0u64;
@@ -112,17 +112,23 @@ pub(crate) async fn relay<R, W>(
                     to_server.extend_from_slice(&bytes);
                 }
                 Action::RequestServer => {
-                    // The fast path: an idle server now, without a task or a timer.
-                    if let Some(lease) = route.pool.try_get() {
+                    // The fast path: an idle server now, without a task or a timer (unless
+                    // the database is paused: then the request waits for RESUME).
+                    let paused = ctx.shared.pauses.is_paused(&route.database);
+                    if let Some(lease) = route.pool.try_get().filter(|_| !paused) {
+                        route.stats.granted_at_once();
                         held = take(&mut session, lease, wanted, ctx, &mut next_id).await;
                     } else {
                         route.stats.wait_started(ctx.id, clock.now());
-                        acquire = Some((Box::pin(route.pool.get()), tokio::time::Instant::now()));
+                        ctx.client.entry().waiting(clock.now());
+                        let acquire_one = route.acquire(ctx.shared.pauses.clone());
+                        acquire = Some((Box::pin(acquire_one), tokio::time::Instant::now()));
                     }
                 }
                 Action::WithdrawServerRequest => {
                     acquire = None;
                     route.stats.wait_ended(ctx.id, None);
+                    ctx.client.entry().idle();
                 }
                 Action::ReleaseServer(id, release, statements) => {
                     let Some(mut server) = held.take() else {
@@ -149,11 +155,13 @@ pub(crate) async fn relay<R, W>(
                     if release != Release::Clean {
                         lease.pending = Some(release);
                     }
+                    released(&server.lease, ctx);
                     server.release();
                 }
                 Action::CloseServer(id, why) => {
                     if let Some(server) = held.take() {
                         debug_assert_eq!(server.id, id);
+                        released(&server.lease, ctx);
                         ctx.ticket.set(None);
                         tracing::info!(client = ctx.id, reason = %why, "closing a server connection");
                         to_server.clear();
@@ -188,6 +196,7 @@ pub(crate) async fn relay<R, W>(
             // and idle) is told and let go; one inside a transaction is left to finish it.
             acquire = None;
             route.stats.wait_ended(ctx.id, None);
+            ctx.client.entry().idle();
             to_client.extend(error_response("FATAL", "57P01", SHUTTING_DOWN));
             let _ = session.handle(clock.now(), Input::ClientClosed);
             continue;
@@ -237,7 +246,9 @@ pub(crate) async fn relay<R, W>(
             Event::Server(Ok(0)) | Event::Server(Err(_)) | Event::WroteServer(Err(_)) => {
                 // The session answers by telling the client; the server is closed.
                 let _ = session.handle(now, Input::ServerLost);
-                held = None;
+                if let Some(server) = held.take() {
+                    released(&server.lease, ctx);
+                }
                 ctx.ticket.set(None);
                 to_server.clear();
             }
@@ -263,6 +274,7 @@ pub(crate) async fn relay<R, W>(
                 match *result {
                     Ok(lease) => held = take(&mut session, lease, wanted, ctx, &mut next_id).await,
                     Err(error) => {
+                        ctx.client.entry().idle();
                         let (sqlstate, message) = crate::client::unavailable(&error);
                         route.stats.error(&sqlstate);
                         let _ = session.handle(
@@ -330,6 +342,7 @@ async fn take(
             }
         };
         drop(lease);
+        ctx.client.entry().idle();
         let _ = session.handle(
             clock.now(),
             Input::ServerUnavailable {
@@ -341,6 +354,12 @@ async fn take(
     }
     *next_id += 1;
     let id = ServerId(*next_id);
+    // The registry's link both ways (SHOW CLIENTS, SHOW SERVERS): two atomic stores each.
+    let server = Route::server_entry(&lease).map_or(0, |registration| {
+        registration.entry().lent(ctx.id);
+        registration.entry().id
+    });
+    ctx.client.entry().active(server);
     ctx.ticket.set(Some((lease.cancel_addr.clone(), lease.key)));
     let statements = std::mem::take(&mut lease.statements);
     let _ = session.handle(clock.now(), Input::ServerGranted(id, statements));
@@ -349,6 +368,14 @@ async fn take(
         lease,
         released: false,
     })
+}
+
+/// The registry's record of a server going back (or being closed): neither side linked.
+fn released(lease: &Lease, ctx: &ClientContext) {
+    if let Some(registration) = Route::server_entry(lease) {
+        registration.entry().returned();
+    }
+    ctx.client.entry().idle();
 }
 
 /// Adds what the session did since the last report to the route's statistics: once per

@@ -37,7 +37,7 @@ use std::path::PathBuf;
 
 pub use databases::{DatabaseConfig, DatabaseUrl};
 pub use error::{ConfigError, Origin};
-pub use settings::{ClientTlsMode, ProxyConfig, SettingInfo, SETTINGS};
+pub use settings::{ClientTlsMode, ProxyConfig, SettingInfo, NEEDS_RESTART, SETTINGS};
 pub use validate::{MAX_PACKET_SIZE, MIN_PACKET_SIZE};
 
 use crate::session::SessionConfig;
@@ -61,9 +61,59 @@ pub fn load(
     load_invocation(args, env).map(|invocation| invocation.config)
 }
 
+/// Where a configuration was loaded from: the command line and the environment variables
+/// it read (names and values), so that RELOAD reads the file (and the users file) again
+/// with the same flags and variables. `Debug` shows the variables' names only: a value may
+/// be a password (`${VAR}` in a URL or the users file).
+#[derive(Clone, Default)]
+pub struct ConfigSource {
+    args: Vec<OsString>,
+    env: BTreeMap<String, Option<String>>,
+}
+
+impl std::fmt::Debug for ConfigSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigSource")
+            .field("args", &self.args.len())
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl ConfigSource {
+    /// Loads the configuration again, as it was loaded: the same flags, the variables as
+    /// they were read then (a variable not read then, e.g. a new `${VAR}` in the file,
+    /// from the process's environment now), the files as they are now.
+    pub fn reload(&self) -> Result<ProxyConfig, ConfigError> {
+        load(self.args.clone(), &|name| match self.env.get(name) {
+            Some(value) => value.clone(),
+            None => std::env::var(name).ok(),
+        })
+    }
+}
+
 /// [`load`], also saying whether `--check-config` was given.
 pub fn load_invocation(
     args: impl IntoIterator<Item = OsString>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Invocation, ConfigError> {
+    let args: Vec<OsString> = args.into_iter().collect();
+    let read = std::cell::RefCell::new(BTreeMap::new());
+    let recording = |name: &str| {
+        let value = env(name);
+        read.borrow_mut().insert(name.to_owned(), value.clone());
+        value
+    };
+    let mut invocation = load_recorded(args.clone(), &recording)?;
+    invocation.config.source = ConfigSource {
+        args,
+        env: read.into_inner(),
+    };
+    Ok(invocation)
+}
+
+fn load_recorded(
+    args: Vec<OsString>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Invocation, ConfigError> {
     let command_line = cli::parse(args)?;

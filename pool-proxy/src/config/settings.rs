@@ -138,6 +138,12 @@ macro_rules! proxy_settings {
             /// are disconnected. 30 s: Kubernetes' default grace period, so the proxy is
             /// done before it would be killed.
             shutdown_timeout: Duration = secs(30),
+            /// Where to serve Prometheus metrics (`/metrics`) and a health check
+            /// (`/health`) over HTTP: `host:port`, e.g. `127.0.0.1:9127`; empty = off. Off
+            /// by default: an HTTP port is one more thing to expose, and the admin console
+            /// already answers SHOW STATS. Use a loopback or private address: the metrics
+            /// name databases and users, and nothing authenticates a scrape.
+            metrics_addr: String = String::new(),
         }
     };
 }
@@ -175,7 +181,33 @@ impl SettingInfo {
     pub fn env(&self) -> String {
         format!("POOL_PROXY_{}", self.name.to_ascii_uppercase())
     }
+
+    /// Whether a RELOAD changes it for the running proxy (else only a restart does; see
+    /// [`NEEDS_RESTART`]).
+    pub fn reloadable(&self) -> bool {
+        !NEEDS_RESTART.contains(&self.name)
+    }
 }
+
+/// The settings a RELOAD cannot put in force, and why: the socket, the client limit and
+/// TLS are set up when the proxy binds; the server-side timeouts and `min_pool_size` are
+/// held by each pool's core, which can change only its size while running (a pool
+/// created after the RELOAD, for a new database or user, gets the new values). RELOAD
+/// names each one that changed, in the log and in a NOTICE.
+pub const NEEDS_RESTART: &[&str] = &[
+    "listen_addr",
+    "listen_port",
+    "max_client_conn",
+    "client_tls_sslmode",
+    "client_tls_cert_file",
+    "client_tls_key_file",
+    "metrics_addr",
+    "min_pool_size",
+    "server_idle_timeout",
+    "server_lifetime",
+    "server_check_delay",
+    "server_connect_timeout",
+];
 
 /// A setting's value as text (a flag, a variable) or TOML (the file).
 pub(crate) enum Raw<'a> {
@@ -205,6 +237,8 @@ macro_rules! define_settings {
             pub databases: std::collections::BTreeMap<String, super::DatabaseConfig>,
             /// The users from `auth_file`, by name.
             pub users: std::collections::BTreeMap<String, crate::auth::Secret>,
+            /// Where it was loaded from, so RELOAD can load it again the same way.
+            pub source: super::ConfigSource,
         }
 
         /// Every setting, in the list's order.
@@ -276,9 +310,20 @@ macro_rules! define_settings {
                     $($name: $name.0,)*
                     databases: Default::default(),
                     users: Default::default(),
+                    source: Default::default(),
                 };
                 let origins = Origins { $($name: $name.1,)* };
                 (config, origins)
+            }
+
+            /// Sets the setting `name` back to its value in `from` (RELOAD keeps what it
+            /// cannot change); `false` if no setting has that name.
+            pub(crate) fn keep_setting(&mut self, from: &ProxyConfig, name: &str) -> bool {
+                match name {
+                    $(stringify!($name) => self.$name = from.$name.clone(),)*
+                    _ => return false,
+                }
+                true
             }
 
             /// The settings as `SHOW CONFIG` lists them, in the list's order, each shown as
@@ -450,7 +495,10 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), SETTINGS.len());
-        assert_eq!(SETTINGS.len(), 27);
+        assert_eq!(SETTINGS.len(), 28);
+        for name in NEEDS_RESTART {
+            assert!(setting(name).is_some(), "{name} is not a setting");
+        }
         for name in PGBOUNCER_ONLY {
             assert!(setting(name).is_none(), "{name} is a setting now");
         }

@@ -246,6 +246,17 @@ pub fn write_message(out: &mut Vec<u8>, tag: u8, body: &[u8]) {
 
 /// Writes an ErrorResponse from the proxy itself: severity, SQLSTATE and message.
 pub fn error_response(severity: &str, sqlstate: &str, message: &str) -> Vec<u8> {
+    report(b'E', severity, sqlstate, message)
+}
+
+/// Writes a NoticeResponse from the proxy itself (severity `NOTICE`): what the admin
+/// console's RELOAD says it could not apply.
+pub fn notice_response(sqlstate: &str, message: &str) -> Vec<u8> {
+    report(b'N', "NOTICE", sqlstate, message)
+}
+
+/// An ErrorResponse or NoticeResponse: the same fields.
+fn report(tag: u8, severity: &str, sqlstate: &str, message: &str) -> Vec<u8> {
     let mut body = Vec::new();
     for (code, value) in [
         (b'S', severity),
@@ -261,7 +272,7 @@ pub fn error_response(severity: &str, sqlstate: &str, message: &str) -> Vec<u8> 
     }
     body.push(0);
     let mut msg = Vec::new();
-    write_message(&mut msg, b'E', &body);
+    write_message(&mut msg, tag, &body);
     msg
 }
 

@@ -46,6 +46,8 @@ impl Setup {
 pub struct TestProxy {
     pub cluster: PgCluster,
     pub addr: SocketAddr,
+    /// Where `/metrics` and `/health` answer, when the setup set `metrics_addr`.
+    pub metrics: Option<SocketAddr>,
     pub dir: tempfile::TempDir,
     handle: ProxyHandle,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -87,11 +89,13 @@ impl TestProxy {
         .expect("the test configuration loads");
         let proxy = Proxy::bind(config).await.expect("the proxy binds");
         let addr = proxy.local_addr();
+        let metrics = proxy.metrics_addr();
         let handle = proxy.handle();
         let task = Some(tokio::spawn(proxy.run()));
         TestProxy {
             cluster,
             addr,
+            metrics,
             dir,
             handle,
             task,
@@ -187,6 +191,22 @@ impl TestProxy {
             ))
             .await
             .expect("pg_stat_activity")
+    }
+
+    /// Waits (at most `within`) for the proxy to stop by itself (e.g. after the console's
+    /// SHUTDOWN); whether it did.
+    pub async fn stopped(&mut self, within: std::time::Duration) -> bool {
+        let Some(task) = self.task.as_mut() else {
+            return true;
+        };
+        match tokio::time::timeout(within, task).await {
+            Ok(result) => {
+                result.expect("the proxy task ends cleanly");
+                self.task = None;
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     /// Shuts the proxy down (SIGTERM's path) and waits for it to finish draining.
