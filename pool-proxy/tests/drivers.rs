@@ -57,8 +57,11 @@ async fn conformance(driver: Driver) {
     through.assert_passed("through the proxy");
     let transactions = xact_count(&proxy).await;
     eprintln!(
-        "{}: {peaks:?}, {transactions} transactions through the proxy, pinned clients: {:?}",
+        "{}: {:?} direct, {:?} through the proxy: {peaks:?}, {transactions} transactions, \
+         pinned clients: {:?}",
         driver.name,
+        direct.took,
+        through.took,
         pinned_clients(&proxy).await
     );
 
@@ -194,6 +197,7 @@ impl Driver {
 struct Run {
     name: &'static str,
     status: ExitStatus,
+    took: Duration,
     transcript: String,
     stderr: String,
 }
@@ -210,7 +214,8 @@ impl Run {
             .stderr(file(&err))
             .spawn()
             .unwrap_or_else(|e| panic!("{name}: the script does not start: {e}"));
-        let deadline = Instant::now() + SCRIPT_DEADLINE;
+        let started = Instant::now();
+        let deadline = started + SCRIPT_DEADLINE;
         let status = loop {
             if let Some(status) = child.try_wait().expect("the script's status") {
                 break status;
@@ -228,6 +233,7 @@ impl Run {
         Run {
             name,
             status,
+            took: started.elapsed(),
             transcript: read(&out),
             stderr: read(&err),
         }
