@@ -7,9 +7,8 @@
 //! servers among the 50 clients: never more servers, never fewer clients at once.
 //!
 //! Prepared statements: the scripts prepare named statements (psycopg `prepare=True`,
-//! node-postgres `{ name, text, values }`), which today pin each such client to its
-//! server; [`pinned_clients`] is where the test reads pins once the admin console shows
-//! them.
+//! node-postgres `{ name, text, values }`) and reuse them across transactions; the proxy
+//! tracks them (`max_prepared_statements`), so no client is pinned ([`pinned_clients`]).
 
 mod common;
 
@@ -46,7 +45,8 @@ async fn conformance(driver: Driver) {
         pg,
         ..Setup::default()
     }
-    .settings(&format!("default_pool_size = {POOL_SIZE}"));
+    .settings(&format!("default_pool_size = {POOL_SIZE}"))
+    .settings("metrics_addr = \"127.0.0.1:0\"");
     let proxy = TestProxy::start(setup).await;
 
     let direct = driver.run(proxy.cluster.port()).await;
@@ -63,6 +63,11 @@ async fn conformance(driver: Driver) {
         direct.took,
         through.took,
         pinned_clients(&proxy).await
+    );
+    assert_eq!(
+        pinned_clients(&proxy).await,
+        0.0,
+        "named statements are tracked across servers, not pinned"
     );
 
     assert_same_transcript(driver.name, &direct.transcript, &through.transcript);
@@ -312,21 +317,9 @@ async fn xact_count(proxy: &TestProxy) -> u64 {
         .expect("total_xact_count is a count")
 }
 
-/// The admin console column counting clients pinned to their servers, read by
-/// [`pinned_clients`]. pool-proxy does not show it yet (the route's pins are counted in
-/// `stats::RouteStats::pins` but in no `SHOW` table).
-const PINNED_COLUMN: &str = "total_pinned";
-
-/// Clients the proxy has pinned to their servers on `pool_test`, once `SHOW STATS` has a
-/// [`PINNED_COLUMN`]; `None` until then. Every run through the proxy pins its
-/// prepared-statement client today (a named Parse); with prepared statements tracked
-/// without pinning, `conformance` can assert `Some(0)` here.
-async fn pinned_clients(proxy: &TestProxy) -> Option<u64> {
-    proxy
-        .stats_of("pool_test")
-        .await
-        .get(PINNED_COLUMN)
-        .map(|pins| pins.parse().expect("a count of pins"))
+/// Clients the proxy pinned to their servers on `pool_test` (its `/metrics`).
+async fn pinned_clients(proxy: &TestProxy) -> f64 {
+    common::metric(proxy, "pool_proxy_pins_total", &[("database", "pool_test")]).await
 }
 
 /// The workspace's root, where `scripts/install-deps.sh` puts the drivers.

@@ -7,12 +7,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{columns, connect, rows, sqlstate, value, Setup, TestProxy, ADMIN, STATS};
+use common::{
+    columns, connect, get, rows, sample, sqlstate, value, Setup, TestProxy, ADMIN, STATS,
+};
 use pool_proxy::config::SETTINGS;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_postgres::Client;
 
 /// PgBouncer 1.18's SHOW CLIENTS and SHOW SERVERS columns.
@@ -519,42 +519,6 @@ async fn shutdown_command_drains_like_sigterm() {
         proxy.stopped(Duration::from_secs(10)).await,
         "the proxy did not stop"
     );
-}
-
-/// A GET over plain HTTP/1.1: the status code and the body.
-async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    socket.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    socket.read_to_string(&mut response).await.unwrap();
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("not HTTP: {response:?}"));
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
-
-/// One sample's value from a parsed scrape, by name and labels.
-fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let found = scrape
-        .samples
-        .iter()
-        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)));
-    match found.map(|s| &s.value) {
-        Some(prometheus_parse::Value::Counter(v))
-        | Some(prometheus_parse::Value::Gauge(v))
-        | Some(prometheus_parse::Value::Untyped(v)) => *v,
-        Some(prometheus_parse::Value::Histogram(buckets)) => {
-            buckets.last().map_or(0.0, |b| b.count)
-        }
-        other => panic!("{name}{labels:?}: {other:?}"),
-    }
 }
 
 /// `/metrics` parses as Prometheus text and counts what was done: at least the

@@ -328,3 +328,52 @@ pub async fn value(client: &Client, sql: &str) -> String {
     assert_eq!(rows[0].len(), 1, "{sql}: {rows:?}");
     rows[0].values().next().unwrap().clone()
 }
+
+/// A GET over plain HTTP/1.1: the status code and the body.
+pub async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    socket.read_to_string(&mut response).await.unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not HTTP: {response:?}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// One sample's value from a parsed scrape, by name and labels.
+pub fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let found = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)));
+    match found.map(|s| &s.value) {
+        Some(prometheus_parse::Value::Counter(v))
+        | Some(prometheus_parse::Value::Gauge(v))
+        | Some(prometheus_parse::Value::Untyped(v)) => *v,
+        Some(prometheus_parse::Value::Histogram(buckets)) => {
+            buckets.last().map_or(0.0, |b| b.count)
+        }
+        other => panic!("{name}{labels:?}: {other:?}"),
+    }
+}
+
+/// A sample of the proxy's `/metrics` (it must have been started with `metrics_addr`).
+pub async fn metric(proxy: &TestProxy, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let addr = proxy
+        .metrics
+        .expect("the proxy serves /metrics (set metrics_addr)");
+    let (status, body) = get(addr, "/metrics").await;
+    assert_eq!(status, 200, "{body}");
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned())))
+        .expect("Prometheus text");
+    sample(&scrape, name, labels)
+}
