@@ -112,13 +112,15 @@ impl Cell {
     }
 
     /// Seconds added to `-T` for the clients' logins, which pgbench's duration includes
-    /// (without `-C`, every client logs in before its first transaction): one per 100
-    /// clients, so that `-c 500` still has most of its run left on a busy machine.
+    /// (without `-C`, every client logs in before its first transaction): at `-c 500`, one
+    /// per 25 clients, the login rate of a busy day here (each login is a SCRAM proof of
+    /// ~3 ms of pgbench CPU, and a fork or a pooler's verification); smaller cells log in
+    /// within a second or two of their 15.
     fn login_allowance(self) -> u64 {
-        if self.connect_each {
+        if self.connect_each || self.clients <= 100 {
             0
         } else {
-            u64::from(self.clients / 100)
+            u64::from(self.clients / 25)
         }
     }
 
@@ -607,7 +609,7 @@ fn print_rows(rows: &[Row]) {
         let (cell, o) = (row.cell, &row.outcome);
         if let Some(e) = &o.error {
             println!(
-                "| {} | {} | {e} |||||||||||||",
+                "| {} | {} | {e} ||||||||||||",
                 cell.name(),
                 row.target.name()
             );
