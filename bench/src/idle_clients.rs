@@ -97,3 +97,34 @@ pub(crate) fn measure(
         first_error,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_own_rss_is_read_and_grows_with_touched_memory() {
+        let before = vm_rss(std::process::id()).expect("VmRSS of this process");
+        assert!(before > 0);
+        let touched = std::hint::black_box(vec![1u8; 32 << 20]);
+        let after = vm_rss(std::process::id()).expect("VmRSS of this process");
+        assert!(after >= before + (16 << 20), "{before} -> {after}");
+        drop(touched);
+        assert_eq!(vm_rss(u32::MAX), None);
+    }
+
+    #[test]
+    fn memory_per_client_is_the_growth_over_the_clients_held() {
+        let m = IdleMemory {
+            connected: 4,
+            wanted: 5,
+            rss_before: 1000,
+            rss_after: 9000,
+            login_time: Duration::ZERO,
+            first_error: Some("refused".into()),
+        };
+        assert_eq!(m.per_client(), Some(2000.0));
+        let none = IdleMemory { connected: 0, ..m };
+        assert_eq!(none.per_client(), None);
+    }
+}

@@ -31,3 +31,20 @@ pub(crate) fn raise_to(want: u64) -> u64 {
     let _ = setrlimit(Resource::Nofile, soft);
     getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raising_never_lowers_and_reports_the_limit_in_force() {
+        let now = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
+        assert_eq!(raise_to(16), now, "a smaller want leaves the limit alone");
+        let raised = raise_to(now.saturating_add(1).min(4096).max(now));
+        assert!(raised >= now);
+        assert_eq!(
+            getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX),
+            raised
+        );
+    }
+}

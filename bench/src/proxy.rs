@@ -726,3 +726,73 @@ fn print_idle(rows: &[(Target, Result<IdleMemory, String>)]) {
     }
     println!();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// pgbench 15's output of `-M prepared -c 10` through PgBouncer 1.18 (transaction
+    /// mode), trimmed: four of its clients aborted, the others carried on.
+    const PREPARED_STDOUT: &str = "pgbench (15.18 (Debian 15.18-0+deb12u1))
+transaction type: <builtin: select only>
+query mode: prepared
+number of clients: 10
+number of transactions actually processed: 42726
+number of failed transactions: 0 (0.000%)
+latency average = 0.703 ms
+initial connection time = 3.938 ms
+tps = 14227.540077 (without initial connection time)
+";
+    const PREPARED_STDERR: &str = "pgbench: error: ERROR:  prepared statement \"P_0\" already exists
+pgbench: error: client 4 script 0 aborted in command 1 query 0: ERROR:  prepared statement \"P_0\" does not exist
+pgbench: error: client 1 script 0 aborted in command 1 query 0: ERROR:  prepared statement \"P_0\" does not exist
+pgbench: error: client 5 script 0 aborted in command 1 query 0: ERROR:  prepared statement \"P_0\" does not exist
+pgbench: error: client 8 script 0 aborted in command 1 query 0: ERROR:  prepared statement \"P_0\" does not exist
+pgbench: error: Run was aborted; the above results are incomplete.
+";
+
+    #[test]
+    fn aborted_clients_are_counted_once_each() {
+        assert_eq!(count_aborted(PREPARED_STDERR), 4);
+        assert_eq!(count_aborted("pgbench: error: Run was aborted\n"), 0);
+    }
+
+    #[test]
+    fn the_summary_gives_tps_transactions_and_failures() {
+        let o = parse_summary(PREPARED_STDOUT);
+        assert_eq!(o.transactions, 42726);
+        assert_eq!(o.failed, 0);
+        assert!((o.tps - 14227.54).abs() < 0.01, "{}", o.tps);
+        assert_eq!(o.connect_ms, None);
+        let with_connects = parse_summary(
+            "number of transactions actually processed: 2590\n\
+             average connection time = 4.063 ms\n\
+             tps = 221.3 (including reconnection times)\n",
+        );
+        assert_eq!(with_connects.connect_ms, Some(4.063));
+        assert_eq!(with_connects.transactions, 2590);
+    }
+
+    #[test]
+    fn only_the_largest_cell_gets_time_for_its_logins() {
+        let allowances: Vec<(String, u64)> = CELLS
+            .iter()
+            .map(|c| (c.name(), c.login_allowance()))
+            .filter(|(_, a)| *a > 0)
+            .collect();
+        assert_eq!(allowances, vec![("-c 500 -M simple".to_owned(), 20)]);
+    }
+
+    #[test]
+    fn the_login_cap_runs_through_pool_proxy_alone() {
+        let caps: Vec<Cell> = CELLS.into_iter().filter(|c| c.login_cap).collect();
+        assert_eq!(caps.len(), 1);
+        assert_eq!(caps[0].targets(), &[Target::PoolProxy]);
+        assert!(caps[0].connect_each && caps[0].clients == 1);
+        // Cell names key the rows: no two cells may share one.
+        let mut names: Vec<String> = CELLS.iter().map(|c| c.name()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), CELLS.len());
+    }
+}
