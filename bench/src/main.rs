@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! cargo run --release -p pool-bench -- [noop|postgres|queue|core|proxy|all] [--seconds N] [--rounds R]
+//!     [--extra-seconds N] [--idle-clients N]
 //! ```
 //!
 //! See docs/performance.md for what each part measures and the latest results.
@@ -11,6 +12,8 @@
 mod contenders;
 mod core_bench;
 mod cpu;
+mod idle_clients;
+mod nofile;
 mod noop;
 mod pg;
 mod proxy;
@@ -40,6 +43,11 @@ pub(crate) struct Opts {
     pub rounds: usize,
     /// Run only this no-op contender (for profiling): ours, deadpool, bb8 or floor.
     pub only: Option<contenders::Kind>,
+    /// `proxy`: seconds per cell of issue 13's rows (`-c 500`, `-M prepared`, `-C -c 50`,
+    /// the login cap), when given (`--extra-seconds`).
+    pub extra_seconds: Option<f64>,
+    /// `proxy`: idle clients held open against each pooler (`--idle-clients`).
+    pub idle_clients: Option<usize>,
 }
 
 impl Opts {
@@ -52,13 +60,16 @@ impl Opts {
 fn usage() -> ! {
     eprintln!(
         "usage: pool-bench [noop|postgres|queue|core|proxy|all] [--seconds N] [--rounds R] [--only ours|deadpool|bb8|floor]\n\
+         \x20                 [--extra-seconds N] [--idle-clients N]\n\
          \n  noop      pool-tokio vs deadpool, bb8 and a bare semaphore, no-op connection\n  \
          postgres  SELECT 1 from 64 tasks through 10 connections (starts a PostgreSQL cluster)\n  \
          queue     acquire + release with 10, 1,000 and 100,000 queued waiters; bytes per waiter\n  \
          core      events per second through the pool-core state machine alone\n  \
          proxy     pgbench -S direct, through PgBouncer and through pool-proxy (builds pool-proxy\n            \
          in release mode unless POOL_PROXY_BIN is set); 15 s per cell unless --seconds or\n            \
-         POOL_BENCH_PROXY_SECONDS says otherwise; one round\n  \
+         POOL_BENCH_PROXY_SECONDS says otherwise; one round; issue 13's rows (-c 500,\n            \
+         -M prepared, -C -c 50, login cap) --extra-seconds each (default 10); memory per\n            \
+         idle client with --idle-clients idle logins per pooler (default 5000)\n  \
          all       every part (default)\n\
          \n  --seconds N   measured time per row and contender (default 2; proxy: 15)"
     );
@@ -71,6 +82,8 @@ fn main() {
         seconds: None,
         rounds: 3,
         only: None,
+        extra_seconds: None,
+        idle_clients: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -89,6 +102,21 @@ fn main() {
                     .and_then(|s| s.parse().ok())
                     .filter(|r: &usize| *r > 0)
                     .unwrap_or_else(|| usage())
+            }
+            "--extra-seconds" => {
+                opts.extra_seconds = Some(
+                    args.next()
+                        .and_then(|s| s.parse().ok())
+                        .filter(|s: &f64| *s > 0.0)
+                        .unwrap_or_else(|| usage()),
+                )
+            }
+            "--idle-clients" => {
+                opts.idle_clients = Some(
+                    args.next()
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or_else(|| usage()),
+                )
             }
             "--only" => {
                 opts.only = Some(
