@@ -126,6 +126,16 @@ enum Op {
     Kill(u8),
     /// `resize` to `n % 12`, or above `MAX_SIZE_LIMIT` for 255.
     Resize(u8),
+    /// `reconfigure` with these `min_idle`, `max_connecting`, idle timeout (ms, 0 =
+    /// none), connect and check timeouts (ms) and `max_size`; refused when invalid.
+    Reconfigure {
+        min_idle: u8,
+        max_connecting: u8,
+        idle_ms: u16,
+        connect_ms: u16,
+        check_ms: u16,
+        max_size: u8,
+    },
     EvictAll,
     /// `close_finished` for a closing connection: it is gone.
     CloseDone(u8),
@@ -790,6 +800,33 @@ impl Harness {
                     );
                 } else {
                     assert_eq!(self.pool.config().max_size, size);
+                }
+            }
+            Op::Reconfigure {
+                min_idle,
+                max_connecting,
+                idle_ms,
+                connect_ms,
+                check_ms,
+                max_size,
+            } => {
+                let config = pool_core::Config {
+                    min_idle: usize::from(min_idle % 6),
+                    max_connecting: usize::from(max_connecting % 4),
+                    idle_timeout: (idle_ms > 0).then(|| Duration::from_millis(idle_ms.into())),
+                    connect_timeout: Duration::from_millis(connect_ms.into()),
+                    check_timeout: Duration::from_millis(check_ms.into()),
+                    max_size: usize::from(max_size % 12),
+                    ..self.pool.config().clone()
+                };
+                let before = self.pool.status();
+                let valid = config.validate().is_ok();
+                let r = self.pool.reconfigure(now, config.clone());
+                assert_eq!(r.is_ok(), valid, "reconfigure: {r:?}");
+                if valid {
+                    assert_eq!(self.pool.config(), &config);
+                } else {
+                    assert_eq!(self.pool.status(), before, "a refused reconfigure changed the pool");
                 }
             }
             Op::EvictAll => {

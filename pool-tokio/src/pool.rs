@@ -184,6 +184,19 @@ impl<M: Manager> Pool<M> {
         Ok(())
     }
 
+    /// Change the options while running (a configuration reload), e.g.
+    /// `pool.reconfigure(Config { idle_timeout: None, ..pool.config() })`. Refused (and
+    /// nothing changes) when they are invalid, or when `acquire_timeout` changes (it is
+    /// fixed at build; `get_timeout` takes one per call). `max_size` changes as with
+    /// [`Pool::resize`]; durations apply from now on: a connect, check, reset, close or
+    /// wait under way keeps its deadline, a connection keeps the lifetime it was opened
+    /// with, idle connections are judged by the new `idle_timeout` and `min_idle` at once.
+    pub fn reconfigure(&self, config: Config) -> Result<(), ConfigError> {
+        self.shared.reconfigure(config)?;
+        tracing::info!("pool reconfigured");
+        Ok(())
+    }
+
     /// Soft-evict every connection open now, e.g. after a credential rotation or a
     /// failover: idle connections are closed at once, borrowed ones when they are
     /// returned, and ones being opened, checked or reset when that finishes, instead of

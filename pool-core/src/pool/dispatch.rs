@@ -54,10 +54,20 @@ impl<C, W> Pool<C, W> {
         self.settle_over();
     }
 
-    /// `over` only falls: to what still exceeds `max_size`.
+    /// `over` only falls: to what still exceeds the limits.
     fn settle_over(&mut self) {
-        let excess = self.conns.len().saturating_sub(self.config.max_size);
-        self.over = self.over.min(excess);
+        let over = &mut self.over;
+        over.size = over
+            .size
+            .min(self.conns.len().saturating_sub(self.config.max_size));
+        over.opening = over.opening.min(
+            self.conns
+                .opening
+                .saturating_sub(self.config.max_connecting),
+        );
+        over.waiters = over
+            .waiters
+            .min(self.waiters.len().saturating_sub(self.config.max_waiters));
     }
 
     /// Connection elision (HikariCP's lesson from its spike test): open only for demand
@@ -77,7 +87,11 @@ impl<C, W> Pool<C, W> {
             self.conns.opening + self.conns.checking + self.conns.resetting - self.conns.doomed;
         // Zero while a shrink left the pool over `max_size`.
         let room = self.config.max_size.saturating_sub(self.conns.len());
-        let slots = self.config.max_connecting - self.conns.opening;
+        // Zero while a reconfigure left more opening than `max_connecting`.
+        let slots = self
+            .config
+            .max_connecting
+            .saturating_sub(self.conns.opening);
         demand.saturating_sub(under_way).min(room).min(slots)
     }
 

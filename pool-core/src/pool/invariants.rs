@@ -110,11 +110,11 @@ impl<C, W> Pool<C, W> {
         // falling after) says by how much at most; while over, nothing is idle (shed at
         // once) and so nothing can be lent from idle.
         ensure!(
-            c.len() <= cfg.max_size + self.over,
+            c.len() <= cfg.max_size + self.over.size,
             "size {} exceeds max_size {} + over {}",
             c.len(),
             cfg.max_size,
-            self.over
+            self.over.size
         );
         ensure!(
             c.len() <= cfg.max_size || c.idle_len() == 0 || self.phase != Phase::Running,
@@ -151,16 +151,18 @@ impl<C, W> Pool<C, W> {
             c.doomed
         );
         ensure!(
-            c.opening <= cfg.max_connecting,
-            "{} opening exceeds max_connecting {}",
+            c.opening <= cfg.max_connecting + self.over.opening,
+            "{} opening exceeds max_connecting {} + over {}",
             c.opening,
-            cfg.max_connecting
+            cfg.max_connecting,
+            self.over.opening
         );
         ensure!(
-            self.waiters.len() <= cfg.max_waiters,
-            "{} waiters exceed max_waiters {}",
+            self.waiters.len() <= cfg.max_waiters + self.over.waiters,
+            "{} waiters exceed max_waiters {} + over {}",
             self.waiters.len(),
-            cfg.max_waiters
+            cfg.max_waiters,
+            self.over.waiters
         );
 
         // Fairness: FIFO order is structural (ids grow with arrival, grants take the

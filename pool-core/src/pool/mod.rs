@@ -78,9 +78,20 @@ pub struct Pool<C, W = ()> {
     stats: Box<Stats>,
     alarm: Alarm,
     judge: Option<Judge<C>>,
-    /// How many live connections exceed `max_size` after a `resize` shrank it: only falls
-    /// (as they close), so `live <= max_size + over` and no open starts while over.
-    over: usize,
+    /// How far the pool exceeds limits a `reconfigure` lowered: only falls (see
+    /// [`Over`]).
+    over: Over,
+}
+
+/// What exceeds the limits after a `reconfigure` lowered them below what is under way,
+/// each only falling as the excess drains: `live <= max_size + size` (no open starts
+/// while over), `opening <= max_connecting + opening` (no open starts while over),
+/// `waiters <= max_waiters + waiters` (new ones are refused while over).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Over {
+    pub size: usize,
+    pub opening: usize,
+    pub waiters: usize,
 }
 
 impl<C, W> std::fmt::Debug for Pool<C, W> {
@@ -113,7 +124,7 @@ impl<C, W> Pool<C, W> {
             stats: Box::default(),
             alarm: Alarm::default(),
             judge: None,
-            over: 0,
+            over: Over::default(),
         };
         pool.dispatch();
         Ok(pool)
@@ -481,23 +492,37 @@ impl<C, W> Pool<C, W> {
         Ok(())
     }
 
-    /// Change `max_size` at run time; every other option stays. Refused, with the state
-    /// as it was, when the new size is invalid as [`Config::validate`] says (0, above
-    /// `MAX_SIZE_LIMIT`, or below `min_idle`). Growing lets waiters get new opens at once.
-    /// Shrinking closes idle connections (`Resized`, idle longest first) until the pool
-    /// fits; connections in use, opening, being checked or reset stay counted and are
-    /// closed (`Resized`) when they come back or finish while the pool is still over.
-    /// No open starts until it fits. Allowed while closing (it changes nothing then but
-    /// the reported `max_size`).
+    /// Change `max_size` at run time; every other option stays. See
+    /// [`Pool::reconfigure`].
     pub fn resize(&mut self, now: Instant, max_size: usize) -> Result<(), ConfigError> {
-        self.tick(now);
         let config = Config {
             max_size,
             ..self.config.clone()
         };
+        self.reconfigure(now, config)
+    }
+
+    /// Change the options at run time (a configuration reload). Refused, with the state
+    /// as it was, when they are invalid as [`Config::validate`] says.
+    ///
+    /// A new `max_size`: growing lets waiters get new opens at once; shrinking closes idle
+    /// connections (`Resized`, idle longest first) until the pool fits, and connections in
+    /// use, opening, being checked or reset stay counted and are closed (`Resized`) when
+    /// they come back or finish while the pool is still over; no open starts until it
+    /// fits. Durations apply from now on: what is under way (a connect, a check or reset, a
+    /// close, a waiter) keeps the deadline it was given, and a connection keeps the
+    /// lifetime it was opened with; idle connections are judged by the new `idle_timeout`,
+    /// `check_after_idle` and `min_idle` at once. Allowed while closing (it changes nothing
+    /// then but what [`Pool::config`] reports).
+    pub fn reconfigure(&mut self, now: Instant, config: Config) -> Result<(), ConfigError> {
+        self.tick(now);
         config.validate()?;
+        self.over = Over {
+            size: self.conns.len().saturating_sub(config.max_size),
+            opening: self.conns.opening.saturating_sub(config.max_connecting),
+            waiters: self.waiters.len().saturating_sub(config.max_waiters),
+        };
         self.config = config;
-        self.over = self.conns.len().saturating_sub(max_size);
         self.alarm.stale();
         self.dispatch();
         Ok(())

@@ -1207,7 +1207,7 @@ fn check_invariants_reports_each_kind_of_corruption() {
         ("max_size", |p, _| p.config.max_size = 2),
         ("over shrunk", |p, _| {
             p.config.max_size = 2;
-            p.over = 0;
+            p.over.size = 0;
         }),
         ("doomed count", |p, _| p.conns.doomed += 1),
         ("generation from the future", |p, lease| {
@@ -1699,13 +1699,16 @@ fn resize_down_sheds_idle_at_once_and_closes_the_rest_as_they_come_back() {
     let s = t.pool.status();
     assert_eq!((s.total, s.max_size, s.idle, s.leased), (2, 1, 0, 2));
     // The allowance over max_size falls with each close, so the invariants stay tight.
-    assert_eq!(t.pool.over, 1, "4 live minus 2 shed, over a max_size of 1");
+    assert_eq!(
+        t.pool.over.size, 1,
+        "4 live minus 2 shed, over a max_size of 1"
+    );
     // Over the new size: a waiter gets no open, and a return is closed, not lent.
     let waiter = t.queued(1000);
     assert_eq!(t.actions(), vec![]);
     t.release(a.lease, Verdict::Reusable);
     assert_eq!(t.actions(), vec![close(c(3), CloseReason::Resized)]);
-    assert_eq!(t.pool.over, 0, "the pool fits again");
+    assert_eq!(t.pool.over.size, 0, "the pool fits again");
     // Now it fits: the next return goes to the waiter.
     t.release(b.lease, Verdict::NeedsReset);
     assert_eq!(t.actions(), vec![reset(c(2))]);
@@ -2026,4 +2029,99 @@ fn drained_waits_for_the_closes_it_started() {
     t.pool.close_finished(t.now, c(1)).unwrap();
     assert_eq!(t.actions(), vec![Drained { forced: 0 }]);
     assert!(t.pool.is_closed());
+}
+
+// ---- reconfigure ---------------------------------------------------------------------------
+
+#[test]
+fn reconfigure_applies_idle_limits_at_once_and_keeps_deadlines_under_way() {
+    let mut t = T::new(Config {
+        max_connecting: 3,
+        ..bare(3)
+    });
+    t.warm(2);
+    // An open under way keeps the connect deadline it was given.
+    let waiter_a = t.ready();
+    let waiter_b = t.ready();
+    let waiter = t.queued(10_000);
+    assert_eq!(t.actions(), vec![Open { conn: c(2) }]);
+    let connect_deadline = t.pool.poll_timeout().unwrap();
+    t.to(100);
+    t.pool
+        .reconfigure(
+            t.now,
+            Config {
+                max_connecting: 1,
+                idle_timeout: Some(ms(50)),
+                min_idle: 1,
+                connect_timeout: ms(1),
+                ..t.pool.config().clone()
+            },
+        )
+        .unwrap();
+    assert_eq!(t.actions(), vec![]);
+    assert_eq!(t.pool.poll_timeout(), Some(connect_deadline));
+    t.connect_ok(c(2));
+    assert_eq!(grant_of(&t.actions(), waiter).conn(), c(2));
+    // Returned at 100 ms: idle since then, and judged by the new 50 ms idle timeout, down
+    // to the new min_idle of 1.
+    t.release(waiter_a.lease, Verdict::Reusable);
+    t.release(waiter_b.lease, Verdict::Reusable);
+    assert_eq!(t.pool.poll_timeout(), Some(at(150)));
+    t.to(150);
+    t.timeout();
+    assert_eq!(
+        t.actions(),
+        vec![close(waiter_a.conn(), CloseReason::IdleTimeout)]
+    );
+    assert_eq!(t.pool.status().idle, 1, "min_idle is a floor");
+}
+
+#[test]
+fn reconfigure_below_the_opens_under_way_starts_none_until_under() {
+    let mut t = T::new(Config {
+        max_connecting: 3,
+        ..bare(5)
+    });
+    for _ in 0..5 {
+        t.queued(10_000);
+    }
+    assert_eq!(t.actions().len(), 3);
+    t.pool
+        .reconfigure(
+            t.now,
+            Config {
+                max_connecting: 1,
+                ..t.pool.config().clone()
+            },
+        )
+        .unwrap();
+    t.connect_ok(c(0));
+    t.connect_ok(c(1));
+    let opens = |acts: Vec<A>| acts.iter().filter(|a| matches!(a, Open { .. })).count();
+    assert_eq!(
+        opens(t.actions()),
+        0,
+        "two still opening, over the new limit of 1"
+    );
+    t.connect_ok(c(2));
+    assert_eq!(opens(t.actions()), 1, "none opening: one more may start");
+}
+
+#[test]
+fn reconfigure_refuses_invalid_options_and_changes_nothing() {
+    let mut t = T::new(bare(3));
+    let before = t.pool.config().clone();
+    let err = t
+        .pool
+        .reconfigure(
+            t.now,
+            Config {
+                min_idle: 4,
+                ..before.clone()
+            },
+        )
+        .unwrap_err();
+    assert_eq!(err.field, "min_idle");
+    assert_eq!(t.pool.config(), &before);
 }

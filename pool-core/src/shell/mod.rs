@@ -208,6 +208,20 @@ impl<C: Send + 'static> SharedPool<C> {
         self.with_state(self.now(), |st, now, _| st.core.resize(now, max_size))
     }
 
+    /// Change the options at run time; see [`Pool::reconfigure`]. `acquire_timeout` is
+    /// fixed when the pool is built (so `acquire()` reads it without locking): a change
+    /// of it is refused, naming it; `acquire_timeout()` takes a timeout per call.
+    pub fn reconfigure(&self, config: Config) -> Result<(), ConfigError> {
+        if config.acquire_timeout != self.shared.acquire_timeout {
+            return Err(ConfigError {
+                field: "acquire_timeout",
+                problem: "is fixed when the pool is built; pass a timeout per acquire instead"
+                    .into(),
+            });
+        }
+        self.with_state(self.now(), |st, now, _| st.core.reconfigure(now, config))
+    }
+
     /// Soft-evict every connection now live (credential rotation, failover); see
     /// [`Pool::evict_all`]. Idle ones are closed now, leased ones when returned, ones
     /// being opened, checked or reset when that finishes. Refused after `close`.

@@ -817,6 +817,34 @@ fn resize_grows_for_a_waiter_at_once_and_shrinks_as_leases_return() {
     pool.check_invariants().unwrap();
 }
 
+/// `reconfigure` goes to the core (here: a larger size serves a waiter at once), but
+/// refuses a change of `acquire_timeout`, which `acquire()` reads without locking.
+#[test]
+fn reconfigure_reaches_the_core_and_refuses_a_new_acquire_timeout() {
+    let (pool, rt) = pool(1);
+    let held = lend_one(&pool, &rt);
+    let f = flag();
+    let mut acquire = pool.acquire();
+    assert!(poll(&mut acquire, &f).is_pending());
+    let bigger = Config {
+        max_size: 2,
+        ..pool.config()
+    };
+    let err = pool
+        .reconfigure(Config {
+            acquire_timeout: Duration::from_secs(1),
+            ..bigger.clone()
+        })
+        .unwrap_err();
+    assert_eq!(err.field, "acquire_timeout");
+    assert_eq!(pool.status().max_size, 1, "nothing changed");
+    pool.reconfigure(bigger).unwrap();
+    assert_eq!(rt.open_all(), 1);
+    assert!(matches!(poll(&mut acquire, &f), Poll::Ready(Ok(_))));
+    drop(held);
+    pool.check_invariants().unwrap();
+}
+
 /// Leak origins are kept per connection: a second lease of the same connection is
 /// reported with its own origin, not its predecessor's.
 #[test]
