@@ -2,8 +2,10 @@
 //! with the same flags and environment ([`ConfigSource`](crate::config::ConfigSource)),
 //! and put in force without dropping a client.
 //!
-//! What changes at once: pool sizes (each pool resized: growing serves waiters now,
-//! shrinking closes idle servers now and the others as they come back),
+//! What changes at once: each pool's options (`Pool::reconfigure`): its size (growing
+//! serves waiters now, shrinking closes idle servers now and the others as they come
+//! back), `min_pool_size`, `server_idle_timeout`, `server_check_delay`, and, for servers
+//! opened from now on, `server_lifetime` and `server_connect_timeout`;
 //! `query_wait_timeout` (for every wait that starts afterwards), the session settings
 //! (`idle_transaction_timeout`, `session_state`, `abandoned_transaction`,
 //! `max_packet_size`: for clients that log in afterwards), the users, `auth_type`,
@@ -14,7 +16,8 @@
 //! retires the routes concerned the same way: their clients keep them, new clients get new
 //! pools. The settings in [`NEEDS_RESTART`] keep their running values, and each one that
 //! changed is named in the log and in a NOTICE. A configuration that does not load (or a
-//! pool size below the `min_pool_size` in force) fails the RELOAD and changes nothing.
+//! pool whose options are invalid, e.g. a size below its `min_pool_size`) fails the
+//! RELOAD and changes nothing.
 
 use std::sync::Arc;
 
@@ -72,26 +75,19 @@ pub(crate) fn reload(shared: &Shared) -> Result<ReloadReport, ConfigError> {
             new.keep_setting(&old, name);
         }
     }
-    for (name, db) in &mut new.databases {
-        let Some(was) = old.databases.get(name) else {
-            report.added.push(name.clone());
-            continue;
-        };
-        if db.min_pool_size != was.min_pool_size {
-            report
-                .needs_restart
-                .push(format!("databases.{name}.min_pool_size"));
-            db.min_pool_size = was.min_pool_size;
-        }
-        if db.pool_size < db.min_pool_size {
+    report.added = new
+        .databases
+        .keys()
+        .filter(|name| !old.databases.contains_key(*name))
+        .cloned()
+        .collect();
+    // Every pool's new options are checked before any is applied: all or nothing.
+    for (name, db) in &new.databases {
+        if let Err(e) = new.pool_config(db).validate() {
             return Err(ConfigError::invalid(
                 &Origin::Default,
                 format!("databases.{name}"),
-                format!(
-                    "pool_size {} is below the min_pool_size in force ({}), which only a \
-                     restart changes",
-                    db.pool_size, db.min_pool_size
-                ),
+                e.to_string(),
             ));
         }
     }

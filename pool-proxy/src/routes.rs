@@ -253,12 +253,16 @@ impl Route {
         }
     }
 
-    /// The new sizes, wait limit and session settings, for clients from now on.
+    /// The new pool options (size, timeouts), wait limit and session settings, for
+    /// clients from now on. The pool's `acquire_timeout` is not the proxy's wait limit
+    /// (each wait passes its own), so it stays as built.
     fn apply(&self, config: &ProxyConfig, db: &DatabaseConfig) {
-        if self.pool.status().max_size != db.pool_size {
-            if let Err(e) = self.pool.resize(db.pool_size) {
-                tracing::warn!(route = %self.pool.name(), error = %e, "RELOAD: cannot resize");
-            }
+        let options = pool_core::Config {
+            acquire_timeout: self.pool.config().acquire_timeout,
+            ..config.pool_config(db)
+        };
+        if let Err(e) = self.pool.reconfigure(options) {
+            tracing::warn!(route = %self.pool.name(), error = %e, "RELOAD: cannot reconfigure");
         }
         self.wait_limit.store(wait_limit(config), Relaxed);
         *self

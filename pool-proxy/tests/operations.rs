@@ -423,11 +423,15 @@ async fn reload_resizes_pools_under_connected_clients_and_keeps_the_old_config_o
         .expect("a database added by RELOAD accepts clients");
     assert_eq!(value(&extra, "SELECT 'extra'").await, "extra");
 
-    // Shrink to one: idle servers close now; the clients keep working one at a time.
+    // Shrink to one: idle servers close now; the clients keep working one at a time. And
+    // a pool-side timeout: idle servers now close after 1 s (600 s before).
     rewrite(&proxy, |text| {
+        let mut text = text.replace(
+            "default_pool_size = 4",
+            "default_pool_size = 1\nserver_idle_timeout = 1",
+        );
         let start = text.find("extra = ").unwrap();
         let end = start + text[start..].find('\n').unwrap() + 1;
-        let mut text = text.replace("default_pool_size = 4", "default_pool_size = 1");
         text.replace_range(start..end, "");
         text
     });
@@ -446,6 +450,17 @@ async fn reload_resizes_pools_under_connected_clients_and_keeps_the_old_config_o
                     .iter()
                     .filter(|r| r["database"] == "extra")
                     .count() as i64
+        },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "idle servers close after the reloaded server_idle_timeout",
+        || async {
+            !rows(&admin, "SHOW SERVERS")
+                .await
+                .iter()
+                .any(|r| r["database"] == "pool_test")
         },
     )
     .await;
