@@ -31,6 +31,9 @@ const POOL: u32 = 10;
 const DEFAULT_SECONDS: f64 = 15.0;
 /// Seconds per cell, overriding `--seconds` and the default of 15.
 const SECONDS_VAR: &str = "POOL_BENCH_PROXY_SECONDS";
+/// pool-proxy's `worker_threads` in the benchmark (PgBouncer's one thread).
+const PROXY_WORKER_THREADS: usize = 1;
+
 /// Seconds per cell of issue 13's extra rows, unless `--extra-seconds` says otherwise.
 const DEFAULT_EXTRA_SECONDS: f64 = 10.0;
 /// Idle clients held open against each pooler, unless `--idle-clients` says otherwise.
@@ -503,7 +506,10 @@ fn setup(max_client_conn: u32) -> Result<Bench, String> {
         &cluster,
         PoolProxyOptions::default()
             .pool_size(POOL)
-            .max_client_conn(max_client_conn),
+            .max_client_conn(max_client_conn)
+            // One thread, as PgBouncer runs: on 2 cores shared with PostgreSQL and pgbench,
+            // a second worker only adds cross-thread wake-ups (docs/performance.md).
+            .setting(format!("worker_threads = {PROXY_WORKER_THREADS}")),
     )
     .map_err(|e| format!("could not start pool-proxy ({}): {e}", binary.display()))?;
     let postmaster = cluster.postmaster_pid().ok();
