@@ -61,6 +61,7 @@ impl RouteStats {
         sum.transaction_time += now.transaction_time.saturating_sub(before.transaction_time);
         sum.received += now.received - before.received;
         sum.sent += now.sent - before.sent;
+        sum.prepares += now.prepares - before.prepares;
     }
 
     pub fn wait_started(&self, client: u64, now: Instant) {

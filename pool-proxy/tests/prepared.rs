@@ -33,6 +33,16 @@ async fn proxy_with(settings: &str) -> TestProxy {
     .await
 }
 
+/// `pool_proxy_statements_prepared_total` for the test route.
+async fn prepared_on_servers(proxy: &TestProxy) -> f64 {
+    common::metric(
+        proxy,
+        "pool_proxy_statements_prepared_total",
+        &[("database", "pool_test")],
+    )
+    .await
+}
+
 async fn pid(client: &Client) -> String {
     value(client, "SELECT pg_backend_pid()").await
 }
@@ -43,7 +53,7 @@ async fn pid(client: &Client) -> String {
 /// not move).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_statement_prepared_in_one_transaction_runs_in_the_next_on_another_server() {
-    let proxy = proxy_with("default_pool_size = 2").await;
+    let proxy = proxy_with("default_pool_size = 2\nmetrics_addr = \"127.0.0.1:0\"").await;
     let (b, c) = (proxy.connect().await, proxy.connect().await);
     let a = proxy.connect().await;
     // B and C hold both servers; C lets go of its own, and A prepares there.
@@ -92,6 +102,11 @@ async fn a_statement_prepared_in_one_transaction_runs_in_the_next_on_another_ser
         let row = a.query_one(&statement, &[&i]).await.unwrap();
         assert_eq!(row.get::<_, i32>(0), i * 10);
     }
+    assert_eq!(
+        prepared_on_servers(&proxy).await,
+        2.0,
+        "prepared once on each server, then reused"
+    );
     proxy.shutdown().await;
 }
 
@@ -316,7 +331,10 @@ async fn hand_written_pipelines_and_errors_are_answered_as_postgresql_answers_th
 /// and the server never holds more than two of the proxy's statements.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_per_server_bound_evicts_the_least_recently_used_statement() {
-    let proxy = proxy_with("default_pool_size = 1\nmax_prepared_statements = 2").await;
+    let proxy = proxy_with(
+        "default_pool_size = 1\nmax_prepared_statements = 2\nmetrics_addr = \"127.0.0.1:0\"",
+    )
+    .await;
     let client = proxy.connect().await;
     let mut statements = Vec::new();
     for k in 1..=5i32 {
@@ -343,6 +361,9 @@ async fn the_per_server_bound_evicts_the_least_recently_used_statement() {
             assert!(held <= 2, "{held} statements on the server, bound 2");
         }
     }
+    // Five statements in turn through room for two: each use after the first round
+    // prepares its statement again, and the metric shows the churn.
+    assert!(prepared_on_servers(&proxy).await >= 15.0);
     proxy.shutdown().await;
 }
 

@@ -71,16 +71,18 @@ pub(crate) async fn serve(
     // A client still logging in has no transaction to finish: a shutdown lets it go at
     // once rather than at shutdown_timeout.
     let mut shutdown = shared.shutdown.subscribe();
+    // Boxed: the login's state (startup framing, SCRAM, TLS) is freed once the client is
+    // in, instead of sizing the task of every idle client for it.
     let logged_in = tokio::select! {
-        logged_in = login(&mut stream, &shared, slot.is_some(), deadline, id, peer) => Some(logged_in),
-        _ = shutdown.wait_for(|down| *down) => None,
+        logged_in = Box::pin(login(&mut stream, &shared, slot.is_some(), deadline, id, peer)) => Some(logged_in),
+        _ = Box::pin(shutdown.wait_for(|down| *down)) => None,
     };
     let (user, facts, destination, hello, early) = match logged_in {
         Some(Ok(logged_in)) => logged_in,
         // Told why (or gone) already.
         Some(Err(Gone)) => return,
         None => {
-            let _: Result<(), Gone> = fail(&mut stream, "57P03", NOT_ACCEPTING).await;
+            let _: Result<(), Gone> = Box::pin(fail(&mut stream, "57P03", NOT_ACCEPTING)).await;
             return;
         }
     };
@@ -107,13 +109,14 @@ pub(crate) async fn serve(
     match destination {
         Destination::Admin { may_change } => {
             tracing::info!(client = id, %peer, user = %user, "admin console login");
-            admin::serve(stream, hello, early, &ctx, may_change).await;
+            // Boxed, as the login: a console's state does not size every client's task.
+            Box::pin(admin::serve(stream, hello, early, &ctx, may_change)).await;
         }
         Destination::Route(route, wanted) => {
             tracing::debug!(client = id, %peer, database = %route.database, user = %user, "login");
             let _client = route.stats.client();
             let (r, mut w) = tokio::io::split(stream);
-            if w.write_all(&hello).await.is_err() {
+            if Box::pin(w.write_all(&hello)).await.is_err() {
                 return;
             }
             relay(r, w, early, &route, &wanted, &ctx).await;

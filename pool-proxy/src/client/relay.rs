@@ -117,7 +117,7 @@ pub(crate) async fn relay<R, W>(
                     let paused = ctx.shared.pauses.is_paused(&route.database);
                     if let Some(lease) = route.pool.try_get().filter(|_| !paused) {
                         route.stats.granted_at_once();
-                        held = take(&mut session, lease, wanted, ctx, &mut next_id).await;
+                        held = Box::pin(take(&mut session, lease, wanted, ctx, &mut next_id)).await;
                     } else {
                         route.stats.wait_started(ctx.id, clock.now());
                         ctx.client.entry().waiting(clock.now());
@@ -142,10 +142,12 @@ pub(crate) async fn relay<R, W>(
                         // Whole messages after the last answered request (a Flush, leftover
                         // COPY messages): the server must read them before anyone else
                         // writes to it; a failure closes it.
-                        let written = tokio::time::timeout(
+                        // Boxed, as every await off the hot path: each one's state would
+                        // otherwise size the task of every (idle) client.
+                        let written = Box::pin(tokio::time::timeout(
                             Duration::from_secs(5),
                             AsyncWriteExt::write_all(&mut **lease, &to_server),
-                        )
+                        ))
                         .await;
                         to_server.clear();
                         if !matches!(written, Ok(Ok(()))) {
@@ -272,7 +274,9 @@ pub(crate) async fn relay<R, W>(
                 let (_, since) = acquire.take().expect("granted while acquiring");
                 route.stats.wait_ended(ctx.id, Some(since.elapsed()));
                 match *result {
-                    Ok(lease) => held = take(&mut session, lease, wanted, ctx, &mut next_id).await,
+                    Ok(lease) => {
+                        held = Box::pin(take(&mut session, lease, wanted, ctx, &mut next_id)).await
+                    }
                     Err(error) => {
                         ctx.client.entry().idle();
                         let (sqlstate, message) = crate::client::unavailable(&error);
@@ -306,9 +310,17 @@ pub(crate) async fn relay<R, W>(
     // Write what is left for the client (its last answer, the reason it is sent away),
     // bounded: a client that stopped reading does not hold the task.
     if !to_client.is_empty() {
-        let _ = tokio::time::timeout(Duration::from_secs(5), client_w.write_all(&to_client)).await;
+        let _ = Box::pin(tokio::time::timeout(
+            Duration::from_secs(5),
+            client_w.write_all(&to_client),
+        ))
+        .await;
     }
-    let _ = tokio::time::timeout(Duration::from_secs(1), client_w.shutdown()).await;
+    let _ = Box::pin(tokio::time::timeout(
+        Duration::from_secs(1),
+        client_w.shutdown(),
+    ))
+    .await;
     route.stats.wait_ended(ctx.id, None);
 }
 

@@ -176,7 +176,7 @@ pub(crate) fn render(shared: &Shared) -> String {
     }
 
     let totals: Vec<_> = routes.iter().map(|r| (r, r.stats.totals())).collect();
-    let counters: [Counter; 6] = [
+    let counters: [Counter; 7] = [
         (
             "pool_proxy_transactions_total",
             "Transactions finished (SHOW STATS' total_xact_count).",
@@ -206,6 +206,12 @@ pub(crate) fn render(shared: &Shared) -> String {
             "pool_proxy_query_seconds_total",
             "Time spent in queries.",
             |t| t.sessions.query_time.as_secs_f64(),
+        ),
+        (
+            "pool_proxy_statements_prepared_total",
+            "Client statements prepared on a server by the proxy (max_prepared_statements); \
+             far above the statements in use means the per-server bound is too small.",
+            |t| t.sessions.prepares as f64,
         ),
     ];
     for (name, help, value) in counters {

@@ -27,21 +27,9 @@ fn parse(name: &str, sql: &str) -> Vec<u8> {
     b.to_vec()
 }
 
+/// A Bind of the unnamed statement.
 fn bind() -> Vec<u8> {
-    let mut b = BytesMut::new();
-    let no_params: [Option<&[u8]>; 0] = [];
-    frontend::bind(
-        "",
-        "",
-        None::<i16>,
-        no_params,
-        |_: Option<&[u8]>, _: &mut BytesMut| Ok(postgres_protocol::IsNull::Yes),
-        None::<i16>,
-        &mut b,
-    )
-    .map_err(|_| ())
-    .unwrap();
-    b.to_vec()
+    bind_to("")
 }
 
 fn execute() -> Vec<u8> {
