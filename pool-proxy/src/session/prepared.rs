@@ -264,7 +264,9 @@ impl Tracker {
                 return Verdict::Forward;
             }
             // The server skips the rest up to the next Sync: none of it happened.
-            let failed = self.replies.pop_front().expect("front");
+            let Some(failed) = self.replies.pop_front() else {
+                return Verdict::Forward;
+            };
             let verdict = match &failed {
                 Reply::Client {
                     ends,
@@ -281,20 +283,22 @@ impl Tracker {
                 _ => Verdict::Forward,
             };
             self.undo(failed.into_undo(), on_server);
-            while let Some(reply) = self.replies.front() {
-                if reply.ends().is_some_and(Ends::is_ready) {
-                    break;
+            while self
+                .replies
+                .front()
+                .is_some_and(|reply| !reply.ends().is_some_and(Ends::is_ready))
+            {
+                if let Some(skipped) = self.replies.pop_front() {
+                    self.undo(skipped.into_undo(), on_server);
                 }
-                let skipped = self.replies.pop_front().expect("front");
-                self.undo(skipped.into_undo(), on_server);
             }
             return verdict;
         }
         if !ends.by(tag) {
             return Verdict::Forward;
         }
-        match self.replies.pop_front().expect("front") {
-            Reply::Hidden { .. } => Verdict::Hide,
+        match self.replies.pop_front() {
+            Some(Reply::Hidden { .. }) => Verdict::Hide,
             _ => Verdict::Forward,
         }
     }
