@@ -26,6 +26,12 @@
 //! seen and `docs/proxy.md` for what cannot be. Detected state either pins the client to
 //! its server until it leaves, or refuses the client with an ErrorResponse, per
 //! [`StatePolicy`]; either is reported once per client.
+//!
+//! # Named prepared statements
+//!
+//! In transaction mode they are not session state: `prepared` tracks them and prepares
+//! them on whichever server the client holds, with the record of what each server has
+//! ([`ServerStatements`]) lent in with the server and handed back with it.
 
 use std::collections::VecDeque;
 use std::fmt;
