@@ -101,12 +101,7 @@ impl Histogram {
         for (i, n) in self.buckets.iter().enumerate() {
             seen += n;
             if seen >= rank {
-                let upper = if i == 0 {
-                    0
-                } else {
-                    1u64.checked_shl(i as u32).map_or(u64::MAX, |v| v - 1)
-                };
-                return Duration::from_nanos(upper.min(self.max_nanos));
+                return Duration::from_nanos(bucket_upper(i).min(self.max_nanos));
             }
         }
         self.max()
@@ -118,14 +113,7 @@ impl Histogram {
             .iter()
             .enumerate()
             .filter(|(_, n)| **n > 0)
-            .map(|(i, n)| {
-                let upper = if i == 0 {
-                    0
-                } else {
-                    1u64.checked_shl(i as u32).map_or(u64::MAX, |v| v - 1)
-                };
-                (Duration::from_nanos(upper), *n)
-            })
+            .map(|(i, n)| (Duration::from_nanos(bucket_upper(i)), *n))
     }
 
     pub fn merge(&mut self, other: &Histogram) {
@@ -135,6 +123,16 @@ impl Histogram {
         self.count += other.count;
         self.sum_nanos += other.sum_nanos;
         self.max_nanos = self.max_nanos.max(other.max_nanos);
+    }
+}
+
+/// The largest value (in nanoseconds) bucket `i` holds: bucket 0 holds 0, bucket `i`
+/// holds values of `i` significant bits, up to 2^i - 1.
+fn bucket_upper(i: usize) -> u64 {
+    if i == 0 {
+        0
+    } else {
+        1u64.checked_shl(i as u32).map_or(u64::MAX, |v| v - 1)
     }
 }
 
@@ -236,6 +234,40 @@ impl serde::Serialize for Histogram {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Exact bucket bounds, the quantiles they give, and a merge that adds counts.
+    #[test]
+    fn buckets_quantiles_and_merge_are_exact() {
+        let ns = Duration::from_nanos;
+        let mut h = Histogram::default();
+        for n in [0, 1, 5, 6, 7, 100, 1000] {
+            h.record(ns(n));
+        }
+        let buckets: Vec<_> = h.buckets().collect();
+        assert_eq!(
+            buckets,
+            vec![
+                (ns(0), 1),
+                (ns(1), 1),
+                (ns(7), 3),
+                (ns(127), 1),
+                (ns(1023), 1)
+            ]
+        );
+        assert_eq!(h.quantile(0.0), ns(0));
+        assert_eq!(h.quantile(0.5), ns(7), "rank 4 of 7 is in the 4..=7 bucket");
+        assert_eq!(h.quantile(1.0), ns(1000), "capped at the maximum seen");
+        let mut both = h.clone();
+        both.merge(&h);
+        assert_eq!(both.count(), 14);
+        assert_eq!(both.max(), ns(1000));
+        assert_eq!(both.mean(), h.mean());
+        let doubled: Vec<_> = both.buckets().collect();
+        assert_eq!(
+            doubled,
+            buckets.iter().map(|(d, n)| (*d, n * 2)).collect::<Vec<_>>()
+        );
+    }
 
     #[test]
     fn quantiles_land_in_the_right_bucket() {

@@ -2125,3 +2125,26 @@ fn reconfigure_refuses_invalid_options_and_changes_nothing() {
     assert_eq!(err.field, "min_idle");
     assert_eq!(t.pool.config(), &before);
 }
+
+/// A lease id from an earlier lease of the same connection, now lent again, is stale:
+/// detaching with it is refused and the current borrower keeps the connection.
+#[test]
+fn a_stale_lease_of_a_connection_lent_again_cannot_detach_it() {
+    let mut t = T::new(bare(1));
+    t.warm(1);
+    let first = t.ready();
+    t.release(first.lease, Verdict::Reusable);
+    let second = t.ready();
+    assert_eq!(
+        second.conn(),
+        first.conn(),
+        "the same connection, lent again"
+    );
+    assert_eq!(
+        t.pool.detach(t.now, first.lease),
+        Err(InputError::UnknownLease(first.lease))
+    );
+    assert_eq!(t.pool.status().leased, 1);
+    t.pool.detach(t.now, second.lease).unwrap();
+    assert_eq!(t.pool.status().total, 0);
+}
