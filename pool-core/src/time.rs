@@ -125,6 +125,13 @@ mod tests {
     }
 
     #[test]
+    fn subtracting_saturates_at_zero() {
+        let t = Instant::from_nanos(5_000);
+        assert_eq!(t - Duration::from_nanos(1_000), Instant::from_nanos(4_000));
+        assert_eq!(t - Duration::from_secs(1), Instant::ZERO);
+    }
+
+    #[test]
     fn adding_saturates_at_never() {
         let t = Instant::from_nanos(u64::MAX - 5);
         assert_eq!(t + Duration::from_secs(1), Instant::NEVER);
