@@ -226,31 +226,29 @@ pub(crate) fn render(shared: &Shared) -> String {
         }
     }
 
-    text.family(
-        "pool_proxy_pins_total",
-        "counter",
-        "Clients pinned to their server for session state (session_state = pin).",
-    );
-    for route in &routes {
-        let [(_, database), (_, user)] = route_labels(route);
-        text.sample(
+    // Session state, per route: (pins, refusals) from one counter pair.
+    let session_state: [(&str, &str, fn((u64, u64)) -> u64); 2] = [
+        (
             "pool_proxy_pins_total",
-            &[("database", &database), ("user", &user)],
-            route.stats.pins().0,
-        );
-    }
-    text.family(
-        "pool_proxy_refusals_total",
-        "counter",
-        "Clients refused for session state (session_state = refuse).",
-    );
-    for route in &routes {
-        let [(_, database), (_, user)] = route_labels(route);
-        text.sample(
+            "Clients pinned to their server for session state (session_state = pin).",
+            |(pins, _)| pins,
+        ),
+        (
             "pool_proxy_refusals_total",
-            &[("database", &database), ("user", &user)],
-            route.stats.pins().1,
-        );
+            "Clients refused for session state (session_state = refuse).",
+            |(_, refusals)| refusals,
+        ),
+    ];
+    for (name, help, pick) in session_state {
+        text.family(name, "counter", help);
+        for route in &routes {
+            let [(_, database), (_, user)] = route_labels(route);
+            text.sample(
+                name,
+                &[("database", &database), ("user", &user)],
+                pick(route.stats.pins()),
+            );
+        }
     }
 
     text.family(
