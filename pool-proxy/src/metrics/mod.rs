@@ -227,7 +227,8 @@ pub(crate) fn render(shared: &Shared) -> String {
     }
 
     // Session state, per route: (pins, refusals) from one counter pair.
-    let session_state: [(&str, &str, fn((u64, u64)) -> u64); 2] = [
+    type Pick = fn((u64, u64)) -> u64;
+    let session_state: [(&str, &str, Pick); 2] = [
         (
             "pool_proxy_pins_total",
             "Clients pinned to their server for session state (session_state = pin).",
