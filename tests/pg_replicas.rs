@@ -209,6 +209,9 @@ async fn a_killed_standby_moves_its_reads_and_they_come_back_after_it_restarts()
         }
     );
     assert!(benched, "{}", set.members()[1]);
+    // Reads may go back to it as soon as it accepts connections, which is before
+    // `start_again` returns: "while it was down" ends when the restart begins.
+    let restarting = Instant::now();
     standbys[0].start_again_async().await.unwrap();
     let restarted = Instant::now();
     // Reads come back to it once a probe reaches it.
@@ -247,7 +250,9 @@ async fn a_killed_standby_moves_its_reads_and_they_come_back_after_it_restarts()
     // Reads asked once the standby was down (and a replica_wait later) ran elsewhere.
     let after: Vec<_> = log
         .iter()
-        .filter(|(asked, _, _)| *asked > stopped + Duration::from_millis(300) && *asked < restarted)
+        .filter(|(asked, _, _)| {
+            *asked > stopped + Duration::from_millis(300) && *asked < restarting
+        })
         .collect();
     assert!(after.len() > 20, "{} reads while it was down", after.len());
     assert!(
