@@ -3,9 +3,8 @@
 
 use std::time::Duration;
 
-use super::table::command_complete;
 use crate::client::ClientContext;
-use crate::protocol::backend::notice_response;
+use crate::protocol::backend::{command_complete, notice_response};
 
 /// How often PAUSE looks whether the last server of its databases came back.
 const PAUSE_POLL: Duration = Duration::from_millis(10);

@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::client::{ClientContext, ClientStream};
-use crate::protocol::backend::error_response;
+use crate::protocol::backend::{error_response, ready_for_query, TransactionStatus};
 use crate::protocol::frame::Framer;
 use crate::protocol::frontend::ClientMessage;
 use crate::protocol::take_cstr;
@@ -97,12 +97,12 @@ pub(crate) async fn serve(
                     Ok(reply) => out.extend(reply),
                     Err((sqlstate, text)) => out.extend(error_response("ERROR", sqlstate, &text)),
                 }
-                out.extend_from_slice(b"Z\0\0\0\x05I");
+                ready_for_query(&mut out, TransactionStatus::Idle);
             }
             Ok(ClientMessage::Terminate) => return,
             Ok(ClientMessage::Sync) => {
                 failed_batch = false;
-                out.extend_from_slice(b"Z\0\0\0\x05I");
+                ready_for_query(&mut out, TransactionStatus::Idle);
             }
             Ok(ClientMessage::Flush) => {}
             Ok(_) => {

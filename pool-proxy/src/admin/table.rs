@@ -1,7 +1,7 @@
 //! A result set of the console: PgBouncer's column types (text or int8), written as
 //! RowDescription, a DataRow per row and CommandComplete `SHOW`.
 
-use crate::protocol::backend::write_message;
+use crate::protocol::backend::{command_complete, write_message};
 
 /// A column's type: text or int8, as PgBouncer's.
 #[derive(Clone, Copy)]
@@ -47,11 +47,4 @@ impl Table {
         }
         command_complete(out, "SHOW");
     }
-}
-
-/// CommandComplete with `tag` (`SHOW`, `PAUSE`, `RELOAD`, ...), as PgBouncer answers.
-pub(crate) fn command_complete(out: &mut Vec<u8>, tag: &str) {
-    let mut body = tag.as_bytes().to_vec();
-    body.push(0);
-    write_message(out, b'C', &body);
 }

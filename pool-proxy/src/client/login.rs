@@ -18,7 +18,7 @@ use super::{relay::relay, unavailable, ClientContext};
 use crate::admin;
 use crate::auth::{ClientAuth, Step};
 use crate::config::ClientTlsMode;
-use crate::protocol::backend::{error_response, write_message};
+use crate::protocol::backend::{error_response, ready_for_query, write_message, TransactionStatus};
 use crate::protocol::frame::{
     Framer, StartupFramer, StartupPacket, DEFAULT_MAX_STARTUP_LEN, PROTOCOL_3_0,
 };
@@ -105,7 +105,7 @@ pub(crate) async fn serve(
     let mut hello = hello;
     let (key_pid, key_secret) = ctx.ticket.key();
     hello.extend_from_slice(&backend_key_data(key_pid, key_secret));
-    hello.extend_from_slice(b"Z\0\0\0\x05I");
+    ready_for_query(&mut hello, TransactionStatus::Idle);
     match destination {
         Destination::Admin { may_change } => {
             tracing::info!(client = id, %peer, user = %user, "admin console login");

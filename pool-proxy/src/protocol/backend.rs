@@ -244,6 +244,24 @@ pub fn write_message(out: &mut Vec<u8>, tag: u8, body: &[u8]) {
     out.extend_from_slice(body);
 }
 
+/// Appends a ReadyForQuery with this transaction status.
+pub fn ready_for_query(out: &mut Vec<u8>, status: TransactionStatus) {
+    let byte = match status {
+        TransactionStatus::Idle => b'I',
+        TransactionStatus::InTransaction => b'T',
+        TransactionStatus::Failed => b'E',
+    };
+    write_message(out, b'Z', &[byte]);
+}
+
+/// Appends a CommandComplete with this tag (`SHOW`, `PAUSE`, `DEALLOCATE`, ...).
+pub fn command_complete(out: &mut Vec<u8>, tag: &str) {
+    let mut body = Vec::with_capacity(tag.len() + 1);
+    body.extend_from_slice(tag.as_bytes());
+    body.push(0);
+    write_message(out, b'C', &body);
+}
+
 /// Writes an ErrorResponse from the proxy itself: severity, SQLSTATE and message.
 pub fn error_response(severity: &str, sqlstate: &str, message: &str) -> Vec<u8> {
     report(b'E', severity, sqlstate, message)
