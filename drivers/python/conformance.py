@@ -6,7 +6,8 @@ Prints a deterministic transcript of what it observed (values, SQLSTATEs; never 
 backend PIDs), one fact a line, so that a run through the proxy can be compared with a run
 straight to PostgreSQL line by line. Exits 1 if anything was not as expected.
 Sections: transactions, parameter types (text and binary), prepared statements across
-transactions, errors and recovery, cancel, many concurrent connections.
+transactions (and evicted from the driver's cache with SQL DEALLOCATE), errors and
+recovery, cancel, many concurrent connections.
 """
 
 import sys
@@ -121,6 +122,28 @@ for tx in range(4):
         say(f"prepared: transaction {tx} failed: {e.sqlstate}")
     say(f"prepared: after transaction {tx}: {one(conn, count, ('prepared%',), prepare=True)} rows")
 expect("prepared rows", one(conn, count, ("prepared%",), prepare=True), 4)
+
+# ---- a full statement cache: the evicted statements deallocated with SQL `DEALLOCATE
+# name`, as psycopg does with a libpq before 17 (Debian 12's python3-psycopg, on libpq 15).
+# The libpq installed here has protocol-level Close, so psycopg is told it has not. ----
+import psycopg._connection_base as connection_base  # noqa: E402
+
+has_close = connection_base._HAS_SEND_CLOSE
+connection_base._HAS_SEND_CLOSE = False
+evicting = connect(prepare_threshold=0)  # every query prepared at its first use
+evicting.prepared_max = 2
+for rnd in range(3):
+    got = []
+    for k in range(4):
+        try:
+            with evicting.transaction():
+                got.append(one(evicting, f"SELECT {k} * 10 + %s::int", (rnd,)))
+        except psycopg.Error as e:
+            got.append(f"failed {e.sqlstate}")
+    say(f"evicted: round {rnd}: {got}")
+    expect(f"evicted round {rnd}", got, [k * 10 + rnd for k in range(4)])
+evicting.close()
+connection_base._HAS_SEND_CLOSE = has_close
 
 # ---- errors and recovery on the same connection ----
 say(f"error: SELECT 1/0 -> {sqlstate_of(lambda: conn.execute('SELECT 1/0'))}")

@@ -114,13 +114,16 @@ fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
     b
 }
 
-const QUERIES: [&str; 6] = [
+const QUERIES: [&str; 8] = [
     "SELECT 1",
     "BEGIN",
     "COMMIT",
     "SET a = 1",
     "COPY t FROM STDIN",
     "LISTEN c",
+    // The proxy answers these itself when the client has that statement.
+    "DEALLOCATE s1",
+    "deallocate prepare \"s2\";",
 ];
 const TAGS: [&str; 10] = [
     "SELECT 1",

@@ -43,6 +43,7 @@ use crate::protocol::backend::{error_response, ServerMessage, TransactionStatus}
 use crate::protocol::frame::{Frame, Framer, DEFAULT_MAX_MESSAGE_LEN};
 use crate::protocol::frontend::ClientMessage;
 
+mod deallocate;
 mod prepared;
 mod statements;
 
@@ -638,7 +639,10 @@ impl ClientSession {
             Phase::Idle => {
                 // Between transactions a Flush asks for nothing, and COPY messages are
                 // leftovers of a COPY the server already ended (it ignores them too).
-                if message == ClientMessage::Flush || message.is_copy() {
+                if message == ClientMessage::Flush
+                    || message.is_copy()
+                    || self.answered_by_proxy(&frame, &message)
+                {
                     return;
                 }
                 self.phase = Phase::Waiting;
@@ -669,6 +673,9 @@ impl ClientSession {
             && self.tracker.is_none()
             && !self.pin(PinReason::NamedStatement)
         {
+            return;
+        }
+        if self.answered_by_proxy(&frame, &message) {
             return;
         }
         let link = &mut self.link;
@@ -707,6 +714,7 @@ impl ClientSession {
             &mut link.statements,
             &mut to_server,
             &mut to_client,
+            link.status,
         );
         if !to_server.is_empty() {
             self.send_to_server(server, to_server);
@@ -714,6 +722,25 @@ impl ClientSession {
         if !to_client.is_empty() {
             self.send_to_client(to_client);
         }
+    }
+
+    /// A message the proxy answers itself, as PostgreSQL would, without a server: a
+    /// simple query `DEALLOCATE` of a tracked statement, which no server knows by the
+    /// client's name (outside an extended-protocol batch, where the server would skip it).
+    /// Its answer follows whatever the server still owes.
+    fn answered_by_proxy(&mut self, frame: &Frame, message: &ClientMessage) -> bool {
+        let Some(tracker) = &mut self.tracker else {
+            return false;
+        };
+        if *message != ClientMessage::Query || self.link.batch_open || !tracker.deallocate(frame) {
+            return false;
+        }
+        let mut made = Vec::new();
+        tracker.make_due(&mut made, self.link.status);
+        if !made.is_empty() {
+            self.send_to_client(made);
+        }
+        true
     }
 
     // ---- the pool side ----
@@ -869,7 +896,7 @@ impl ClientSession {
         }
         if let Some(tracker) = &mut self.tracker {
             let mut made = Vec::new();
-            tracker.make_due(&mut made);
+            tracker.make_due(&mut made, self.link.status);
             if !made.is_empty() {
                 self.send_to_client(made);
             }

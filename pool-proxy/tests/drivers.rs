@@ -1,7 +1,8 @@
 //! The drivers of other ecosystems through the real proxy: psycopg 3 (Python) and
 //! node-postgres (JavaScript), as `scripts/install-deps.sh` installs them, each running its
 //! conformance script (`drivers/*/conformance.*`: transactions, parameter types, prepared
-//! statements across transactions, errors and recovery, cancel, 50 concurrent connections)
+//! statements across transactions, psycopg's cache evicting with SQL `DEALLOCATE`, errors
+//! and recovery, cancel, 50 concurrent connections)
 //! once straight to PostgreSQL and once through the proxy in transaction mode on a pool of
 //! 5 servers. The two transcripts must be identical, and the proxy must have shared its 5
 //! servers among the 50 clients: never more servers, never fewer clients at once.

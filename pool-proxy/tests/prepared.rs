@@ -198,7 +198,8 @@ fn query(sql: &str) -> Vec<u8> {
     b.to_vec()
 }
 
-/// Requests that exercise the hard cases, each answered up to its ReadyForQuery.
+/// Requests that exercise the hard cases, each answered up to its ReadyForQuery (an empty
+/// one reads the next answer to a pipeline).
 fn script() -> Vec<Vec<u8>> {
     vec![
         // Parse, Bind, Execute pipelined with one Sync.
@@ -272,6 +273,32 @@ fn script() -> Vec<Vec<u8>> {
         query("SELECT 1/0"),
         query("ROLLBACK"),
         [bind("p6", &[]), execute(), sync()].concat(),
+        // SQL DEALLOCATE of a protocol-level statement (PHP's PDO, Rails, psycopg with an
+        // older libpq): between transactions, in PostgreSQL's spellings, and then gone.
+        [parse("p7", "SELECT 7", &[]), sync()].concat(),
+        query("DEALLOCATE p7"),
+        [bind("p7", &[]), execute(), sync()].concat(),
+        [parse("P8", "SELECT 8", &[]), sync()].concat(),
+        query("deallocate prepare \"P8\" ;"),
+        [bind("P8", &[]), execute(), sync()].concat(),
+        query("DEALLOCATE nosuch"),
+        // Inside a transaction, and pipelined behind a query still running; then in a
+        // failed transaction, where it is refused and the statement stays.
+        query("BEGIN"),
+        [parse("p9", "SELECT 9", &[]), sync()].concat(),
+        [query("SELECT pg_sleep(0.01)"), query("DEALLOCATE p9")].concat(),
+        Vec::new(),
+        query("SELECT 1/0"),
+        query("DEALLOCATE p6"),
+        query("ROLLBACK"),
+        [
+            bind("p6", &[]),
+            execute(),
+            bind("p9", &[]),
+            execute(),
+            sync(),
+        ]
+        .concat(),
         // DEALLOCATE ALL: every statement of the client is gone.
         query("DEALLOCATE ALL"),
         [bind("p5", &["1"]), execute(), sync()].concat(),

@@ -13,7 +13,8 @@
 //! Every message sent has a [`Reply`] in a queue, in the server's order, saying what ends
 //! its answer and whose answer it is: the client's (forwarded, with the server name put
 //! back in an error), the proxy's (hidden), or one the proxy makes itself when its turn
-//! comes (a ParseComplete or CloseComplete for a message not sent). An error to an
+//! comes (a ParseComplete or CloseComplete for a message not sent; the whole answer to a
+//! simple query `DEALLOCATE` of a client's statement, see [`super::deallocate`]). An error to an
 //! extended-protocol message makes the server skip everything up to the next Sync, so
 //! the replies up to there are dropped and what their messages would have done is undone:
 //! a statement not prepared after all, a client's name not defined or not closed after all.
@@ -21,8 +22,12 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use super::deallocate::deallocated_name;
 use super::statements::{write_close, ClientStatements, ServerStatements, Statement};
-use crate::protocol::backend::{write_message, ServerMessage};
+use crate::protocol::backend::{
+    command_complete, error_response, ready_for_query, write_message, ServerMessage,
+    TransactionStatus,
+};
 use crate::protocol::frame::Frame;
 use crate::protocol::frontend::ClientMessage;
 use crate::protocol::take_cstr;
@@ -99,9 +104,19 @@ enum Reply {
     },
     /// A message the proxy added: its answer is not the client's.
     Hidden { ends: Ends, undo: Undo },
-    /// A message not sent: the proxy answers with this empty message (ParseComplete,
-    /// CloseComplete) when its turn comes.
-    Made { tag: u8, undo: Undo },
+    /// A message not sent: the proxy answers it when its turn comes.
+    Made { answer: Answer, undo: Undo },
+}
+
+/// The answer the proxy makes to a message it did not send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    ParseComplete,
+    CloseComplete,
+    /// To a simple query `DEALLOCATE` of a client's statement: CommandComplete and
+    /// ReadyForQuery, or inside a failed transaction the error PostgreSQL gives there
+    /// (and the statement stays).
+    Deallocate,
 }
 
 impl Reply {
@@ -184,6 +199,7 @@ impl Tracker {
         on_server: &mut ServerStatements,
         to_server: &mut Vec<u8>,
         to_client: &mut Vec<u8>,
+        status: TransactionStatus,
     ) {
         let handled = match message {
             ClientMessage::Parse { named: true } => self.parse(&frame, on_server, to_server),
@@ -210,7 +226,7 @@ impl Tracker {
             }
             to_server.extend_from_slice(frame.bytes());
         }
-        self.make_due(to_client);
+        self.make_due(to_client, status);
     }
 
     /// One server message: forwarded, hidden or replaced. Answers the proxy makes that
@@ -327,11 +343,34 @@ impl Tracker {
     }
 
     /// Appends the answers the proxy makes that are now due: those at the front of the
-    /// queue, with nothing the server still owes before them.
-    pub fn make_due(&mut self, to_client: &mut Vec<u8>) {
-        while let Some(Reply::Made { tag, .. }) = self.replies.front() {
-            write_message(to_client, *tag, &[]);
-            self.replies.pop_front();
+    /// queue, with nothing the server still owes before them. `status` is the server's
+    /// transaction status after everything before them.
+    pub fn make_due(&mut self, to_client: &mut Vec<u8>, status: TransactionStatus) {
+        while let Some(Reply::Made { answer, .. }) = self.replies.front() {
+            let answer = *answer;
+            let Some(Reply::Made { undo, .. }) = self.replies.pop_front() else {
+                break;
+            };
+            match answer {
+                Answer::ParseComplete => write_message(to_client, b'1', &[]),
+                Answer::CloseComplete => write_message(to_client, b'3', &[]),
+                Answer::Deallocate if status == TransactionStatus::Failed => {
+                    if let Some((name, statement)) = undo.closed {
+                        self.statements.insert(name, statement);
+                    }
+                    to_client.extend(error_response(
+                        "ERROR",
+                        "25P02",
+                        "current transaction is aborted, commands ignored until end of \
+                         transaction block",
+                    ));
+                    ready_for_query(to_client, status);
+                }
+                Answer::Deallocate => {
+                    command_complete(to_client, "DEALLOCATE");
+                    ready_for_query(to_client, status);
+                }
+            }
         }
     }
 
@@ -364,7 +403,7 @@ impl Tracker {
         let defined = Some(name.to_owned());
         if on_server.touch(statement.server_name()) {
             self.replies.push_back(Reply::Made {
-                tag: b'1',
+                answer: Answer::ParseComplete,
                 undo: Undo {
                     defined,
                     ..Undo::default()
@@ -466,9 +505,33 @@ impl Tracker {
             return false;
         };
         self.replies.push_back(Reply::Made {
-            tag: b'3',
+            answer: Answer::CloseComplete,
             undo: Undo {
                 closed: Some((name.to_owned(), statement)),
+                ..Undo::default()
+            },
+        });
+        true
+    }
+
+    /// A simple query `DEALLOCATE` of a client's statement (no server knows it by that
+    /// name): taken as a Close, and answered by the proxy when its turn comes. Statements
+    /// are not transactional, so that is what PostgreSQL does, except in a failed
+    /// transaction ([`Answer::Deallocate`]). Returns whether it was one.
+    pub fn deallocate(&mut self, query: &Frame) -> bool {
+        let Some((sql, [])) = take_cstr(query.body()) else {
+            return false;
+        };
+        let Some(name) = deallocated_name(sql) else {
+            return false;
+        };
+        let Some(statement) = self.statements.remove(&name) else {
+            return false;
+        };
+        self.replies.push_back(Reply::Made {
+            answer: Answer::Deallocate,
+            undo: Undo {
+                closed: Some((name, statement)),
                 ..Undo::default()
             },
         });

@@ -1616,3 +1616,129 @@ fn a_sync_ignored_in_copy_in_mode_is_owed_no_reply_by_the_tracker() {
         vec![to_client(parse_complete())]
     );
 }
+
+/// PostgreSQL's answer to a query in a failed transaction.
+fn aborted() -> Vec<u8> {
+    error_response(
+        "ERROR",
+        "25P02",
+        "current transaction is aborted, commands ignored until end of transaction block",
+    )
+}
+
+#[test]
+fn sql_deallocate_of_a_tracked_statement_between_transactions_is_answered_without_a_server() {
+    let mut s = session();
+    let record = prepare_and_run(&mut s);
+    assert_eq!(s.statements(), 1);
+    assert_eq!(
+        client(&mut s, &q("deallocate prepare S1;")),
+        vec![to_client([cc("DEALLOCATE"), rfq(b'I')].concat())],
+        "no server asked for, and its name never sent to one"
+    );
+    assert_eq!(s.statements(), 0);
+    // The name is gone: a Bind of it goes as it is, for the server to refuse.
+    client(&mut s, &[bind_to("s1"), execute(), sync()].concat());
+    assert_eq!(
+        grant_with(&mut s, S1, record),
+        vec![to_server(S1, [bind_to("s1"), execute(), sync()].concat())]
+    );
+}
+
+#[test]
+fn sql_deallocate_of_another_name_or_inside_a_batch_goes_to_the_server() {
+    let mut s = session();
+    prepare_and_run(&mut s);
+    // Not a statement of the client's (an SQL-level PREPARE, or a typo).
+    assert_eq!(
+        client(&mut s, &q("DEALLOCATE s2")),
+        vec![Action::RequestServer]
+    );
+    assert_eq!(grant(&mut s, S1), vec![to_server(S1, q("DEALLOCATE s2"))]);
+    server(&mut s, &[server_error("26000"), rfq(b'I')].concat());
+    // After an unsynced extended message the server would skip it: not answered here.
+    let pipeline = [bind_to(""), q("DEALLOCATE s1")].concat();
+    assert_eq!(client(&mut s, &pipeline), vec![Action::RequestServer]);
+    let sent = grant(&mut s, S2);
+    assert_eq!(sent, vec![to_server(S2, pipeline)]);
+    assert_eq!(s.statements(), 1);
+}
+
+#[test]
+fn sql_deallocate_inside_a_transaction_answers_with_its_status_after_what_is_owed() {
+    let mut s = session();
+    let record = prepare_and_run(&mut s);
+    client(&mut s, &q("BEGIN"));
+    grant_with(&mut s, S1, record);
+    server(&mut s, &[cc("BEGIN"), rfq(b'T')].concat());
+    // Idle in the transaction: answered at once, with its status.
+    assert_eq!(
+        client(&mut s, &q("DEALLOCATE s1")),
+        vec![to_client([cc("DEALLOCATE"), rfq(b'T')].concat())]
+    );
+    assert_eq!(s.statements(), 0);
+    // Pipelined behind a query the server still owes: answered after it, in order.
+    client(&mut s, &parse("s2", "SELECT 2"));
+    let pipeline = [sync(), q("SELECT 1"), q("DEALLOCATE s2")].concat();
+    let sent = client(&mut s, &pipeline);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let Action::SendToServer(S1, bytes) = &sent[0] else {
+        panic!("{sent:?}")
+    };
+    assert!(bytes.ends_with(&[sync(), q("SELECT 1")].concat()));
+    assert_eq!(
+        s.unanswered(),
+        2,
+        "the DEALLOCATE is owed by the proxy, not the server"
+    );
+    let answers = [
+        prepare_answer(),
+        rfq(b'T'),
+        data_row(),
+        cc("SELECT 1"),
+        rfq(b'T'),
+    ]
+    .concat();
+    assert_eq!(
+        server(&mut s, &answers),
+        vec![to_client(
+            [
+                parse_complete(),
+                rfq(b'T'),
+                data_row(),
+                cc("SELECT 1"),
+                rfq(b'T'),
+                cc("DEALLOCATE"),
+                rfq(b'T'),
+            ]
+            .concat()
+        )]
+    );
+    assert_eq!(s.statements(), 0);
+    assert_eq!(s.server(), Some(S1), "still inside the transaction");
+}
+
+#[test]
+fn sql_deallocate_in_a_failed_transaction_is_refused_as_postgresql_refuses_it() {
+    let mut s = session();
+    let record = prepare_and_run(&mut s);
+    client(&mut s, &q("BEGIN"));
+    grant_with(&mut s, S1, record);
+    server(&mut s, &[cc("BEGIN"), rfq(b'T')].concat());
+    client(&mut s, &q("SELECT 1/0"));
+    // Pipelined before the failure is known: decided when its turn comes.
+    assert_eq!(client(&mut s, &q("DEALLOCATE s1")), vec![]);
+    assert_eq!(
+        server(&mut s, &[server_error("22012"), rfq(b'E')].concat()),
+        vec![to_client(
+            [server_error("22012"), rfq(b'E'), aborted(), rfq(b'E')].concat()
+        )]
+    );
+    assert_eq!(s.statements(), 1, "the statement stays");
+    // Known failed: refused at once.
+    assert_eq!(
+        client(&mut s, &q("DEALLOCATE s1")),
+        vec![to_client([aborted(), rfq(b'E')].concat())]
+    );
+    assert_eq!(s.statements(), 1);
+}
