@@ -9,15 +9,26 @@
 /// server rather than matched as PostgreSQL would not.
 const MAX_IDENTIFIER_LEN: usize = 63;
 
-/// The statement name a simple query's text deallocates, when it is exactly
-/// `DEALLOCATE [PREPARE] name [;]` in PostgreSQL's grammar: keywords in any case, an
-/// unquoted name folded to lower case, a quoted one as written. `ALL` is not a name.
-pub fn deallocated_name(sql: &str) -> Option<String> {
-    let words = words(sql)?;
+const KEYWORD: &str = "deallocate";
+
+/// The statement name a simple query deallocates (`query`: the Query message's body,
+/// its text and a NUL), when the text is exactly `DEALLOCATE [PREPARE] name [;]` in
+/// PostgreSQL's grammar: keywords in any case, an unquoted name folded to lower case, a
+/// quoted one as written. `ALL` is not a name.
+pub fn deallocated_name(query: &[u8]) -> Option<String> {
+    // Every query of a client with statements comes here: its first bytes decide, before
+    // any parsing.
+    let text = query.strip_suffix(&[0])?;
+    let start = text.iter().position(|b| !is_space(char::from(*b)))?;
+    let keyword = text.get(start..start + KEYWORD.len())?;
+    if !keyword.eq_ignore_ascii_case(KEYWORD.as_bytes()) {
+        return None;
+    }
+    let words = words(std::str::from_utf8(text).ok()?)?;
     let name = match words.as_slice() {
-        [Word::Bare(deallocate), name] if deallocate == "deallocate" => name,
+        [Word::Bare(deallocate), name] if deallocate == KEYWORD => name,
         [Word::Bare(deallocate), Word::Bare(prepare), name]
-            if deallocate == "deallocate" && prepare == "prepare" =>
+            if deallocate == KEYWORD && prepare == "prepare" =>
         {
             name
         }
@@ -91,7 +102,10 @@ fn is_identifier_char(c: char) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::deallocated_name;
+    /// A Query message's body for this text.
+    fn deallocated_name(sql: &str) -> Option<String> {
+        super::deallocated_name(format!("{sql}\0").as_bytes())
+    }
 
     #[test]
     fn the_forms_of_postgresql_grammar_name_the_statement() {
@@ -132,6 +146,12 @@ mod tests {
         ] {
             assert_eq!(deallocated_name(sql), None, "{sql:?}");
         }
+        assert_eq!(super::deallocated_name(b"DEALLOCATE s1"), None, "no NUL");
+        assert_eq!(
+            super::deallocated_name(b"DEALLOCATE \xff\0"),
+            None,
+            "not UTF-8"
+        );
         let long = format!("DEALLOCATE {}", "a".repeat(64));
         assert_eq!(deallocated_name(&long), None);
         let longest = format!("DEALLOCATE {}", "a".repeat(63));

@@ -519,10 +519,10 @@ impl Tracker {
     /// are not transactional, so that is what PostgreSQL does, except in a failed
     /// transaction ([`Answer::Deallocate`]). Returns whether it was one.
     pub fn deallocate(&mut self, query: &Frame) -> bool {
-        let Some((sql, [])) = take_cstr(query.body()) else {
+        if self.statements.is_empty() {
             return false;
-        };
-        let Some(name) = deallocated_name(sql) else {
+        }
+        let Some(name) = deallocated_name(query.body()) else {
             return false;
         };
         let Some(statement) = self.statements.remove(&name) else {

@@ -101,6 +101,10 @@ impl ClientStatements {
     pub fn len(&self) -> usize {
         self.by_name.len()
     }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
 }
 
 /// The proxy's statements prepared on one server, with when each was last used. It may
