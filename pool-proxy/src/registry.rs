@@ -73,6 +73,8 @@ pub struct ServerEntry {
     /// The server's address and port (a Unix socket's path and no port).
     pub addr: String,
     pub port: u16,
+    /// The proxy's end of it (TCP only): the server's `client_addr` and `client_port`.
+    pub local: Option<SocketAddr>,
     /// The server process's id (BackendKeyData).
     pub remote_pid: i32,
     pub connected: SystemTime,
@@ -146,6 +148,7 @@ impl Registry {
             user: user.to_owned(),
             addr,
             port,
+            local: conn.local_addr(),
             remote_pid: conn.key.pid,
             connected: SystemTime::now(),
             state: AtomicU8::new(ServerState::Idle as u8),

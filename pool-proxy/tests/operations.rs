@@ -151,6 +151,18 @@ async fn show_commands_list_clients_servers_databases_and_settings_as_they_are()
     assert_eq!(server["link"], a_row["ptr"], "{server:?} vs {a_row:?}");
     assert_eq!(a_row["link"], server["ptr"], "{server:?} vs {a_row:?}");
     assert_eq!(server["remote_pid"], pid, "{server:?}");
+    // The proxy's end, as the server sees its client.
+    let seen = value(
+        &a,
+        "SELECT host(client_addr) || ' ' || client_port FROM pg_stat_activity \
+         WHERE pid = pg_backend_pid()",
+    )
+    .await;
+    assert_eq!(
+        format!("{} {}", server["local_addr"], server["local_port"]),
+        seen,
+        "{server:?}"
+    );
     assert_eq!(
         (
             server["type"].as_str(),

@@ -111,7 +111,8 @@ pub(super) fn clients(ctx: &ClientContext) -> Table {
 
 /// `SHOW SERVERS`: every open server connection that has logged in. `state` is
 /// `active` (lent; `link` is its client's `ptr`) or `idle` (in the pool); `user` is the
-/// user it logged in as; `remote_pid` the server process.
+/// user it logged in as; `remote_pid` the server process; `local_addr` and `local_port`
+/// the proxy's end (the server's `client_addr` and `client_port`).
 pub(super) fn servers(ctx: &ClientContext) -> Table {
     let rows = ctx
         .shared
@@ -119,6 +120,7 @@ pub(super) fn servers(ctx: &ClientContext) -> Table {
         .servers()
         .iter()
         .map(|server| {
+            let (local_addr, local_port) = split_addr(server.local);
             vec![
                 "S".to_owned(),
                 server.user.clone(),
@@ -126,8 +128,8 @@ pub(super) fn servers(ctx: &ClientContext) -> Table {
                 server.state().to_string(),
                 server.addr.clone(),
                 server.port.to_string(),
-                String::new(),
-                "0".to_owned(),
+                local_addr,
+                local_port,
                 timestamp(server.connected),
                 timestamp(server.requested().unwrap_or(server.connected)),
                 "0".to_owned(),

@@ -120,6 +120,16 @@ impl ServerConnection {
         }
     }
 
+    /// The proxy's end of a TCP connection (what the server's `pg_stat_activity` shows as
+    /// the client's address and port); `None` over a Unix socket.
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        match &self.stream {
+            RawSocket::Tcp(s) => s.local_addr().ok(),
+            #[cfg(unix)]
+            RawSocket::Unix(_) => None,
+        }
+    }
+
     /// The value of a parameter the server reported at startup.
     pub fn parameter(&self, name: &str) -> Option<&str> {
         self.parameters
