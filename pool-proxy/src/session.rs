@@ -735,8 +735,13 @@ impl ClientSession {
         if *message != ClientMessage::Query || self.link.batch_open || !tracker.deallocate(frame) {
             return false;
         }
+        // Between transactions the last server's link is stale; no transaction is open.
+        let status = match self.phase {
+            Phase::Active(_) => self.link.status,
+            _ => TransactionStatus::Idle,
+        };
         let mut made = Vec::new();
-        tracker.make_due(&mut made, self.link.status);
+        tracker.make_due(&mut made, status);
         if !made.is_empty() {
             self.send_to_client(made);
         }

@@ -14,10 +14,11 @@
 //! its answer and whose answer it is: the client's (forwarded, with the server name put
 //! back in an error), the proxy's (hidden), or one the proxy makes itself when its turn
 //! comes (a ParseComplete or CloseComplete for a message not sent; the whole answer to a
-//! simple query `DEALLOCATE` of a client's statement, see [`super::deallocate`]). An error to an
-//! extended-protocol message makes the server skip everything up to the next Sync, so
-//! the replies up to there are dropped and what their messages would have done is undone:
-//! a statement not prepared after all, a client's name not defined or not closed after all.
+//! simple query `DEALLOCATE` of a client's statement, see [`super::deallocate`]). An
+//! error to an extended-protocol message makes the server skip everything up to the next
+//! Sync, so the replies up to there are dropped and what their messages would have done is
+//! undone: a statement not prepared after all, a client's name not defined or not closed
+//! after all.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -346,9 +347,8 @@ impl Tracker {
     /// queue, with nothing the server still owes before them. `status` is the server's
     /// transaction status after everything before them.
     pub fn make_due(&mut self, to_client: &mut Vec<u8>, status: TransactionStatus) {
-        while let Some(Reply::Made { answer, .. }) = self.replies.front() {
-            let answer = *answer;
-            let Some(Reply::Made { undo, .. }) = self.replies.pop_front() else {
+        while matches!(self.replies.front(), Some(Reply::Made { .. })) {
+            let Some(Reply::Made { answer, undo }) = self.replies.pop_front() else {
                 break;
             };
             match answer {
