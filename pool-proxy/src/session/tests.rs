@@ -1664,13 +1664,19 @@ fn sql_deallocate_of_another_name_or_inside_a_batch_goes_to_the_server() {
     assert_eq!(s.statements(), 1);
 }
 
-#[test]
-fn sql_deallocate_inside_a_transaction_answers_with_its_status_after_what_is_owed() {
+/// A session holding S1 inside a transaction (after BEGIN), with `s1` defined.
+fn in_a_transaction_with_s1() -> ClientSession {
     let mut s = session();
     let record = prepare_and_run(&mut s);
     client(&mut s, &q("BEGIN"));
     grant_with(&mut s, S1, record);
     server(&mut s, &[cc("BEGIN"), rfq(b'T')].concat());
+    s
+}
+
+#[test]
+fn sql_deallocate_inside_a_transaction_answers_with_its_status_after_what_is_owed() {
+    let mut s = in_a_transaction_with_s1();
     // Idle in the transaction: answered at once, with its status.
     assert_eq!(
         client(&mut s, &q("DEALLOCATE s1")),
@@ -1720,11 +1726,7 @@ fn sql_deallocate_inside_a_transaction_answers_with_its_status_after_what_is_owe
 
 #[test]
 fn sql_deallocate_in_a_failed_transaction_is_refused_as_postgresql_refuses_it() {
-    let mut s = session();
-    let record = prepare_and_run(&mut s);
-    client(&mut s, &q("BEGIN"));
-    grant_with(&mut s, S1, record);
-    server(&mut s, &[cc("BEGIN"), rfq(b'T')].concat());
+    let mut s = in_a_transaction_with_s1();
     client(&mut s, &q("SELECT 1/0"));
     // Pipelined before the failure is known: decided when its turn comes.
     assert_eq!(client(&mut s, &q("DEALLOCATE s1")), vec![]);
