@@ -32,7 +32,8 @@ use libfuzzer_sys::fuzz_target;
 use pool_proxy::protocol::frame::Framer;
 use pool_proxy::{
     AbandonedTransactionPolicy, Action, ClientSession, Input, Instant, Misuse, PoolMode, Release,
-    ServerId, ServerStatements, SessionConfig, StatePolicy, SERVER_NAME_PREFIX,
+    ServerId, ServerStatements, SessionConfig, StatePolicy, FOLLOWED_PARAMETERS,
+    SERVER_NAME_PREFIX,
 };
 use std::time::Duration;
 
@@ -67,7 +68,8 @@ enum ServerMsg {
     BindComplete,
     CloseComplete,
     DataRow,
-    ParameterStatus,
+    /// A followed parameter (TimeZone) or another one the server reports (is_superuser).
+    ParameterStatus { followed: bool },
     BackendKeyData,
 }
 
@@ -204,7 +206,8 @@ fn server_bytes(m: &ServerMsg) -> Vec<u8> {
         ServerMsg::BindComplete => msg(b'2', b""),
         ServerMsg::CloseComplete => msg(b'3', b""),
         ServerMsg::DataRow => msg(b'D', &[0, 1, 0, 0, 0, 1, b'1']),
-        ServerMsg::ParameterStatus => msg(b'S', b"TimeZone\0UTC\0"),
+        ServerMsg::ParameterStatus { followed: true } => msg(b'S', b"TimeZone\0UTC\0"),
+        ServerMsg::ParameterStatus { followed: false } => msg(b'S', b"is_superuser\0on\0"),
         ServerMsg::BackendKeyData => msg(b'K', &[0, 0, 0, 1, 0, 0, 0, 2]),
     }
 }
@@ -421,6 +424,13 @@ impl Harness {
                 held(&self.lent, id);
                 assert!(!reason.is_empty());
                 self.lent = None;
+            }
+            Action::ParameterChanged { name, .. } => {
+                assert!(self.lent.is_some(), "a parameter changed on no server");
+                assert!(
+                    FOLLOWED_PARAMETERS.contains(&name.as_str()),
+                    "{name} is not followed"
+                );
             }
             Action::Pinned(reason) | Action::Refused(reason) => {
                 assert!(!self.session_mode, "nothing pins in session mode");

@@ -35,5 +35,5 @@ pub use proxy::{Proxy, ProxyHandle, StartError};
 pub use session::{
     AbandonedTransactionPolicy, Action, ClientSession, Counters, Input, Instant, Misuse, PinReason,
     PoolMode, Release, ServerId, ServerStatements, SessionConfig, StatePolicy, Statement,
-    SERVER_NAME_PREFIX,
+    FOLLOWED_PARAMETERS, SERVER_NAME_PREFIX,
 };

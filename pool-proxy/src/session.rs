@@ -175,6 +175,21 @@ impl std::str::FromStr for AbandonedTransactionPolicy {
     }
 }
 
+/// Parameters the server reports (ParameterStatus) that a client may change without a
+/// `SET` the session pins on (`set_config(..., false)` in a query, a `SET` inside a
+/// transaction block): followed per client instead ([`Action::ParameterChanged`]), as
+/// PgBouncer follows its `track_extra_parameters`. The others a server reports
+/// (`session_authorization`, `is_superuser`, `server_version`, ...) are not for a pooler
+/// to replay.
+pub const FOLLOWED_PARAMETERS: [&str; 6] = [
+    "application_name",
+    "client_encoding",
+    "DateStyle",
+    "IntervalStyle",
+    "TimeZone",
+    "standard_conforming_strings",
+];
+
 /// PgBouncer's default since 1.22: enough for the statements of a typical application's
 /// hot paths, a few hundred kilobytes of plans per server at most.
 pub const DEFAULT_MAX_PREPARED_STATEMENTS: usize = 200;
@@ -285,6 +300,10 @@ pub enum Action {
     ReleaseServer(ServerId, Release, ServerStatements),
     /// Close that server connection; the session no longer holds it.
     CloseServer(ServerId, String),
+    /// A followed parameter ([`FOLLOWED_PARAMETERS`]) has this value on the held server
+    /// since the transaction that changed it ended: the client wants it on its next
+    /// servers, and the server keeps it (a RESET for a client that did not ask for it).
+    ParameterChanged { name: String, value: String },
     /// The client was pinned to its server, for this reason (reported once per client).
     Pinned(PinReason),
     /// The client was refused for changing session state (reported once per client).
@@ -413,6 +432,10 @@ struct Link {
     transaction_since: Option<Instant>,
     /// The statements prepared on the server.
     statements: ServerStatements,
+    /// Followed parameters the server reported since its last ReadyForQuery `I`, the
+    /// latest value of each: they hold once the transaction ends (a `SET LOCAL` or a
+    /// rolled-back `SET` is reported again as it reverts).
+    reported: Vec<(String, String)>,
 }
 
 impl Link {
@@ -429,6 +452,7 @@ impl Link {
             always: None,
             transaction_since: None,
             statements: ServerStatements::default(),
+            reported: Vec::new(),
         }
     }
 
@@ -840,6 +864,12 @@ impl ClientSession {
                 };
                 link.status = status;
                 link.answered_mark = answered.copy_ends_before;
+                if status == TransactionStatus::Idle {
+                    for (name, value) in link.reported.drain(..) {
+                        self.actions
+                            .push_back(Action::ParameterChanged { name, value });
+                    }
+                }
                 let counters = &mut self.counters;
                 counters.queries += 1;
                 counters.query_time += self.now.saturating_since(answered.sent_at);
@@ -888,8 +918,16 @@ impl ClientSession {
                 // The client knows the proxy's key, never a server's.
                 return;
             }
+            ServerMessage::ParameterStatus { name, value } => {
+                if FOLLOWED_PARAMETERS
+                    .iter()
+                    .any(|followed| followed.eq_ignore_ascii_case(&name))
+                {
+                    link.reported.retain(|(seen, _)| *seen != name);
+                    link.reported.push((name, value));
+                }
+            }
             ServerMessage::NoticeResponse
-            | ServerMessage::ParameterStatus { .. }
             | ServerMessage::CopyOutResponse
             | ServerMessage::Authentication(_)
             | ServerMessage::Other(_) => {}

@@ -997,6 +997,71 @@ async fn startup_parameters_follow_each_client_across_a_shared_server() {
     proxy.shutdown().await;
 }
 
+/// A parameter the server reports (ParameterStatus) changed where no pin sees it
+/// (`set_config(..., false)` in a SELECT, as Django sets its TimeZone; a `SET` inside a
+/// transaction block that commits later) follows its client to its next transactions and never
+/// reaches another client of the same server; a `SET LOCAL`, or a `SET` rolled back,
+/// leaves nothing behind. Neither client is pinned: they share one server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reported_parameters_changed_in_a_transaction_follow_their_client_only() {
+    let proxy = TestProxy::start(
+        Setup::default().settings("default_pool_size = 1\nquery_wait_timeout = 10"),
+    )
+    .await;
+    let a = proxy.connect().await;
+    let b = proxy.connect().await;
+    let show = "SELECT current_setting('TimeZone') || '|' || current_setting('DateStyle') \
+                || '|' || current_setting('IntervalStyle') || '|' || pg_backend_pid()";
+    let without_pid = |seen: String| seen.rsplit_once('|').unwrap().0.to_owned();
+    let first = value(&b, show).await;
+    let (defaults, pid) = first.rsplit_once('|').unwrap();
+    let defaults = defaults.to_owned();
+    assert_ne!(defaults, "America/New_York|German, DMY|postgres");
+
+    value(
+        &a,
+        "SELECT set_config('TimeZone', 'America/New_York', false)",
+    )
+    .await;
+    // Each its own request, as a driver sends them (in one request with its COMMIT, a SET
+    // is seen, and pins).
+    for transaction in [
+        ["BEGIN", "SET DateStyle = 'German, DMY'", "COMMIT"],
+        ["BEGIN", "SET LOCAL TimeZone = 'Asia/Tokyo'", "COMMIT"],
+        ["BEGIN", "SET IntervalStyle = 'iso_8601'", "ROLLBACK"],
+    ] {
+        for sql in transaction {
+            a.batch_execute(sql).await.unwrap();
+        }
+    }
+    let expected_a = defaults
+        .replacen(defaults.split('|').next().unwrap(), "America/New_York", 1)
+        .replacen(defaults.split('|').nth(1).unwrap(), "German, DMY", 1);
+    for _ in 0..3 {
+        let seen_b = value(&b, show).await;
+        assert_eq!(
+            without_pid(seen_b.clone()),
+            defaults,
+            "another client's values leaked"
+        );
+        assert!(
+            seen_b.ends_with(&format!("|{pid}")),
+            "one shared server: {seen_b}"
+        );
+        let seen_a = value(&a, show).await;
+        assert_eq!(
+            without_pid(seen_a),
+            expected_a,
+            "its own values followed it"
+        );
+    }
+    // Back to the defaults with a DISCARD ALL of its own: followed too.
+    a.batch_execute("DISCARD ALL").await.unwrap();
+    assert_eq!(without_pid(value(&a, show).await), defaults);
+    assert_eq!(without_pid(value(&b, show).await), defaults);
+    proxy.shutdown().await;
+}
+
 // ---- helpers ----
 
 /// Runs a client program off the runtime's threads (the proxy runs on them).

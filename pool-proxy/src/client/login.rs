@@ -119,7 +119,7 @@ pub(crate) async fn serve(
             if Box::pin(w.write_all(&hello)).await.is_err() {
                 return;
             }
-            relay(r, w, early, &route, &wanted, &ctx).await;
+            relay(r, w, early, &route, wanted, &ctx).await;
         }
     }
     drop(slot);

@@ -5,8 +5,9 @@
 //! `RESET`) round trip, only when they differ. A server remembers what the proxy set on
 //! it ([`ServerSettings`]); a reset (`DISCARD ALL`) forgets it, as the server does.
 //!
-//! A client's own `SET` inside a transaction (not `SET LOCAL`) is not followed: the
-//! session cannot see it (docs/proxy.md).
+//! A client's own change of a parameter the server reports (`set_config`, a `SET` inside
+//! a transaction block) is followed too ([`follow`]): the server's ParameterStatus says
+//! what it became. Other settings changed that way are not seen (docs/proxy.md).
 
 use std::time::Duration;
 
@@ -103,6 +104,25 @@ pub(crate) async fn sync(
         })??;
     server.settings = wanted.clone();
     Ok(())
+}
+
+/// A followed parameter the client changed on `server` (its value once the transaction
+/// that changed it ended): the client wants it on its next servers, and this server has
+/// it. At the server's startup value it is nothing to set any more.
+pub(crate) fn follow(
+    server: &mut ServerConnection,
+    wanted: &mut ServerSettings,
+    name: &str,
+    value: &str,
+) {
+    let key = name.to_ascii_lowercase();
+    if server.parameter(name) == Some(value) {
+        wanted.remove(&key);
+        server.settings.remove(&key);
+    } else {
+        wanted.insert(key.clone(), value.to_owned());
+        server.settings.insert(key, value.to_owned());
+    }
 }
 
 fn ident(name: &str) -> String {

@@ -77,7 +77,7 @@ pub(crate) async fn relay<R, W>(
     mut client_w: W,
     early: Vec<u8>,
     route: &Route,
-    wanted: &ServerSettings,
+    mut wanted: ServerSettings,
     ctx: &ClientContext,
 ) where
     R: AsyncRead + Unpin,
@@ -117,7 +117,8 @@ pub(crate) async fn relay<R, W>(
                     let paused = ctx.shared.pauses.is_paused(&route.database);
                     if let Some(lease) = route.pool.try_get().filter(|_| !paused) {
                         route.stats.granted_at_once();
-                        held = Box::pin(take(&mut session, lease, wanted, ctx, &mut next_id)).await;
+                        held =
+                            Box::pin(take(&mut session, lease, &wanted, ctx, &mut next_id)).await;
                     } else {
                         route.stats.wait_started(ctx.id, clock.now());
                         ctx.client.entry().waiting(clock.now());
@@ -178,6 +179,11 @@ pub(crate) async fn relay<R, W>(
                                 .await;
                         });
                         drop(server);
+                    }
+                }
+                Action::ParameterChanged { name, value } => {
+                    if let Some(server) = held.as_mut() {
+                        params::follow(&mut server.lease, &mut wanted, &name, &value);
                     }
                 }
                 Action::Pinned(reason) => {
@@ -275,7 +281,7 @@ pub(crate) async fn relay<R, W>(
                 route.stats.wait_ended(ctx.id, Some(since.elapsed()));
                 match *result {
                     Ok(lease) => {
-                        held = Box::pin(take(&mut session, lease, wanted, ctx, &mut next_id)).await
+                        held = Box::pin(take(&mut session, lease, &wanted, ctx, &mut next_id)).await
                     }
                     Err(error) => {
                         ctx.client.entry().idle();

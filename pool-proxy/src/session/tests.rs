@@ -1744,3 +1744,96 @@ fn sql_deallocate_in_a_failed_transaction_is_refused_as_postgresql_refuses_it() 
     );
     assert_eq!(s.statements(), 1);
 }
+
+// ---- followed parameters ----
+
+fn parameter_status(name: &str, value: &str) -> Vec<u8> {
+    msg(b'S', format!("{name}\0{value}\0").as_bytes())
+}
+
+fn parameters_changed(actions: &[Action]) -> Vec<(&str, &str)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::ParameterChanged { name, value } => Some((name.as_str(), value.as_str())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn followed_parameters_change_when_their_transaction_ends_with_their_last_value() {
+    let mut s = active_with("BEGIN");
+    server(&mut s, &[cc("BEGIN"), rfq(b'T')].concat());
+    client(&mut s, &q("SELECT set_config('TimeZone', 'X', false)"));
+    let answer = [
+        data_row(),
+        cc("SELECT 1"),
+        parameter_status("TimeZone", "X"),
+        parameter_status("is_superuser", "on"),
+        rfq(b'T'),
+    ]
+    .concat();
+    let actions = server(&mut s, &answer);
+    assert_eq!(
+        parameters_changed(&actions),
+        [],
+        "not inside the transaction: it may still roll back"
+    );
+    assert_eq!(
+        actions,
+        vec![to_client(answer)],
+        "the client sees its own reports"
+    );
+    client(&mut s, &q("SET LOCAL DateStyle = 'German'"));
+    server(
+        &mut s,
+        &[
+            cc("SET"),
+            parameter_status("DateStyle", "German"),
+            rfq(b'T'),
+        ]
+        .concat(),
+    );
+    client(&mut s, &q("COMMIT"));
+    let actions = server(
+        &mut s,
+        &[
+            cc("COMMIT"),
+            parameter_status("DateStyle", "ISO"),
+            rfq(b'I'),
+        ]
+        .concat(),
+    );
+    assert_eq!(
+        parameters_changed(&actions),
+        [("TimeZone", "X"), ("DateStyle", "ISO")],
+        "followed ones only, each at its last value, before the server goes back"
+    );
+    assert!(
+        matches!(
+            actions.last(),
+            Some(Action::ReleaseServer(S1, Release::Clean, _))
+        ),
+        "{actions:?}"
+    );
+    assert_eq!(s.pinned(), None);
+}
+
+#[test]
+fn a_transaction_its_client_abandons_changes_no_parameter() {
+    let mut s = active_with("BEGIN");
+    server(&mut s, &[cc("BEGIN"), rfq(b'T')].concat());
+    client(&mut s, &q("SET TimeZone = 'X'"));
+    server(
+        &mut s,
+        &[cc("SET"), parameter_status("TimeZone", "X"), rfq(b'T')].concat(),
+    );
+    s.handle(T0, Input::ClientClosed).unwrap();
+    let actions = drain(&mut s);
+    assert_eq!(parameters_changed(&actions), []);
+    assert!(matches!(
+        actions[0],
+        Action::ReleaseServer(S1, Release::Rollback { .. }, _)
+    ));
+}
