@@ -116,7 +116,7 @@ fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
     b
 }
 
-const QUERIES: [&str; 8] = [
+const QUERIES: [&str; 9] = [
     "SELECT 1",
     "BEGIN",
     "COMMIT",
@@ -126,6 +126,8 @@ const QUERIES: [&str; 8] = [
     // The proxy answers these itself when the client has that statement.
     "DEALLOCATE s1",
     "deallocate prepare \"s2\";",
+    // A followed parameter: its SET does not pin.
+    "SET TimeZone = 'UTC'",
 ];
 const TAGS: [&str; 10] = [
     "SELECT 1",

@@ -45,6 +45,8 @@ use crate::protocol::frontend::ClientMessage;
 
 mod deallocate;
 mod prepared;
+mod set;
+mod sql;
 mod statements;
 
 use prepared::{Tracker, Verdict};
@@ -374,6 +376,8 @@ struct Pending {
     request: Request,
     copy_ends_before: u64,
     sent_at: Instant,
+    /// A simple query that only sets a followed parameter ([`set`]): its `SET` does not pin.
+    sets_followed: bool,
 }
 
 /// What a session has done so far, cumulative: the proxy's statistics (PgBouncer's
@@ -714,6 +718,8 @@ impl ClientSession {
                 request,
                 copy_ends_before: link.copy_ends_sent,
                 sent_at: self.now,
+                sets_followed: request == Request::Query
+                    && set::sets_a_followed_parameter(frame.body()),
             });
             link.transaction_since.get_or_insert(self.now);
         }
@@ -890,6 +896,9 @@ impl ClientSession {
                 }
             }
             ServerMessage::CommandComplete { tag } => match state_tag(&tag) {
+                // Its change is reported, and followed.
+                Some(StateTag::IfIdle(PinReason::Set))
+                    if link.outstanding.front().is_some_and(|p| p.sets_followed) => {}
                 Some(StateTag::IfIdle(reason)) => link.if_idle = Some(reason),
                 Some(StateTag::Always(reason)) => link.always = Some(reason),
                 None => {}

@@ -999,9 +999,10 @@ async fn startup_parameters_follow_each_client_across_a_shared_server() {
 
 /// A parameter the server reports (ParameterStatus) changed where no pin sees it
 /// (`set_config(..., false)` in a SELECT, as Django sets its TimeZone; a `SET` inside a
-/// transaction block that commits later) follows its client to its next transactions and never
-/// reaches another client of the same server; a `SET LOCAL`, or a `SET` rolled back,
-/// leaves nothing behind. Neither client is pinned: they share one server.
+/// transaction block that commits later), or by a plain `SET` of it alone, follows its
+/// client to its next transactions and never reaches another client of the same server; a
+/// `SET LOCAL`, or a `SET` rolled back, leaves nothing behind. Neither client is pinned:
+/// they share one server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reported_parameters_changed_in_a_transaction_follow_their_client_only() {
     let proxy = TestProxy::start(
@@ -1011,18 +1012,23 @@ async fn reported_parameters_changed_in_a_transaction_follow_their_client_only()
     let a = proxy.connect().await;
     let b = proxy.connect().await;
     let show = "SELECT current_setting('TimeZone') || '|' || current_setting('DateStyle') \
-                || '|' || current_setting('IntervalStyle') || '|' || pg_backend_pid()";
+                || '|' || current_setting('IntervalStyle') || '|' \
+                || current_setting('application_name') || '|' || pg_backend_pid()";
     let without_pid = |seen: String| seen.rsplit_once('|').unwrap().0.to_owned();
     let first = value(&b, show).await;
     let (defaults, pid) = first.rsplit_once('|').unwrap();
     let defaults = defaults.to_owned();
-    assert_ne!(defaults, "America/New_York|German, DMY|postgres");
+    assert!(!defaults.contains("America/New_York") && !defaults.contains("client a"));
 
     value(
         &a,
         "SELECT set_config('TimeZone', 'America/New_York', false)",
     )
     .await;
+    // A plain SET of a followed parameter, outside a transaction: followed, not pinned.
+    a.batch_execute("SET application_name = 'client a'")
+        .await
+        .unwrap();
     // Each its own request, as a driver sends them (in one request with its COMMIT, a SET
     // is seen, and pins).
     for transaction in [
@@ -1034,9 +1040,11 @@ async fn reported_parameters_changed_in_a_transaction_follow_their_client_only()
             a.batch_execute(sql).await.unwrap();
         }
     }
-    let expected_a = defaults
-        .replacen(defaults.split('|').next().unwrap(), "America/New_York", 1)
-        .replacen(defaults.split('|').nth(1).unwrap(), "German, DMY", 1);
+    let mut expected_a: Vec<&str> = defaults.split('|').collect();
+    expected_a[0] = "America/New_York";
+    expected_a[1] = "German, DMY";
+    expected_a[3] = "client a";
+    let expected_a = expected_a.join("|");
     for _ in 0..3 {
         let seen_b = value(&b, show).await;
         assert_eq!(

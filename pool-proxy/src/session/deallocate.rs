@@ -5,11 +5,11 @@
 //! statement is recognised; anything else (comments, a second statement) is left to the
 //! server, as before.
 
+use super::sql::{query_text, starts_with_keyword, tokens, Token};
+
 /// PostgreSQL cuts identifiers at `NAMEDATALEN - 1` bytes; a longer name is left to the
 /// server rather than matched as PostgreSQL would not.
 const MAX_IDENTIFIER_LEN: usize = 63;
-
-const KEYWORD: &str = "deallocate";
 
 /// The statement name a simple query deallocates (`query`: the Query message's body,
 /// its text and a NUL), when the text is exactly `DEALLOCATE [PREPARE] name [;]` in
@@ -17,87 +17,27 @@ const KEYWORD: &str = "deallocate";
 /// quoted one as written. `ALL` is not a name.
 pub fn deallocated_name(query: &[u8]) -> Option<String> {
     // Every query of a client with statements comes here: its first bytes decide, before
-    // any parsing.
-    let text = query.strip_suffix(&[0])?;
-    let start = text.iter().position(|b| !is_space(char::from(*b)))?;
-    let keyword = text.get(start..start + KEYWORD.len())?;
-    if !keyword.eq_ignore_ascii_case(KEYWORD.as_bytes()) {
+    // any lexing.
+    if !starts_with_keyword(query, "deallocate") {
         return None;
     }
-    let words = words(std::str::from_utf8(text).ok()?)?;
+    let words = tokens(query_text(query)?, 3)?;
     let name = match words.as_slice() {
-        [Word::Bare(deallocate), name] if deallocate == KEYWORD => name,
-        [Word::Bare(deallocate), Word::Bare(prepare), name]
-            if deallocate == KEYWORD && prepare == "prepare" =>
+        [Token::Word(deallocate), name] if deallocate == "deallocate" => name,
+        [Token::Word(deallocate), Token::Word(prepare), name]
+            if deallocate == "deallocate" && prepare == "prepare" =>
         {
             name
         }
         _ => return None,
     };
     match name {
-        Word::Bare(all) if all == "all" => None,
-        Word::Bare(name) | Word::Quoted(name) => {
+        Token::Word(all) if all == "all" => None,
+        Token::Word(name) | Token::Quoted(name) => {
             (name.len() <= MAX_IDENTIFIER_LEN).then(|| name.clone())
         }
+        _ => None,
     }
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum Word {
-    /// An unquoted identifier or keyword, folded to lower case.
-    Bare(String),
-    /// A double-quoted identifier, with `""` read as `"`.
-    Quoted(String),
-}
-
-/// The words of a statement of identifiers only, up to an optional `;` that only
-/// whitespace may follow; `None` for anything else (at most 4 words are read).
-fn words(sql: &str) -> Option<Vec<Word>> {
-    let mut words = Vec::new();
-    let mut chars = sql.chars().peekable();
-    loop {
-        while chars.next_if(|c| is_space(*c)).is_some() {}
-        let Some(c) = chars.next() else {
-            return Some(words);
-        };
-        if words.len() == 4 {
-            return None;
-        }
-        match c {
-            ';' => return chars.all(is_space).then_some(words),
-            '"' => {
-                let mut name = String::new();
-                loop {
-                    match chars.next()? {
-                        '"' if chars.next_if_eq(&'"').is_some() => name.push('"'),
-                        '"' => break,
-                        c => name.push(c),
-                    }
-                }
-                if name.is_empty() {
-                    return None; // a zero-length delimited identifier is an error
-                }
-                words.push(Word::Quoted(name));
-            }
-            c if c == '_' || c.is_ascii_alphabetic() || !c.is_ascii() => {
-                let mut word = String::from(c.to_ascii_lowercase());
-                while let Some(c) = chars.next_if(|c| is_identifier_char(*c)) {
-                    word.push(c.to_ascii_lowercase());
-                }
-                words.push(Word::Bare(word));
-            }
-            _ => return None,
-        }
-    }
-}
-
-/// PostgreSQL's whitespace in SQL.
-fn is_space(c: char) -> bool {
-    matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0c' | '\x0b')
-}
-
-fn is_identifier_char(c: char) -> bool {
-    c == '_' || c == '$' || c.is_ascii_alphanumeric() || !c.is_ascii()
 }
 
 #[cfg(test)]
@@ -139,6 +79,7 @@ mod tests {
             "DEALLOCATE \"\"",
             "DEALLOCATE \"unterminated",
             "DEALLOCATE 1abc",
+            "DEALLOCATE 'a'",
             "DEALLOCATE PREPARE PREPARE s1",
             "SELECT 1",
             "DISCARD ALL",

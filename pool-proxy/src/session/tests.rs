@@ -1837,3 +1837,45 @@ fn a_transaction_its_client_abandons_changes_no_parameter() {
         Action::ReleaseServer(S1, Release::Rollback { .. }, _)
     ));
 }
+
+#[test]
+fn a_set_of_a_followed_parameter_alone_is_followed_not_pinned() {
+    let mut s = active_with("SET TimeZone = 'Asia/Tokyo'");
+    let actions = server(
+        &mut s,
+        &[
+            cc("SET"),
+            parameter_status("TimeZone", "Asia/Tokyo"),
+            rfq(b'I'),
+        ]
+        .concat(),
+    );
+    assert_eq!(parameters_changed(&actions), [("TimeZone", "Asia/Tokyo")]);
+    assert!(
+        matches!(
+            actions.last(),
+            Some(Action::ReleaseServer(S1, Release::Clean, _))
+        ),
+        "{actions:?}"
+    );
+    assert_eq!(s.pinned(), None);
+    // With a second statement, which may set anything: pinned.
+    let both = q("SET TimeZone = 'UTC'; SET work_mem = '1GB'");
+    assert_eq!(client(&mut s, &both), vec![Action::RequestServer]);
+    grant(&mut s, S2);
+    let actions = server(
+        &mut s,
+        &[
+            cc("SET"),
+            parameter_status("TimeZone", "UTC"),
+            cc("SET"),
+            rfq(b'I'),
+        ]
+        .concat(),
+    );
+    assert!(
+        actions.contains(&Action::Pinned(PinReason::Set)),
+        "{actions:?}"
+    );
+    assert_eq!(s.pinned(), Some(PinReason::Set));
+}
