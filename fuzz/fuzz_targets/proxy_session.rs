@@ -129,7 +129,7 @@ const QUERIES: [&str; 9] = [
     // A followed parameter: its SET does not pin.
     "SET TimeZone = 'UTC'",
 ];
-const TAGS: [&str; 10] = [
+const TAGS: [&str; 11] = [
     "SELECT 1",
     "BEGIN",
     "COMMIT",
@@ -140,6 +140,7 @@ const TAGS: [&str; 10] = [
     "PREPARE",
     "DECLARE CURSOR",
     "COPY 1",
+    "DISCARD ALL",
 ];
 
 fn client_bytes(m: &ClientMsg) -> Vec<u8> {
@@ -426,6 +427,9 @@ impl Harness {
                 held(&self.lent, id);
                 assert!(!reason.is_empty());
                 self.lent = None;
+            }
+            Action::SettingsDiscarded => {
+                assert!(self.lent.is_some(), "settings discarded on no server");
             }
             Action::ParameterChanged { name, .. } => {
                 assert!(self.lent.is_some(), "a parameter changed on no server");

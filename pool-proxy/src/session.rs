@@ -306,6 +306,10 @@ pub enum Action {
     /// since the transaction that changed it ended: the client wants it on its next
     /// servers, and the server keeps it (a RESET for a client that did not ask for it).
     ParameterChanged { name: String, value: String },
+    /// The client's `DISCARD ALL` put the held server back to its defaults: the client
+    /// wants its startup settings again (PostgreSQL's `DISCARD ALL` goes back to the
+    /// session's startup values), and the server has none of the proxy's settings.
+    SettingsDiscarded,
     /// The client was pinned to its server, for this reason (reported once per client).
     Pinned(PinReason),
     /// The client was refused for changing session state (reported once per client).
@@ -440,6 +444,9 @@ struct Link {
     /// latest value of each: they hold once the transaction ends (a `SET LOCAL` or a
     /// rolled-back `SET` is reported again as it reverts).
     reported: Vec<(String, String)>,
+    /// A `DISCARD ALL` completed since the last ReadyForQuery `I` (what the server reports
+    /// after it are its defaults, not the client's).
+    discarded: bool,
 }
 
 impl Link {
@@ -457,6 +464,7 @@ impl Link {
             transaction_since: None,
             statements: ServerStatements::default(),
             reported: Vec::new(),
+            discarded: false,
         }
     }
 
@@ -871,6 +879,10 @@ impl ClientSession {
                 link.status = status;
                 link.answered_mark = answered.copy_ends_before;
                 if status == TransactionStatus::Idle {
+                    if std::mem::take(&mut link.discarded) {
+                        link.reported.clear();
+                        self.actions.push_back(Action::SettingsDiscarded);
+                    }
                     for (name, value) in link.reported.drain(..) {
                         self.actions
                             .push_back(Action::ParameterChanged { name, value });
@@ -894,6 +906,9 @@ impl ClientSession {
                         return;
                     }
                 }
+            }
+            ServerMessage::CommandComplete { tag } if tag == "DISCARD ALL" => {
+                link.discarded = true;
             }
             ServerMessage::CommandComplete { tag } => match state_tag(&tag) {
                 // Its change is reported, and followed.

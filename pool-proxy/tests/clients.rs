@@ -1070,6 +1070,47 @@ async fn reported_parameters_changed_in_a_transaction_follow_their_client_only()
     proxy.shutdown().await;
 }
 
+/// A client's own `DISCARD ALL` (as .NET's Npgsql sends when its pool takes a
+/// connection back) puts its session back to its startup values, as PostgreSQL does: its
+/// startup `application_name` again, its `SET TimeZone` gone. The server's record of
+/// what the proxy set on it is gone too, so the next client asking for the same startup
+/// value gets it set again rather than the server's default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_discard_all_goes_back_to_its_startup_values() {
+    let proxy = TestProxy::start(
+        Setup::default().settings("default_pool_size = 1\nquery_wait_timeout = 10"),
+    )
+    .await;
+    let show = "SELECT current_setting('application_name') || '|' \
+                || current_setting('TimeZone')";
+    let script = ["SET TimeZone = 'Asia/Tokyo'", "DISCARD ALL"];
+    let mut direct_config = proxy.cluster.config();
+    direct_config.application_name("app_a");
+    let direct = connect(&direct_config).await.unwrap();
+    for sql in script {
+        direct.batch_execute(sql).await.unwrap();
+    }
+    let expected = value(&direct, show).await;
+    assert!(expected.starts_with("app_a|"), "{expected}");
+
+    let mut config = proxy.config();
+    config.application_name("app_a");
+    let a = connect(&config).await.unwrap();
+    let c = connect(&config).await.unwrap();
+    for sql in script {
+        a.batch_execute(sql).await.unwrap();
+    }
+    assert_eq!(value(&a, show).await, expected, "as PostgreSQL");
+    a.batch_execute("DISCARD ALL").await.unwrap();
+    assert_eq!(
+        value(&c, show).await,
+        expected,
+        "set again for the next client"
+    );
+    assert_eq!(value(&a, show).await, expected);
+    proxy.shutdown().await;
+}
+
 // ---- helpers ----
 
 /// Runs a client program off the runtime's threads (the proxy runs on them).

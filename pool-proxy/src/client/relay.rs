@@ -84,6 +84,8 @@ pub(crate) async fn relay<R, W>(
     W: AsyncWrite + Unpin,
 {
     let clock = ctx.shared.clock;
+    // What the client asked for at startup: what a DISCARD ALL of its own goes back to.
+    let startup = wanted.clone();
     let mut session = ClientSession::new(route.session_config());
     let mut held: Option<Held> = None;
     let mut acquire: Option<(Acquire, tokio::time::Instant)> = None;
@@ -185,6 +187,12 @@ pub(crate) async fn relay<R, W>(
                     if let Some(server) = held.as_mut() {
                         params::follow(&mut server.lease, &mut wanted, &name, &value);
                     }
+                }
+                Action::SettingsDiscarded => {
+                    if let Some(server) = held.as_mut() {
+                        server.lease.settings.clear();
+                    }
+                    wanted.clone_from(&startup);
                 }
                 Action::Pinned(reason) => {
                     route.stats.pinned();

@@ -1879,3 +1879,20 @@ fn a_set_of_a_followed_parameter_alone_is_followed_not_pinned() {
     );
     assert_eq!(s.pinned(), Some(PinReason::Set));
 }
+
+#[test]
+fn a_clients_discard_all_discards_the_settings_not_follows_the_defaults_it_reports() {
+    let mut s = active_with("DISCARD ALL");
+    let actions = server(
+        &mut s,
+        &[
+            cc("DISCARD ALL"),
+            parameter_status("application_name", ""),
+            rfq(b'I'),
+        ]
+        .concat(),
+    );
+    assert_eq!(parameters_changed(&actions), []);
+    assert_eq!(actions[1], Action::SettingsDiscarded, "{actions:?}");
+    assert_eq!(s.pinned(), None);
+}
