@@ -25,7 +25,9 @@
 //! Detected, not guessed, from what the protocol shows: see [`PinReason`] for what is
 //! seen and `docs/proxy.md` for what cannot be. Detected state either pins the client to
 //! its server until it leaves, or refuses the client with an ErrorResponse, per
-//! [`StatePolicy`]; either is reported once per client.
+//! [`StatePolicy`]; either is reported once per client. The parameters a server reports
+//! ([`FOLLOWED_PARAMETERS`]) are not pinned on but followed: their values when a
+//! transaction ends go with the client ([`Action::ParameterChanged`]).
 //!
 //! # Named prepared statements
 //!
