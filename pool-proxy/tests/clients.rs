@@ -1005,10 +1005,7 @@ async fn startup_parameters_follow_each_client_across_a_shared_server() {
 /// they share one server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reported_parameters_changed_in_a_transaction_follow_their_client_only() {
-    let proxy = TestProxy::start(
-        Setup::default().settings("default_pool_size = 1\nquery_wait_timeout = 10"),
-    )
-    .await;
+    let proxy = one_server_shared().await;
     let a = proxy.connect().await;
     let b = proxy.connect().await;
     let show = "SELECT current_setting('TimeZone') || '|' || current_setting('DateStyle') \
@@ -1077,10 +1074,7 @@ async fn reported_parameters_changed_in_a_transaction_follow_their_client_only()
 /// value gets it set again rather than the server's default.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clients_discard_all_goes_back_to_its_startup_values() {
-    let proxy = TestProxy::start(
-        Setup::default().settings("default_pool_size = 1\nquery_wait_timeout = 10"),
-    )
-    .await;
+    let proxy = one_server_shared().await;
     let show = "SELECT current_setting('application_name') || '|' \
                 || current_setting('TimeZone')";
     let script = ["SET TimeZone = 'Asia/Tokyo'", "DISCARD ALL"];
@@ -1112,6 +1106,13 @@ async fn a_clients_discard_all_goes_back_to_its_startup_values() {
 }
 
 // ---- helpers ----
+
+/// A proxy with one server, whose clients wait for it at most 10 s: a client pinned by
+/// mistake fails the next one's query instead of hanging the test.
+async fn one_server_shared() -> TestProxy {
+    TestProxy::start(Setup::default().settings("default_pool_size = 1\nquery_wait_timeout = 10"))
+        .await
+}
 
 /// Runs a client program off the runtime's threads (the proxy runs on them).
 async fn run(mut command: Command) -> Output {

@@ -1751,6 +1751,23 @@ fn parameter_status(name: &str, value: &str) -> Vec<u8> {
     msg(b'S', format!("{name}\0{value}\0").as_bytes())
 }
 
+/// A command's answer that reports a parameter, ending its transaction.
+fn reported(tag: &str, name: &str, value: &str) -> Vec<u8> {
+    [cc(tag), parameter_status(name, value), rfq(b'I')].concat()
+}
+
+/// S1 went back clean, last, and nothing pinned the client.
+fn assert_released_unpinned(s: &ClientSession, actions: &[Action]) {
+    assert!(
+        matches!(
+            actions.last(),
+            Some(Action::ReleaseServer(S1, Release::Clean, _))
+        ),
+        "{actions:?}"
+    );
+    assert_eq!(s.pinned(), None);
+}
+
 fn parameters_changed(actions: &[Action]) -> Vec<(&str, &str)> {
     actions
         .iter()
@@ -1810,14 +1827,7 @@ fn followed_parameters_change_when_their_transaction_ends_with_their_last_value(
         [("TimeZone", "X"), ("DateStyle", "ISO")],
         "followed ones only, each at its last value, before the server goes back"
     );
-    assert!(
-        matches!(
-            actions.last(),
-            Some(Action::ReleaseServer(S1, Release::Clean, _))
-        ),
-        "{actions:?}"
-    );
-    assert_eq!(s.pinned(), None);
+    assert_released_unpinned(&s, &actions);
 }
 
 #[test]
@@ -1841,24 +1851,9 @@ fn a_transaction_its_client_abandons_changes_no_parameter() {
 #[test]
 fn a_set_of_a_followed_parameter_alone_is_followed_not_pinned() {
     let mut s = active_with("SET TimeZone = 'Asia/Tokyo'");
-    let actions = server(
-        &mut s,
-        &[
-            cc("SET"),
-            parameter_status("TimeZone", "Asia/Tokyo"),
-            rfq(b'I'),
-        ]
-        .concat(),
-    );
+    let actions = server(&mut s, &reported("SET", "TimeZone", "Asia/Tokyo"));
     assert_eq!(parameters_changed(&actions), [("TimeZone", "Asia/Tokyo")]);
-    assert!(
-        matches!(
-            actions.last(),
-            Some(Action::ReleaseServer(S1, Release::Clean, _))
-        ),
-        "{actions:?}"
-    );
-    assert_eq!(s.pinned(), None);
+    assert_released_unpinned(&s, &actions);
     // With a second statement, which may set anything: pinned.
     let both = q("SET TimeZone = 'UTC'; SET work_mem = '1GB'");
     assert_eq!(client(&mut s, &both), vec![Action::RequestServer]);
@@ -1883,15 +1878,7 @@ fn a_set_of_a_followed_parameter_alone_is_followed_not_pinned() {
 #[test]
 fn a_clients_discard_all_discards_the_settings_not_follows_the_defaults_it_reports() {
     let mut s = active_with("DISCARD ALL");
-    let actions = server(
-        &mut s,
-        &[
-            cc("DISCARD ALL"),
-            parameter_status("application_name", ""),
-            rfq(b'I'),
-        ]
-        .concat(),
-    );
+    let actions = server(&mut s, &reported("DISCARD ALL", "application_name", ""));
     assert_eq!(parameters_changed(&actions), []);
     assert_eq!(actions[1], Action::SettingsDiscarded, "{actions:?}");
     assert_eq!(s.pinned(), None);
