@@ -79,7 +79,15 @@ async fn an_abandoned_slow_query_does_not_hold_up_the_next_borrower() {
         waited < NEXT_BORROWER,
         "the next borrower waited {waited:?} behind an abandoned query"
     );
-    assert_eq!(c.transaction_status(), TransactionStatus::Idle);
+    assert_eq!(
+        within(
+            Duration::from_secs(5),
+            "the status settles",
+            c.settled_transaction_status()
+        )
+        .await,
+        TransactionStatus::Idle
+    );
     assert_eq!(
         backend_pid(&c).await,
         first,

@@ -46,6 +46,18 @@ async fn wait_log(cluster: &PgCluster, needle: &str, n: usize) {
     }
 }
 
+/// The connection's status once nothing is queued or in flight (bounded): right after a
+/// query, or a return whose `Close` is still in flight, `transaction_status()` may say
+/// `Unknown` for as long as the connection task waits for a core on a loaded machine.
+async fn settled(c: &PgConnection) -> TransactionStatus {
+    within(
+        Duration::from_secs(5),
+        "the status settles",
+        c.settled_transaction_status(),
+    )
+    .await
+}
+
 /// Waits (bounded) for the connection's status to become `want`.
 async fn wait_status(c: &PgConnection, want: TransactionStatus) {
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -62,11 +74,7 @@ async fn wait_status(c: &PgConnection, want: TransactionStatus) {
 /// What the next borrower must see: no transaction left open by the last one (a fresh
 /// statement's transaction starts now), and none of the rows a rolled-back insert left.
 async fn assert_clean(c: &PgConnection, rows: i64, what: &str) {
-    assert_eq!(
-        c.transaction_status(),
-        TransactionStatus::Idle,
-        "{what}: status"
-    );
+    assert_eq!(settled(c).await, TransactionStatus::Idle, "{what}: status");
     assert_eq!(
         one(c, "SELECT now() = statement_timestamp()").await,
         "t",
@@ -122,7 +130,7 @@ async fn auto_reset_rolls_back_only_dirty_connections() {
         c.batch_execute("BEGIN; INSERT INTO reset_probe VALUES (1)")
             .await
             .unwrap();
-        assert_eq!(c.transaction_status(), TransactionStatus::InTransaction);
+        assert_eq!(settled(&c).await, TransactionStatus::InTransaction);
     }
     wait_until(&pool, Duration::from_secs(5), "reset done", |p| {
         p.status().leased == 0 && p.status().checking == 0
@@ -378,7 +386,7 @@ async fn a_queued_close_needs_no_rollback() {
         assert_eq!(row.get::<_, i32>(0), i);
     }
     let c = pool.get().await.unwrap();
-    assert_eq!(c.transaction_status(), TransactionStatus::Idle);
+    assert_eq!(settled(&c).await, TransactionStatus::Idle);
     assert_eq!(one(&c, "SELECT now() = statement_timestamp()").await, "t");
     drop(c);
     let m = pool.metrics();
