@@ -4,7 +4,7 @@
 
 mod pg_common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,9 +36,11 @@ async fn full_restart_under_load_recovers_every_task() {
             .backoff_max(Duration::from_millis(500))
     });
     let stop = Arc::new(AtomicBool::new(false));
+    // Each task's successful attempts so far: the restart waits until every task has one.
+    let succeeded: Arc<Vec<AtomicU64>> = Arc::new((0..TASKS).map(|_| AtomicU64::new(0)).collect());
     let tasks: Vec<_> = (0..TASKS)
         .map(|t| {
-            let (pool, stop) = (pool.clone(), stop.clone());
+            let (pool, stop, succeeded) = (pool.clone(), stop.clone(), succeeded.clone());
             tokio::spawn(async move {
                 // (when the attempt started and ended, whether it succeeded, the error)
                 let mut log: Vec<(Instant, Instant, bool, String)> = Vec::new();
@@ -58,6 +60,9 @@ async fn full_restart_under_load_recovers_every_task() {
                     .await
                     .unwrap_or_else(|_| Err("attempt hung for 5 s".into()));
                     let ok = outcome.is_ok();
+                    if ok {
+                        succeeded[t].fetch_add(1, Ordering::SeqCst);
+                    }
                     log.push((
                         started,
                         Instant::now(),
@@ -73,7 +78,7 @@ async fn full_restart_under_load_recovers_every_task() {
         .collect();
 
     wait_until(&pool, Duration::from_secs(30), "warm-up", |p| {
-        p.metrics().stats.grants >= 200
+        p.metrics().stats.grants >= 200 && succeeded.iter().all(|n| n.load(Ordering::SeqCst) > 0)
     })
     .await;
     let restart_began = Instant::now();
